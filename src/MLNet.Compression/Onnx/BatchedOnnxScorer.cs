@@ -1,0 +1,124 @@
+using Microsoft.ML.OnnxRuntime;
+
+namespace MLNet.Compression.Onnx;
+
+/// <summary>
+/// Runs an exported classifier on ONNX Runtime many rows per call, unlike ML.NET's OnnxTransformer which fixes the batch
+/// dimension to 1. Input and output go through pinned, reused managed buffers wrapped by <see cref="OrtValue"/>s, so a
+/// call allocates no large arrays.
+/// </summary>
+/// <remarks>
+/// Thread safety: <see cref="Score"/> may be called from several threads; calls are serialized by an internal lock
+/// because the staging buffers are shared. Use one scorer per thread for parallel scoring.
+/// <see cref="Dispose"/> must not race with <see cref="Score"/>.
+/// </remarks>
+internal sealed class BatchedOnnxScorer : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly RunOptions _runOptions = new();
+    private readonly string[] _inputNames;
+    private readonly string[] _outputNames;
+    private readonly object _lock = new();
+    private float[] _input = [];
+    private float[] _output = [];
+    private bool _disposed;
+    private long _rowsScored;
+
+    /// <summary>Creates a session over <paramref name="onnx"/> (an exported classifier, see <see cref="OnnxExporter"/>).</summary>
+    /// <param name="onnx">The serialized ONNX model.</param>
+    /// <param name="gpuDeviceId">CUDA device to run on, or null for the CPU (as <c>MLContext.GpuDeviceId</c>).</param>
+    /// <param name="fallbackToCpu">When the CUDA provider cannot be used, run on the CPU instead of throwing (as <c>MLContext.FallbackToCpu</c>).</param>
+    /// <param name="intraOpThreads">ONNX Runtime intra-op threads; null for its default (one per physical core).</param>
+    public BatchedOnnxScorer(byte[] onnx, int? gpuDeviceId = null, bool fallbackToCpu = false, int? intraOpThreads = null)
+    {
+        ArgumentNullException.ThrowIfNull(onnx);
+        Signature = OnnxExporter.ReadSignature(onnx);
+        using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+        if (intraOpThreads is int threads)
+            options.IntraOpNumThreads = threads;
+        if (gpuDeviceId is int device)
+        {
+            try
+            {
+                options.AppendExecutionProvider_CUDA(device);
+                UsesGpu = true;
+            }
+            catch (Exception e) when (fallbackToCpu && e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
+            {
+                FallbackReason = e.Message;
+            }
+            catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
+            {
+                throw new InvalidOperationException(
+                    $"CUDA device {device} was requested for ONNX scoring but ONNX Runtime's CUDA execution provider could not be used ({e.Message}). " +
+                    "Reference Microsoft.ML.OnnxRuntime.Gpu and install CUDA/cuDNN, or allow falling back to the CPU (MLContext.FallbackToCpu = true).", e);
+            }
+        }
+        _session = new InferenceSession(onnx, options);
+        _inputNames = [Signature.InputName];
+        _outputNames = [Signature.ScoreName];
+    }
+
+    /// <summary>The model's input and output names and sizes.</summary>
+    public OnnxModelSignature Signature { get; }
+
+    /// <summary>Features per row.</summary>
+    public int InputLength => Signature.InputLength;
+
+    /// <summary>Probabilities per row (number of classes).</summary>
+    public int ClassCount => Signature.ClassCount;
+
+    /// <summary>Whether the CUDA execution provider was appended.</summary>
+    public bool UsesGpu { get; }
+
+    /// <summary>Total rows scored so far (diagnostics: shows whether a view computed its outputs).</summary>
+    public long RowsScored => Interlocked.Read(ref _rowsScored);
+
+    /// <summary>Why CUDA was not used although requested (fallback to CPU), or null.</summary>
+    public string? FallbackReason { get; }
+
+    /// <summary>
+    /// Scores <paramref name="rows"/> rows: <paramref name="features"/> holds rows × <see cref="InputLength"/> values,
+    /// row-major; <paramref name="probabilities"/> receives rows × <see cref="ClassCount"/> values.
+    /// </summary>
+    public void Score(ReadOnlySpan<float> features, int rows, Span<float> probabilities)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(rows);
+        long inLen = (long)rows * InputLength, outLen = (long)rows * ClassCount;
+        if (features.Length < inLen)
+            throw new ArgumentException($"{rows} rows need {inLen} feature values but {features.Length} were given.", nameof(features));
+        if (probabilities.Length < outLen)
+            throw new ArgumentException($"{rows} rows need room for {outLen} probabilities but the destination holds {probabilities.Length}.", nameof(probabilities));
+        if (rows == 0)
+            return;
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_input.Length < inLen)
+            {
+                // Pinned (POH) so ONNX Runtime reads and writes them in place; grown only when a bigger block arrives.
+                _input = GC.AllocateUninitializedArray<float>(checked((int)inLen), pinned: true);
+                _output = GC.AllocateUninitializedArray<float>(checked((int)outLen), pinned: true);
+            }
+            features[..(int)inLen].CopyTo(_input);
+            using var input = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _input.AsMemory(0, (int)inLen), [rows, InputLength]);
+            using var output = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _output.AsMemory(0, (int)outLen), [rows, ClassCount]);
+            _session.Run(_runOptions, _inputNames, [input], _outputNames, [output]);
+            _output.AsSpan(0, (int)outLen).CopyTo(probabilities);
+            Interlocked.Add(ref _rowsScored, rows);
+        }
+    }
+
+    /// <summary>Releases the ONNX Runtime session.</summary>
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (_disposed)
+                return;
+            _disposed = true;
+            _session.Dispose();
+            _runOptions.Dispose();
+        }
+    }
+}

@@ -1,0 +1,236 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+namespace MLNet.Compression.Onnx;
+
+/// <summary>
+/// A lazy view over <c>source</c> that appends the same columns as <see cref="OnnxScoringChain"/> (<c>Score</c>:
+/// vector&lt;float, K&gt;; <c>PredictedLabel</c>: key&lt;uint, K&gt; with the class names as KeyValues) but computes them with
+/// a <see cref="BatchedOnnxScorer"/> on blocks of rows instead of one ONNX Runtime call per row.
+/// </summary>
+/// <remarks>
+/// A cursor wraps one source cursor for the requested source columns and, only when Score or PredictedLabel is
+/// requested, a second look-ahead source cursor over the feature column that reads a block, scores it, and serves the
+/// results row by row. Both cursors are opened without shuffling, so the source must give rows in the same order on
+/// every pass (true for ML.NET's loaders and row-to-row transforms). <see cref="CanShuffle"/> is false and a cursor set
+/// is a single cursor. The scorer is shared, not owned; dispose it after the last cursor.
+/// </remarks>
+internal sealed class BatchedScoringDataView : IDataView
+{
+    private readonly IDataView _source;
+    private readonly BatchedOnnxScorer _scorer;
+    private readonly int _featureIndex;
+    private readonly int _blockSize;
+    private readonly int _scoreIndex;
+    private readonly int _labelIndex;
+
+    /// <summary>Wraps <paramref name="source"/>; throws if <paramref name="featureColumnName"/> is not vector&lt;float, InputLength&gt;.</summary>
+    /// <param name="source">The data to score.</param>
+    /// <param name="scorer">The batched session (not owned).</param>
+    /// <param name="featureColumnName">The feature column fed to the model.</param>
+    /// <param name="classNames">One name per class, in class-index order (the label's key values).</param>
+    /// <param name="blockSize">Rows per ONNX Runtime call.</param>
+    public BatchedScoringDataView(IDataView source, BatchedOnnxScorer scorer, string featureColumnName, IReadOnlyList<string> classNames, int blockSize = 1024)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(scorer);
+        ArgumentException.ThrowIfNullOrWhiteSpace(featureColumnName);
+        ArgumentOutOfRangeException.ThrowIfLessThan(blockSize, 1);
+        OnnxScoringColumns.ValidateClassNames(classNames, scorer.ClassCount);
+        _featureIndex = OnnxScoringColumns.ValidateFeatureColumn(source.Schema, featureColumnName, scorer.InputLength);
+        _source = source;
+        _scorer = scorer;
+        _blockSize = blockSize;
+
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(source.Schema);
+        builder.AddColumn(OnnxScoringChain.ScoreColumnName, new VectorDataViewType(NumberDataViewType.Single, scorer.ClassCount));
+        builder.AddColumn(OnnxScoringChain.PredictedLabelColumnName, new KeyDataViewType(typeof(uint), scorer.ClassCount),
+            OnnxScoringColumns.KeyValuesAnnotations(classNames));
+        Schema = builder.ToSchema();
+        _scoreIndex = source.Schema.Count;
+        _labelIndex = source.Schema.Count + 1;
+    }
+
+    /// <inheritdoc />
+    public bool CanShuffle => false;
+
+    /// <inheritdoc />
+    public DataViewSchema Schema { get; }
+
+    /// <inheritdoc />
+    public long? GetRowCount() => _source.GetRowCount();
+
+    /// <inheritdoc />
+    public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
+    {
+        ArgumentNullException.ThrowIfNull(columnsNeeded);
+        var needed = columnsNeeded.Select(c => c.Index).ToHashSet();
+        var sourceColumns = needed.Where(i => i < _scoreIndex).Select(i => _source.Schema[i]).ToArray();
+        bool score = needed.Contains(_scoreIndex), label = needed.Contains(_labelIndex);
+        var main = _source.GetRowCursor(sourceColumns);
+        DataViewRowCursor? ahead = null;
+        try
+        {
+            if (score || label)
+                ahead = _source.GetRowCursor([_source.Schema[_featureIndex]]);
+            return new Cursor(this, main, ahead, score, label);
+        }
+        catch
+        {
+            ahead?.Dispose();
+            main.Dispose();
+            throw;
+        }
+    }
+
+    /// <inheritdoc />
+    public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) =>
+        [GetRowCursor(columnsNeeded, rand)];
+
+    private sealed class Cursor : DataViewRowCursor
+    {
+        private readonly BatchedScoringDataView _parent;
+        private readonly DataViewRowCursor _main;
+        private readonly DataViewRowCursor? _ahead;
+        private readonly ValueGetter<VBuffer<float>>? _featureGetter;
+        private readonly bool _score, _label;
+        private readonly int _inputLength, _classes;
+        private readonly float[] _features = [], _probabilities = [];
+        private readonly uint[] _labels = [];
+        private VBuffer<float> _row;
+        private long _aheadRows;      // rows the look-ahead cursor has moved past
+        private long _blockStart = -1; // position of the first row in the scored block
+        private int _blockRows;
+
+        public Cursor(BatchedScoringDataView parent, DataViewRowCursor main, DataViewRowCursor? ahead, bool score, bool label)
+        {
+            _parent = parent;
+            _main = main;
+            _ahead = ahead;
+            _score = score;
+            _label = label;
+            _inputLength = parent._scorer.InputLength;
+            _classes = parent._scorer.ClassCount;
+            if (ahead is not null)
+            {
+                _featureGetter = ahead.GetGetter<VBuffer<float>>(parent._source.Schema[parent._featureIndex]);
+                _features = new float[(long)parent._blockSize * _inputLength];
+                _probabilities = new float[(long)parent._blockSize * _classes];
+                _labels = new uint[parent._blockSize];
+            }
+        }
+
+        public override DataViewSchema Schema => _parent.Schema;
+
+        public override long Position => _main.Position;
+
+        public override long Batch => _main.Batch;
+
+        public override bool MoveNext() => _main.MoveNext();
+
+        public override ValueGetter<DataViewRowId> GetIdGetter() => _main.GetIdGetter();
+
+        public override bool IsColumnActive(DataViewSchema.Column column)
+        {
+            if (column.Index == _parent._scoreIndex)
+                return _score;
+            if (column.Index == _parent._labelIndex)
+                return _label;
+            return _main.IsColumnActive(_main.Schema[column.Index]);
+        }
+
+        public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
+        {
+            if (column.Index < _parent._scoreIndex)
+                return _main.GetGetter<TValue>(_main.Schema[column.Index]);
+            if (column.Index == _parent._scoreIndex && _score)
+            {
+                if (typeof(TValue) != typeof(VBuffer<float>))
+                    throw new InvalidOperationException($"Column '{column.Name}' is {column.Type}; read it as VBuffer<float>, not {typeof(TValue).Name}.");
+                ValueGetter<VBuffer<float>> getter = (ref VBuffer<float> dst) =>
+                {
+                    int row = CurrentBlockRow();
+                    var editor = VBufferEditor.Create(ref dst, _classes);
+                    _probabilities.AsSpan(row * _classes, _classes).CopyTo(editor.Values);
+                    dst = editor.Commit();
+                };
+                return (ValueGetter<TValue>)(Delegate)getter;
+            }
+            if (column.Index == _parent._labelIndex && _label)
+            {
+                if (typeof(TValue) != typeof(uint))
+                    throw new InvalidOperationException($"Column '{column.Name}' is {column.Type}; read it as UInt32, not {typeof(TValue).Name}.");
+                ValueGetter<uint> getter = (ref uint dst) => dst = _labels[CurrentBlockRow()];
+                return (ValueGetter<TValue>)(Delegate)getter;
+            }
+            throw new InvalidOperationException($"Column '{column.Name}' was not requested when the cursor was created.");
+        }
+
+        /// <summary>Index of the current row in the scored block, scoring the block that starts here if needed.</summary>
+        private int CurrentBlockRow()
+        {
+            long pos = _main.Position;
+            if (pos < 0)
+                throw new InvalidOperationException("The cursor is not on a row; call MoveNext first.");
+            if (pos >= _blockStart && pos < _blockStart + _blockRows)
+                return (int)(pos - _blockStart);
+            ScoreBlockAt(pos);
+            return 0;
+        }
+
+        private void ScoreBlockAt(long pos)
+        {
+            var ahead = _ahead!;
+            // Skip rows whose outputs were never read (no feature reads for them).
+            while (_aheadRows < pos)
+            {
+                if (!ahead.MoveNext())
+                    throw SourceChanged();
+                _aheadRows++;
+            }
+            int n = 0;
+            while (n < _parent._blockSize && ahead.MoveNext())
+            {
+                _aheadRows++;
+                _featureGetter!(ref _row);
+                if (_row.Length != _inputLength)
+                    throw new InvalidOperationException(
+                        $"Row {_aheadRows - 1} of feature column '{_parent._source.Schema[_parent._featureIndex].Name}' has {_row.Length} values; the model needs {_inputLength}.");
+                _row.CopyTo(_features.AsSpan(n * _inputLength, _inputLength));
+                n++;
+            }
+            if (n == 0)
+                throw SourceChanged();
+            _parent._scorer.Score(_features.AsSpan(0, n * _inputLength), n, _probabilities.AsSpan(0, n * _classes));
+            for (int r = 0; r < n; r++)
+                _labels[r] = (uint)ArgMax(_probabilities.AsSpan(r * _classes, _classes)) + 1;
+            _blockStart = pos;
+            _blockRows = n;
+        }
+
+        /// <summary>First index of the largest value, like ONNX ArgMax with select_last_index = 0.</summary>
+        private static int ArgMax(ReadOnlySpan<float> values)
+        {
+            int best = 0;
+            for (int i = 1; i < values.Length; i++)
+                if (values[i] > values[best])
+                    best = i;
+            return best;
+        }
+
+        private static InvalidOperationException SourceChanged() =>
+            new("The source data view returned fewer rows to the look-ahead cursor than to the main cursor; " +
+                "BatchedScoringDataView needs a source that gives the same rows in the same order on every pass.");
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                _ahead?.Dispose();
+                _main.Dispose();
+            }
+            base.Dispose(disposing);
+        }
+    }
+}

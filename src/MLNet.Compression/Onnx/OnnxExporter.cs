@@ -1,0 +1,157 @@
+using System.Reflection;
+using System.Text.Json;
+using Google.Protobuf;
+using MLNet.Compression.Networks;
+using MLNet.Compression.Onnx.Proto;
+
+namespace MLNet.Compression.Onnx;
+
+/// <summary>
+/// Writes a <see cref="NetworkModel"/> as an ONNX model: input float [N, InputLength] (symbolic batch), a Reshape to
+/// [N, C, H, W] for convolutional networks, Gemm/Conv/MaxPool/Relu/Flatten per layer, Softmax(axis=1) into the score
+/// output float [N, classes] and ArgMax(axis=1) into the predicted class index output int64 [N].
+/// </summary>
+internal static class OnnxExporter
+{
+    /// <summary>Metadata key of the architecture display name.</summary>
+    public const string ArchitectureKey = "mlnet_compression.architecture";
+
+    /// <summary>Metadata key of the input shape (JSON array, no batch dimension).</summary>
+    public const string InputShapeKey = "mlnet_compression.input_shape";
+
+    /// <summary>Metadata key of the class names (JSON array of strings).</summary>
+    public const string ClassNamesKey = "mlnet_compression.class_names";
+
+    /// <summary>Producer name written into every model.</summary>
+    public const string ProducerName = "MLNet.Compression";
+
+    /// <summary>Exports <paramref name="model"/> and returns the serialized ONNX model.</summary>
+    public static byte[] Export(NetworkModel model, OnnxExportOptions? options = null) => BuildModel(model, options ?? new()).ToByteArray();
+
+    /// <summary>Builds the ONNX model message (for callers that post-process it before serializing).</summary>
+    public static ModelProto BuildModel(NetworkModel model, OnnxExportOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentException.ThrowIfNullOrWhiteSpace(options.InputName, nameof(options) + "." + nameof(options.InputName));
+        ArgumentException.ThrowIfNullOrWhiteSpace(options.ScoreName, nameof(options) + "." + nameof(options.ScoreName));
+        ArgumentException.ThrowIfNullOrWhiteSpace(options.LabelIndexName, nameof(options) + "." + nameof(options.LabelIndexName));
+        if (new[] { options.InputName, options.ScoreName, options.LabelIndexName }.Distinct(StringComparer.Ordinal).Count() != 3)
+            throw new ArgumentException(
+                $"The ONNX input and output names must differ, but were input '{options.InputName}', score '{options.ScoreName}', label index '{options.LabelIndexName}'.",
+                nameof(options));
+        long irVersion = IrVersionForOpset(options.Opset);
+        if (options.ClassNames is { } names && names.Count != model.NumClasses)
+            throw new ArgumentException(
+                $"{names.Count} class names were given but the model has {model.NumClasses} output classes.", nameof(options));
+        if (model.Layers.Count == 0 || model.Layers[^1] is not DenseModelLayer last || last.OutFeatures != model.NumClasses)
+            throw new ArgumentException("The model's last layer must be the dense output layer with one unit per class.", nameof(model));
+
+        var g = new OnnxGraphBuilder(model.Architecture.Name);
+        var emitter = options.LayerEmitter;
+        g.ReserveName(options.ScoreName);
+        g.ReserveName(options.LabelIndexName);
+        string x = g.AddInput(options.InputName, TensorProto.Types.DataType.Float, [null, model.InputLength]);
+
+        var inputShape = model.InputShape;
+        if (inputShape.Length == 3)
+        {
+            var shape = g.AddInt64Initializer("input_shape", [-1L, inputShape[0], inputShape[1], inputShape[2]], [4]);
+            x = g.AddNode("Reshape", [x, shape], "input_nchw");
+        }
+
+        foreach (var layer in model.Layers)
+        {
+            x = layer switch
+            {
+                DenseModelLayer d => emitter.EmitActivation(g, d, emitter.EmitDense(g, d, x)),
+                ConvModelLayer c => emitter.EmitActivation(g, c, emitter.EmitConv(g, c, x)),
+                MaxPoolModelLayer p => g.AddNode("MaxPool", [x], p.Name, new Dictionary<string, object>
+                {
+                    ["kernel_shape"] = new long[] { p.Kernel, p.Kernel },
+                    ["strides"] = new long[] { p.Stride, p.Stride },
+                }),
+                FlattenModelLayer f => g.AddNode("Flatten", [x], f.Name, new Dictionary<string, object> { ["axis"] = 1L }),
+                _ => throw new NotSupportedException($"Layer '{layer.Name}' of type {layer.GetType().Name} cannot be exported to ONNX."),
+            };
+        }
+
+        // The names were reserved above so that no layer takes them; add the final nodes with exactly those names.
+        g.AddNodeWithReservedOutput("Softmax", [x], options.ScoreName, new Dictionary<string, object> { ["axis"] = 1L });
+        g.AddNodeWithReservedOutput("ArgMax", [options.ScoreName], options.LabelIndexName,
+            new Dictionary<string, object> { ["axis"] = 1L, ["keepdims"] = 0L, ["select_last_index"] = 0L });
+        g.AddOutput(options.ScoreName, TensorProto.Types.DataType.Float, [null, model.NumClasses]);
+        g.AddOutput(options.LabelIndexName, TensorProto.Types.DataType.Int64, [null]);
+
+        var proto = new ModelProto
+        {
+            IrVersion = irVersion,
+            ProducerName = ProducerName,
+            ProducerVersion = typeof(OnnxExporter).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0",
+            ModelVersion = 1,
+            DocString = $"{model.Architecture} with {model.NumClasses} classes, exported by MLNet.Compression.",
+            Graph = g.Graph,
+        };
+        proto.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = options.Opset });
+        AddMetadata(proto, ArchitectureKey, model.Architecture.Name);
+        AddMetadata(proto, InputShapeKey, JsonSerializer.Serialize(inputShape));
+        if (options.ClassNames is { } classNames)
+            AddMetadata(proto, ClassNamesKey, JsonSerializer.Serialize(classNames));
+        if (options.Metadata is { } extra)
+            foreach (var (k, v) in extra)
+                AddMetadata(proto, k, v);
+        return proto;
+    }
+
+    /// <summary>The ONNX IR version that goes with a default-domain opset (opset 13–23).</summary>
+    public static long IrVersionForOpset(int opset) => opset switch
+    {
+        13 or 14 => 7,
+        >= 15 and <= 18 => 8,
+        19 or 20 => 9,
+        21 or 22 => 10,
+        23 => 11,
+        _ => throw new ArgumentOutOfRangeException(nameof(opset), opset,
+            "The ONNX opset must be between 13 (per-channel quantization, Softmax over one axis) and 23."),
+    };
+
+    /// <summary>Parses the names the scoring chain needs from serialized ONNX bytes.</summary>
+    public static OnnxModelSignature ReadSignature(byte[] onnx)
+    {
+        ArgumentNullException.ThrowIfNull(onnx);
+        ModelProto model;
+        try
+        {
+            model = ModelProto.Parser.ParseFrom(onnx);
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            throw new ArgumentException("The bytes are not a valid ONNX model: " + e.Message, nameof(onnx), e);
+        }
+        var graph = model.Graph ?? throw new ArgumentException("The ONNX model has no graph.", nameof(onnx));
+        var initializers = graph.Initializer.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+        var inputs = graph.Input.Where(i => !initializers.Contains(i.Name)).ToArray();
+        if (inputs.Length != 1)
+            throw new ArgumentException($"The ONNX model must have exactly one input, but has {inputs.Length}.", nameof(onnx));
+        var score = graph.Output.Where(o => o.Type?.TensorType?.ElemType == (int)TensorProto.Types.DataType.Float).ToArray();
+        var label = graph.Output.Where(o => o.Type?.TensorType?.ElemType == (int)TensorProto.Types.DataType.Int64).ToArray();
+        if (graph.Output.Count != 2 || score.Length != 1 || label.Length != 1)
+            throw new ArgumentException("The ONNX model must have two outputs: float scores [N, classes] and int64 class indices [N].", nameof(onnx));
+        var classDim = score[0].Type.TensorType.Shape?.Dim.LastOrDefault();
+        var inputDim = inputs[0].Type?.TensorType?.Shape?.Dim.LastOrDefault();
+        if (classDim is null || !classDim.HasDimValue || inputDim is null || !inputDim.HasDimValue)
+            throw new ArgumentException("The ONNX model's input and score output must have a fixed last dimension.", nameof(onnx));
+        return new OnnxModelSignature(inputs[0].Name, checked((int)inputDim.DimValue), score[0].Name, label[0].Name, checked((int)classDim.DimValue));
+    }
+
+    private static void AddMetadata(ModelProto proto, string key, string value) =>
+        proto.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
+}
+
+/// <summary>The input and output names and sizes of an exported classifier.</summary>
+/// <param name="InputName">Graph input (float [N, InputLength]).</param>
+/// <param name="InputLength">Features per row.</param>
+/// <param name="ScoreName">Probabilities output (float [N, ClassCount]).</param>
+/// <param name="LabelIndexName">Predicted class index output (int64 [N], 0-based).</param>
+/// <param name="ClassCount">Number of classes.</param>
+internal sealed record OnnxModelSignature(string InputName, int InputLength, string ScoreName, string LabelIndexName, int ClassCount);

@@ -1,0 +1,202 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using Google.Protobuf;
+using MLNet.Compression.Onnx.Proto;
+
+namespace MLNet.Compression.Onnx;
+
+/// <summary>
+/// Builds an ONNX <see cref="GraphProto"/> step by step: unique value names, initializers (weights stored little-endian in
+/// <c>raw_data</c>), sparse initializers, nodes with typed attributes, and typed graph inputs and outputs.
+/// The exporter and the weight emitters of the compression stages use it; it knows nothing about networks.
+/// </summary>
+internal sealed class OnnxGraphBuilder
+{
+    private readonly HashSet<string> _names = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _reserved = new(StringComparer.Ordinal);
+
+    /// <summary>Creates a builder for a graph called <paramref name="graphName"/>.</summary>
+    public OnnxGraphBuilder(string graphName)
+    {
+        Graph = new GraphProto { Name = graphName };
+    }
+
+    /// <summary>The graph being built.</summary>
+    public GraphProto Graph { get; }
+
+    /// <summary>Reserves <paramref name="name"/> exactly for a later <see cref="AddNodeWithReservedOutput"/>; throws if it is already used.</summary>
+    public string ReserveName(string name)
+    {
+        if (!_names.Add(name) || !_reserved.Add(name))
+            throw new InvalidOperationException($"The ONNX value name '{name}' is already used in graph '{Graph.Name}'.");
+        return name;
+    }
+
+    /// <summary>Returns <paramref name="prefix"/>, or <paramref name="prefix"/> with a numeric suffix, that is not used yet.</summary>
+    public string UniqueName(string prefix)
+    {
+        if (_names.Add(prefix))
+            return prefix;
+        for (int i = 1; ; i++)
+        {
+            var candidate = $"{prefix}_{i}";
+            if (_names.Add(candidate))
+                return candidate;
+        }
+    }
+
+    /// <summary>Adds a graph input of element type <paramref name="elementType"/>; a null dimension is symbolic (named <paramref name="symbolicDim"/>).</summary>
+    public string AddInput(string name, TensorProto.Types.DataType elementType, IReadOnlyList<long?> dims, string symbolicDim = "N")
+    {
+        if (!_names.Add(name))
+            throw new InvalidOperationException($"The ONNX value name '{name}' is already used in graph '{Graph.Name}'.");
+        Graph.Input.Add(ValueInfo(name, elementType, dims, symbolicDim));
+        return name;
+    }
+
+    /// <summary>Declares an existing value as a graph output with the given type and shape.</summary>
+    public void AddOutput(string name, TensorProto.Types.DataType elementType, IReadOnlyList<long?> dims, string symbolicDim = "N")
+    {
+        if (!_names.Contains(name) || _reserved.Contains(name))
+            throw new InvalidOperationException($"The graph output '{name}' is not produced by any node or input.");
+        Graph.Output.Add(ValueInfo(name, elementType, dims, symbolicDim));
+    }
+
+    /// <summary>Adds a float initializer with its data in little-endian <c>raw_data</c>; returns its (unique) name.</summary>
+    public string AddFloatInitializer(string name, ReadOnlySpan<float> values, IReadOnlyList<int> dims) =>
+        AddRawInitializer(name, TensorProto.Types.DataType.Float, MemoryMarshal.AsBytes(values), sizeof(float), dims.Select(d => (long)d).ToArray(), values.Length);
+
+    /// <summary>Adds an int64 initializer (shapes, axes) in little-endian <c>raw_data</c>; returns its (unique) name.</summary>
+    public string AddInt64Initializer(string name, ReadOnlySpan<long> values, IReadOnlyList<long> dims) =>
+        AddRawInitializer(name, TensorProto.Types.DataType.Int64, MemoryMarshal.AsBytes(values), sizeof(long), dims.ToArray(), values.Length);
+
+    /// <summary>
+    /// Adds an initializer whose data is already encoded: <paramref name="littleEndianData"/> holds the elements of
+    /// <paramref name="elementType"/> in row-major order, each <paramref name="elementSize"/> bytes, little-endian.
+    /// Sub-byte types (int4) pass the packed bytes and an element size of 0 to skip the length check.
+    /// </summary>
+    public string AddRawInitializer(string name, TensorProto.Types.DataType elementType, ReadOnlySpan<byte> littleEndianData,
+        int elementSize, long[] dims, long elementCount)
+    {
+        long expected = dims.Aggregate(1L, (a, b) => a * b);
+        if (elementSize > 0 && (expected != elementCount || littleEndianData.Length != expected * elementSize))
+            throw new ArgumentException(
+                $"Initializer '{name}' has {elementCount} elements ({littleEndianData.Length} bytes) but its shape [{string.Join(", ", dims)}] needs {expected}.");
+        var unique = UniqueName(name);
+        var tensor = new TensorProto { Name = unique, DataType = (int)elementType };
+        tensor.Dims.AddRange(dims);
+        tensor.RawData = BitConverter.IsLittleEndian || elementSize <= 1
+            ? ByteString.CopyFrom(littleEndianData)
+            : ByteString.CopyFrom(ToLittleEndian(littleEndianData, elementSize));
+        Graph.Initializer.Add(tensor);
+        return unique;
+    }
+
+    /// <summary>Adds a sparse initializer (COO: values [NNZ], linear int64 indices [NNZ]) with dense shape <paramref name="dims"/>.</summary>
+    public string AddSparseFloatInitializer(string name, ReadOnlySpan<float> values, ReadOnlySpan<long> linearIndices, IReadOnlyList<int> dims)
+    {
+        if (values.Length != linearIndices.Length)
+            throw new ArgumentException($"Sparse initializer '{name}' has {values.Length} values but {linearIndices.Length} indices.");
+        var unique = UniqueName(name);
+        var sparse = new SparseTensorProto
+        {
+            Values = new TensorProto { Name = unique, DataType = (int)TensorProto.Types.DataType.Float, RawData = ByteString.CopyFrom(LittleEndian(MemoryMarshal.AsBytes(values), sizeof(float))) },
+            Indices = new TensorProto { DataType = (int)TensorProto.Types.DataType.Int64, RawData = ByteString.CopyFrom(LittleEndian(MemoryMarshal.AsBytes(linearIndices), sizeof(long))) },
+        };
+        sparse.Values.Dims.Add(values.Length);
+        sparse.Indices.Dims.Add(linearIndices.Length);
+        sparse.Dims.AddRange(dims.Select(d => (long)d));
+        Graph.SparseInitializer.Add(sparse);
+        return unique;
+    }
+
+    /// <summary>
+    /// Adds a node. Outputs are given as name prefixes and made unique; the actual output names are returned.
+    /// Attribute values may be <see cref="long"/>/<see cref="int"/>, <see cref="float"/>, <see cref="string"/>,
+    /// <see cref="long"/>[]/<see cref="int"/>[], <see cref="float"/>[] or <see cref="TensorProto"/>.
+    /// </summary>
+    public string[] AddNode(string opType, IReadOnlyList<string> inputs, IReadOnlyList<string> outputPrefixes,
+        IReadOnlyDictionary<string, object>? attributes = null, string? domain = null)
+    {
+        var node = new NodeProto { OpType = opType, Name = UniqueName("node_" + opType + "_" + outputPrefixes[0]) };
+        node.Input.AddRange(inputs);
+        var outputs = outputPrefixes.Select(UniqueName).ToArray();
+        node.Output.AddRange(outputs);
+        if (domain is not null)
+            node.Domain = domain;
+        if (attributes is not null)
+            foreach (var (key, value) in attributes)
+                node.Attribute.Add(Attribute(key, value));
+        Graph.Node.Add(node);
+        return outputs;
+    }
+
+    /// <summary>Adds a single-output node and returns the output name.</summary>
+    public string AddNode(string opType, IReadOnlyList<string> inputs, string outputPrefix,
+        IReadOnlyDictionary<string, object>? attributes = null, string? domain = null) =>
+        AddNode(opType, inputs, [outputPrefix], attributes, domain)[0];
+
+    /// <summary>
+    /// Adds a single-output node whose output is exactly <paramref name="reservedName"/>, a name reserved earlier with
+    /// <see cref="ReserveName"/> (graph outputs whose names are part of the contract, e.g. "Score").
+    /// </summary>
+    public string AddNodeWithReservedOutput(string opType, IReadOnlyList<string> inputs, string reservedName,
+        IReadOnlyDictionary<string, object>? attributes = null)
+    {
+        if (!_reserved.Remove(reservedName))
+            throw new InvalidOperationException($"The ONNX value name '{reservedName}' was not reserved or is already produced in graph '{Graph.Name}'.");
+        var node = new NodeProto { OpType = opType, Name = UniqueName("node_" + opType + "_" + reservedName) };
+        node.Input.AddRange(inputs);
+        node.Output.Add(reservedName);
+        if (attributes is not null)
+            foreach (var (key, value) in attributes)
+                node.Attribute.Add(Attribute(key, value));
+        Graph.Node.Add(node);
+        return reservedName;
+    }
+
+    private static AttributeProto Attribute(string name, object value)
+    {
+        var a = new AttributeProto { Name = name };
+        switch (value)
+        {
+            case int i: a.Type = AttributeProto.Types.AttributeType.Int; a.I = i; break;
+            case long l: a.Type = AttributeProto.Types.AttributeType.Int; a.I = l; break;
+            case float f: a.Type = AttributeProto.Types.AttributeType.Float; a.F = f; break;
+            case string s: a.Type = AttributeProto.Types.AttributeType.String; a.S = ByteString.CopyFromUtf8(s); break;
+            case int[] ia: a.Type = AttributeProto.Types.AttributeType.Ints; a.Ints.AddRange(ia.Select(x => (long)x)); break;
+            case long[] la: a.Type = AttributeProto.Types.AttributeType.Ints; a.Ints.AddRange(la); break;
+            case float[] fa: a.Type = AttributeProto.Types.AttributeType.Floats; a.Floats.AddRange(fa); break;
+            case TensorProto t: a.Type = AttributeProto.Types.AttributeType.Tensor; a.T = t; break;
+            default: throw new ArgumentException($"Attribute '{name}' has unsupported value type {value?.GetType().Name ?? "null"}.", nameof(value));
+        }
+        return a;
+    }
+
+    private static ValueInfoProto ValueInfo(string name, TensorProto.Types.DataType elementType, IReadOnlyList<long?> dims, string symbolicDim)
+    {
+        var shape = new TensorShapeProto();
+        foreach (var d in dims)
+            shape.Dim.Add(d is long v ? new TensorShapeProto.Types.Dimension { DimValue = v } : new TensorShapeProto.Types.Dimension { DimParam = symbolicDim });
+        return new ValueInfoProto
+        {
+            Name = name,
+            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)elementType, Shape = shape } },
+        };
+    }
+
+    private static ReadOnlySpan<byte> LittleEndian(ReadOnlySpan<byte> data, int elementSize) =>
+        BitConverter.IsLittleEndian ? data : ToLittleEndian(data, elementSize);
+
+    private static byte[] ToLittleEndian(ReadOnlySpan<byte> data, int elementSize)
+    {
+        var copy = data.ToArray();
+        for (int i = 0; i + elementSize <= copy.Length; i += elementSize)
+            copy.AsSpan(i, elementSize).Reverse();
+        return copy;
+    }
+
+    /// <summary>Reads a little-endian float from <paramref name="raw"/> at element <paramref name="index"/> (for tests and inspection).</summary>
+    public static float ReadFloat(ReadOnlySpan<byte> raw, int index) =>
+        BinaryPrimitives.ReadSingleLittleEndian(raw.Slice(index * sizeof(float), sizeof(float)));
+}

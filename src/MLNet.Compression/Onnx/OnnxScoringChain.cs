@@ -1,0 +1,125 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Transforms;
+
+namespace MLNet.Compression.Onnx;
+
+/// <summary>
+/// Builds the ML.NET chain that scores an exported classifier with built-in components only, so that
+/// <c>mlContext.Model.Save/Load</c> handles it and a consumer needs just Microsoft.ML, Microsoft.ML.OnnxTransformer and ONNX Runtime:
+/// <code>
+/// OnnxTransformer (Stream overload)    Features ──► Score: vector&lt;float, 1, K&gt;, PredictedLabelIndex: vector&lt;long, 1&gt;
+/// Expression "x => x"                  Score ──► Score: vector&lt;float, K&gt; (1-D)
+/// Hash (Combine = true)                PredictedLabelIndex ──► scalar key&lt;uint, 2^31&gt; (collapses the 1-slot vector)
+/// ConvertType (UInt32)                 key ──► its raw uint value
+/// MapValue (uint → class name)         hash value ──► text class name (exact table for the K class indices)
+/// MapValueToKey (keyData = names)      class name ──► PredictedLabel: key&lt;uint, K&gt; with KeyValues = class names
+/// DropColumns                          temporaries
+/// </code>
+/// </summary>
+/// <remarks>
+/// Why not a scalar ONNX output: ML.NET 5.0's OnnxTransformer maps every tensor output with at least one dimension to a
+/// vector column (the [N] arg-max becomes vector&lt;long, 1&gt;), and a rank-0 output gets a scalar column type whose getter
+/// (OnnxTransform.MakeObjectGetter) first calls <c>AsEnumerable&lt;NamedOnnxValue&gt;()</c> on the tensor, gets null and throws
+/// ArgumentNullException ("source"); its later cast of the tensor object to T would fail as well
+/// (see OnnxScoringChainTests.RankZeroOnnxOutput_IsNotReadableThroughOnnxTransformer). ML.NET's only built-in
+/// transform that turns a vector into a scalar is Hash with Combine; the hash of each class index is computed here
+/// and mapped back exactly (the table is checked to be collision-free).
+/// </remarks>
+internal static class OnnxScoringChain
+{
+    /// <summary>Name of the probabilities column.</summary>
+    public const string ScoreColumnName = "Score";
+
+    /// <summary>Name of the predicted label column.</summary>
+    public const string PredictedLabelColumnName = "PredictedLabel";
+
+    private const string TempPrefix = "__mlnc_";
+    private const string HashColumn = TempPrefix + "LabelHash";
+    private const string HashValueColumn = TempPrefix + "LabelHashValue";
+    private const string LabelTextColumn = TempPrefix + "LabelText";
+    private const int HashBits = 31;
+
+    /// <summary>
+    /// Builds and fits the chain on <paramref name="inputSchema"/>. The result adds <c>Score</c> (vector&lt;float, K&gt;)
+    /// and <c>PredictedLabel</c> (key&lt;uint, K&gt;, 1-based, KeyValues = <paramref name="classNames"/>).
+    /// The ONNX session honours <see cref="MLContext.GpuDeviceId"/> and <see cref="MLContext.FallbackToCpu"/>.
+    /// </summary>
+    /// <param name="ml">The context (GPU settings, environment).</param>
+    /// <param name="onnx">An exported classifier (see <see cref="OnnxExporter"/>).</param>
+    /// <param name="inputSchema">Schema of the data the chain will transform.</param>
+    /// <param name="featureColumnName">The known-size vector&lt;float&gt; column fed to the model.</param>
+    /// <param name="classNames">One name per class, in class-index order (the label's key values).</param>
+    public static ITransformer Build(MLContext ml, byte[] onnx, DataViewSchema inputSchema, string featureColumnName, IReadOnlyList<string> classNames)
+    {
+        ArgumentNullException.ThrowIfNull(ml);
+        ArgumentNullException.ThrowIfNull(onnx);
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        ArgumentException.ThrowIfNullOrWhiteSpace(featureColumnName);
+        var sig = OnnxExporter.ReadSignature(onnx);
+        OnnxScoringColumns.ValidateClassNames(classNames, sig.ClassCount);
+        OnnxScoringColumns.ValidateFeatureColumn(inputSchema, featureColumnName, sig.InputLength);
+
+        var temps = new List<string> { sig.LabelIndexName, HashColumn, HashValueColumn, LabelTextColumn };
+        IEstimator<ITransformer> chain = new EstimatorChain<ITransformer>();
+        if (!string.Equals(featureColumnName, sig.InputName, StringComparison.Ordinal))
+        {
+            chain = chain.Append(ml.Transforms.CopyColumns(sig.InputName, featureColumnName));
+            temps.Add(sig.InputName);
+        }
+        chain = chain.Append(ml.Transforms.ApplyOnnxModel(
+            [sig.ScoreName, sig.LabelIndexName], [sig.InputName], new MemoryStream(onnx, writable: false),
+            ml.GpuDeviceId, ml.FallbackToCpu));
+        // OnnxTransformer types the [N, K] output as a 2-D vector<float, 1, K>. The identity expression gives the
+        // conventional 1-D vector<float, K> with the same values (Concatenate of one column keeps the 2-D type).
+        chain = chain.Append(ml.Transforms.Expression(ScoreColumnName, "x => x", sig.ScoreName));
+        if (!string.Equals(sig.ScoreName, ScoreColumnName, StringComparison.Ordinal))
+            temps.Add(sig.ScoreName);
+
+        var (seed, table) = HashTable(ml, sig.LabelIndexName, sig.ClassCount);
+        chain = chain
+            .Append(ml.Transforms.Conversion.Hash(new HashingEstimator.ColumnOptions(
+                HashColumn, sig.LabelIndexName, HashBits, seed, useOrderedHashing: false, maximumNumberOfInverts: 0, combine: true)))
+            .Append(ml.Transforms.Conversion.ConvertType(HashValueColumn, HashColumn, DataKind.UInt32))
+            .Append(ml.Transforms.Conversion.MapValue(LabelTextColumn,
+                table.Select((h, i) => new KeyValuePair<uint, string>(h, classNames[i])), HashValueColumn))
+            .Append(ml.Transforms.Conversion.MapValueToKey(PredictedLabelColumnName, LabelTextColumn,
+                keyData: ml.Data.LoadFromEnumerable(classNames.Select(n => new ClassNameRow { Name = n }))))
+            .Append(ml.Transforms.DropColumns(temps.Distinct().ToArray()));
+        return chain.Fit(new EmptyDataView(inputSchema));
+    }
+
+    /// <summary>
+    /// The uint that Hash(Combine)+ConvertType gives for each class index 0..K-1 (as the vector&lt;long, 1&gt; OnnxTransformer
+    /// produces), for the first seed that gives K distinct values.
+    /// </summary>
+    private static (uint Seed, uint[] Table) HashTable(MLContext ml, string indexColumn, int classCount)
+    {
+        var definition = SchemaDefinition.Create(typeof(IndexRow));
+        definition[0].ColumnName = indexColumn;
+        var rows = ml.Data.LoadFromEnumerable(Enumerable.Range(0, classCount).Select(i => new IndexRow { Index = [i] }), definition);
+        const uint firstSeed = 314489979; // HashingEstimator's default seed
+        for (uint seed = firstSeed; seed < firstSeed + 64; seed++)
+        {
+            var hashed = ml.Transforms.Conversion.Hash(new HashingEstimator.ColumnOptions(
+                    HashColumn, indexColumn, HashBits, seed, useOrderedHashing: false, maximumNumberOfInverts: 0, combine: true))
+                .Append(ml.Transforms.Conversion.ConvertType(HashValueColumn, HashColumn, DataKind.UInt32))
+                .Fit(rows).Transform(rows);
+            var table = hashed.GetColumn<uint>(HashValueColumn).ToArray();
+            if (table.Distinct().Count() == classCount)
+                return (seed, table);
+        }
+        throw new InvalidOperationException($"Could not find a hash seed that maps the {classCount} class indices to distinct values.");
+    }
+
+    private sealed class IndexRow
+    {
+        [VectorType(1)]
+        public long[] Index { get; set; } = [];
+    }
+
+    private sealed class ClassNameRow
+    {
+        public string Name { get; set; } = "";
+    }
+}
