@@ -44,12 +44,12 @@ public sealed class NetworkArchitecture
     /// <c>Mlp(300, 100)</c> is LeNet-300-100 (266,610 parameters on MNIST).
     /// </summary>
     /// <param name="hiddenUnits">Units of each hidden layer; may be empty for a linear (softmax regression) model.</param>
-    public static NetworkArchitecture Mlp(params int[] hiddenUnits) => Mlp(784, hiddenUnits);
+    public static NetworkArchitecture Mlp(params int[] hiddenUnits) => Mlp(hiddenUnits, 784);
 
     /// <summary>A multilayer perceptron over <paramref name="inputLength"/> flat features.</summary>
-    /// <param name="inputLength">Number of input features.</param>
     /// <param name="hiddenUnits">Units of each hidden layer.</param>
-    public static NetworkArchitecture Mlp(int inputLength, params int[] hiddenUnits)
+    /// <param name="inputLength">Number of input features.</param>
+    public static NetworkArchitecture Mlp(int[] hiddenUnits, int inputLength)
     {
         ArgumentNullException.ThrowIfNull(hiddenUnits);
         if (inputLength <= 0)

@@ -1,0 +1,198 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNet.Compression.Memory;
+using MLNet.Compression.Networks;
+using MLNet.Compression.Onnx;
+
+namespace MLNet.Compression;
+
+/// <summary>
+/// A trained network. <see cref="Transform"/> scores in batches through ONNX Runtime; <c>mlContext.Model.Save</c> writes
+/// an ordinary ML.NET model zip (ONNX Runtime scoring plus built-in column conversions) that loads and scores in an
+/// application referencing only Microsoft.ML, Microsoft.ML.OnnxTransformer and ONNX Runtime, with no TorchSharp.
+/// Output columns: <c>Score</c> (vector of class probabilities) and <c>PredictedLabel</c> (key with the label's key values).
+/// Training state that ONNX does not carry goes into <see cref="SaveCheckpoint"/>.
+/// </summary>
+public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
+{
+    /// <summary>Name of the probabilities column.</summary>
+    public const string ScoreColumnName = "Score";
+
+    /// <summary>Name of the predicted label column.</summary>
+    public const string PredictedLabelColumnName = "PredictedLabel";
+
+    private readonly MLContext ml;
+    private readonly ITransformer chain;
+    private readonly Lazy<BatchedOnnxScorer> scorer;
+    private readonly int scoringBatchSize;
+    private bool disposed;
+
+    private NeuralNetworkTransformer(MLContext ml, NetworkModel network, IReadOnlyList<string> classNames, NeuralNetworkOptions options,
+        byte[] onnx, ITransformer chain, TrainingResult? training, byte[]? optimizerState, int seed, MemoryReport memory)
+    {
+        this.ml = ml;
+        Network = network;
+        ClassNames = classNames.ToArray();
+        TrainingOptions = options.Clone();
+        OnnxBytes = onnx;
+        this.chain = chain;
+        TrainingHistory = training?.History ?? [];
+        OptimizerState = optimizerState;
+        Seed = seed;
+        Memory = memory;
+        scoringBatchSize = options.ScoringBatchSize;
+        scorer = new Lazy<BatchedOnnxScorer>(() => new BatchedOnnxScorer(OnnxBytes, ml.GpuDeviceId, ml.FallbackToCpu), LazyThreadSafetyMode.ExecutionAndPublication);
+    }
+
+    /// <summary>The architecture the network was built from.</summary>
+    public NetworkArchitecture Architecture => Network.Architecture;
+
+    /// <summary>The class names (the label's key values), in key order.</summary>
+    public IReadOnlyList<string> ClassNames { get; }
+
+    /// <summary>Name of the feature column the model reads.</summary>
+    public string FeatureColumnName => TrainingOptions.FeatureColumnName;
+
+    /// <summary>Name of the label column the model was trained on.</summary>
+    public string LabelColumnName => TrainingOptions.LabelColumnName;
+
+    /// <summary>Metrics of every epoch of the run that produced this model (empty for a model loaded from a checkpoint).</summary>
+    public IReadOnlyList<EpochMetrics> TrainingHistory { get; }
+
+    /// <summary>Where the model's memory goes.</summary>
+    public MemoryReport Memory { get; }
+
+    /// <summary>Total parameters (weights and biases).</summary>
+    public long ParameterCount => Network.ParameterCount;
+
+    /// <summary>Parameters that are not zero.</summary>
+    public long NonZeroParameterCount => Network.NonZeroParameterCount;
+
+    /// <summary>Always true: scoring maps one row to one row.</summary>
+    public bool IsRowToRowMapper => true;
+
+    internal NetworkModel Network { get; }
+
+    internal NeuralNetworkOptions TrainingOptions { get; }
+
+    internal byte[] OnnxBytes { get; }
+
+    internal byte[]? OptimizerState { get; }
+
+    internal int Seed { get; }
+
+    internal static NeuralNetworkTransformer Create(MLContext ml, NetworkModel network, IReadOnlyList<string> classNames, NeuralNetworkOptions options,
+        DataViewSchema inputSchema, TrainingResult? training, int seed, OnnxExportOptions? exportOptions = null, long? residentWeightBytes = null)
+    {
+        exportOptions = new OnnxExportOptions
+        {
+            InputName = options.FeatureColumnName,
+            ClassNames = classNames.ToArray(),
+            Opset = exportOptions?.Opset ?? OnnxExportOptions.DefaultOpset,
+            Metadata = exportOptions?.Metadata,
+            LayerEmitter = exportOptions?.LayerEmitter ?? OnnxLayerEmitter.Default,
+        };
+        var onnx = OnnxExporter.Export(network, exportOptions);
+        var chainSchema = ChainInputSchema(inputSchema, options.FeatureColumnName, network.InputLength);
+        var chain = OnnxScoringChain.Build(ml, onnx, chainSchema, options.FeatureColumnName, classNames);
+        Func<long> zip = () =>
+        {
+            using var ms = new MemoryStream();
+            ml.Model.Save(chain, chainSchema, ms);
+            return ms.Length;
+        };
+        var memory = new MemoryReport(network, options.BatchSize, training?.Precision ?? options.Precision, options.Optimizer, options.Momentum,
+            onnx.LongLength, zip, residentWeightBytes ?? network.ParameterCount * sizeof(float), training?.PeakProcessBytes, training?.PeakGpuBytes,
+            training?.Device ?? "none");
+        return new NeuralNetworkTransformer(ml, network, classNames, options, onnx, chain, training, training?.OptimizerState, seed, memory);
+    }
+
+    /// <summary>The schema the saved chain is built for: the feature column (and nothing the model does not need).</summary>
+    private static DataViewSchema ChainInputSchema(DataViewSchema inputSchema, string featureColumnName, int inputLength)
+    {
+        var builder = new DataViewSchema.Builder();
+        var feature = inputSchema.GetColumnOrNull(featureColumnName);
+        builder.AddColumn(featureColumnName, feature?.Type ?? new VectorDataViewType(NumberDataViewType.Single, inputLength));
+        return builder.ToSchema();
+    }
+
+    /// <summary>Scores <paramref name="input"/> in batches; adds <c>Score</c> and <c>PredictedLabel</c>. Lazy, like every ML.NET transform.</summary>
+    /// <param name="input">Data with the feature column.</param>
+    public IDataView Transform(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        return new BatchedScoringDataView(input, scorer.Value, FeatureColumnName, ClassNames, scoringBatchSize);
+    }
+
+    /// <summary>The schema <see cref="Transform"/> produces for <paramref name="inputSchema"/>.</summary>
+    /// <param name="inputSchema">Schema of the data to score.</param>
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        return chain.GetOutputSchema(inputSchema);
+    }
+
+    /// <summary>A row-to-row mapper (used by <c>PredictionEngine</c>): the same ONNX model run one row at a time.</summary>
+    /// <param name="inputSchema">Schema of the rows to score.</param>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        return chain.GetRowToRowMapper(inputSchema);
+    }
+
+    /// <summary>
+    /// Saves as an ML.NET model: the built-in ONNX scoring transformer with the ONNX bytes inside, followed by built-in
+    /// conversions. <c>mlContext.Model.Load</c> returns that chain; it needs no reference to this library.
+    /// </summary>
+    void ICanSaveModel.Save(ModelSaveContext ctx) => ((ICanSaveModel)chain).Save(ctx);
+
+    /// <summary>The ONNX model (a copy of the bytes).</summary>
+    public byte[] GetOnnxModel() => (byte[])OnnxBytes.Clone();
+
+    /// <summary>Writes the ONNX model to <paramref name="path"/> (through a temporary file, then moved into place).</summary>
+    /// <param name="path">Destination file.</param>
+    public void SaveOnnx(string path)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        AtomicFile.Write(path, s => s.Write(OnnxBytes));
+    }
+
+    /// <summary>
+    /// Saves what ONNX does not carry, so training or compression can continue later: the architecture, the weights,
+    /// the class names and column names, the training options and the optimizer state. Written to a temporary file and moved into place.
+    /// </summary>
+    /// <param name="path">Destination file (a zip).</param>
+    public void SaveCheckpoint(string path)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        Checkpoint.Write(path, new Checkpoint(Network, ClassNames, TrainingOptions, OptimizerState, Seed));
+    }
+
+    /// <summary>Loads a checkpoint written by <see cref="SaveCheckpoint"/>.</summary>
+    /// <param name="ml">The context.</param>
+    /// <param name="path">The checkpoint file.</param>
+    public static NeuralNetworkTransformer LoadCheckpoint(MLContext ml, string path)
+    {
+        ArgumentNullException.ThrowIfNull(ml);
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        var cp = Checkpoint.Read(path);
+        var schema = new DataViewSchema.Builder();
+        schema.AddColumn(cp.Options.FeatureColumnName, new VectorDataViewType(NumberDataViewType.Single, cp.Network.InputLength));
+        var result = Create(ml, cp.Network, cp.ClassNames, cp.Options, schema.ToSchema(), null, cp.Seed);
+        return new NeuralNetworkTransformer(ml, result.Network, result.ClassNames, result.TrainingOptions, result.OnnxBytes, result.chain, null,
+            cp.OptimizerState, cp.Seed, result.Memory);
+    }
+
+    /// <summary>Releases the ONNX Runtime sessions.</summary>
+    public void Dispose()
+    {
+        if (disposed)
+            return;
+        disposed = true;
+        if (scorer.IsValueCreated)
+            scorer.Value.Dispose();
+        (chain as IDisposable)?.Dispose();
+    }
+}

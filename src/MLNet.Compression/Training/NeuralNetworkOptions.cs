@@ -1,0 +1,124 @@
+using MLNet.Compression.Networks;
+
+namespace MLNet.Compression;
+
+/// <summary>Options for <see cref="NeuralNetworkTrainer"/>.</summary>
+public sealed class NeuralNetworkOptions
+{
+    /// <summary>The hidden layers and input shape. Default: LeNet-300-100 (<c>NetworkArchitecture.Mlp(300, 100)</c>).</summary>
+    public NetworkArchitecture Architecture { get; set; } = NetworkArchitecture.Mlp(300, 100);
+
+    /// <summary>Name of the label column: a key type (use <c>MapValueToKey</c> on raw labels). Default "Label".</summary>
+    public string LabelColumnName { get; set; } = "Label";
+
+    /// <summary>Name of the feature column: a known-size vector of float. Default "Features".</summary>
+    public string FeatureColumnName { get; set; } = "Features";
+
+    /// <summary>Passes over the training data. Default 10.</summary>
+    public int Epochs { get; set; } = 10;
+
+    /// <summary>Rows per optimizer step. Smaller batches need less activation memory. Default 128.</summary>
+    public int BatchSize { get; set; } = 128;
+
+    /// <summary>Learning rate. Default 0.001 (suits Adam; use about 0.05 for SGD with momentum).</summary>
+    public double LearningRate { get; set; } = 1e-3;
+
+    /// <summary>The optimizer. Default <see cref="OptimizerKind.Adam"/>.</summary>
+    public OptimizerKind Optimizer { get; set; } = OptimizerKind.Adam;
+
+    /// <summary>Momentum for <see cref="OptimizerKind.Sgd"/>. Default 0.9.</summary>
+    public double Momentum { get; set; } = 0.9;
+
+    /// <summary>L2 weight decay. Default 0.</summary>
+    public double WeightDecay { get; set; }
+
+    /// <summary>
+    /// Fraction of the rows held out (chosen by a hash of the row id, so the split is stable across epochs and shuffles)
+    /// to measure validation loss and accuracy each epoch. 0 (default) trains on every row.
+    /// </summary>
+    public double ValidationFraction { get; set; }
+
+    /// <summary>
+    /// Stop when validation accuracy has not improved for this many epochs and keep the best epoch's weights.
+    /// 0 (default) disables early stopping. Needs <see cref="ValidationFraction"/> &gt; 0.
+    /// </summary>
+    public int EarlyStoppingPatience { get; set; }
+
+    /// <summary>Seed for weight initialisation, shuffling and the validation split; default: drawn from the MLContext's seed.</summary>
+    public int? Seed { get; set; }
+
+    /// <summary>Whether each epoch visits the rows in a new random order (when the data view can shuffle). Default true.</summary>
+    public bool Shuffle { get; set; } = true;
+
+    /// <summary>The device. Default <see cref="TrainingDevice.Auto"/>: CUDA when available, else CPU.</summary>
+    public TrainingDevice Device { get; set; } = TrainingDevice.Auto;
+
+    /// <summary>Numeric precision of the forward and backward passes. Default <see cref="TrainingPrecision.Float32"/>.</summary>
+    public TrainingPrecision Precision { get; set; } = TrainingPrecision.Float32;
+
+    /// <summary>Receives a report after every <see cref="ProgressInterval"/> steps and at the end of every epoch.</summary>
+    public IProgress<TrainingProgress>? Progress { get; set; }
+
+    /// <summary>Steps between progress reports within an epoch. Default 50.</summary>
+    public int ProgressInterval { get; set; } = 50;
+
+    /// <summary>Rows per ONNX Runtime call when the fitted model scores in-process. Default 1024.</summary>
+    public int ScoringBatchSize { get; set; } = 1024;
+
+    /// <summary>Returns a shallow copy.</summary>
+    public NeuralNetworkOptions Clone() => (NeuralNetworkOptions)MemberwiseClone();
+
+    internal void Validate()
+    {
+        if (Architecture is null)
+            throw new ArgumentNullException(nameof(Architecture), "NeuralNetworkOptions.Architecture must be set.");
+        if (string.IsNullOrWhiteSpace(LabelColumnName))
+            throw new ArgumentException("NeuralNetworkOptions.LabelColumnName must name a column.", nameof(LabelColumnName));
+        if (string.IsNullOrWhiteSpace(FeatureColumnName))
+            throw new ArgumentException("NeuralNetworkOptions.FeatureColumnName must name a column.", nameof(FeatureColumnName));
+        if (Epochs < 0)
+            throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "NeuralNetworkOptions.Epochs must be 0 or more.");
+        if (BatchSize <= 0)
+            throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "NeuralNetworkOptions.BatchSize must be positive.");
+        if (!(LearningRate > 0) || double.IsInfinity(LearningRate))
+            throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "NeuralNetworkOptions.LearningRate must be a positive number.");
+        if (Momentum < 0 || Momentum >= 1)
+            throw new ArgumentOutOfRangeException(nameof(Momentum), Momentum, "NeuralNetworkOptions.Momentum must be in [0, 1).");
+        if (WeightDecay < 0)
+            throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "NeuralNetworkOptions.WeightDecay must be 0 or more.");
+        if (ValidationFraction < 0 || ValidationFraction >= 1)
+            throw new ArgumentOutOfRangeException(nameof(ValidationFraction), ValidationFraction, "NeuralNetworkOptions.ValidationFraction must be in [0, 1).");
+        if (EarlyStoppingPatience < 0)
+            throw new ArgumentOutOfRangeException(nameof(EarlyStoppingPatience), EarlyStoppingPatience, "NeuralNetworkOptions.EarlyStoppingPatience must be 0 or more.");
+        if (EarlyStoppingPatience > 0 && ValidationFraction == 0)
+            throw new ArgumentException("Early stopping needs validation data: set NeuralNetworkOptions.ValidationFraction above 0 (for example 0.1).", nameof(EarlyStoppingPatience));
+        if (ProgressInterval <= 0)
+            throw new ArgumentOutOfRangeException(nameof(ProgressInterval), ProgressInterval, "NeuralNetworkOptions.ProgressInterval must be positive.");
+        if (ScoringBatchSize <= 0)
+            throw new ArgumentOutOfRangeException(nameof(ScoringBatchSize), ScoringBatchSize, "NeuralNetworkOptions.ScoringBatchSize must be positive.");
+    }
+}
+
+/// <summary>A progress report from a training run.</summary>
+/// <param name="Stage">What is training ("train", or the compression stage that fine-tunes).</param>
+/// <param name="Epoch">One-based epoch.</param>
+/// <param name="Epochs">Planned epochs.</param>
+/// <param name="Step">Optimizer steps so far in the whole run.</param>
+/// <param name="RowsInEpoch">Training rows seen so far in this epoch.</param>
+/// <param name="Loss">Mean training loss over the epoch so far.</param>
+/// <param name="Accuracy">Training accuracy over the epoch so far.</param>
+/// <param name="RowsPerSecond">Training throughput over the epoch so far.</param>
+/// <param name="EndOfEpoch">Whether this report closes an epoch.</param>
+/// <param name="ValidationAccuracy">Validation accuracy at the end of the epoch, when a validation split is used.</param>
+public sealed record TrainingProgress(string Stage, int Epoch, int Epochs, long Step, long RowsInEpoch, double Loss, double Accuracy,
+    double RowsPerSecond, bool EndOfEpoch, double? ValidationAccuracy = null);
+
+/// <summary>Metrics of one finished epoch.</summary>
+/// <param name="Epoch">One-based epoch.</param>
+/// <param name="Loss">Mean training loss.</param>
+/// <param name="Accuracy">Training accuracy.</param>
+/// <param name="ValidationLoss">Validation loss, when a validation split is used.</param>
+/// <param name="ValidationAccuracy">Validation accuracy, when a validation split is used.</param>
+/// <param name="Seconds">Wall-clock seconds of the epoch.</param>
+/// <param name="Rows">Training rows seen.</param>
+public sealed record EpochMetrics(int Epoch, double Loss, double Accuracy, double? ValidationLoss, double? ValidationAccuracy, double Seconds, long Rows);

@@ -1,0 +1,85 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using MLNet.Compression.Networks;
+
+namespace MLNet.Compression;
+
+/// <summary>
+/// Trains a neural network classifier with TorchSharp on the CPU or CUDA, streaming batches from the input
+/// <see cref="IDataView"/>. Reads a key-typed label column and a known-size float vector feature column and produces a
+/// <see cref="NeuralNetworkTransformer"/> whose output has <c>Score</c> (class probabilities) and <c>PredictedLabel</c>
+/// (a key with the label's key values), so <c>mlContext.MulticlassClassification.Evaluate</c> works unchanged.
+/// Create it with <c>mlContext.Compression().NeuralNetwork(options)</c>.
+/// </summary>
+public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>
+{
+    private readonly MLContext ml;
+    private readonly NeuralNetworkOptions options;
+
+    internal NeuralNetworkTrainer(MLContext ml, NeuralNetworkOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(ml);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        this.ml = ml;
+        this.options = options.Clone();
+    }
+
+    /// <summary>A copy of the options this trainer uses.</summary>
+    public NeuralNetworkOptions Options => options.Clone();
+
+    internal MLContext Context => ml;
+
+    /// <summary>Trains a network on <paramref name="input"/>.</summary>
+    /// <param name="input">Training data with the label and feature columns named in the options.</param>
+    public NeuralNetworkTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        SchemaValidation.FeatureColumn(input.Schema, options.FeatureColumnName, options.Architecture.InputLength);
+        var label = SchemaValidation.LabelColumn(input.Schema, options.LabelColumnName, out int classCount);
+        var classNames = SchemaValidation.ClassNames(label, classCount);
+        int seed = options.Seed ?? DrawSeed(ml);
+        var model = NetworkModel.Create(options.Architecture, classCount);
+        InitializeWeights(model, seed);
+        var result = new TrainingSession(ml, options).Run(input, model, seed);
+        return NeuralNetworkTransformer.Create(ml, result.Model, classNames, options, input.Schema, result, seed);
+    }
+
+    /// <summary>Initialises weights the way PyTorch does for Linear and Conv2d layers, from <paramref name="seed"/>.</summary>
+    internal static void InitializeWeights(NetworkModel model, int seed)
+    {
+        TorchNative.EnsureLoaded();
+        TorchSharp.torch.manual_seed(seed);
+        using var net = new TorchNetwork(model);
+        net.StoreWeights(model);
+    }
+
+    /// <summary>A seed drawn from the context's random source, so <c>new MLContext(seed: n)</c> makes training repeatable.</summary>
+    internal static int DrawSeed(MLContext ml)
+    {
+        var host = ((IHostEnvironment)ml).Register(nameof(NeuralNetworkTrainer));
+        return host.Rand.Next();
+    }
+
+    /// <summary>Adds <c>Score</c> (vector of Single) and <c>PredictedLabel</c> (the label's key type) to the input shape.</summary>
+    /// <param name="inputSchema">The shape of the training data.</param>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        if (inputSchema.FirstOrDefault(c => c.Name == options.FeatureColumnName) is not { Name: not null } features)
+            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"The input has no feature column '{options.FeatureColumnName}'.");
+        if (features.Kind != SchemaShape.Column.VectorKind.Vector || features.ItemType.RawType != typeof(float))
+            throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                $"The feature column '{options.FeatureColumnName}' must be a known-size vector of Single, not {features.Kind} of {features.ItemType}.");
+        if (inputSchema.FirstOrDefault(c => c.Name == options.LabelColumnName) is not { Name: not null } label)
+            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"The input has no label column '{options.LabelColumnName}'.");
+        if (!label.IsKey || label.Kind != SchemaShape.Column.VectorKind.Scalar)
+            throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                $"The label column '{options.LabelColumnName}' must be a scalar key; add ml.Transforms.Conversion.MapValueToKey(\"{options.LabelColumnName}\").");
+        // SchemaShape.Column has no public constructor: borrow built-in estimators that produce the same shapes.
+        // Score is a float vector like the features; PredictedLabel has exactly the label's key type and key values.
+        var withScore = ml.Transforms.Concatenate(NeuralNetworkTransformer.ScoreColumnName, options.FeatureColumnName).GetOutputSchema(inputSchema);
+        return ml.Transforms.CopyColumns(NeuralNetworkTransformer.PredictedLabelColumnName, options.LabelColumnName).GetOutputSchema(withScore);
+    }
+}

@@ -1,0 +1,239 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MLNet.Compression;
+
+/// <summary>
+/// Adam and SGD with momentum written over TorchSharp tensor operations. TorchSharp's own optimizers pass doubles that
+/// become <see cref="Scalar"/> objects through implicit conversion and are left to the finalizer, which can free them while
+/// libtorch still reads them (intermittent "toFloat" assertion failures in <c>addcdiv_</c>). Here every scalar is created
+/// explicitly and disposed after use. The state is plain float tensors, saved in a format of our own.
+/// </summary>
+internal abstract class ParameterOptimizer : IDisposable
+{
+    protected ParameterOptimizer(IReadOnlyList<Parameter> parameters, double learningRate, double weightDecay)
+    {
+        Parameters = parameters;
+        LearningRate = learningRate;
+        WeightDecay = weightDecay;
+    }
+
+    public IReadOnlyList<Parameter> Parameters { get; }
+
+    public double LearningRate { get; set; }
+
+    public double WeightDecay { get; }
+
+    public long StepCount { get; protected set; }
+
+    /// <summary>Sets every parameter's gradient to zero (keeping the buffers).</summary>
+    public void ZeroGrad()
+    {
+        foreach (var p in Parameters)
+            p.grad?.zero_();
+    }
+
+    /// <summary>Applies one update from the parameters' gradients.</summary>
+    public void Step()
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        StepCount++;
+        for (int i = 0; i < Parameters.Count; i++)
+        {
+            var p = Parameters[i];
+            var grad = p.grad;
+            if (grad is null)
+                continue;
+            if (WeightDecay != 0)
+            {
+                using var wd = WeightDecay.ToScalar();
+                grad = grad.add(p, wd);
+            }
+            Update(i, p, grad);
+        }
+    }
+
+    protected abstract void Update(int index, Parameter parameter, Tensor grad);
+
+    /// <summary>Bytes of optimizer state (float32 moment buffers).</summary>
+    public abstract long StateBytes { get; }
+
+    public abstract byte[] SaveState();
+
+    public abstract void LoadState(byte[] state);
+
+    public abstract void Dispose();
+
+    protected static void WriteTensor(BinaryWriter w, Tensor t)
+    {
+        var data = TorchNetwork.ToArray(t);
+        w.Write(data.Length);
+        foreach (var v in data)
+            w.Write(v);
+    }
+
+    protected static void ReadTensorInto(BinaryReader r, Tensor target)
+    {
+        int n = r.ReadInt32();
+        if (n != target.numel())
+            throw new InvalidDataException($"The optimizer state holds {n} values for a parameter of {target.numel()}; the checkpoint belongs to another architecture.");
+        var data = new float[n];
+        for (int i = 0; i < n; i++)
+            data[i] = r.ReadSingle();
+        using var noGrad = no_grad();
+        using var src = tensor(data, target.shape);
+        target.copy_(src);
+    }
+}
+
+internal sealed class AdamOptimizer : ParameterOptimizer
+{
+    private readonly double beta1, beta2, eps;
+    private readonly Tensor[] m, v;
+
+    public AdamOptimizer(IReadOnlyList<Parameter> parameters, double learningRate, double weightDecay, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
+        : base(parameters, learningRate, weightDecay)
+    {
+        this.beta1 = beta1;
+        this.beta2 = beta2;
+        this.eps = eps;
+        m = parameters.Select(p => zeros_like(p).DetachFromDisposeScope()).ToArray();
+        v = parameters.Select(p => zeros_like(p).DetachFromDisposeScope()).ToArray();
+    }
+
+    public override long StateBytes => Parameters.Sum(p => p.numel()) * 2 * sizeof(float);
+
+    protected override void Update(int i, Parameter p, Tensor grad)
+    {
+        double bc1 = 1 - Math.Pow(beta1, StepCount);
+        double bc2 = 1 - Math.Pow(beta2, StepCount);
+        using var b1 = beta1.ToScalar();
+        using var oneMinusB1 = (1 - beta1).ToScalar();
+        using var b2 = beta2.ToScalar();
+        using var oneMinusB2 = (1 - beta2).ToScalar();
+        using var sqrtBc2 = Math.Sqrt(bc2).ToScalar();
+        using var epsilon = eps.ToScalar();
+        using var stepSize = (-LearningRate / bc1).ToScalar();
+        m[i].mul_(b1).add_(grad, oneMinusB1);
+        v[i].mul_(b2).addcmul_(grad, grad, oneMinusB2);
+        using var denom = v[i].sqrt();
+        denom.div_(sqrtBc2).add_(epsilon, Scalars.One);
+        p.addcdiv_(m[i], denom, stepSize);
+    }
+
+    public override byte[] SaveState()
+    {
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms))
+        {
+            w.Write("adam");
+            w.Write(StepCount);
+            w.Write(Parameters.Count);
+            for (int i = 0; i < Parameters.Count; i++)
+            {
+                WriteTensor(w, m[i]);
+                WriteTensor(w, v[i]);
+            }
+        }
+        return ms.ToArray();
+    }
+
+    public override void LoadState(byte[] state)
+    {
+        using var r = new BinaryReader(new MemoryStream(state));
+        var kind = r.ReadString();
+        if (kind != "adam")
+            throw new InvalidDataException($"The saved optimizer state is for '{kind}', not Adam; continue with the optimizer the model was trained with, or start fresh.");
+        StepCount = r.ReadInt64();
+        int count = r.ReadInt32();
+        if (count != Parameters.Count)
+            throw new InvalidDataException($"The saved optimizer state has {count} parameters but the network has {Parameters.Count}.");
+        for (int i = 0; i < count; i++)
+        {
+            ReadTensorInto(r, m[i]);
+            ReadTensorInto(r, v[i]);
+        }
+    }
+
+    public override void Dispose()
+    {
+        foreach (var t in m.Concat(v))
+            t.Dispose();
+    }
+}
+
+internal sealed class SgdOptimizer : ParameterOptimizer
+{
+    private readonly double momentum;
+    private readonly Tensor?[] buffers;
+
+    public SgdOptimizer(IReadOnlyList<Parameter> parameters, double learningRate, double momentum, double weightDecay)
+        : base(parameters, learningRate, weightDecay)
+    {
+        this.momentum = momentum;
+        buffers = new Tensor?[parameters.Count];
+    }
+
+    public override long StateBytes => momentum > 0 ? Parameters.Sum(p => p.numel()) * sizeof(float) : 0;
+
+    protected override void Update(int i, Parameter p, Tensor grad)
+    {
+        using var negLr = (-LearningRate).ToScalar();
+        if (momentum == 0)
+        {
+            p.add_(grad, negLr);
+            return;
+        }
+        using var mu = momentum.ToScalar();
+        if (buffers[i] is null)
+            buffers[i] = grad.detach().clone().DetachFromDisposeScope();
+        else
+            buffers[i]!.mul_(mu).add_(grad, Scalars.One);
+        p.add_(buffers[i]!, negLr);
+    }
+
+    public override byte[] SaveState()
+    {
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms))
+        {
+            w.Write("sgd");
+            w.Write(StepCount);
+            w.Write(Parameters.Count);
+            for (int i = 0; i < Parameters.Count; i++)
+            {
+                w.Write(buffers[i] is not null);
+                if (buffers[i] is { } b)
+                    WriteTensor(w, b);
+            }
+        }
+        return ms.ToArray();
+    }
+
+    public override void LoadState(byte[] state)
+    {
+        using var r = new BinaryReader(new MemoryStream(state));
+        var kind = r.ReadString();
+        if (kind != "sgd")
+            throw new InvalidDataException($"The saved optimizer state is for '{kind}', not SGD; continue with the optimizer the model was trained with, or start fresh.");
+        StepCount = r.ReadInt64();
+        int count = r.ReadInt32();
+        if (count != Parameters.Count)
+            throw new InvalidDataException($"The saved optimizer state has {count} parameters but the network has {Parameters.Count}.");
+        for (int i = 0; i < count; i++)
+        {
+            if (!r.ReadBoolean())
+                continue;
+            buffers[i] ??= zeros_like(Parameters[i]).DetachFromDisposeScope();
+            ReadTensorInto(r, buffers[i]!);
+        }
+    }
+
+    public override void Dispose()
+    {
+        foreach (var b in buffers)
+            b?.Dispose();
+    }
+}

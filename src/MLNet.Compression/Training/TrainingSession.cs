@@ -1,0 +1,316 @@
+using System.Diagnostics;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNet.Compression.Memory;
+using MLNet.Compression.Networks;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MLNet.Compression;
+
+/// <summary>Hooks that compression stages plug into the shared training loop.</summary>
+internal sealed class TrainingHooks
+{
+    /// <summary>Extra loss added to the cross-entropy (distillation, EWC); gets the float32 logits and the batch.</summary>
+    public Func<Tensor, BatchStream.Batch, Tensor>? ExtraLoss { get; init; }
+
+    /// <summary>Replaces the cross-entropy entirely when set (e.g. distillation's weighted loss).</summary>
+    public Func<Tensor, Tensor, BatchStream.Batch, Tensor>? Loss { get; init; }
+
+    /// <summary>Called after every optimizer step with the global step count (e.g. to update or re-apply pruning masks).</summary>
+    public Action<long, TorchNetwork>? AfterStep { get; init; }
+
+    /// <summary>Called once before the first step (e.g. to apply initial masks).</summary>
+    public Action<TorchNetwork>? BeforeTraining { get; init; }
+}
+
+/// <summary>What a finished run produced.</summary>
+internal sealed record TrainingResult(
+    NetworkModel Model,
+    IReadOnlyList<EpochMetrics> History,
+    byte[]? OptimizerState,
+    long Steps,
+    double Seconds,
+    long PeakProcessBytes,
+    long? PeakGpuBytes,
+    string Device,
+    TrainingPrecision Precision);
+
+/// <summary>
+/// The training loop every stage shares: streams batches from an <see cref="IDataView"/>, trains a
+/// <see cref="TorchNetwork"/> on the resolved device (optionally in mixed precision with float32 master weights),
+/// evaluates a held-out split, stops early, and writes the weights back into a <see cref="NetworkModel"/>.
+/// Every per-batch tensor lives in a dispose scope.
+/// </summary>
+internal sealed class TrainingSession
+{
+    private readonly MLContext ml;
+    private readonly NeuralNetworkOptions options;
+    private readonly string stage;
+
+    public TrainingSession(MLContext ml, NeuralNetworkOptions options, string stage = "train")
+    {
+        this.ml = ml;
+        this.options = options;
+        this.stage = stage;
+    }
+
+    /// <summary>Trains <paramref name="model"/> in place (its arrays are replaced) and returns the result.</summary>
+    public TrainingResult Run(IDataView data, NetworkModel model, int seed, byte[]? optimizerState = null, TrainingHooks? hooks = null,
+        ICudaInfo? cuda = null)
+    {
+        TorchNative.EnsureLoaded();
+        var log = new ContextLog(ml, stage == "train" ? nameof(NeuralNetworkTrainer) : stage);
+        var resolved = DeviceSelector.Resolve(options.Device, cuda ?? TorchCudaInfo.Instance, ml.GpuDeviceId, ml.FallbackToCpu);
+        if (resolved.Warning is not null)
+            log.Warning(resolved.Warning);
+        var device = resolved.ToTorch();
+        var stream = new BatchStream(data, options.LabelColumnName, options.FeatureColumnName, model.InputLength);
+        if (stream.ClassCount != model.NumClasses)
+            throw new ArgumentOutOfRangeException(nameof(data),
+                $"The label column '{options.LabelColumnName}' has {stream.ClassCount} classes but the network has {model.NumClasses} outputs.");
+
+        var peak = PeakMemory.Start();
+        using var gpuPeak = resolved.IsCuda ? GpuMemory.TrackPeak(resolved.Index) : null;
+        var sw = Stopwatch.StartNew();
+        using var master = new TorchNetwork(model);
+        master.LoadWeights(model);
+        master.to(device);
+        var lowPrecision = options.Precision switch
+        {
+            TrainingPrecision.Float16 => ScalarType.Float16,
+            TrainingPrecision.BFloat16 => ScalarType.BFloat16,
+            _ => (ScalarType?)null,
+        };
+        using var compute = lowPrecision is null ? null : new TorchNetwork(model);
+        if (compute is not null)
+        {
+            compute.to(device);
+            compute.to(lowPrecision!.Value);
+            CopyWeights(master, compute);
+        }
+        var net = compute ?? master;
+        var masterParams = master.parameters().ToArray();
+        var computeParams = net.parameters().ToArray();
+        using var optimizer = CreateOptimizer(masterParams);
+        if (optimizerState is not null)
+            optimizer.LoadState(optimizerState);
+        var scaler = options.Precision == TrainingPrecision.Float16 ? new LossScaler() : null;
+
+        hooks?.BeforeTraining?.Invoke(master);
+        if (compute is not null)
+            CopyWeights(master, compute);
+
+        var history = new List<EpochMetrics>();
+        double bestValAccuracy = double.NegativeInfinity;
+        NetworkModel? best = null;
+        int sinceBest = 0;
+        long step = 0;
+        double valFraction = options.ValidationFraction;
+        Func<DataViewRowId, bool>? trainRows = valFraction > 0 ? id => !BatchStream.IsHeldOut(id, seed, valFraction) : null;
+        Func<DataViewRowId, bool>? valRows = valFraction > 0 ? id => BatchStream.IsHeldOut(id, seed, valFraction) : null;
+        log.Info($"Training {model.Architecture.Name} ({model.ParameterCount:N0} parameters) on {resolved} in {options.Precision}, " +
+                 $"{options.Epochs} epoch(s), batch {options.BatchSize}, {options.Optimizer} lr={options.LearningRate}.");
+
+        for (int epoch = 1; epoch <= options.Epochs; epoch++)
+        {
+            net.train();
+            var epochWatch = Stopwatch.StartNew();
+            double lossSum = 0;
+            long correct = 0, rows = 0;
+            var rand = options.Shuffle ? new Random(unchecked(seed * 31 + epoch)) : null;
+            foreach (var batch in stream.Read(options.BatchSize, rand, trainRows))
+            {
+                using (var scope = NewDisposeScope())
+                {
+                    var x = tensor(batch.Features, [batch.Capacity, model.InputLength]).narrow(0, 0, batch.Count).to(device);
+                    var y = tensor(batch.Labels, [batch.Capacity]).narrow(0, 0, batch.Count).to(device);
+                    if (lowPrecision is not null)
+                        x = x.to(lowPrecision.Value);
+                    var logits = net.forward(x).to(ScalarType.Float32);
+                    var loss = hooks?.Loss is { } customLoss ? customLoss(logits, y, batch) : nn.functional.cross_entropy(logits, y);
+                    if (hooks?.ExtraLoss is { } extra)
+                        loss = loss.add(extra(logits, batch), Scalars.One);
+                    optimizer.ZeroGrad();
+                    if (compute is not null)
+                        foreach (var p in computeParams)
+                            p.grad?.zero_();
+                    if (scaler is null)
+                        loss.backward();
+                    else
+                    {
+                        using var scale = scaler.Scale.ToScalar();
+                        loss.mul(scale).backward();
+                    }
+                    bool stepOk = true;
+                    if (compute is not null)
+                        stepOk = CopyGradients(computeParams, masterParams, scaler);
+                    if (stepOk)
+                    {
+                        optimizer.Step();
+                        if (compute is not null)
+                            CopyWeights(master, compute);
+                    }
+                    step++;
+                    hooks?.AfterStep?.Invoke(step, master);
+                    if (compute is not null && hooks?.AfterStep is not null)
+                        CopyWeights(master, compute);
+                    lossSum += loss.item<float>() * batch.Count;
+                    correct += logits.argmax(1).eq(y).sum().item<long>();
+                    rows += batch.Count;
+                }
+                if (options.Progress is not null && step % options.ProgressInterval == 0)
+                    options.Progress.Report(new TrainingProgress(stage, epoch, options.Epochs, step, rows, lossSum / rows, (double)correct / rows,
+                        rows / Math.Max(epochWatch.Elapsed.TotalSeconds, 1e-9), false));
+            }
+            if (rows == 0)
+                throw new ArgumentException(
+                    $"The training data has no rows with a label in column '{options.LabelColumnName}'" +
+                    (valFraction > 0 ? " outside the validation split" : string.Empty) + ". Check the data view and the label column.", nameof(data));
+            double? valLoss = null, valAcc = null;
+            if (valRows is not null)
+                (valLoss, valAcc) = Evaluate(net, stream, valRows, device, lowPrecision, model.InputLength);
+            var seconds = epochWatch.Elapsed.TotalSeconds;
+            var metrics = new EpochMetrics(epoch, lossSum / rows, (double)correct / rows, valLoss, valAcc, seconds, rows);
+            history.Add(metrics);
+            gpuPeak?.Sample();
+            options.Progress?.Report(new TrainingProgress(stage, epoch, options.Epochs, step, rows, metrics.Loss, metrics.Accuracy, rows / seconds, true, valAcc));
+            log.Info($"Epoch {epoch}/{options.Epochs}: loss {metrics.Loss:F4}, accuracy {metrics.Accuracy:P2}" +
+                     (valAcc is null ? string.Empty : $", validation accuracy {valAcc:P2}") + $", {rows / seconds:N0} rows/s.");
+            if (valAcc is not null && options.EarlyStoppingPatience > 0)
+            {
+                if (valAcc > bestValAccuracy)
+                {
+                    bestValAccuracy = valAcc.Value;
+                    best = model.Clone();
+                    master.StoreWeights(best);
+                    sinceBest = 0;
+                }
+                else if (++sinceBest >= options.EarlyStoppingPatience)
+                {
+                    log.Info($"Early stopping after epoch {epoch}: validation accuracy has not improved for {sinceBest} epoch(s); keeping epoch {epoch - sinceBest}.");
+                    break;
+                }
+            }
+        }
+
+        master.StoreWeights(model);
+        if (best is not null)
+            for (int i = 0; i < model.Layers.Count; i++)
+                if (model.Layers[i] is ParameterizedLayer target && best.Layers[i] is ParameterizedLayer source)
+                {
+                    target.Weight = source.Weight;
+                    target.Bias = source.Bias;
+                }
+        var state = optimizer.SaveState();
+        gpuPeak?.Sample();
+        return new TrainingResult(model, history, state, step, sw.Elapsed.TotalSeconds, peak.PeakBytes(), gpuPeak?.PeakBytes,
+            resolved.ToString(), options.Precision);
+    }
+
+    private static (double Loss, double Accuracy) Evaluate(TorchNetwork net, BatchStream stream, Func<DataViewRowId, bool> rowsToUse,
+        Device device, ScalarType? lowPrecision, int inputLength)
+    {
+        net.eval();
+        using var noGrad = no_grad();
+        double lossSum = 0;
+        long correct = 0, rows = 0;
+        foreach (var batch in stream.Read(1024, null, rowsToUse))
+        {
+            using var scope = NewDisposeScope();
+            var x = tensor(batch.Features, [batch.Capacity, inputLength]).narrow(0, 0, batch.Count).to(device);
+            var y = tensor(batch.Labels, [batch.Capacity]).narrow(0, 0, batch.Count).to(device);
+            if (lowPrecision is not null)
+                x = x.to(lowPrecision.Value);
+            var logits = net.forward(x).to(ScalarType.Float32);
+            lossSum += nn.functional.cross_entropy(logits, y).item<float>() * batch.Count;
+            correct += logits.argmax(1).eq(y).sum().item<long>();
+            rows += batch.Count;
+        }
+        net.train();
+        return rows == 0 ? (double.NaN, double.NaN) : (lossSum / rows, (double)correct / rows);
+    }
+
+    private ParameterOptimizer CreateOptimizer(Parameter[] parameters) => options.Optimizer switch
+    {
+        OptimizerKind.Sgd => new SgdOptimizer(parameters, options.LearningRate, options.Momentum, options.WeightDecay),
+        _ => new AdamOptimizer(parameters, options.LearningRate, options.WeightDecay),
+    };
+
+    /// <summary>Copies master (float32) weights into the low-precision compute copy.</summary>
+    private static void CopyWeights(TorchNetwork from, TorchNetwork to)
+    {
+        using var noGrad = no_grad();
+        var src = from.parameters().ToArray();
+        var dst = to.parameters().ToArray();
+        for (int i = 0; i < src.Length; i++)
+            dst[i].copy_(src[i]);
+    }
+
+    /// <summary>
+    /// Moves low-precision gradients to the float32 master parameters, un-scaling them. Returns false (skip the step)
+    /// when a gradient overflowed, after lowering the loss scale.
+    /// </summary>
+    private static bool CopyGradients(Parameter[] compute, Parameter[] master, LossScaler? scaler)
+    {
+        using var noGrad = no_grad();
+        bool finite = true;
+        for (int i = 0; i < compute.Length; i++)
+        {
+            var g = compute[i].grad;
+            if (g is null)
+                continue;
+            using var g32 = g.to(ScalarType.Float32);
+            if (scaler is not null)
+            {
+                using var scale = scaler.Scale.ToScalar();
+                g32.div_(scale);
+                if (!g32.isfinite().all().item<bool>())
+                    finite = false;
+            }
+            if (master[i].grad is null)
+                master[i].grad = g32.clone();
+            else
+                master[i].grad!.copy_(g32);
+        }
+        if (scaler is null)
+            return true;
+        scaler.Update(finite);
+        return finite;
+    }
+}
+
+/// <summary>Dynamic loss scaling for float16 training: halve on overflow, double after a run of good steps.</summary>
+internal sealed class LossScaler
+{
+    public LossScaler(double initialScale = 65536, int growthInterval = 2000)
+    {
+        Scale = initialScale;
+        GrowthInterval = growthInterval;
+    }
+
+    public double Scale { get; private set; }
+
+    public int GrowthInterval { get; }
+
+    public int GoodSteps { get; private set; }
+
+    public long SkippedSteps { get; private set; }
+
+    public void Update(bool finite)
+    {
+        if (!finite)
+        {
+            Scale = Math.Max(Scale / 2, 1.0);
+            GoodSteps = 0;
+            SkippedSteps++;
+            return;
+        }
+        if (++GoodSteps >= GrowthInterval)
+        {
+            Scale = Math.Min(Scale * 2, 1 << 24);
+            GoodSteps = 0;
+        }
+    }
+}
