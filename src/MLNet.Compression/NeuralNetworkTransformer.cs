@@ -97,8 +97,9 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         var chain = OnnxScoringChain.Build(ml, onnx, chainSchema, options.FeatureColumnName, classNames);
         Func<long> zip = () =>
         {
+            // Measured the way users save: with the schema of the data the model was fitted on.
             using var ms = new MemoryStream();
-            ml.Model.Save(chain, chainSchema, ms);
+            ml.Model.Save(chain, inputSchema, ms);
             return ms.Length;
         };
         var memory = new MemoryReport(network, options.BatchSize, training?.Precision ?? options.Precision, options.Optimizer, options.Momentum,

@@ -23,6 +23,9 @@ public sealed class NeuralNetworkOptions
     /// <summary>Learning rate. Default 0.001 (suits Adam; use about 0.05 for SGD with momentum).</summary>
     public double LearningRate { get; set; } = 1e-3;
 
+    /// <summary>How the learning rate changes over the epochs. Default <see cref="LearningRateSchedule.Constant"/>.</summary>
+    public LearningRateSchedule LearningRateSchedule { get; set; } = LearningRateSchedule.Constant;
+
     /// <summary>The optimizer. Default <see cref="OptimizerKind.Adam"/>.</summary>
     public OptimizerKind Optimizer { get; set; } = OptimizerKind.Adam;
 
@@ -97,6 +100,16 @@ public sealed class NeuralNetworkOptions
         if (ScoringBatchSize <= 0)
             throw new ArgumentOutOfRangeException(nameof(ScoringBatchSize), ScoringBatchSize, "NeuralNetworkOptions.ScoringBatchSize must be positive.");
     }
+}
+
+/// <summary>How the learning rate changes from epoch to epoch.</summary>
+public enum LearningRateSchedule
+{
+    /// <summary>The same rate every epoch.</summary>
+    Constant,
+
+    /// <summary>Cosine annealing: epoch e of E uses rate · (1 + cos(π·(e−1)/E)) / 2, from the full rate down towards zero.</summary>
+    Cosine,
 }
 
 /// <summary>A progress report from a training run.</summary>

@@ -116,6 +116,9 @@ internal sealed class TrainingSession
         for (int epoch = 1; epoch <= options.Epochs; epoch++)
         {
             net.train();
+            optimizer.LearningRate = options.LearningRateSchedule == LearningRateSchedule.Cosine
+                ? options.LearningRate * 0.5 * (1 + Math.Cos(Math.PI * (epoch - 1) / options.Epochs))
+                : options.LearningRate;
             var epochWatch = Stopwatch.StartNew();
             double lossSum = 0;
             long correct = 0, rows = 0;
