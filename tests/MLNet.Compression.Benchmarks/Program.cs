@@ -1,0 +1,16 @@
+using BenchmarkDotNet.Running;
+using MLNet.Compression.Benchmarks;
+
+// Usage (always Release):
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --filter '*'
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --filter '*Scoring*'
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --filter '*' --quick   (one iteration each, smoke test)
+//   add --in-process to skip BenchmarkDotNet's child-project build (InProcessEmitToolchain)
+// Results: BenchmarkDotNet.Artifacts/results/*-report-github.md in the working directory.
+var quick = args.Contains("--quick", StringComparer.Ordinal);
+BenchmarkSettings.Quick = quick;
+BenchmarkSettings.InProcess = args.Contains("--in-process", StringComparer.Ordinal);
+var rest = args.Where(a => a is not ("--quick" or "--in-process")).ToArray();
+Console.WriteLine($"Load average before: {BenchmarkSettings.LoadAverage()} ({Environment.ProcessorCount} cores){(quick ? ", quick mode" : string.Empty)}");
+BenchmarkSwitcher.FromAssembly(typeof(BenchmarkSettings).Assembly).Run(rest, BenchmarkSettings.CreateConfig());
+Console.WriteLine($"Load average after: {BenchmarkSettings.LoadAverage()}");
