@@ -22,13 +22,13 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
     public const string PredictedLabelColumnName = "PredictedLabel";
 
     private readonly MLContext ml;
-    private readonly ITransformer chain;
+    private readonly Lazy<ITransformer> chain;
     private readonly Lazy<BatchedOnnxScorer> scorer;
     private readonly int scoringBatchSize;
     private bool disposed;
 
     private NeuralNetworkTransformer(MLContext ml, NetworkModel network, IReadOnlyList<string> classNames, NeuralNetworkOptions options,
-        byte[] onnx, ITransformer chain, TrainingResult? training, byte[]? optimizerState, int seed, MemoryReport memory)
+        byte[] onnx, Lazy<ITransformer> chain, TrainingResult? training, byte[]? optimizerState, int seed, MemoryReport memory)
     {
         this.ml = ml;
         Network = network;
@@ -94,12 +94,14 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         };
         var onnx = OnnxExporter.Export(network, exportOptions);
         var chainSchema = ChainInputSchema(inputSchema, options.FeatureColumnName, network.InputLength);
-        var chain = OnnxScoringChain.Build(ml, onnx, chainSchema, options.FeatureColumnName, classNames);
+        // Built on first use (saving, schema propagation, PredictionEngine): it creates an ONNX Runtime session of its own.
+        var chain = new Lazy<ITransformer>(() => OnnxScoringChain.Build(ml, onnx, chainSchema, options.FeatureColumnName, classNames),
+            LazyThreadSafetyMode.ExecutionAndPublication);
         Func<long> zip = () =>
         {
             // Measured the way users save: with the schema of the data the model was fitted on.
             using var ms = new MemoryStream();
-            ml.Model.Save(chain, inputSchema, ms);
+            ml.Model.Save(chain.Value, inputSchema, ms);
             return ms.Length;
         };
         var memory = new MemoryReport(network, options.BatchSize, training?.Precision ?? options.Precision, options.Optimizer, options.Momentum,
@@ -131,7 +133,7 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        return chain.GetOutputSchema(inputSchema);
+        return chain.Value.GetOutputSchema(inputSchema);
     }
 
     /// <summary>A row-to-row mapper (used by <c>PredictionEngine</c>): the same ONNX model run one row at a time.</summary>
@@ -139,14 +141,14 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
     public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        return chain.GetRowToRowMapper(inputSchema);
+        return chain.Value.GetRowToRowMapper(inputSchema);
     }
 
     /// <summary>
     /// Saves as an ML.NET model: the built-in ONNX scoring transformer with the ONNX bytes inside, followed by built-in
     /// conversions. <c>mlContext.Model.Load</c> returns that chain; it needs no reference to this library.
     /// </summary>
-    void ICanSaveModel.Save(ModelSaveContext ctx) => ((ICanSaveModel)chain).Save(ctx);
+    void ICanSaveModel.Save(ModelSaveContext ctx) => ((ICanSaveModel)chain.Value).Save(ctx);
 
     /// <summary>The ONNX model (a copy of the bytes).</summary>
     public byte[] GetOnnxModel() => (byte[])OnnxBytes.Clone();
@@ -194,6 +196,7 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         disposed = true;
         if (scorer.IsValueCreated)
             scorer.Value.Dispose();
-        (chain as IDisposable)?.Dispose();
+        if (chain.IsValueCreated)
+            (chain.Value as IDisposable)?.Dispose();
     }
 }
