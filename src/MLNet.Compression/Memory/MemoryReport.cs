@@ -117,7 +117,7 @@ public sealed class MemoryReport
     public override string ToString()
     {
         var sb = new StringBuilder();
-        void Row(string name, string value) => sb.Append(CultureInfo.InvariantCulture, $"  {name,-34}{value}\n");
+        void Row(string name, string value) => sb.Append(CultureInfo.InvariantCulture, $"  {name,-38}{value}\n");
         sb.Append("Memory report\n");
         Row("parameters", $"{Parameters:N0} ({NonZeroParameters:N0} non-zero)");
         Row("parameter bytes (float32)", FormatBytes(ParameterBytes));
