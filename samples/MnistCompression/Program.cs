@@ -44,36 +44,42 @@ static int Run(string outDir, string? dataDir, int epochs, TrainingDevice device
     var sw = Stopwatch.StartNew();
     using var model = ml.Compression().NeuralNetwork(options).Fit(train);
     double trainSeconds = sw.Elapsed.TotalSeconds;
+    bool allIdentical = true;
 
-    var metrics = ml.MulticlassClassification.Evaluate(model.Transform(test));
-    sw.Restart();
-    var (scores, labels) = ReadPredictions(model.Transform(test));
-    double rowsPerSecond = labels.Length / Math.Max(sw.Elapsed.TotalSeconds, 1e-9);
-    Console.WriteLine($"Test accuracy {metrics.MicroAccuracy:P2} ({trainSeconds:F1} s training, {rowsPerSecond:N0} rows/s scoring)");
-
-    var zipPath = Path.Combine(outDir, "baseline.zip");
-    ml.Model.Save(model, train.Schema, zipPath);
-    model.SaveCheckpoint(Path.Combine(outDir, "baseline.checkpoint"));
-    var loaded = new MLContext().Model.Load(zipPath, out _);
-    var (loadedScores, loadedLabels) = ReadPredictions(loaded.Transform(test));
-    bool identical = labels.AsSpan().SequenceEqual(loadedLabels) && scores.Zip(loadedScores).All(p => p.First.AsSpan().SequenceEqual(p.Second));
-    Console.WriteLine(identical
-        ? $"Reloaded {zipPath}: all {labels.Length:N0} predictions identical."
-        : $"Reloaded {zipPath}: predictions DIFFER from the in-process model.");
+    var results = new List<StageResult> { Report(ml, "baseline", model, train, test, outDir, trainSeconds, options.Architecture.Name, ref allIdentical) };
     Console.WriteLine(model.Memory);
 
-    var results = new List<StageResult>
-    {
-        new("baseline", metrics.MicroAccuracy, model.ParameterCount, model.NonZeroParameterCount, model.Memory.ArtifactBytes,
-            new FileInfo(zipPath).Length, trainSeconds, rowsPerSecond, model.Memory.ResidentWeightBytes, model.Memory.PeakTrainingBytes,
-            options.Architecture.Name, model.Memory.Device),
-    };
     var resultsPath = Path.Combine(outDir, "results.json");
     var temp = resultsPath + ".tmp";
     File.WriteAllText(temp, JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase }));
     File.Move(temp, resultsPath, overwrite: true);
     Console.WriteLine($"Wrote {resultsPath}");
-    return identical ? 0 : 1;
+    return allIdentical ? 0 : 1;
+}
+
+// Evaluates a stage's model, times batched scoring, saves the zip, reloads it and checks every prediction is identical.
+static StageResult Report(MLContext ml, string name, NeuralNetworkTransformer model, IDataView train, IDataView test, string outDir,
+    double trainSeconds, string architecture, ref bool allIdentical)
+{
+    var metrics = ml.MulticlassClassification.Evaluate(model.Transform(test));
+    var sw = Stopwatch.StartNew();
+    var (scores, labels) = ReadPredictions(model.Transform(test));
+    double rowsPerSecond = labels.Length / Math.Max(sw.Elapsed.TotalSeconds, 1e-9);
+    var zipPath = Path.Combine(outDir, name + ".zip");
+    ml.Model.Save(model, train.Schema, zipPath);
+    model.SaveCheckpoint(Path.Combine(outDir, name + ".checkpoint"));
+    var loaded = new MLContext().Model.Load(zipPath, out _);
+    var (loadedScores, loadedLabels) = ReadPredictions(loaded.Transform(test));
+    bool identical = labels.AsSpan().SequenceEqual(loadedLabels) && scores.Zip(loadedScores).All(p => p.First.AsSpan().SequenceEqual(p.Second));
+    allIdentical &= identical;
+    Console.WriteLine($"[{name}] test accuracy {metrics.MicroAccuracy:P2}, {model.NonZeroParameterCount:N0} of {model.ParameterCount:N0} parameters non-zero, " +
+        $"ONNX {model.Memory.ArtifactBytes:N0} B, zip {new FileInfo(zipPath).Length:N0} B, {rowsPerSecond:N0} rows/s scoring, {trainSeconds:F1} s training");
+    Console.WriteLine(identical
+        ? $"[{name}] reloaded {zipPath}: all {labels.Length:N0} predictions identical."
+        : $"[{name}] reloaded {zipPath}: predictions DIFFER from the in-process model.");
+    return new StageResult(name, metrics.MicroAccuracy, model.ParameterCount, model.NonZeroParameterCount, model.Memory.ArtifactBytes,
+        new FileInfo(zipPath).Length, trainSeconds, rowsPerSecond, model.Memory.ResidentWeightBytes, model.Memory.PeakTrainingBytes,
+        architecture, model.Memory.Device);
 }
 
 static (float[][] Scores, uint[] Labels) ReadPredictions(IDataView scored)
