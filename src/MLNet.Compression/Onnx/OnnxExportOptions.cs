@@ -38,4 +38,16 @@ internal sealed class OnnxExportOptions
     /// subclass that writes quantized, sparse or clustered encodings.
     /// </summary>
     public OnnxLayerEmitter LayerEmitter { get; init; } = OnnxLayerEmitter.Default;
+
+    /// <summary>
+    /// Whether weight tensors with many exact zeros (pruned models) are stored compactly; <see cref="SparseWeightsMode.Auto"/>
+    /// by default. Applies when <see cref="LayerEmitter"/> is the default emitter. Scores are unchanged.
+    /// </summary>
+    public SparseWeightsMode SparseWeights { get; init; } = SparseWeightsMode.Auto;
+
+    /// <summary>In <see cref="SparseWeightsMode.Auto"/>, the largest fraction of non-zero weights a tensor may have to be stored compactly.</summary>
+    public double SparseDensityThreshold { get; init; } = Onnx.SparseWeights.DefaultDensityThreshold;
+
+    /// <summary>The compact encoding used for sparse weight tensors.</summary>
+    public SparseWeightEncoding SparseEncoding { get; init; } = SparseWeightEncoding.DeltaUInt8;
 }

@@ -48,7 +48,7 @@ internal static class OnnxExporter
             throw new ArgumentException("The model's last layer must be the dense output layer with one unit per class.", nameof(model));
 
         var g = new OnnxGraphBuilder(model.Architecture.Name);
-        var emitter = options.LayerEmitter;
+        var emitter = UsesSparseWeights(options) ? new SparseWeightsEmitter(options) : options.LayerEmitter;
         g.ReserveName(options.ScoreName);
         g.ReserveName(options.LabelIndexName);
         string x = g.AddInput(options.InputName, TensorProto.Types.DataType.Float, [null, model.InputLength]);
@@ -102,6 +102,13 @@ internal static class OnnxExporter
                 AddMetadata(proto, k, v);
         return proto;
     }
+
+    /// <summary>
+    /// Whether the export stores sparse weight tensors compactly: only with the default emitter (stages with their own
+    /// emitter choose their own encoding) and unless <see cref="OnnxExportOptions.SparseWeights"/> is Never.
+    /// </summary>
+    public static bool UsesSparseWeights(OnnxExportOptions options) =>
+        options.SparseWeights != SparseWeightsMode.Never && options.LayerEmitter.GetType() == typeof(OnnxLayerEmitter);
 
     /// <summary>The ONNX IR version that goes with a default-domain opset (opset 13–23).</summary>
     public static long IrVersionForOpset(int opset) => opset switch
