@@ -15,6 +15,19 @@ public sealed class CompressionCatalog
     /// <summary>A trainer for a neural network classifier (TorchSharp, CPU or CUDA).</summary>
     /// <param name="options">Architecture, epochs, batch size, optimizer, device, precision and column names.</param>
     public NeuralNetworkTrainer NeuralNetwork(NeuralNetworkOptions? options = null) => new(Context, options ?? new NeuralNetworkOptions());
+
+    /// <summary>
+    /// Prunes a network that is already trained: <c>Fit(data)</c> prunes a copy of <paramref name="fittedModel"/> (which is
+    /// not changed) and fine-tunes it on the data. The estimator's <c>Report</c> says how sparse each layer became.
+    /// </summary>
+    /// <param name="fittedModel">The trained network.</param>
+    /// <param name="options">Schedule, granularity, layers to keep dense, per-layer targets and fine-tuning settings.</param>
+    public Pruning.PruningEstimator Prune(NeuralNetworkTransformer fittedModel, Pruning.PruningOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(fittedModel);
+        ArgumentNullException.ThrowIfNull(options);
+        return new Pruning.PruningEstimator(Context, null, fittedModel, options);
+    }
 }
 
 /// <summary>Extension methods on <see cref="MLContext"/>.</summary>

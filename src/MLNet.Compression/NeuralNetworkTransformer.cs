@@ -73,6 +73,9 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
 
     internal NetworkModel Network { get; }
 
+    /// <summary>The context the model was made with (its seed, log and GPU settings carry over to later stages).</summary>
+    internal MLContext Context => ml;
+
     internal NeuralNetworkOptions TrainingOptions { get; }
 
     internal byte[] OnnxBytes { get; }

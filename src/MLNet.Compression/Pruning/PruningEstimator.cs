@@ -1,0 +1,200 @@
+using Microsoft.ML;
+using MLNet.Compression.Networks;
+
+namespace MLNet.Compression.Pruning;
+
+/// <summary>
+/// Prunes a trained network and fine-tunes it on the data given to <see cref="Fit"/>, through the same training loop as
+/// <see cref="NeuralNetworkTrainer"/> (device, precision and optimizer of the original training; learning rate a tenth of
+/// it unless set). Magnitude pruning (<see cref="PruningGranularity.PerLayer"/>, <see cref="PruningGranularity.Global"/>)
+/// recomputes masks when the <see cref="PruningOptions.Schedule"/> says so and holds pruned weights at exactly zero
+/// after every optimizer step, so the result's weights contain exact zeros. <see cref="PruningGranularity.StructuredNeurons"/>
+/// removes whole neurons or filters in one shot and fine-tunes the smaller network. Two ways in:
+/// <c>trainer.Prune(options)</c> (fits the trainer on the data, then prunes) and
+/// <c>mlContext.Compression().Prune(fittedModel, options)</c> (prunes a model that is already trained; it is not changed).
+/// After <see cref="Fit"/>, <see cref="Report"/> says how sparse each layer became and whether the schedule finished.
+/// </summary>
+public sealed class PruningEstimator : IEstimator<NeuralNetworkTransformer>
+{
+    private const string Stage = "prune";
+    private readonly MLContext? ml;
+    private readonly IEstimator<NeuralNetworkTransformer>? inner;
+    private readonly NeuralNetworkTransformer? fitted;
+    private readonly PruningOptions options;
+
+    internal PruningEstimator(MLContext? ml, IEstimator<NeuralNetworkTransformer>? inner, NeuralNetworkTransformer? fitted, PruningOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        this.ml = ml;
+        this.inner = inner;
+        this.fitted = fitted;
+        this.options = options.Clone();
+        if (fitted is not null)
+            Plan(fitted.Network, this.options); // layer names and "nothing to prune" are known now: fail before any data is read
+    }
+
+    /// <summary>A copy of the options this estimator uses.</summary>
+    public PruningOptions Options => options.Clone();
+
+    /// <summary>What the last <see cref="Fit"/> reached: per-layer sparsity and targets, steps run, whether the schedule finished. Null before the first fit.</summary>
+    public PruningReport? Report { get; private set; }
+
+    internal MLContext? Context => ml;
+
+    /// <summary>
+    /// Fits the inner estimator on <paramref name="input"/> (chained form) or takes the fitted model (post-training form),
+    /// prunes it and fine-tunes it on <paramref name="input"/>.
+    /// </summary>
+    /// <param name="input">Training data with the label and feature columns the model was trained on.</param>
+    /// <returns>A new model whose pruned weights are exactly zero (or whose layers are smaller, for structured pruning).</returns>
+    public NeuralNetworkTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        if (inner is null)
+            return Prune(ml ?? ContextOf(fitted!), fitted!, input);
+        using var source = inner.Fit(input);
+        return Prune(ml ?? ContextOf(source), source, input);
+    }
+
+    /// <summary>The output shape: the input plus <c>Score</c> and <c>PredictedLabel</c>.</summary>
+    /// <param name="inputSchema">The shape of the training data.</param>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        if (inner is not null)
+            return inner.GetOutputSchema(inputSchema);
+        return new NeuralNetworkTrainer(ml ?? ContextOf(fitted!), fitted!.TrainingOptions).GetOutputSchema(inputSchema);
+    }
+
+    private NeuralNetworkTransformer Prune(MLContext context, NeuralNetworkTransformer source, IDataView input)
+    {
+        var log = new ContextLog(context, "Prune");
+        var original = source.Network;
+        var plan = Plan(original, options);
+        var tuning = source.TrainingOptions.Clone();
+        tuning.Epochs = options.Epochs;
+        tuning.LearningRate = options.LearningRate ?? source.TrainingOptions.LearningRate / 10;
+        tuning.BatchSize = options.BatchSize ?? source.TrainingOptions.BatchSize;
+        tuning.ValidationFraction = 0; // early stopping would bring back the weights of a less sparse epoch
+        tuning.EarlyStoppingPatience = 0;
+        tuning.Progress = options.Progress;
+        var schedule = options.Schedule;
+        log.Info($"Pruning {original.Architecture.Name} ({options.Granularity}, {schedule}) of layers " +
+                 $"{string.Join(", ", plan.Where(p => p.Pruned).Select(p => p.Layer.Name))}; fine-tuning {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}.");
+
+        TrainingResult result;
+        NetworkModel network;
+        bool completed = true;
+        if (options.Granularity == PruningGranularity.StructuredNeurons)
+        {
+            var keep = new Dictionary<string, int[]>(StringComparer.Ordinal);
+            foreach (var p in plan.Where(p => p.Pruned && p.Target > 0))
+                keep[p.Layer.Name] = StructuredPruning.KeepTop(p.Layer, 1 - p.Target!.Value);
+            network = StructuredPruning.RemoveUnits(original, keep);
+            tuning.Architecture = network.Architecture;
+            result = new TrainingSession(context, tuning, Stage).Run(input, network, source.Seed);
+        }
+        else
+        {
+            network = original.Clone();
+            var targets = plan.Where(p => p.Pruned)
+                .Select(p => new MagnitudeMasks.Target(p.ModuleIndex, p.Layer.Name, options.Granularity == PruningGranularity.Global ? p.Override : p.Target))
+                .ToArray();
+            using var masks = new MagnitudeMasks(schedule, targets, plan.Length);
+            var hooks = new TrainingHooks
+            {
+                BeforeTraining = net => masks.OnStep(0, net),
+                AfterStep = (step, net) => masks.OnStep(step, net),
+            };
+            result = new TrainingSession(context, tuning, Stage).Run(input, network, source.Seed, null, hooks);
+            completed = schedule.CompletesWithin(result.Steps);
+        }
+
+        var report = BuildReport(plan, result.Model, result.Steps, completed);
+        if (!completed)
+        {
+            long perEpoch = tuning.Epochs > 0 ? result.Steps / tuning.Epochs : 0;
+            long planned = schedule.EndStep == -1 ? schedule.BeginStep : schedule.EndStep;
+            string needed = perEpoch > 0 ? $"at least {(planned + perEpoch - 1) / perEpoch} epochs" : "more epochs";
+            log.Warning($"The pruning schedule {schedule} plans its last mask update at step {planned}, but fine-tuning ran only {result.Steps} steps " +
+                        $"({tuning.Epochs} epoch(s) of {perEpoch} steps at batch size {tuning.BatchSize}). The sparsity reached is {report.Sparsity:P1}, " +
+                        $"not the planned {schedule.FinalSparsity:P1}. Set PruningOptions.Epochs to {needed}, or end the schedule by step {result.Steps}.");
+        }
+        log.Info($"Pruned: {report.ZeroWeights:N0} of {report.Weights:N0} weights are zero; sparsity {report.Sparsity:P1}.{Environment.NewLine}{report}");
+        Report = report;
+        var resultOptions = source.TrainingOptions.Clone();
+        resultOptions.Architecture = result.Model.Architecture;
+        return NeuralNetworkTransformer.Create(context, result.Model, source.ClassNames, resultOptions, input.Schema, result, source.Seed);
+    }
+
+    /// <summary>One weighted layer: whether it is pruned, its target (own or the schedule's), and whether the target is an override.</summary>
+    private sealed record LayerPlan(int ModuleIndex, ParameterizedLayer Layer, bool Pruned, double? Target, double? Override);
+
+    private static LayerPlan[] Plan(NetworkModel network, PruningOptions o)
+    {
+        var layers = network.ParameterizedLayers.ToArray();
+        var names = layers.Select(l => l.Name).ToHashSet(StringComparer.Ordinal);
+        string known = string.Join(", ", layers.Select(l => l.Name));
+        foreach (var name in o.KeepDense)
+            if (!names.Contains(name))
+                throw new ArgumentException($"PruningOptions.KeepDense names layer '{name}', which the model does not have; its weighted layers are: {known}.", "options");
+        foreach (var name in o.LayerSparsity.Keys)
+            if (!names.Contains(name))
+                throw new ArgumentException($"PruningOptions.LayerSparsity names layer '{name}', which the model does not have; its weighted layers are: {known}.", "options");
+        bool structured = o.Granularity == PruningGranularity.StructuredNeurons;
+        var plan = new LayerPlan[layers.Length];
+        for (int i = 0; i < layers.Length; i++)
+        {
+            var layer = layers[i];
+            double? own = o.LayerSparsity.TryGetValue(layer.Name, out var s) ? s : null;
+            bool pruned = !o.KeepDense.Contains(layer.Name) && own is not 0;
+            if (structured && pruned)
+            {
+                string? why = i == layers.Length - 1 ? "it is the output layer, whose units are the classes"
+                    : layer is ConvModelLayer { Groups: > 1 } ? "it is a depthwise convolution, whose filters follow the previous layer's" : null;
+                if (why is not null)
+                {
+                    if (own is not null)
+                        throw new ArgumentException($"PruningOptions.LayerSparsity gives layer '{layer.Name}' a sparsity, but structured pruning cannot remove its units: {why}.", "options");
+                    pruned = false;
+                }
+            }
+            double? target = pruned ? own ?? o.Schedule.FinalSparsity : null;
+            plan[i] = new LayerPlan(i, layer, pruned, target, pruned ? own : null);
+        }
+        if (!plan.Any(p => p.Pruned))
+            throw new ArgumentException(
+                $"Nothing to prune: every weighted layer ({known}) is in PruningOptions.KeepDense or has sparsity 0 in LayerSparsity" +
+                (structured ? ", or cannot lose units (the output layer, depthwise convolutions)" : string.Empty) +
+                ". Leave at least one layer prunable.", "options");
+        return plan;
+    }
+
+    private PruningReport BuildReport(LayerPlan[] plan, NetworkModel pruned, long steps, bool completed)
+    {
+        var now = pruned.ParameterizedLayers.ToArray();
+        bool global = options.Granularity == PruningGranularity.Global;
+        var stats = plan.Select((p, i) => PruningReport.Stats(now[i], p.Layer, global ? p.Override : p.Target)).ToArray();
+        double? target = options.Granularity switch
+        {
+            PruningGranularity.Global => options.Schedule.FinalSparsity,
+            PruningGranularity.PerLayer => plan.Sum(p => (p.Target ?? 0) * p.Layer.Weight.LongLength) / plan.Sum(p => (double)p.Layer.Weight.LongLength),
+            _ => null,
+        };
+        long? end = options.Granularity == PruningGranularity.StructuredNeurons || options.Schedule.EndStep == -1 ? null : options.Schedule.EndStep;
+        return new PruningReport(stats, target, steps, end, completed, options.Granularity);
+    }
+
+
+    /// <summary>The context a fitted model was made with (used when the chained estimator's context is not known).</summary>
+    internal static MLContext ContextOf(NeuralNetworkTransformer model) => model.Context;
+
+    /// <summary>The context of one of this library's estimators, when it exposes one.</summary>
+    internal static MLContext? ContextOf(IEstimator<NeuralNetworkTransformer> estimator) => estimator switch
+    {
+        NeuralNetworkTrainer t => t.Context,
+        PruningEstimator p => p.Context,
+        _ => null,
+    };
+}
