@@ -28,6 +28,21 @@ public sealed class CompressionCatalog
         ArgumentNullException.ThrowIfNull(options);
         return new Pruning.PruningEstimator(Context, null, fittedModel, options);
     }
+
+    /// <summary>
+    /// Quantizes a network that is already trained: <c>Fit(data)</c> quantizes a copy of <paramref name="fittedModel"/> (which is
+    /// not changed), calibrating activation ranges on the data (<see cref="Quantization.QuantizationMode.Int8Static"/>) or
+    /// fine-tuning on it first (<see cref="Quantization.QuantizationOptions.QuantizationAwareTraining"/>). The returned model
+    /// scores with the quantized ONNX graph; the estimator's <c>Report</c> gives each layer's encoding, size and input range.
+    /// </summary>
+    /// <param name="fittedModel">The trained network (pruned networks keep their zeros).</param>
+    /// <param name="options">Mode, weight granularity, calibration and quantization-aware training settings.</param>
+    public Quantization.QuantizationEstimator Quantize(NeuralNetworkTransformer fittedModel, Quantization.QuantizationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(fittedModel);
+        ArgumentNullException.ThrowIfNull(options);
+        return new Quantization.QuantizationEstimator(Context, null, fittedModel, options);
+    }
 }
 
 /// <summary>Extension methods on <see cref="MLContext"/>.</summary>

@@ -23,6 +23,12 @@ internal sealed class TrainingHooks
 
     /// <summary>Called once before the first step (e.g. to apply initial masks).</summary>
     public Action<TorchNetwork>? BeforeTraining { get; init; }
+
+    /// <summary>
+    /// Replaces <c>net.forward(x)</c> for training steps when set (e.g. quantization-aware training's forward with
+    /// fake-quantized weights and activations); gets the network being trained and the input batch, returns the logits.
+    /// </summary>
+    public Func<TorchNetwork, Tensor, Tensor>? Forward { get; init; }
 }
 
 /// <summary>What a finished run produced.</summary>
@@ -131,7 +137,7 @@ internal sealed class TrainingSession
                     var y = tensor(batch.Labels, [batch.Capacity]).narrow(0, 0, batch.Count).to(device);
                     if (lowPrecision is not null)
                         x = x.to(lowPrecision.Value);
-                    var logits = net.forward(x).to(ScalarType.Float32);
+                    var logits = (hooks?.Forward is { } forward ? forward(net, x) : net.forward(x)).to(ScalarType.Float32);
                     var loss = hooks?.Loss is { } customLoss ? customLoss(logits, y, batch) : nn.functional.cross_entropy(logits, y);
                     if (hooks?.ExtraLoss is { } extra)
                         loss = loss.add(extra(logits, batch), Scalars.One);

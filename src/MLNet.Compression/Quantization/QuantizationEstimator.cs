@@ -1,0 +1,254 @@
+using System.Globalization;
+using System.Text;
+using Microsoft.ML;
+using MLNet.Compression.Memory;
+using MLNet.Compression.Networks;
+
+namespace MLNet.Compression.Quantization;
+
+/// <summary>
+/// Quantizes a trained network: the returned model's in-process <c>Transform</c> and its saved zip both run a quantized
+/// ONNX graph on ONNX Runtime (float16 weights, int8 weights with dynamic or calibrated static activation quantization, or
+/// blockwise 4-bit weights; see <see cref="QuantizationMode"/>). For <see cref="QuantizationMode.Int8Static"/> the input
+/// range of every weighted layer is calibrated on the first <see cref="QuantizationOptions.CalibrationRows"/> rows of the
+/// data given to <see cref="Fit"/>. With <see cref="QuantizationOptions.QuantizationAwareTraining"/> the network is first
+/// fine-tuned on that data with simulated int8 rounding (straight-through estimator) through the same training loop as
+/// <see cref="NeuralNetworkTrainer"/>. Weights that are exactly zero (pruned) stay exactly zero. Two ways in:
+/// <c>trainer.Quantize(options)</c> (fits the trainer on the data, then quantizes) and
+/// <c>mlContext.Compression().Quantize(fittedModel, options)</c> (quantizes a model that is already trained; it is not changed).
+/// After <see cref="Fit"/>, <see cref="Report"/> gives the encoding, size and activation range of every layer.
+/// </summary>
+public sealed class QuantizationEstimator : IEstimator<NeuralNetworkTransformer>
+{
+    private const string Stage = "quantize";
+    private readonly MLContext? ml;
+    private readonly IEstimator<NeuralNetworkTransformer>? inner;
+    private readonly NeuralNetworkTransformer? fitted;
+    private readonly QuantizationOptions options;
+
+    internal QuantizationEstimator(MLContext? ml, IEstimator<NeuralNetworkTransformer>? inner, NeuralNetworkTransformer? fitted, QuantizationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        this.ml = ml;
+        this.inner = inner;
+        this.fitted = fitted;
+        this.options = options.Clone();
+        if (fitted is not null)
+            CheckLayerNames(fitted.Network, this.options); // fail before any data is read
+    }
+
+    /// <summary>A copy of the options this estimator uses.</summary>
+    public QuantizationOptions Options => options.Clone();
+
+    /// <summary>What the last <see cref="Fit"/> produced: per-layer encodings, sizes and activation ranges. Null before the first fit.</summary>
+    public QuantizationReport? Report { get; private set; }
+
+    internal MLContext? Context => ml;
+
+    /// <summary>
+    /// Fits the inner estimator on <paramref name="input"/> (chained form) or takes the fitted model (post-training form),
+    /// optionally fine-tunes it with simulated quantization, calibrates activation ranges on <paramref name="input"/>
+    /// (<see cref="QuantizationMode.Int8Static"/>) and returns the quantized model.
+    /// </summary>
+    /// <param name="input">Data with the feature column (and, for training or calibration, the label column) the model was trained on.</param>
+    /// <returns>A new model that scores with the quantized ONNX graph, in process and once saved.</returns>
+    public NeuralNetworkTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        if (inner is null)
+            return Quantize(ml ?? fitted!.Context, fitted!, input);
+        using var source = inner.Fit(input);
+        return Quantize(ml ?? source.Context, source, input);
+    }
+
+    /// <summary>The output shape: the input plus <c>Score</c> and <c>PredictedLabel</c>.</summary>
+    /// <param name="inputSchema">The shape of the training data.</param>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        if (inner is not null)
+            return inner.GetOutputSchema(inputSchema);
+        return new NeuralNetworkTrainer(ml ?? fitted!.Context, fitted!.TrainingOptions).GetOutputSchema(inputSchema);
+    }
+
+    private NeuralNetworkTransformer Quantize(MLContext context, NeuralNetworkTransformer source, IDataView input)
+    {
+        var log = new ContextLog(context, "Quantize");
+        var network = source.Network.Clone();
+        CheckLayerNames(network, options);
+        SchemaValidation.FeatureColumn(input.Schema, source.FeatureColumnName, network.InputLength);
+        var keepFloat = new HashSet<string>(options.KeepFloat, StringComparer.Ordinal);
+        bool calibrate = options.Mode == QuantizationMode.Int8Static;
+
+        TrainingResult? result = null;
+        if (options.QuantizationAwareTraining && options.QatEpochs > 0)
+        {
+            var tuning = source.TrainingOptions.Clone();
+            tuning.Epochs = options.QatEpochs;
+            tuning.LearningRate = options.QatLearningRate ?? source.TrainingOptions.LearningRate / 10;
+            tuning.ValidationFraction = 0; // early stopping would bring back weights of another epoch
+            tuning.EarlyStoppingPatience = 0;
+            tuning.Progress = options.Progress;
+            // Activation ranges start from the float model's observed ranges and follow a moving average during training.
+            var initial = calibrate
+                ? Calibration.Run(network, input, source.LabelColumnName, source.FeatureColumnName, CalibrationMethod.MinMax, options.CalibrationRows).Ranges
+                : null;
+            log.Info($"Quantization-aware fine-tuning of {network.Architecture.Name}: {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}, " +
+                     $"int8 weights ({(options.PerChannel ? "per channel" : "per tensor")})" + (calibrate ? " and activations." : "."));
+            using var fakeQuant = new FakeQuantTraining(network, options.PerChannel, keepFloat, initial);
+            result = new TrainingSession(context, tuning, Stage).Run(input, network, source.Seed, null, fakeQuant.Hooks());
+            network = result.Model;
+        }
+
+        CalibrationResult? calibration = null;
+        if (calibrate)
+        {
+            calibration = Calibration.Run(network, input, source.LabelColumnName, source.FeatureColumnName, options.Calibration,
+                options.CalibrationRows, options.Percentile);
+            log.Info($"Calibrated the input ranges of {calibration.Ranges.Count} layer(s) on {calibration.Rows:N0} row(s) ({options.Calibration}).");
+        }
+
+        var spec = new QuantizationSpec(options.Mode, options.PerChannel, options.BlockSize, calibration?.Ranges, keepFloat.ToArray());
+        var exportOptions = QuantizedExport.Options(network, spec);
+        var weights = QuantizedExport.Describe(network, spec);
+        var resultOptions = source.TrainingOptions.Clone();
+        resultOptions.Architecture = network.Architecture;
+        var model = NeuralNetworkTransformer.Create(context, network, source.ClassNames, resultOptions, input.Schema, result, source.Seed,
+            exportOptions, weights.ResidentBytes);
+        var report = BuildReport(network, weights, calibration, result is not null, model.OnnxBytes.LongLength);
+        log.Info(report.ToString());
+        Report = report;
+        return model;
+    }
+
+    private QuantizationReport BuildReport(NetworkModel network, QuantizedWeightsInfo weights, CalibrationResult? calibration, bool qat, long onnxBytes)
+    {
+        var byName = weights.Layers.ToDictionary(e => e.Name, StringComparer.Ordinal);
+        var layers = network.ParameterizedLayers.Select(l =>
+        {
+            var e = byName[l.Name];
+            ActivationRange? range = calibration is not null && calibration.Ranges.TryGetValue(l.Name, out var r) ? r : null;
+            ActivationRange? seen = calibration is not null && calibration.Observed.TryGetValue(l.Name, out var o) ? o : null;
+            return new LayerQuantizationStats(l.Name, e.Encoding, e.Compute, l.ParameterCount, l.ParameterCount * sizeof(float), e.Bytes,
+                e.ResidentWeightBytes + e.BiasBytes, range?.Min, range?.Max, seen?.Min, seen?.Max);
+        }).ToArray();
+        return new QuantizationReport(options.Mode, options.PerChannel, options.Mode == QuantizationMode.Int4WeightOnly ? options.BlockSize : null,
+            calibration?.Method, calibration?.Rows ?? 0, qat, layers, onnxBytes);
+    }
+
+    private static void CheckLayerNames(NetworkModel network, QuantizationOptions o)
+    {
+        var names = network.ParameterizedLayers.Select(l => l.Name).ToHashSet(StringComparer.Ordinal);
+        foreach (var name in o.KeepFloat)
+            if (!names.Contains(name))
+                throw new ArgumentException(
+                    $"QuantizationOptions.KeepFloat names layer '{name}', which the model does not have; its weighted layers are: {string.Join(", ", names)}.",
+                    "options");
+    }
+
+    /// <summary>The context of one of this library's estimators, when it exposes one.</summary>
+    internal static MLContext? ContextOf(IEstimator<NeuralNetworkTransformer> estimator) => estimator switch
+    {
+        QuantizationEstimator q => q.Context,
+        _ => Pruning.PruningEstimator.ContextOf(estimator),
+    };
+}
+
+/// <summary>How one weighted layer was quantized.</summary>
+/// <param name="Name">Layer name ("fc1", "conv2", "output").</param>
+/// <param name="WeightEncoding">How the weights are stored in the ONNX model (e.g. "int8 per-channel", "int4 block 32", "float16", "float32").</param>
+/// <param name="Compute">The operator ONNX Runtime runs for the layer (e.g. "QDQ → QGemm (int8)", "MatMulNBits (4-bit)").</param>
+/// <param name="Parameters">Weights and biases.</param>
+/// <param name="FloatBytes">Bytes of the parameters in float32.</param>
+/// <param name="QuantizedBytes">Bytes of the parameters as stored in the ONNX model (values, scales, zero points, biases).</param>
+/// <param name="ResidentBytes">Bytes the parameters occupy once ONNX Runtime has loaded the model (float16 weights are cast to float32 at load).</param>
+/// <param name="InputMin">Lower end of the calibrated input range (<see cref="QuantizationMode.Int8Static"/>), else null.</param>
+/// <param name="InputMax">Upper end of the calibrated input range, else null.</param>
+/// <param name="ObservedInputMin">Smallest input value seen during calibration, else null.</param>
+/// <param name="ObservedInputMax">Largest input value seen during calibration, else null.</param>
+public sealed record LayerQuantizationStats(string Name, string WeightEncoding, string Compute, long Parameters, long FloatBytes, long QuantizedBytes,
+    long ResidentBytes, float? InputMin, float? InputMax, float? ObservedInputMin, float? ObservedInputMax);
+
+/// <summary>What a quantization produced: the mode, each layer's encoding and size, and the calibrated activation ranges.</summary>
+public sealed class QuantizationReport
+{
+    internal QuantizationReport(QuantizationMode mode, bool perChannel, int? blockSize, CalibrationMethod? calibration, long calibrationRows,
+        bool quantizationAwareTraining, IReadOnlyList<LayerQuantizationStats> layers, long onnxBytes)
+    {
+        Mode = mode;
+        PerChannel = perChannel;
+        BlockSize = blockSize;
+        Calibration = calibration;
+        CalibrationRows = calibrationRows;
+        QuantizationAwareTraining = quantizationAwareTraining;
+        Layers = layers;
+        OnnxBytes = onnxBytes;
+    }
+
+    /// <summary>The quantization mode.</summary>
+    public QuantizationMode Mode { get; }
+
+    /// <summary>Whether int8 weights have one scale per output channel.</summary>
+    public bool PerChannel { get; }
+
+    /// <summary>Weights per scale for <see cref="QuantizationMode.Int4WeightOnly"/>; null otherwise.</summary>
+    public int? BlockSize { get; }
+
+    /// <summary>The calibration method used (<see cref="QuantizationMode.Int8Static"/>); null when nothing was calibrated.</summary>
+    public CalibrationMethod? Calibration { get; }
+
+    /// <summary>Rows run through the network for calibration (0 when nothing was calibrated).</summary>
+    public long CalibrationRows { get; }
+
+    /// <summary>Whether the network was fine-tuned with simulated quantization before export.</summary>
+    public bool QuantizationAwareTraining { get; }
+
+    /// <summary>Every weighted layer, in order.</summary>
+    public IReadOnlyList<LayerQuantizationStats> Layers { get; }
+
+    /// <summary>Bytes of all weights and biases in float32.</summary>
+    public long FloatBytes => Layers.Sum(l => l.FloatBytes);
+
+    /// <summary>Bytes of all weights and biases as stored in the quantized model.</summary>
+    public long QuantizedBytes => Layers.Sum(l => l.QuantizedBytes);
+
+    /// <summary>Bytes of all weights and biases once ONNX Runtime has loaded the model (what <see cref="MemoryReport.ResidentWeightBytes"/> reports).</summary>
+    public long ResidentBytes => Layers.Sum(l => l.ResidentBytes);
+
+    /// <summary><see cref="FloatBytes"/> / <see cref="QuantizedBytes"/>.</summary>
+    public double CompressionRatio => QuantizedBytes == 0 ? 0 : (double)FloatBytes / QuantizedBytes;
+
+    /// <summary>Size of the quantized ONNX model.</summary>
+    public long OnnxBytes { get; }
+
+    /// <summary>The activation range of each calibrated layer input, by layer name (empty unless <see cref="QuantizationMode.Int8Static"/>).</summary>
+    public IReadOnlyDictionary<string, (float Min, float Max)> ActivationRanges =>
+        Layers.Where(l => l.InputMin is not null).ToDictionary(l => l.Name, l => (l.InputMin!.Value, l.InputMax!.Value), StringComparer.Ordinal);
+
+    /// <summary>A table of the layers with totals.</summary>
+    public override string ToString()
+    {
+        var c = CultureInfo.InvariantCulture;
+        var sb = new StringBuilder();
+        sb.Append(c, $"Quantization {Mode}");
+        if (Mode is QuantizationMode.Int8Dynamic or QuantizationMode.Int8Static)
+            sb.Append(PerChannel ? ", per-channel weights" : ", per-tensor weights");
+        if (BlockSize is { } bs)
+            sb.Append(c, $", block {bs}");
+        if (Calibration is { } m)
+            sb.Append(c, $", {m} calibration on {CalibrationRows:N0} rows");
+        if (QuantizationAwareTraining)
+            sb.Append(", quantization-aware fine-tuning");
+        sb.AppendLine();
+        sb.AppendLine(c, $"{"layer",-10} {"encoding",-24} {"params",10} {"float32",10} {"stored",10} {"resident",10} {"input range",-22} compute");
+        foreach (var l in Layers)
+        {
+            string range = l.InputMin is null ? "-" : string.Create(c, $"[{l.InputMin:G4}, {l.InputMax:G4}]");
+            sb.AppendLine(c, $"{l.Name,-10} {l.WeightEncoding,-24} {l.Parameters,10:N0} {MemoryReport.FormatBytes(l.FloatBytes),10} " +
+                             $"{MemoryReport.FormatBytes(l.QuantizedBytes),10} {MemoryReport.FormatBytes(l.ResidentBytes),10} {range,-22} {l.Compute}");
+        }
+        sb.Append(c, $"total: {MemoryReport.FormatBytes(FloatBytes)} -> {MemoryReport.FormatBytes(QuantizedBytes)} ({CompressionRatio:F1}x), resident {MemoryReport.FormatBytes(ResidentBytes)}; ONNX model {MemoryReport.FormatBytes(OnnxBytes)}");
+        return sb.ToString();
+    }
+}
