@@ -112,7 +112,8 @@ static int Run(string outDir, string? dataDir, int epochs, TrainingDevice device
     using (var lenet = ml.Compression().NeuralNetwork(lenetOptions).Fit(train))
     {
         results.Add(Report(ml, "lenet5-baseline", lenet, train, test, outDir, sw.Elapsed.TotalSeconds, lenetOptions.Architecture.Name, ref allIdentical));
-        results.AddRange(QuantizeAll(ml, "lenet5-", lenet, train, test, outDir, lenetOptions.Architecture.Name, ref allIdentical));
+        // Larger 4-bit blocks (one scale per 256 weights) for the smallest LeNet-5 artifact.
+        results.AddRange(QuantizeAll(ml, "lenet5-", lenet, train, test, outDir, lenetOptions.Architecture.Name, ref allIdentical, int4BlockSize: 256));
     }
 
     var resultsPath = Path.Combine(outDir, "results.json");
@@ -124,7 +125,7 @@ static int Run(string outDir, string? dataDir, int epochs, TrainingDevice device
 }
 
 static List<StageResult> QuantizeAll(MLContext ml, string prefix, NeuralNetworkTransformer model, IDataView train, IDataView test, string outDir,
-    string architecture, ref bool allIdentical)
+    string architecture, ref bool allIdentical, int int4BlockSize = 128)
 {
     var rows = new List<StageResult>();
     foreach (var (mode, name) in new[]
@@ -134,7 +135,7 @@ static List<StageResult> QuantizeAll(MLContext ml, string prefix, NeuralNetworkT
     })
     {
         var sw = Stopwatch.StartNew();
-        var estimator = ml.Compression().Quantize(model, new QuantizationOptions { Mode = mode });
+        var estimator = ml.Compression().Quantize(model, new QuantizationOptions { Mode = mode, BlockSize = int4BlockSize });
         using var quantized = estimator.Fit(train);
         rows.Add(Report(ml, prefix + name, quantized, train, test, outDir, sw.Elapsed.TotalSeconds, architecture, ref allIdentical));
     }
