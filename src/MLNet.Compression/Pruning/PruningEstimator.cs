@@ -14,7 +14,7 @@ namespace MLNet.Compression.Pruning;
 /// <c>mlContext.Compression().Prune(fittedModel, options)</c> (prunes a model that is already trained; it is not changed).
 /// After <see cref="Fit"/>, <see cref="Report"/> says how sparse each layer became and whether the schedule finished.
 /// </summary>
-public sealed class PruningEstimator : IEstimator<NeuralNetworkTransformer>
+public sealed class PruningEstimator : IEstimator<NeuralNetworkTransformer>, IHasMLContext
 {
     private const string Stage = "prune";
     private readonly MLContext? ml;
@@ -40,7 +40,7 @@ public sealed class PruningEstimator : IEstimator<NeuralNetworkTransformer>
     /// <summary>What the last <see cref="Fit"/> reached: per-layer sparsity and targets, steps run, whether the schedule finished. Null before the first fit.</summary>
     public PruningReport? Report { get; private set; }
 
-    internal MLContext? Context => ml;
+    MLContext? IHasMLContext.Context => ml;
 
     /// <summary>
     /// Fits the inner estimator on <paramref name="input"/> (chained form) or takes the fitted model (post-training form),
@@ -189,12 +189,4 @@ public sealed class PruningEstimator : IEstimator<NeuralNetworkTransformer>
 
     /// <summary>The context a fitted model was made with (used when the chained estimator's context is not known).</summary>
     internal static MLContext ContextOf(NeuralNetworkTransformer model) => model.Context;
-
-    /// <summary>The context of one of this library's estimators, when it exposes one.</summary>
-    internal static MLContext? ContextOf(IEstimator<NeuralNetworkTransformer> estimator) => estimator switch
-    {
-        NeuralNetworkTrainer t => t.Context,
-        PruningEstimator p => p.Context,
-        _ => null,
-    };
 }

@@ -16,7 +16,7 @@ public static class PruningExtensions
     {
         ArgumentNullException.ThrowIfNull(estimator);
         ArgumentNullException.ThrowIfNull(options);
-        return new PruningEstimator(PruningEstimator.ContextOf(estimator), estimator, null, options);
+        return new PruningEstimator(CompressionStage.ContextOf(estimator), estimator, null, options);
     }
 
     /// <summary>Per-layer sparsity of a model's weights: how many are exactly zero (biases are not counted).</summary>

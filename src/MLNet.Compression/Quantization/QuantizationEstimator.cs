@@ -18,7 +18,7 @@ namespace MLNet.Compression.Quantization;
 /// <c>mlContext.Compression().Quantize(fittedModel, options)</c> (quantizes a model that is already trained; it is not changed).
 /// After <see cref="Fit"/>, <see cref="Report"/> gives the encoding, size and activation range of every layer.
 /// </summary>
-public sealed class QuantizationEstimator : IEstimator<NeuralNetworkTransformer>
+public sealed class QuantizationEstimator : IEstimator<NeuralNetworkTransformer>, IHasMLContext
 {
     private const string Stage = "quantize";
     private readonly MLContext? ml;
@@ -44,7 +44,7 @@ public sealed class QuantizationEstimator : IEstimator<NeuralNetworkTransformer>
     /// <summary>What the last <see cref="Fit"/> produced: per-layer encodings, sizes and activation ranges. Null before the first fit.</summary>
     public QuantizationReport? Report { get; private set; }
 
-    internal MLContext? Context => ml;
+    MLContext? IHasMLContext.Context => ml;
 
     /// <summary>
     /// Fits the inner estimator on <paramref name="input"/> (chained form) or takes the fitted model (post-training form),
@@ -146,13 +146,6 @@ public sealed class QuantizationEstimator : IEstimator<NeuralNetworkTransformer>
                     $"QuantizationOptions.KeepFloat names layer '{name}', which the model does not have; its weighted layers are: {string.Join(", ", names)}.",
                     "options");
     }
-
-    /// <summary>The context of one of this library's estimators, when it exposes one.</summary>
-    internal static MLContext? ContextOf(IEstimator<NeuralNetworkTransformer> estimator) => estimator switch
-    {
-        QuantizationEstimator q => q.Context,
-        _ => Pruning.PruningEstimator.ContextOf(estimator),
-    };
 }
 
 /// <summary>How one weighted layer was quantized.</summary>

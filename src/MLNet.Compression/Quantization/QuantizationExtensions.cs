@@ -16,7 +16,7 @@ public static class QuantizationExtensions
     {
         ArgumentNullException.ThrowIfNull(estimator);
         ArgumentNullException.ThrowIfNull(options);
-        return new QuantizationEstimator(QuantizationEstimator.ContextOf(estimator), estimator, null, options);
+        return new QuantizationEstimator(CompressionStage.ContextOf(estimator), estimator, null, options);
     }
 
     /// <summary>Appends quantization in <paramref name="mode"/> with default options (per-channel weights, MinMax calibration on 1,000 rows).</summary>

@@ -12,31 +12,54 @@ internal sealed class BatchStream
     private readonly IDataView data;
     private readonly DataViewSchema.Column labelColumn;
     private readonly DataViewSchema.Column featureColumn;
+    private readonly DataViewSchema.Column? targetColumn;
 
-    public BatchStream(IDataView data, string labelColumnName, string featureColumnName, int featureLength)
+    /// <summary>
+    /// Reads <paramref name="labelColumnName"/> (key) and <paramref name="featureColumnName"/> (float vector), and, when
+    /// <paramref name="targetColumnName"/> is given, a known-size float vector per row (e.g. a teacher's scores) into
+    /// <see cref="Batch.Targets"/>.
+    /// </summary>
+    public BatchStream(IDataView data, string labelColumnName, string featureColumnName, int featureLength, string? targetColumnName = null)
     {
         this.data = data;
         featureColumn = SchemaValidation.FeatureColumn(data.Schema, featureColumnName, featureLength);
         labelColumn = SchemaValidation.LabelColumn(data.Schema, labelColumnName, out int classCount);
         ClassCount = classCount;
         FeatureLength = featureLength;
+        if (targetColumnName is not null)
+        {
+            var column = data.Schema.GetColumnOrNull(targetColumnName)
+                ?? throw new ArgumentOutOfRangeException(nameof(targetColumnName), $"The data has no column '{targetColumnName}'.");
+            if (column.Type is not VectorDataViewType { ItemType: NumberDataViewType } vt || vt.ItemType.RawType != typeof(float) || !vt.IsKnownSize)
+                throw new ArgumentOutOfRangeException(nameof(targetColumnName),
+                    $"The column '{targetColumnName}' has type {column.Type}; a known-size vector of Single is needed.");
+            targetColumn = column;
+            TargetLength = vt.Size;
+        }
     }
 
     public int ClassCount { get; }
 
     public int FeatureLength { get; }
 
+    /// <summary>Values per row of the target column (0 when there is none).</summary>
+    public int TargetLength { get; }
+
     /// <summary>A filled batch; its arrays are reused by the next batch.</summary>
     public sealed class Batch
     {
-        public Batch(int capacity, int featureLength)
+        public Batch(int capacity, int featureLength, int targetLength = 0)
         {
             Features = new float[capacity * featureLength];
             Labels = new long[capacity];
+            Targets = new float[capacity * targetLength];
             Capacity = capacity;
         }
 
         public float[] Features { get; }
+
+        /// <summary>The target column's values, row-major (empty when the stream has no target column).</summary>
+        public float[] Targets { get; }
 
         public long[] Labels { get; }
 
@@ -51,8 +74,11 @@ internal sealed class BatchStream
     /// </summary>
     public IEnumerable<Batch> Read(int batchSize, Random? rand, Func<DataViewRowId, bool>? include)
     {
-        var batch = new Batch(batchSize, FeatureLength);
-        using var cursor = data.GetRowCursor([labelColumn, featureColumn], data.CanShuffle ? rand : null);
+        var batch = new Batch(batchSize, FeatureLength, TargetLength);
+        var columns = targetColumn is { } t ? new[] { labelColumn, featureColumn, t } : new[] { labelColumn, featureColumn };
+        using var cursor = data.GetRowCursor(columns, data.CanShuffle ? rand : null);
+        var targetGetter = targetColumn is { } tc ? cursor.GetGetter<VBuffer<float>>(tc) : null;
+        VBuffer<float> target = default;
         var labelGetter = cursor.GetGetter<uint>(labelColumn);
         var featureGetter = cursor.GetGetter<VBuffer<float>>(featureColumn);
         var idGetter = include is null ? null : cursor.GetIdGetter();
@@ -86,6 +112,13 @@ internal sealed class BatchStream
                 var indices = features.GetIndices();
                 for (int i = 0; i < values.Length; i++)
                     dst[indices[i]] = values[i];
+            }
+            if (targetGetter is not null)
+            {
+                targetGetter(ref target);
+                if (target.Length != TargetLength)
+                    throw new InvalidDataException($"Row {cursor.Position} of column '{targetColumn!.Value.Name}' has {target.Length} values, expected {TargetLength}.");
+                target.CopyTo(batch.Targets.AsSpan(n * TargetLength, TargetLength));
             }
             batch.Labels[n] = label - 1;
             if (++n == batchSize)

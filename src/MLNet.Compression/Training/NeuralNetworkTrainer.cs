@@ -12,7 +12,7 @@ namespace MLNet.Compression;
 /// (a key with the label's key values), so <c>mlContext.MulticlassClassification.Evaluate</c> works unchanged.
 /// Create it with <c>mlContext.Compression().NeuralNetwork(options)</c>.
 /// </summary>
-public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>
+public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>, IHasMLContext
 {
     private readonly MLContext ml;
     private readonly NeuralNetworkOptions options;
@@ -30,6 +30,8 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>
     public NeuralNetworkOptions Options => options.Clone();
 
     internal MLContext Context => ml;
+
+    MLContext? IHasMLContext.Context => ml;
 
     /// <summary>Trains a network on <paramref name="input"/>.</summary>
     /// <param name="input">Training data with the label and feature columns named in the options.</param>

@@ -12,6 +12,12 @@ namespace MLNet.Compression;
 /// <summary>Hooks that compression stages plug into the shared training loop.</summary>
 internal sealed class TrainingHooks
 {
+    /// <summary>
+    /// A known-size float vector column read with every batch into <see cref="BatchStream.Batch.Targets"/> (e.g. a
+    /// teacher's scores added by the teacher's transform); null for none.
+    /// </summary>
+    public string? TargetColumnName { get; init; }
+
     /// <summary>Extra loss added to the cross-entropy (distillation, EWC); gets the float32 logits and the batch.</summary>
     public Func<Tensor, BatchStream.Batch, Tensor>? ExtraLoss { get; init; }
 
@@ -20,6 +26,12 @@ internal sealed class TrainingHooks
 
     /// <summary>Called after every optimizer step with the global step count (e.g. to update or re-apply pruning masks).</summary>
     public Action<long, TorchNetwork>? AfterStep { get; init; }
+
+    /// <summary>
+    /// Called after the gradients are in the float32 master parameters and before the optimizer step (e.g. weight
+    /// clustering's tied gradients). Not called for a step skipped because a float16 gradient overflowed.
+    /// </summary>
+    public Action<TorchNetwork>? BeforeStep { get; init; }
 
     /// <summary>Called once before the first step (e.g. to apply initial masks).</summary>
     public Action<TorchNetwork>? BeforeTraining { get; init; }
@@ -72,7 +84,7 @@ internal sealed class TrainingSession
         if (resolved.Warning is not null)
             log.Warning(resolved.Warning);
         var device = resolved.ToTorch();
-        var stream = new BatchStream(data, options.LabelColumnName, options.FeatureColumnName, model.InputLength);
+        var stream = new BatchStream(data, options.LabelColumnName, options.FeatureColumnName, model.InputLength, hooks?.TargetColumnName);
         if (stream.ClassCount != model.NumClasses)
             throw new ArgumentOutOfRangeException(nameof(data),
                 $"The label column '{options.LabelColumnName}' has {stream.ClassCount} classes but the network has {model.NumClasses} outputs.");
@@ -157,6 +169,7 @@ internal sealed class TrainingSession
                         stepOk = CopyGradients(computeParams, masterParams, scaler);
                     if (stepOk)
                     {
+                        hooks?.BeforeStep?.Invoke(master);
                         optimizer.Step();
                         if (compute is not null)
                             CopyWeights(master, compute);
