@@ -28,8 +28,9 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
     private bool disposed;
 
     private NeuralNetworkTransformer(MLContext ml, NetworkModel network, IReadOnlyList<string> classNames, NeuralNetworkOptions options,
-        byte[] onnx, Lazy<ITransformer> chain, TrainingResult? training, byte[]? optimizerState, int seed, MemoryReport memory)
+        byte[] onnx, Lazy<ITransformer> chain, TrainingResult? training, byte[]? optimizerState, int seed, MemoryReport memory, CompressionRecipe? recipe)
     {
+        Recipe = recipe ?? CompressionRecipe.None;
         this.ml = ml;
         Network = network;
         ClassNames = classNames.ToArray();
@@ -84,8 +85,12 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
 
     internal int Seed { get; }
 
+    /// <summary>How the exported weights are encoded (quantization, clustering), so later stages can redo it after changing the weights.</summary>
+    internal CompressionRecipe Recipe { get; }
+
     internal static NeuralNetworkTransformer Create(MLContext ml, NetworkModel network, IReadOnlyList<string> classNames, NeuralNetworkOptions options,
-        DataViewSchema inputSchema, TrainingResult? training, int seed, OnnxExportOptions? exportOptions = null, long? residentWeightBytes = null)
+        DataViewSchema inputSchema, TrainingResult? training, int seed, OnnxExportOptions? exportOptions = null, long? residentWeightBytes = null,
+        CompressionRecipe? recipe = null)
     {
         exportOptions = new OnnxExportOptions
         {
@@ -110,7 +115,7 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         var memory = new MemoryReport(network, options.BatchSize, training?.Precision ?? options.Precision, options.Optimizer, options.Momentum,
             onnx.LongLength, zip, residentWeightBytes ?? network.ParameterCount * sizeof(float), training?.PeakProcessBytes, training?.PeakGpuBytes,
             training?.Device ?? "none");
-        return new NeuralNetworkTransformer(ml, network, classNames, options, onnx, chain, training, training?.OptimizerState, seed, memory);
+        return new NeuralNetworkTransformer(ml, network, classNames, options, onnx, chain, training, training?.OptimizerState, seed, memory, recipe);
     }
 
     /// <summary>The schema the saved chain is built for: the feature column (and nothing the model does not need).</summary>
@@ -188,7 +193,7 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         schema.AddColumn(cp.Options.FeatureColumnName, new VectorDataViewType(NumberDataViewType.Single, cp.Network.InputLength));
         var result = Create(ml, cp.Network, cp.ClassNames, cp.Options, schema.ToSchema(), null, cp.Seed);
         return new NeuralNetworkTransformer(ml, result.Network, result.ClassNames, result.TrainingOptions, result.OnnxBytes, result.chain, null,
-            cp.OptimizerState, cp.Seed, result.Memory);
+            cp.OptimizerState, cp.Seed, result.Memory, null);
     }
 
     /// <summary>Releases the ONNX Runtime sessions.</summary>
@@ -202,4 +207,14 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         if (chain.IsValueCreated)
             (chain.Value as IDisposable)?.Dispose();
     }
+}
+
+/// <summary>
+/// The export encodings a model carries: the quantization and/or clustering settings it was made with (null when not
+/// applied). A stage that changes the weights of such a model (continued training) re-applies them.
+/// </summary>
+internal sealed record CompressionRecipe(Quantization.QuantizationOptions? Quantization, Clustering.WeightClusteringOptions? Clustering)
+{
+    /// <summary>Plain float32 export.</summary>
+    public static CompressionRecipe None { get; } = new(null, null);
 }

@@ -115,7 +115,7 @@ public sealed class QuantizationEstimator : IEstimator<NeuralNetworkTransformer>
         var resultOptions = source.TrainingOptions.Clone();
         resultOptions.Architecture = network.Architecture;
         var model = NeuralNetworkTransformer.Create(context, network, source.ClassNames, resultOptions, input.Schema, result, source.Seed,
-            exportOptions, weights.ResidentBytes);
+            exportOptions, weights.ResidentBytes, source.Recipe with { Quantization = options.Clone() });
         var report = BuildReport(network, weights, calibration, result is not null, model.OnnxBytes.LongLength);
         log.Info(report.ToString());
         Report = report;

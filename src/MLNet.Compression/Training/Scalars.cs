@@ -11,4 +11,6 @@ namespace MLNet.Compression;
 internal static class Scalars
 {
     public static readonly Scalar One = 1.0.ToScalar();
+
+    public static readonly Scalar Zero = 0.0.ToScalar();
 }

@@ -1,0 +1,96 @@
+namespace MLNet.Compression.Clustering;
+
+/// <summary>How the k-means centroids of a layer start (Han et al., Deep Compression, found <see cref="Linear"/> best).</summary>
+public enum CentroidInitialization
+{
+    /// <summary>Evenly spaced between the layer's smallest and largest non-zero weight: keeps the rare large weights represented.</summary>
+    Linear,
+
+    /// <summary>At evenly spaced quantiles of the non-zero weights (dense around the peaks of the distribution).</summary>
+    Density,
+
+    /// <summary>k distinct non-zero weights drawn at random (seeded by the model's seed).</summary>
+    Random,
+}
+
+/// <summary>Options for weight clustering (<c>WeightClusteringEstimator</c>).</summary>
+public sealed class WeightClusteringOptions
+{
+    /// <summary>Smallest accepted number of clusters.</summary>
+    public const int MinClusters = 4;
+
+    /// <summary>Largest accepted number of clusters (an index must fit in one byte).</summary>
+    public const int MaxClusters = 256;
+
+    /// <summary>Shared values per layer, k, from 4 to 256 (log2(k) bits per weight). Default 32 (5 bits).</summary>
+    public int ClusterCount { get; set; } = 32;
+
+    /// <summary>Per-layer k by layer name ("fc1", "conv2", "output"), overriding <see cref="ClusterCount"/>.</summary>
+    public IDictionary<string, int> LayerClusterCount { get; set; } = new Dictionary<string, int>(StringComparer.Ordinal);
+
+    /// <summary>Names of layers whose weights stay unshared float32. Default: none.</summary>
+    public ICollection<string> KeepFloat { get; set; } = new List<string>();
+
+    /// <summary>How centroids start. Default <see cref="CentroidInitialization.Linear"/>.</summary>
+    public CentroidInitialization Initialization { get; set; } = CentroidInitialization.Linear;
+
+    /// <summary>Most k-means (Lloyd) iterations per layer; it stops earlier when no weight changes cluster. Default 50.</summary>
+    public int MaxIterations { get; set; } = 50;
+
+    /// <summary>
+    /// Epochs of fine-tuning with tied weights on the data given to <c>Fit</c>: every centroid moves by the summed gradient
+    /// of its members, so each layer keeps at most k distinct non-zero values. 0 clusters without fine-tuning. Default 2.
+    /// </summary>
+    public int Epochs { get; set; } = 2;
+
+    /// <summary>Learning rate of the fine-tuning. Default (null): one tenth of the rate the model was trained with.</summary>
+    public double? LearningRate { get; set; }
+
+    /// <summary>Batch size of the fine-tuning. Default (null): the model's training batch size.</summary>
+    public int? BatchSize { get; set; }
+
+    /// <summary>Receives fine-tuning progress (stage <c>"cluster"</c>).</summary>
+    public IProgress<TrainingProgress>? Progress { get; set; }
+
+    /// <summary>The k used for <paramref name="layerName"/>.</summary>
+    /// <param name="layerName">A weighted layer's name.</param>
+    public int ClustersFor(string layerName) => LayerClusterCount.TryGetValue(layerName, out var k) ? k : ClusterCount;
+
+    /// <summary>Returns a copy (collections copied too).</summary>
+    public WeightClusteringOptions Clone() => new()
+    {
+        ClusterCount = ClusterCount,
+        LayerClusterCount = new Dictionary<string, int>(LayerClusterCount, StringComparer.Ordinal),
+        KeepFloat = KeepFloat.ToList(),
+        Initialization = Initialization,
+        MaxIterations = MaxIterations,
+        Epochs = Epochs,
+        LearningRate = LearningRate,
+        BatchSize = BatchSize,
+        Progress = Progress,
+    };
+
+    /// <summary>Checks every setting; throws naming the bad one.</summary>
+    internal void Validate()
+    {
+        if (ClusterCount is < MinClusters or > MaxClusters)
+            throw new ArgumentOutOfRangeException(nameof(ClusterCount), ClusterCount,
+                $"WeightClusteringOptions.ClusterCount must be between {MinClusters} and {MaxClusters} (one byte per index).");
+        ArgumentNullException.ThrowIfNull(LayerClusterCount, nameof(LayerClusterCount));
+        ArgumentNullException.ThrowIfNull(KeepFloat, nameof(KeepFloat));
+        foreach (var (name, k) in LayerClusterCount)
+            if (k is < MinClusters or > MaxClusters)
+                throw new ArgumentOutOfRangeException(nameof(LayerClusterCount), k,
+                    $"WeightClusteringOptions.LayerClusterCount['{name}'] is {k}; it must be between {MinClusters} and {MaxClusters}.");
+        if (!Enum.IsDefined(Initialization))
+            throw new ArgumentOutOfRangeException(nameof(Initialization), Initialization, "Unknown centroid initialization.");
+        if (MaxIterations < 1)
+            throw new ArgumentOutOfRangeException(nameof(MaxIterations), MaxIterations, "WeightClusteringOptions.MaxIterations must be at least 1.");
+        if (Epochs < 0)
+            throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "WeightClusteringOptions.Epochs must be 0 (no fine-tuning) or more.");
+        if (LearningRate is { } lr && !(lr > 0 && double.IsFinite(lr)))
+            throw new ArgumentOutOfRangeException(nameof(LearningRate), lr, "WeightClusteringOptions.LearningRate must be a positive finite number.");
+        if (BatchSize is < 1)
+            throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "WeightClusteringOptions.BatchSize must be at least 1.");
+    }
+}
