@@ -43,6 +43,21 @@ public sealed class CompressionCatalog
         ArgumentNullException.ThrowIfNull(options);
         return new Quantization.QuantizationEstimator(Context, null, fittedModel, options);
     }
+
+    /// <summary>
+    /// Shares weights in a network that is already trained (Deep Compression's weight sharing): <c>Fit(data)</c> clusters each
+    /// layer of a copy of <paramref name="fittedModel"/> (which is not changed) into at most k shared values by k-means, keeps
+    /// pruned zeros at zero, and fine-tunes the shared values on the data. The estimator's <c>Report</c> gives distinct values,
+    /// bits per weight and bytes per layer.
+    /// </summary>
+    /// <param name="fittedModel">The trained (possibly pruned) network.</param>
+    /// <param name="options">Clusters per layer, initialization, layers kept in float32 and fine-tuning settings.</param>
+    public Clustering.WeightClusteringEstimator ClusterWeights(NeuralNetworkTransformer fittedModel, Clustering.WeightClusteringOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(fittedModel);
+        ArgumentNullException.ThrowIfNull(options);
+        return new Clustering.WeightClusteringEstimator(Context, null, fittedModel, options);
+    }
 }
 
 /// <summary>Extension methods on <see cref="MLContext"/>.</summary>

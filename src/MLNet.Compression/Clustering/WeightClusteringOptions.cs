@@ -13,7 +13,7 @@ public enum CentroidInitialization
     Random,
 }
 
-/// <summary>Options for weight clustering (<c>WeightClusteringEstimator</c>).</summary>
+/// <summary>Options for <see cref="WeightClusteringEstimator"/>.</summary>
 public sealed class WeightClusteringOptions
 {
     /// <summary>Smallest accepted number of clusters.</summary>

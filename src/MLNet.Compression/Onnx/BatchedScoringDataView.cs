@@ -11,9 +11,10 @@ namespace MLNet.Compression.Onnx;
 /// <remarks>
 /// A cursor wraps one source cursor for the requested source columns and, only when Score or PredictedLabel is
 /// requested, a second look-ahead source cursor over the feature column that reads a block, scores it, and serves the
-/// results row by row. Both cursors are opened without shuffling, so the source must give rows in the same order on
-/// every pass (true for ML.NET's loaders and row-to-row transforms). <see cref="CanShuffle"/> is false and a cursor set
-/// is a single cursor. The scorer is shared, not owned; dispose it after the last cursor.
+/// results row by row. The source must give rows in the same order on every pass (true for ML.NET's loaders and
+/// row-to-row transforms). Shuffling is supported when the source supports it: both cursors get a <see cref="Random"/>
+/// with the same seed, and the row ids they visit are compared, so a source whose shuffled order is not reproducible
+/// fails loudly instead of pairing scores with the wrong rows. A cursor set is a single cursor. The scorer is shared, not owned; dispose it after the last cursor.
 /// </remarks>
 internal sealed class BatchedScoringDataView : IDataView
 {
@@ -53,7 +54,7 @@ internal sealed class BatchedScoringDataView : IDataView
     }
 
     /// <inheritdoc />
-    public bool CanShuffle => false;
+    public bool CanShuffle => _source.CanShuffle;
 
     /// <inheritdoc />
     public DataViewSchema Schema { get; }
@@ -68,13 +69,14 @@ internal sealed class BatchedScoringDataView : IDataView
         var needed = columnsNeeded.Select(c => c.Index).ToHashSet();
         var sourceColumns = needed.Where(i => i < _scoreIndex).Select(i => _source.Schema[i]).ToArray();
         bool score = needed.Contains(_scoreIndex), label = needed.Contains(_labelIndex);
-        var main = _source.GetRowCursor(sourceColumns);
+        int? seed = rand is not null && _source.CanShuffle ? rand.Next() : null;
+        var main = _source.GetRowCursor(sourceColumns, seed is { } s1 ? new Random(s1) : null);
         DataViewRowCursor? ahead = null;
         try
         {
             if (score || label)
-                ahead = _source.GetRowCursor([_source.Schema[_featureIndex]]);
-            return new Cursor(this, main, ahead, score, label);
+                ahead = _source.GetRowCursor([_source.Schema[_featureIndex]], seed is { } s2 ? new Random(s2) : null);
+            return new Cursor(this, main, ahead, score, label, checkIds: seed is not null);
         }
         catch
         {
@@ -98,12 +100,14 @@ internal sealed class BatchedScoringDataView : IDataView
         private readonly int _inputLength, _classes;
         private readonly float[] _features = [], _probabilities = [];
         private readonly uint[] _labels = [];
+        private readonly DataViewRowId[] _ids = [];
+        private readonly ValueGetter<DataViewRowId>? _aheadId, _mainId;
         private VBuffer<float> _row;
         private long _aheadRows;      // rows the look-ahead cursor has moved past
         private long _blockStart = -1; // position of the first row in the scored block
         private int _blockRows;
 
-        public Cursor(BatchedScoringDataView parent, DataViewRowCursor main, DataViewRowCursor? ahead, bool score, bool label)
+        public Cursor(BatchedScoringDataView parent, DataViewRowCursor main, DataViewRowCursor? ahead, bool score, bool label, bool checkIds)
         {
             _parent = parent;
             _main = main;
@@ -118,6 +122,12 @@ internal sealed class BatchedScoringDataView : IDataView
                 _features = new float[(long)parent._blockSize * _inputLength];
                 _probabilities = new float[(long)parent._blockSize * _classes];
                 _labels = new uint[parent._blockSize];
+                if (checkIds)
+                {
+                    _ids = new DataViewRowId[parent._blockSize];
+                    _aheadId = ahead.GetIdGetter();
+                    _mainId = main.GetIdGetter();
+                }
             }
         }
 
@@ -173,10 +183,24 @@ internal sealed class BatchedScoringDataView : IDataView
             long pos = _main.Position;
             if (pos < 0)
                 throw new InvalidOperationException("The cursor is not on a row; call MoveNext first.");
+            int row;
             if (pos >= _blockStart && pos < _blockStart + _blockRows)
-                return (int)(pos - _blockStart);
-            ScoreBlockAt(pos);
-            return 0;
+                row = (int)(pos - _blockStart);
+            else
+            {
+                ScoreBlockAt(pos);
+                row = 0;
+            }
+            if (_mainId is not null)
+            {
+                DataViewRowId id = default;
+                _mainId(ref id);
+                if (!id.Equals(_ids[row]))
+                    throw new InvalidOperationException(
+                        "The source data view visited rows in a different order for two cursors created with the same random seed, so shuffled " +
+                        "scores cannot be paired with their rows. Score without shuffling, or cache the source first (mlContext.Data.Cache).");
+            }
+            return row;
         }
 
         private void ScoreBlockAt(long pos)
@@ -193,6 +217,7 @@ internal sealed class BatchedScoringDataView : IDataView
             while (n < _parent._blockSize && ahead.MoveNext())
             {
                 _aheadRows++;
+                _aheadId?.Invoke(ref _ids[n]);
                 _featureGetter!(ref _row);
                 if (_row.Length != _inputLength)
                     throw new InvalidOperationException(

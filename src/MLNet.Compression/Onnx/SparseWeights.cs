@@ -273,13 +273,13 @@ internal static class SparseWeights
         return unique;
     }
 
-    private static string Zeros(OnnxGraphBuilder graph, string name, int length)
+    internal static string Zeros(OnnxGraphBuilder graph, string name, int length)
     {
         var shape = graph.AddInt64Initializer(name + ".length", [length], [1]);
         return graph.AddNode("ConstantOfShape", [shape], name + ".zeros");
     }
 
-    private static string Reshape(OnnxGraphBuilder graph, string name, string input, IReadOnlyList<int> dims)
+    internal static string Reshape(OnnxGraphBuilder graph, string name, string input, IReadOnlyList<int> dims)
     {
         var shape = graph.AddInt64Initializer(name + ".shape", dims.Select(d => (long)d).ToArray(), [dims.Count]);
         return graph.AddNode("Reshape", [input, shape], name + ".dense");
