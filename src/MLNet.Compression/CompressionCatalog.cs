@@ -58,6 +58,31 @@ public sealed class CompressionCatalog
         ArgumentNullException.ThrowIfNull(options);
         return new Clustering.WeightClusteringEstimator(Context, null, fittedModel, options);
     }
+
+    /// <summary>
+    /// Knowledge distillation: <c>Fit(data)</c> trains a student network configured by <paramref name="studentOptions"/> on
+    /// alpha · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) + (1 − alpha) · cross-entropy with the labels. The teacher is
+    /// any fitted model whose output has a <c>Score</c> column with one value per class (this library's networks, ML.NET's
+    /// multiclass trainers, an ONNX model applied with <c>ApplyOnnxModel</c>); it runs batch by batch as the student trains.
+    /// </summary>
+    /// <param name="teacher">The fitted teacher.</param>
+    /// <param name="studentOptions">The student's architecture and training settings.</param>
+    /// <param name="temperature">Softmax temperature T &gt; 0 (default 4).</param>
+    /// <param name="alpha">Weight of the teacher's term, in [0, 1] (default 0.9).</param>
+    public Distillation.DistillationEstimator Distill(ITransformer teacher, NeuralNetworkOptions studentOptions, double temperature = 4, double alpha = 0.9) =>
+        Distill(teacher, studentOptions, new Distillation.DistillationOptions { Temperature = temperature, Alpha = alpha });
+
+    /// <summary>Knowledge distillation with every setting (score column, score kind, disk cache of the teacher's outputs).</summary>
+    /// <param name="teacher">The fitted teacher.</param>
+    /// <param name="studentOptions">The student's architecture and training settings.</param>
+    /// <param name="options">Temperature, alpha, teacher column and cache settings.</param>
+    public Distillation.DistillationEstimator Distill(ITransformer teacher, NeuralNetworkOptions studentOptions, Distillation.DistillationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(teacher);
+        ArgumentNullException.ThrowIfNull(studentOptions);
+        ArgumentNullException.ThrowIfNull(options);
+        return new Distillation.DistillationEstimator(Context, teacher, studentOptions, options);
+    }
 }
 
 /// <summary>Extension methods on <see cref="MLContext"/>.</summary>

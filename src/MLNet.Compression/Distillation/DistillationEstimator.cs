@@ -1,0 +1,176 @@
+using System.Diagnostics;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNet.Compression.Networks;
+using static TorchSharp.torch;
+
+namespace MLNet.Compression.Distillation;
+
+/// <summary>
+/// Knowledge distillation (Hinton, Vinyals and Dean, 2015): trains a student network, configured like any
+/// <see cref="NeuralNetworkTrainer"/>, on alpha · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) + (1 − alpha) ·
+/// cross-entropy with the labels. The teacher is any fitted <see cref="ITransformer"/> whose output has a score column with
+/// one value per class: this library's networks, ML.NET's multiclass trainers (SDCA, LightGBM, ...) or an ONNX model applied
+/// with <c>ApplyOnnxModel</c>. Probabilities are turned into logits by their logarithm. The teacher runs batch by batch on
+/// the rows the student is reading (the data is never held in memory), or once into a disk cache with
+/// <see cref="DistillationOptions.CacheTeacherOutputs"/>. Create it with <c>mlContext.Compression().Distill(...)</c>.
+/// </summary>
+public sealed class DistillationEstimator : IEstimator<NeuralNetworkTransformer>, IHasMLContext
+{
+    private const string Stage = "distill";
+    private readonly MLContext ml;
+    private readonly ITransformer teacher;
+    private readonly NeuralNetworkOptions student;
+    private readonly DistillationOptions options;
+
+    internal DistillationEstimator(MLContext ml, ITransformer teacher, NeuralNetworkOptions studentOptions, DistillationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(ml);
+        ArgumentNullException.ThrowIfNull(teacher);
+        ArgumentNullException.ThrowIfNull(studentOptions);
+        ArgumentNullException.ThrowIfNull(options);
+        studentOptions.Validate();
+        options.Validate();
+        this.ml = ml;
+        this.teacher = teacher;
+        student = studentOptions.Clone();
+        this.options = options.Clone();
+    }
+
+    /// <summary>A copy of the distillation options.</summary>
+    public DistillationOptions Options => options.Clone();
+
+    /// <summary>A copy of the student's training options.</summary>
+    public NeuralNetworkOptions StudentOptions => student.Clone();
+
+    /// <summary>What the last <see cref="Fit"/> did: how the teacher's scores were read, cache size, time. Null before the first fit.</summary>
+    public DistillationReport? Report { get; private set; }
+
+    MLContext? IHasMLContext.Context => ml;
+
+    /// <summary>Trains the student on <paramref name="input"/> against the teacher's scores and the labels.</summary>
+    /// <param name="input">Training data with the student's feature and label columns and whatever columns the teacher reads.</param>
+    /// <returns>The trained student.</returns>
+    public NeuralNetworkTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var log = new ContextLog(ml, "Distill");
+        SchemaValidation.FeatureColumn(input.Schema, student.FeatureColumnName, student.Architecture.InputLength);
+        var label = SchemaValidation.LabelColumn(input.Schema, student.LabelColumnName, out int classCount);
+        var classNames = SchemaValidation.ClassNames(label, classCount);
+
+        // The teacher's pipeline may rewrite the feature or label column (a normalizer, MapValueToKey): the student reads
+        // copies taken before the teacher runs, so it learns from exactly the columns it will be scored on.
+        string features = Unused(input.Schema, "DistillStudentFeatures"), labels = Unused(input.Schema, "DistillStudentLabel");
+        var copies = ml.Transforms.CopyColumns(features, student.FeatureColumnName)
+            .Append(ml.Transforms.CopyColumns(labels, student.LabelColumnName))
+            .Fit(input).Transform(input);
+        IDataView taught;
+        try
+        {
+            taught = teacher.Transform(copies);
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException)
+        {
+            throw new ArgumentException($"The teacher could not be applied to the training data: {e.Message} Give Fit the columns the teacher was trained on.", nameof(input), e);
+        }
+        var score = taught.Schema.GetColumnOrNull(options.TeacherScoreColumnName)
+            ?? throw new ArgumentException(
+                $"The teacher's output has no column '{options.TeacherScoreColumnName}'. Columns: {string.Join(", ", taught.Schema.Where(c => !c.IsHidden).Select(c => c.Name))}. " +
+                "Use a multiclass model (its scores are in 'Score') or set DistillationOptions.TeacherScoreColumnName.", "teacher");
+        if (score.Type is not VectorDataViewType { ItemType: NumberDataViewType } st || st.ItemType.RawType != typeof(float) || !st.IsKnownSize)
+            throw new ArgumentException($"The teacher's column '{score.Name}' has type {score.Type}; a known-size vector of Single (one score per class) is needed.", "teacher");
+        if (st.Size != classCount)
+            throw new ArgumentException(
+                $"The teacher gives {st.Size} scores per row in '{score.Name}' but the label column '{student.LabelColumnName}' has {classCount} classes. " +
+                "Teacher and student must be trained on the same classes, in the same key order.", "teacher");
+
+        string? cachePath = null;
+        var sw = Stopwatch.StartNew();
+        try
+        {
+            IDataView training = taught;
+            long cacheBytes = 0;
+            if (options.CacheTeacherOutputs)
+            {
+                var folder = options.CacheDirectory ?? Path.GetTempPath();
+                Directory.CreateDirectory(folder);
+                cachePath = Path.Combine(folder, $"mlnet-compression-teacher-{Guid.NewGuid():N}.idv");
+                var selected = ml.Transforms.SelectColumns(features, labels, score.Name).Fit(taught).Transform(taught);
+                AtomicFile.Write(cachePath, s => ml.Data.SaveAsBinary(selected, s, keepHidden: false));
+                cacheBytes = new FileInfo(cachePath).Length;
+                training = ml.Data.LoadFromBinary(cachePath);
+                log.Info($"Cached the teacher's outputs: {cacheBytes:N0} bytes in {cachePath}.");
+            }
+
+            int seed = student.Seed ?? NeuralNetworkTrainer.DrawSeed(ml);
+            var network = NetworkModel.Create(student.Architecture, classCount);
+            NeuralNetworkTrainer.InitializeWeights(network, seed);
+            var tuning = student.Clone();
+            tuning.FeatureColumnName = features;
+            tuning.LabelColumnName = labels;
+            TeacherScoreKind? seen = options.TeacherScoreKind == TeacherScoreKind.Auto ? null : options.TeacherScoreKind;
+            var hooks = new TrainingHooks
+            {
+                TargetColumnName = score.Name,
+                Loss = (logits, y, batch) =>
+                {
+                    var t = tensor(batch.Targets, [batch.Capacity, classCount]).narrow(0, 0, batch.Count).to(logits.device);
+                    // Decided on the first batch and kept, so every batch is read the same way.
+                    seen ??= DistillationLoss.LooksLikeProbabilities(t) ? TeacherScoreKind.Probabilities : TeacherScoreKind.Logits;
+                    return DistillationLoss.Compute(logits, t, y, options.Temperature, options.Alpha, seen.Value);
+                },
+            };
+            log.Info($"Distilling into {student.Architecture.Name} ({network.ParameterCount:N0} parameters): T={options.Temperature}, alpha={options.Alpha}, " +
+                     $"{student.Epochs} epoch(s).");
+            var result = new TrainingSession(ml, tuning, Stage).Run(training, network, seed, null, hooks);
+            var model = NeuralNetworkTransformer.Create(ml, result.Model, classNames, student, input.Schema, result, seed);
+            Report = new DistillationReport(options.Temperature, options.Alpha, seen ?? TeacherScoreKind.Auto, score.Name, cacheBytes,
+                network.ParameterCount, result.History.Count, sw.Elapsed.TotalSeconds);
+            log.Info(Report.ToString());
+            return model;
+        }
+        finally
+        {
+            if (cachePath is not null && File.Exists(cachePath))
+                File.Delete(cachePath);
+        }
+    }
+
+    /// <summary>The student's output shape: the input plus <c>Score</c> and <c>PredictedLabel</c>.</summary>
+    /// <param name="inputSchema">The shape of the training data.</param>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        return new NeuralNetworkTrainer(ml, student).GetOutputSchema(inputSchema);
+    }
+
+    private static string Unused(DataViewSchema schema, string name)
+    {
+        string candidate = name;
+        for (int i = 1; schema.GetColumnOrNull(candidate) is not null; i++)
+            candidate = name + i.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return candidate;
+    }
+}
+
+/// <summary>What a distillation run did.</summary>
+/// <param name="Temperature">Softmax temperature used.</param>
+/// <param name="Alpha">Weight of the teacher's term.</param>
+/// <param name="TeacherScores">How the teacher's scores were read (probabilities or logits).</param>
+/// <param name="TeacherScoreColumn">The teacher's score column.</param>
+/// <param name="CacheBytes">Bytes of the on-disk teacher cache (0 when the teacher ran on every batch).</param>
+/// <param name="StudentParameters">The student's parameters.</param>
+/// <param name="Epochs">Epochs run.</param>
+/// <param name="Seconds">Wall time of the run, including the teacher.</param>
+public sealed record DistillationReport(double Temperature, double Alpha, TeacherScoreKind TeacherScores, string TeacherScoreColumn, long CacheBytes,
+    long StudentParameters, int Epochs, double Seconds)
+{
+    /// <summary>One line summary.</summary>
+    public override string ToString()
+    {
+        var c = System.Globalization.CultureInfo.InvariantCulture;
+        string cache = CacheBytes > 0 ? string.Create(c, $", teacher cache {CacheBytes:N0} bytes") : string.Empty;
+        return string.Create(c, $"Distillation: T={Temperature}, alpha={Alpha}, teacher '{TeacherScoreColumn}' read as {TeacherScores}, student {StudentParameters:N0} parameters, {Epochs} epoch(s) in {Seconds:F1} s{cache}.");
+    }
+}
