@@ -102,7 +102,7 @@ public sealed class ModelFactoryFixture : IDisposable
     }
 
     /// <summary>The dotnet host: the one that runs this process when it is dotnet itself, else DOTNET_HOST_PATH, DOTNET_ROOT, PATH.</summary>
-    private static string DotnetHost()
+    internal static string DotnetHost()
     {
         string hostName = OperatingSystem.IsWindows() ? "dotnet.exe" : "dotnet";
         string? processPath = Environment.ProcessPath;
