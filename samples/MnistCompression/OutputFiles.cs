@@ -65,8 +65,17 @@ internal static class Charts
     /// <summary>Test accuracy against ONNX artifact bytes (log scale), one labelled point per row, one colour per architecture family.</summary>
     public static void AccuracyVsSize(IReadOnlyList<StageResult> rows, string path)
     {
+        const int Width = 1400, Height = 900;
         var plot = new Plot();
         var palette = new ScottPlot.Palettes.Category10();
+        double xMin = rows.Min(r => Math.Log10(r.ArtifactBytes)) - 0.15, xMax = rows.Max(r => Math.Log10(r.ArtifactBytes)) + 0.45;
+        double yLow = rows.Min(r => 100 * r.Accuracy), yHigh = rows.Max(r => 100 * r.Accuracy);
+        double yPad = Math.Max(0.05, (yHigh - yLow) * 0.12);
+        double yMin = yLow - yPad, yMax = yHigh + yPad;
+        // Approximate pixel positions (the data area is most of the image) so labels of nearby points can be kept apart.
+        double PixelX(double x) => (x - xMin) / (xMax - xMin) * (Width - 120);
+        double PixelY(double y) => (yMax - y) / (yMax - yMin) * (Height - 130);
+        var boxes = new List<(double Left, double Top, double Right, double Bottom)>();
         int colour = 0;
         foreach (var family in rows.GroupBy(r => r.CompressionReference))
         {
@@ -79,11 +88,23 @@ internal static class Charts
             scatter.LegendText = $"{points[0].Architecture} family (vs {family.Key})";
             for (int i = 0; i < points.Count; i++)
             {
+                // First free slot above, below, then further out: rows at (nearly) one point, e.g. int8 static and int8 QAT
+                // with the same ONNX size, get stacked labels.
+                double left = PixelX(xs[i]) + 6, right = left + 6.6 * points[i].Name.Length, anchor = PixelY(ys[i]);
+                int offset = -14;
+                foreach (int candidate in new[] { -14, 2, -28, 16, -42, 30, -56, 44 })
+                {
+                    offset = candidate;
+                    double top = anchor + candidate, bottom = top + 12;
+                    if (!boxes.Any(b => b.Left < right && left < b.Right && b.Top < bottom && top < b.Bottom))
+                        break;
+                }
+                boxes.Add((left, anchor + offset, right, anchor + offset + 12));
                 var label = plot.Add.Text(points[i].Name, xs[i], ys[i]);
                 label.LabelFontSize = 11;
                 label.LabelFontColor = color;
                 label.LabelOffsetX = 6;
-                label.LabelOffsetY = i % 2 == 0 ? -14 : 2;
+                label.LabelOffsetY = offset;
             }
         }
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic
@@ -97,11 +118,8 @@ internal static class Charts
         plot.Title("MNIST: accuracy vs artifact size, every row of this run");
         plot.Grid.MajorLineColor = Colors.Black.WithOpacity(0.12);
         plot.ShowLegend(Alignment.LowerRight);
-        double xMin = rows.Min(r => Math.Log10(r.ArtifactBytes)), xMax = rows.Max(r => Math.Log10(r.ArtifactBytes));
-        double yMin = rows.Min(r => 100 * r.Accuracy), yMax = rows.Max(r => 100 * r.Accuracy);
-        double yPad = Math.Max(0.05, (yMax - yMin) * 0.12);
-        plot.Axes.SetLimits(xMin - 0.15, xMax + 0.45, yMin - yPad, yMax + yPad);
-        AtomicFile.WriteAllBytes(path, plot.GetImageBytes(1400, 900, ImageFormat.Png));
+        plot.Axes.SetLimits(xMin, xMax, yMin, yMax);
+        AtomicFile.WriteAllBytes(path, plot.GetImageBytes(Width, Height, ImageFormat.Png));
     }
 
     /// <summary>Training loss and training accuracy per epoch, one line per training or fine-tuning run.</summary>
