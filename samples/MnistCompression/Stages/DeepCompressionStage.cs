@@ -45,7 +45,9 @@ internal sealed class DeepCompressionStage : IMainJobStage
             student.Progress = progress;
             pruning.Progress = progress;
             sharing.Progress = progress;
-            chain = ml.Compression().Distill(teacher.Model, student, temperature: 4, alpha: 0.9)
+            // The convolutional teacher runs once into a disk cache: run per batch, its ONNX Runtime threads and libtorch's
+            // compete for the same cores every step.
+            chain = ml.Compression().Distill(teacher.Model, student, new DistillationOptions { Temperature = 4, Alpha = 0.9, CacheTeacherOutputs = true })
                 .Prune(pruning)
                 .ClusterWeights(sharing);
             return chain.Fit(context.Train);

@@ -21,6 +21,8 @@ internal sealed class DistillStage : IMainJobStage
         var student = context.BaselineOptions.Clone();
         student.Architecture = NetworkArchitecture.Mlp(64);
         student.Seed = context.BaselineOptions.Seed + 1;
+        // A small student needs longer than its teacher to converge (measured: 10 epochs leave 784-64-10 at 96.6 %).
+        student.Epochs = context.Quick ? context.BaselineOptions.Epochs : 3 * context.BaselineOptions.Epochs;
 
         var sw = Stopwatch.StartNew();
         var alone = context.Ui.Train("distilled-student-alone: the student on the labels only", student.Epochs, context.TrainRows, progress =>
@@ -38,7 +40,7 @@ internal sealed class DistillStage : IMainJobStage
         {
             var o = student.Clone();
             o.Progress = progress;
-            estimator = context.Ml.Compression().Distill(teacher.Model, o, temperature: 4, alpha: 0.9);
+            estimator = context.Ml.Compression().Distill(teacher.Model, o, new DistillationOptions { Temperature = 4, Alpha = 0.9, CacheTeacherOutputs = true });
             return estimator.Fit(context.Train);
         });
         using (distilled)
