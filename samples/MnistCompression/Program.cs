@@ -16,6 +16,8 @@ var dataOption = new Option<string?>("--data-dir") { Description = "Folder holdi
 var epochsOption = new Option<int>("--epochs") { Description = "Training epochs for the baseline.", DefaultValueFactory = _ => 10 };
 var deviceOption = new Option<string>("--device") { Description = "auto, cpu, cuda or cuda:N.", DefaultValueFactory = _ => "auto" };
 var root = new RootCommand("MLNet.Compression on MNIST: train, evaluate, save, reload, report.") { outOption, dataOption, epochsOption, deviceOption };
+// --- incremental scenarios alone, for measuring (MLNC_INCREMENTAL=quick|full); the main job's own wiring is separate ---
+if (Environment.GetEnvironmentVariable("MLNC_INCREMENTAL") is { Length: > 0 } incrementalMode) return IncrementalScenarios.RunStandalone(incrementalMode == "quick", args.Length > 1 && args[0] == "--out" ? args[1] : "artifacts");
 root.SetAction(parse => Run(parse.GetValue(outOption)!, parse.GetValue(dataOption), parse.GetValue(epochsOption), TrainingDevice.Parse(parse.GetValue(deviceOption)!)));
 return root.Parse(args).Invoke();
 

@@ -335,6 +335,25 @@ public sealed class ContinueTrainingTests : IClassFixture<IncrementFixture>
     }
 
     [Fact]
+    public void TheBatchedFisherOfADenseNetworkEqualsOneBackwardPassPerRow()
+    {
+        var data = Ml.Data.TakeRows(fixture.Second, 300);
+        var column = data.Schema["Features"];
+        var batched = EwcState.EstimateDense(fixture.Model.Network, data, column, 200, 3);
+        var perRow = EwcState.EstimatePerRow(fixture.Model.Network, data, column, 200, 3);
+        Assert.Equal(perRow.Fisher.Length, batched.Fisher.Length);
+        for (int i = 0; i < perRow.Fisher.Length; i++)
+        {
+            float scale = perRow.Fisher[i].Max();
+            Assert.True(scale > 0, $"tensor {i} has no Fisher information");
+            for (int j = 0; j < perRow.Fisher[i].Length; j++)
+                Assert.True(Math.Abs(perRow.Fisher[i][j] - batched.Fisher[i][j]) <= 1e-4f * scale + 1e-9f,
+                    $"tensor {i}[{j}]: per row {perRow.Fisher[i][j]}, batched {batched.Fisher[i][j]}");
+            Assert.Equal(perRow.Anchor[i], batched.Anchor[i]);
+        }
+    }
+
+    [Fact]
     public void EwcAndLwfHoldThePreviousModelCloserThanFineTuning()
     {
         var ml = Ml;
