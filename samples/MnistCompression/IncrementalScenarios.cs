@@ -125,7 +125,7 @@ internal static class IncrementalScenarios
         var options = new NeuralNetworkOptions
         {
             Architecture = NetworkArchitecture.Mlp(400, 400), // van de Ven & Tolias's Split-MNIST network
-            Epochs = quick ? 2 : 5,
+            Epochs = 5,
             BatchSize = 128,
             LearningRate = 1e-3,
             Device = device,
