@@ -83,6 +83,22 @@ public sealed class CompressionCatalog
         ArgumentNullException.ThrowIfNull(options);
         return new Distillation.DistillationEstimator(Context, teacher, studentOptions, options);
     }
+
+    /// <summary>
+    /// Continues training a fitted network on new data (incremental learning): <c>Fit(newData)</c> trains a copy of
+    /// <paramref name="previousModel"/> (which is not changed) from its weights and optimizer state, with the forgetting
+    /// mitigation chosen in <see cref="Incremental.ContinueTrainingOptions.Strategies"/> (replay, learning without forgetting,
+    /// EWC), growing the output layer when the new data's label has classes the model has not seen, keeping pruned weights
+    /// at zero and re-quantizing a quantized model. The result carries its replay memory and EWC state (also in its
+    /// checkpoint), so it can be continued again; the estimator's <c>Report</c> gives the memory carried forward.
+    /// </summary>
+    /// <param name="previousModel">The model to continue (trained, compressed, loaded from a checkpoint, or from an earlier increment).</param>
+    /// <param name="options">Strategies, epochs, learning rate, replay budget, LwF and EWC settings.</param>
+    public Incremental.ContinueTrainingEstimator ContinueTraining(NeuralNetworkTransformer previousModel, Incremental.ContinueTrainingOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(previousModel);
+        return new Incremental.ContinueTrainingEstimator(Context, previousModel, options ?? new Incremental.ContinueTrainingOptions());
+    }
 }
 
 /// <summary>Extension methods on <see cref="MLContext"/>.</summary>

@@ -28,16 +28,18 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
     private bool disposed;
 
     private NeuralNetworkTransformer(MLContext ml, NetworkModel network, IReadOnlyList<string> classNames, NeuralNetworkOptions options,
-        byte[] onnx, Lazy<ITransformer> chain, TrainingResult? training, byte[]? optimizerState, int seed, MemoryReport memory, CompressionRecipe? recipe)
+        byte[] onnx, Lazy<ITransformer> chain, TrainingResult? training, byte[]? optimizerState, int seed, MemoryReport memory, CompressionRecipe? recipe,
+        Incremental.IncrementalState? incremental = null, IReadOnlyList<EpochMetrics>? history = null)
     {
         Recipe = recipe ?? CompressionRecipe.None;
+        IncrementalState = incremental;
         this.ml = ml;
         Network = network;
         ClassNames = classNames.ToArray();
         TrainingOptions = options.Clone();
         OnnxBytes = onnx;
         this.chain = chain;
-        TrainingHistory = training?.History ?? [];
+        TrainingHistory = history ?? training?.History ?? [];
         OptimizerState = optimizerState;
         Seed = seed;
         Memory = memory;
@@ -87,6 +89,20 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
 
     /// <summary>How the exported weights are encoded (quantization, clustering), so later stages can redo it after changing the weights.</summary>
     internal CompressionRecipe Recipe { get; }
+
+    /// <summary>
+    /// What continued training carries from one increment to the next (replay memory, EWC Fisher and anchor weights);
+    /// null for a model no <c>ContinueTraining</c> produced. Kept in the checkpoint.
+    /// </summary>
+    internal Incremental.IncrementalState? IncrementalState { get; }
+
+    /// <summary>
+    /// A model identical to this one (same weights, ONNX bytes, scoring chain and memory report) that carries
+    /// <paramref name="incremental"/> and <paramref name="optimizerState"/>. Used by continued training to attach its state
+    /// to a model another stage (re-quantization) produced; this instance must not be used afterwards (they share the chain).
+    /// </summary>
+    internal NeuralNetworkTransformer WithIncrementalState(Incremental.IncrementalState? incremental, byte[]? optimizerState) =>
+        new(ml, Network, ClassNames, TrainingOptions, OnnxBytes, chain, null, optimizerState, Seed, Memory, Recipe, incremental, TrainingHistory);
 
     internal static NeuralNetworkTransformer Create(MLContext ml, NetworkModel network, IReadOnlyList<string> classNames, NeuralNetworkOptions options,
         DataViewSchema inputSchema, TrainingResult? training, int seed, OnnxExportOptions? exportOptions = null, long? residentWeightBytes = null,
@@ -171,14 +187,15 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
 
     /// <summary>
     /// Saves what ONNX does not carry, so training or compression can continue later: the architecture, the weights,
-    /// the class names and column names, the training options and the optimizer state. Written to a temporary file and moved into place.
+    /// the class names and column names, the training options, the optimizer state and, for a model made by continued
+    /// training, its replay memory and EWC state. Written to a temporary file and moved into place.
     /// </summary>
     /// <param name="path">Destination file (a zip).</param>
     public void SaveCheckpoint(string path)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         ObjectDisposedException.ThrowIf(disposed, this);
-        Checkpoint.Write(path, new Checkpoint(Network, ClassNames, TrainingOptions, OptimizerState, Seed));
+        Checkpoint.Write(path, new Checkpoint(Network, ClassNames, TrainingOptions, OptimizerState, Seed, IncrementalState));
     }
 
     /// <summary>Loads a checkpoint written by <see cref="SaveCheckpoint"/>.</summary>
@@ -193,7 +210,7 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         schema.AddColumn(cp.Options.FeatureColumnName, new VectorDataViewType(NumberDataViewType.Single, cp.Network.InputLength));
         var result = Create(ml, cp.Network, cp.ClassNames, cp.Options, schema.ToSchema(), null, cp.Seed);
         return new NeuralNetworkTransformer(ml, result.Network, result.ClassNames, result.TrainingOptions, result.OnnxBytes, result.chain, null,
-            cp.OptimizerState, cp.Seed, result.Memory, null);
+            cp.OptimizerState, cp.Seed, result.Memory, null, cp.Incremental);
     }
 
     /// <summary>Releases the ONNX Runtime sessions.</summary>

@@ -10,11 +10,15 @@ namespace MLNet.Compression;
 /// <summary>
 /// Training state that ONNX does not carry: architecture, weights, class and column names, options, optimizer state.
 /// A zip with <c>checkpoint.json</c>, <c>weights.bin</c> (little-endian float32, layer by layer: weight then bias) and
-/// <c>optimizer.bin</c> (TorchSharp's optimizer state dictionary).
+/// <c>optimizer.bin</c> (the optimizer's moment buffers, see <see cref="ParameterOptimizer.SaveState"/>). Version 2 adds, for
+/// models made by continued training, <c>replay.bin</c> (the exemplar memory, uint8 pixels) and <c>ewc.bin</c> (Fisher
+/// information and anchor weights) plus an <c>incremental</c> object in <c>checkpoint.json</c>; version 1 files (without
+/// them) still load.
 /// </summary>
-internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> ClassNames, NeuralNetworkOptions Options, byte[]? OptimizerState, int Seed)
+internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> ClassNames, NeuralNetworkOptions Options, byte[]? OptimizerState, int Seed,
+    MLNet.Compression.Incremental.IncrementalState? Incremental = null)
 {
-    public const int FormatVersion = 1;
+    public const int FormatVersion = 2;
 
     public static void Write(string path, Checkpoint cp) => AtomicFile.Write(path, stream =>
     {
@@ -48,9 +52,6 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                 ["bias"] = l.Bias.Length,
             }).ToArray()),
         };
-        using (var s = zip.CreateEntry("checkpoint.json").Open())
-        using (var w = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true }))
-            meta.WriteTo(w);
         using (var s = zip.CreateEntry("weights.bin", CompressionLevel.Fastest).Open())
             foreach (var layer in cp.Network.ParameterizedLayers)
             {
@@ -60,6 +61,10 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
         if (cp.OptimizerState is { } state)
             using (var s = zip.CreateEntry("optimizer.bin", CompressionLevel.Fastest).Open())
                 s.Write(state);
+        cp.Incremental?.WriteTo(zip, meta);
+        using (var s = zip.CreateEntry("checkpoint.json").Open())
+        using (var w = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true }))
+            meta.WriteTo(w);
     });
 
     public static Checkpoint Read(string path)
@@ -112,7 +117,8 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                 s.CopyTo(ms);
                 state = ms.ToArray();
             }
-            return new Checkpoint(network, classes, options, state, (int)meta["seed"]!);
+            var incremental = version >= 2 ? MLNet.Compression.Incremental.IncrementalState.ReadFrom(zip, meta, network) : null;
+            return new Checkpoint(network, classes, options, state, (int)meta["seed"]!, incremental);
         }
         catch (Exception e) when (e is InvalidDataException or JsonException or NullReferenceException or FormatException or InvalidOperationException
                                       or ArgumentException && e is not CheckpointException)

@@ -1,0 +1,310 @@
+using System.Diagnostics;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNet.Compression.Networks;
+using MLNet.Compression.Quantization;
+using static TorchSharp.torch;
+
+namespace MLNet.Compression.Incremental;
+
+/// <summary>
+/// Continues training a fitted network on new data (incremental learning): <c>Fit(newData)</c> starts from the previous
+/// model's weights and, when it has one, its optimizer state, and trains on the new rows through the same training loop
+/// as <see cref="NeuralNetworkTrainer"/> (the previous model's device, precision and optimizer). The previous model is not
+/// changed. Create it with <c>mlContext.Compression().ContinueTraining(previousModel, options)</c>; the result can be
+/// continued again (<c>ContinueTraining(result, ...)</c>), or saved with <c>SaveCheckpoint</c> and continued after
+/// <c>NeuralNetworkTransformer.LoadCheckpoint</c>.
+/// </summary>
+/// <remarks>
+/// <para>Forgetting is fought with <see cref="ContinueTrainingOptions.Strategies"/>, in any combination:
+/// <see cref="ContinualStrategies.Replay"/> (a bounded, class-balanced exemplar memory mixed into every batch),
+/// <see cref="ContinualStrategies.LearningWithoutForgetting"/> (the previous model's outputs distilled on every row) and
+/// <see cref="ContinualStrategies.ElasticWeightConsolidation"/> (a Fisher-weighted pull towards the previous weights).
+/// The replay memory and the EWC state travel with the returned model (and its checkpoint) to the next increment.</para>
+/// <para>Classes: the new data's label is a key (for example from <c>MapValueToKey</c> fitted on the new data alone); its key
+/// values are matched by name to the previous model's classes. Known names keep their class index; unknown ones are
+/// appended, and the output layer grows by one row per new class, keeping every old weight.</para>
+/// <para>Compression survives: weights that are exactly zero in the previous model (pruning) stay zero, and a quantized
+/// previous model is quantized again with its options at the end.</para>
+/// </remarks>
+public sealed class ContinueTrainingEstimator : IEstimator<NeuralNetworkTransformer>, IHasMLContext
+{
+    private const string Stage = "continue";
+    private readonly MLContext? ml;
+    private readonly NeuralNetworkTransformer previous;
+    private readonly ContinueTrainingOptions options;
+
+    internal ContinueTrainingEstimator(MLContext? ml, NeuralNetworkTransformer previous, ContinueTrainingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(previous);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        this.ml = ml;
+        this.previous = previous;
+        this.options = options.Clone();
+        if (options.Strategies.HasFlag(ContinualStrategies.Replay))
+            _ = options.ReplayBudget.CapacityFor(previous.Network.InputLength); // a budget too small for one exemplar fails now
+        if (options.PreviousData is { } prior)
+            CheckFeatures(prior, previous, "ContinueTrainingOptions.PreviousData");
+    }
+
+    /// <summary>A copy of the options this estimator uses.</summary>
+    public ContinueTrainingOptions Options => options.Clone();
+
+    /// <summary>What the last <see cref="Fit"/> did and the memory the result carries. Null before the first fit.</summary>
+    public ContinueTrainingReport? Report { get; private set; }
+
+    MLContext? IHasMLContext.Context => ml;
+
+    /// <summary>The output shape: the input plus <c>Score</c> and <c>PredictedLabel</c>.</summary>
+    /// <param name="inputSchema">The shape of the new data.</param>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        return new NeuralNetworkTrainer(ml ?? previous.Context, previous.TrainingOptions).GetOutputSchema(inputSchema);
+    }
+
+    /// <summary>Continues training a copy of the previous model on <paramref name="input"/>.</summary>
+    /// <param name="input">The new data: the previous model's feature column (same size) and a key-typed label column of the same name.</param>
+    /// <returns>The updated model, carrying the replay memory and EWC state for the next increment.</returns>
+    public NeuralNetworkTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var sw = Stopwatch.StartNew();
+        var context = ml ?? previous.Context;
+        var log = new ContextLog(context, "ContinueTraining");
+        var strategies = options.Strategies;
+        bool replayOn = strategies.HasFlag(ContinualStrategies.Replay);
+        bool lwfOn = strategies.HasFlag(ContinualStrategies.LearningWithoutForgetting);
+        bool ewcOn = strategies.HasFlag(ContinualStrategies.ElasticWeightConsolidation);
+        var prevNetwork = previous.Network;
+        int featureLength = prevNetwork.InputLength;
+        string labelName = previous.LabelColumnName, featureName = previous.FeatureColumnName;
+
+        // Columns and classes of the new data.
+        CheckFeatures(input, previous, "input");
+        var label = SchemaValidation.LabelColumn(input.Schema, labelName, out int incomingCount);
+        var incomingNames = SchemaValidation.ClassNames(label, incomingCount);
+        var (merged, map) = ClassGrowth.Merge(previous.ClassNames, incomingNames);
+        int oldClasses = prevNetwork.NumClasses;
+        var carried = previous.IncrementalState;
+        int increment = (carried?.Increments ?? 0) + 1;
+        int seed = unchecked(previous.Seed + 7919 * increment);
+
+        // Network (grown when new classes appear) and optimizer state.
+        var network = ClassGrowth.GrowOutput(prevNetwork, merged.Length, seed);
+        bool grown = merged.Length > oldClasses;
+        byte[]? optimizerState = options.ReuseOptimizerState ? previous.OptimizerState : null;
+        if (optimizerState is not null && grown)
+        {
+            optimizerState = ClassGrowth.GrowOptimizerState(optimizerState, network.ParameterizedLayers.Last().FanIn, oldClasses, merged.Length);
+            if (optimizerState is null)
+                log.Warning("The previous optimizer state does not have the expected layout for a grown output layer; continuing with a fresh optimizer state.");
+        }
+        if (grown)
+            log.Info($"The new data adds class(es) {string.Join(", ", merged.Skip(oldClasses))}: the output layer grows from {oldClasses} to {merged.Length} rows.");
+
+        // The replay memory (a copy: the previous model keeps its own).
+        ReplayMemory? memory = null;
+        if (replayOn)
+        {
+            int capacity = options.ReplayBudget.CapacityFor(featureLength);
+            if (carried?.Replay is { } kept && kept.FeatureLength == featureLength)
+                memory = kept.Clone();
+            else
+            {
+                memory = new ReplayMemory(featureLength, capacity, unchecked((ulong)(uint)seed * 0x9E3779B97F4A7C15UL + 1));
+                if (options.PreviousData is { } prior)
+                    Scan(PreviousView(prior, merged), memory, null, "ContinueTrainingOptions.PreviousData");
+                else
+                    log.Warning("Replay: the previous model carries no replay memory and ContinueTrainingOptions.PreviousData is not set, so this increment " +
+                                "has nothing to replay; the memory is filled from the new data for the next increment.");
+            }
+            memory.Resize(capacity);
+        }
+
+        // EWC's Fisher information of the earlier tasks.
+        EwcState? ewc = null;
+        if (ewcOn)
+        {
+            if (carried?.Ewc is { } e && e.Matches(prevNetwork))
+                ewc = e;
+            else if (options.PreviousData is { } prior)
+                ewc = EwcState.Estimate(prevNetwork, prior, featureName, options.EwcFisherRows, seed);
+            else
+                throw new ArgumentException(
+                    "ContinueTrainingOptions.Strategies includes ElasticWeightConsolidation, but the previous model carries no Fisher information " +
+                    "(it was not produced by ContinueTraining with EWC, or its architecture changed since) and ContinueTrainingOptions.PreviousData is not set. " +
+                    "Set PreviousData to (a sample of) the data the previous model was trained on.", "options");
+            if (grown)
+                ewc = ewc.GrowOutput(oldClasses, merged.Length);
+        }
+
+        // One pass over the new data: which classes it holds and, with replay, the next increment's memory (a copy that
+        // gets this increment's rows; training replays only the earlier ones). Features that cannot be stored fail here.
+        var nextMemory = memory?.Clone();
+        var newCounts = new long[merged.Length];
+        Scan(new IncrementalDataView(input, labelName, featureName, featureLength, map, merged, null, 0, seed), nextMemory, newCounts, "The new data");
+        long newRows = newCounts.Sum();
+        if (newRows == 0)
+            throw new ArgumentException($"The new data has no rows with a label in column '{labelName}'. Pass the rows to continue training on.", nameof(input));
+        double fraction = 0;
+        if (memory is { Count: > 0 })
+        {
+            var held = memory.CountsPerClass();
+            int newClasses = newCounts.Count(n => n > 0);
+            int onlyInMemory = Enumerable.Range(0, held.Length).Count(c => held[c] > 0 && (c >= newCounts.Length || newCounts[c] == 0));
+            fraction = options.ReplayFraction ?? Math.Min(0.95, Math.Max(
+                (double)onlyInMemory / (onlyInMemory + newClasses),
+                (double)memory.Count / (memory.Count + newRows)));
+        }
+        var view = new IncrementalDataView(input, labelName, featureName, featureLength, map, merged, fraction > 0 ? memory : null, fraction, seed);
+
+        // Training options: the previous model's, with this increment's epochs, rate and batch size.
+        var tuning = previous.TrainingOptions.Clone();
+        tuning.Architecture = network.Architecture;
+        tuning.Epochs = options.Epochs;
+        tuning.LearningRate = options.LearningRate ?? previous.TrainingOptions.LearningRate;
+        tuning.BatchSize = options.BatchSize ?? previous.TrainingOptions.BatchSize;
+        tuning.ValidationFraction = 0; // early stopping would bring back an epoch's weights that the memory update did not see
+        tuning.EarlyStoppingPatience = 0;
+        tuning.Progress = options.Progress;
+
+        long zerosBefore = CountZeros(prevNetwork);
+        using var masks = options.KeepSparsity && zerosBefore > 0 ? new ExactZeroMasks() : null;
+        using var penalty = ewc is null || options.EwcLambda == 0 ? null : new EwcPenalty(ewc, options.EwcLambda);
+        using var teacher = lwfOn ? new LwfTeacher(prevNetwork, options.LwfTemperature, options.LwfWeight) : null;
+        var hooks = new TrainingHooks
+        {
+            BeforeTraining = net =>
+            {
+                masks?.Capture(net);
+                penalty?.Capture(net);
+                teacher?.Capture(net);
+            },
+            AfterStep = masks is null ? null : (_, net) => masks.Apply(net),
+            BeforeStep = penalty is null ? null : penalty.AddGradient,
+            Forward = teacher is null ? null : teacher.Forward,
+            Loss = teacher is null ? null : (logits, y, _) => teacher.Loss(logits, y),
+        };
+        log.Info($"Continuing {network.Architecture.Name} on {newRows:N0} new rows ({strategies}), {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}" +
+                 (fraction > 0 ? $", {fraction:P0} of each batch replayed from {memory!.Count:N0} exemplars" : string.Empty) +
+                 (optimizerState is not null ? ", from the previous optimizer state." : "."));
+        var result = new TrainingSession(context, tuning, Stage).Run(view, network, seed, optimizerState, hooks);
+        int replayed = fraction > 0 ? memory!.Count : 0;
+
+        // What the next increment needs: EWC adds this task's Fisher information.
+        EwcState? nextEwc = null;
+        if (ewcOn)
+            nextEwc = EwcState.Combine(ewc, EwcState.Estimate(result.Model, input, featureName, options.EwcFisherRows, seed), options.EwcDecay);
+        var state = new IncrementalState(nextMemory, nextEwc, increment);
+
+        // The new model; quantized again when the previous one was.
+        var resultOptions = previous.TrainingOptions.Clone();
+        resultOptions.Architecture = result.Model.Architecture;
+        var recipe = previous.Recipe;
+        NeuralNetworkTransformer model;
+        if (recipe.Quantization is { } quantization)
+        {
+            var floatModel = NeuralNetworkTransformer.Create(context, result.Model, merged, resultOptions, input.Schema, result, previous.Seed,
+                recipe: recipe with { Quantization = null });
+            // Calibration (and quantization-aware fine-tuning, if the recipe asks for it) reads the same mixed view as training.
+            var quantized = new QuantizationEstimator(context, null, floatModel, quantization).Fit(view);
+            model = quantized.WithIncrementalState(state, result.OptimizerState);
+            floatModel.Dispose();
+            log.Info($"Re-quantized the continued model ({quantization.Mode}), as the previous model was.");
+        }
+        else
+        {
+            // Clustering (recipe.Clustering) is re-applied by the clustering stage's owner; the recipe is passed on unchanged.
+            var created = NeuralNetworkTransformer.Create(context, result.Model, merged, resultOptions, input.Schema, result, previous.Seed, recipe: recipe);
+            model = created.WithIncrementalState(state, result.OptimizerState);
+        }
+
+        var counts = nextMemory?.CountsPerClass() ?? [];
+        Report = new ContinueTrainingReport
+        {
+            Increment = increment,
+            Strategies = strategies,
+            Epochs = tuning.Epochs,
+            Steps = result.Steps,
+            NewRows = newRows,
+            ReplayFraction = fraction,
+            ExemplarsReplayed = replayed,
+            OptimizerStateReused = optimizerState is not null,
+            ClassesBefore = previous.ClassNames.ToArray(),
+            Classes = merged,
+            MaskedZeroWeights = masks?.MaskedWeights ?? 0,
+            ZeroWeights = (zerosBefore, CountZeros(model.Network)),
+            Requantized = recipe.Quantization?.Mode,
+            EwcPenalty = ewc is null ? null : EwcPenalty.Value(ewc, result.Model, options.EwcLambda),
+            Parameters = model.ParameterCount,
+            ModelBytes = model.Memory.ArtifactBytes,
+            ReplayBytes = nextMemory?.Bytes ?? 0,
+            ReplayBudgetBytes = nextMemory?.CapacityBytes ?? 0,
+            ExemplarsPerClass = Enumerable.Range(0, counts.Length).Where(c => counts[c] > 0).ToDictionary(c => merged[c], c => counts[c]),
+            EwcBytes = nextEwc?.Bytes ?? 0,
+            Seconds = sw.Elapsed.TotalSeconds,
+        };
+        log.Info(Report.ToString());
+        return model;
+    }
+
+    /// <summary>Feature column present with the previous model's size; a clear message otherwise.</summary>
+    private static void CheckFeatures(IDataView data, NeuralNetworkTransformer model, string what)
+    {
+        var column = data.Schema.GetColumnOrNull(model.FeatureColumnName);
+        if (column?.Type is VectorDataViewType { IsKnownSize: true } vt && vt.ItemType.RawType == typeof(float) && vt.Size != model.Network.InputLength)
+            throw new ArgumentException(
+                $"{what}: the feature column '{model.FeatureColumnName}' has {vt.Size} values per row, but the previous model reads {model.Network.InputLength}. " +
+                "Continued training needs the same features the model was trained on (same preprocessing, same size).",
+                what == "input" ? "input" : "options");
+        SchemaValidation.FeatureColumn(data.Schema, model.FeatureColumnName, model.Network.InputLength);
+    }
+
+    /// <summary>PreviousData with its labels moved onto the merged classes (its names must be among them).</summary>
+    private IncrementalDataView PreviousView(IDataView prior, string[] merged)
+    {
+        var label = SchemaValidation.LabelColumn(prior.Schema, previous.LabelColumnName, out int count);
+        var names = SchemaValidation.ClassNames(label, count);
+        var index = merged.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
+        var map = new int[names.Length];
+        for (int i = 0; i < names.Length; i++)
+            map[i] = index.TryGetValue(names[i], out int at) ? at
+                : throw new ArgumentException(
+                    $"ContinueTrainingOptions.PreviousData has class '{names[i]}' in its label key values, which neither the previous model " +
+                    $"({string.Join(", ", previous.ClassNames)}) nor the new data has. PreviousData must be data the previous model was trained on.", "options");
+        return new IncrementalDataView(prior, previous.LabelColumnName, previous.FeatureColumnName, previous.Network.InputLength, map, merged, null, 0, 0);
+    }
+
+    /// <summary>
+    /// One sequential pass over <paramref name="view"/>: counts the labelled rows per class into <paramref name="counts"/>
+    /// (when given) and offers every labelled row to <paramref name="memory"/> (when given).
+    /// </summary>
+    private static void Scan(IncrementalDataView view, ReplayMemory? memory, long[]? counts, string what)
+    {
+        var label = view.Schema[0];
+        var features = view.Schema[1];
+        using var cursor = view.GetRowCursor(memory is null ? [label] : [label, features]);
+        var getLabel = cursor.GetGetter<uint>(label);
+        var getFeatures = memory is null ? null : cursor.GetGetter<VBuffer<float>>(features);
+        uint key = 0;
+        VBuffer<float> values = default;
+        var dense = memory is null ? [] : new float[view.FeatureLength];
+        while (cursor.MoveNext())
+        {
+            getLabel(ref key);
+            if (key == 0)
+                continue;
+            if (counts is not null)
+                counts[key - 1]++;
+            if (memory is null)
+                continue;
+            getFeatures!(ref values);
+            values.CopyTo(dense);
+            memory.Offer(dense, (int)key - 1, () => $"Row {cursor.Position} of {what}");
+        }
+    }
+
+    private static long CountZeros(NetworkModel network) => network.ParameterizedLayers.Sum(l => (long)l.Weight.Count(w => w == 0f));
+}

@@ -1,0 +1,292 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNet.Compression.Networks;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MLNet.Compression.Incremental;
+
+/// <summary>
+/// Elastic weight consolidation's memory (Kirkpatrick et al., 2017), in its online form (Schwarz et al., 2018): one
+/// diagonal Fisher information value per parameter and the anchor weights θ* it was measured at. Continued training adds
+/// λ · F ⊙ (θ − θ*) to every gradient, the gradient of the penalty (λ/2) Σ F (θ − θ*)². After each increment the Fisher of
+/// the new task is added to the decayed old one (F ← γ·F_old + F_new) and the anchor moves to the new weights, so the state
+/// is two floats per parameter however many increments have run.
+/// </summary>
+internal sealed class EwcState
+{
+    private const string Magic = "MLNC-EWC";
+    private const int Version = 1;
+
+    /// <param name="fisher">Per weighted layer, in <see cref="NetworkModel.ParameterizedLayers"/> order: weight then bias.</param>
+    /// <param name="anchor">Same layout: the weights the Fisher was measured at.</param>
+    /// <param name="tasks">How many tasks' Fisher information is summed in.</param>
+    public EwcState(float[][] fisher, float[][] anchor, int tasks)
+    {
+        if (fisher.Length != anchor.Length || fisher.Zip(anchor).Any(p => p.First.Length != p.Second.Length))
+            throw new ArgumentException("The Fisher information and the anchor weights must have the same layout.");
+        Fisher = fisher;
+        Anchor = anchor;
+        Tasks = tasks;
+    }
+
+    public float[][] Fisher { get; }
+
+    public float[][] Anchor { get; }
+
+    public int Tasks { get; }
+
+    /// <summary>Bytes held: Fisher and anchor, float32.</summary>
+    public long Bytes => Fisher.Sum(f => (long)f.Length) * 2 * sizeof(float);
+
+    /// <summary>Whether the layout matches <paramref name="model"/>'s parameters.</summary>
+    public bool Matches(NetworkModel model)
+    {
+        var layers = model.ParameterizedLayers.ToArray();
+        if (Fisher.Length != 2 * layers.Length)
+            return false;
+        for (int i = 0; i < layers.Length; i++)
+            if (Fisher[2 * i].Length != layers[i].Weight.Length || Fisher[2 * i + 1].Length != layers[i].Bias.Length)
+                return false;
+        return true;
+    }
+
+    /// <summary>
+    /// The state for a model whose output layer grew from <paramref name="oldClasses"/> to <paramref name="newClasses"/>
+    /// rows: the new rows get Fisher 0 (no penalty: nothing was learned about them) and anchor 0.
+    /// </summary>
+    public EwcState GrowOutput(int oldClasses, int newClasses)
+    {
+        var fisher = Fisher.Select(f => (float[])f.Clone()).ToArray();
+        var anchor = Anchor.Select(a => (float[])a.Clone()).ToArray();
+        int w = fisher.Length - 2, b = fisher.Length - 1;
+        int fanIn = fisher[w].Length / oldClasses;
+        Array.Resize(ref fisher[w], newClasses * fanIn);
+        Array.Resize(ref anchor[w], newClasses * fanIn);
+        Array.Resize(ref fisher[b], newClasses);
+        Array.Resize(ref anchor[b], newClasses);
+        return new EwcState(fisher, anchor, Tasks);
+    }
+
+    /// <summary>
+    /// Online EWC's update: F = <paramref name="decay"/> · F_old + F_new, anchor = the new task's weights.
+    /// <paramref name="previous"/> may be null (first task).
+    /// </summary>
+    public static EwcState Combine(EwcState? previous, EwcState current, double decay)
+    {
+        if (previous is null)
+            return current;
+        var fisher = new float[current.Fisher.Length][];
+        for (int i = 0; i < fisher.Length; i++)
+        {
+            var f = (float[])current.Fisher[i].Clone();
+            var old = previous.Fisher[i];
+            for (int j = 0; j < f.Length; j++)
+                f[j] += (float)decay * old[j];
+            fisher[i] = f;
+        }
+        return new EwcState(fisher, current.Anchor, previous.Tasks + current.Tasks);
+    }
+
+    /// <summary>
+    /// The diagonal (empirical-predictive) Fisher information of <paramref name="model"/> on up to <paramref name="maxRows"/>
+    /// rows of <paramref name="data"/>: the mean over rows of the squared gradient of log p(ŷ | x), ŷ the model's predicted
+    /// class (as van de Ven &amp; Tolias compute it). Only the feature column is read, on the CPU. For networks of dense layers
+    /// only, the per-row squared gradients are computed exactly for a whole batch at once (a dense layer's per-row weight
+    /// gradient is the outer product of the output gradient and the input, so its square sums as (g²)ᵀ·(x²)); other
+    /// networks take one backward pass per row.
+    /// </summary>
+    public static EwcState Estimate(NetworkModel model, IDataView data, string featureColumnName, int maxRows, int seed)
+    {
+        TorchNative.EnsureLoaded();
+        var featureColumn = SchemaValidation.FeatureColumn(data.Schema, featureColumnName, model.InputLength);
+        return model.Layers.All(l => l is DenseModelLayer or FlattenModelLayer)
+            ? EstimateDense(model, data, featureColumn, maxRows, seed)
+            : EstimatePerRow(model, data, featureColumn, maxRows, seed);
+    }
+
+    /// <summary>One backward pass per row (any network).</summary>
+    internal static EwcState EstimatePerRow(NetworkModel model, IDataView data, DataViewSchema.Column featureColumn, int maxRows, int seed)
+    {
+        TorchNative.EnsureLoaded();
+        var layers = model.ParameterizedLayers.ToArray();
+        using var net = new TorchNetwork(model);
+        net.LoadWeights(model);
+        net.eval();
+        var parameters = net.ParameterizedModules.SelectMany(m =>
+        {
+            var (w, b) = TorchNetwork.ParametersOf(m.Module);
+            return new[] { w, b };
+        }).ToArray();
+        var sums = parameters.Select(p => zeros_like(p).DetachFromDisposeScope()).ToArray();
+        try
+        {
+            using var cursor = data.GetRowCursor([featureColumn], data.CanShuffle ? new Random(seed) : null);
+            var getter = cursor.GetGetter<VBuffer<float>>(featureColumn);
+            VBuffer<float> features = default;
+            var row = new float[model.InputLength];
+            int rows = 0;
+            while (rows < maxRows && cursor.MoveNext())
+            {
+                getter(ref features);
+                features.CopyTo(row);
+                using var scope = NewDisposeScope();
+                foreach (var p in parameters)
+                    p.grad?.zero_();
+                var x = tensor(row, [1, model.InputLength]);
+                var logp = nn.functional.log_softmax(net.forward(x), 1);
+                var predicted = logp.argmax(1);
+                var nll = logp.gather(1, predicted.unsqueeze(1)).neg().sum();
+                nll.backward();
+                using (no_grad())
+                    for (int i = 0; i < parameters.Length; i++)
+                        if (parameters[i].grad is { } g)
+                            sums[i].addcmul_(g, g, Scalars.One);
+                rows++;
+            }
+            if (rows == 0)
+                throw new ArgumentException("The data for EWC's Fisher information has no rows.", nameof(data));
+            using var inv = (1.0 / rows).ToScalar();
+            var fisher = new float[parameters.Length][];
+            var anchor = new float[parameters.Length][];
+            for (int i = 0; i < parameters.Length; i++)
+            {
+                sums[i].mul_(inv);
+                fisher[i] = TorchNetwork.ToArray(sums[i]);
+                anchor[i] = i % 2 == 0 ? (float[])layers[i / 2].Weight.Clone() : (float[])layers[i / 2].Bias.Clone();
+            }
+            return new EwcState(fisher, anchor, 1);
+        }
+        finally
+        {
+            foreach (var s in sums)
+                s.Dispose();
+        }
+    }
+
+    /// <summary>The exact per-row Fisher diagonal of a dense network, a batch of rows at a time.</summary>
+    internal static EwcState EstimateDense(NetworkModel model, IDataView data, DataViewSchema.Column featureColumn, int maxRows, int seed)
+    {
+        TorchNative.EnsureLoaded();
+        const int batch = 256;
+        using var minusOne = (-1.0).ToScalar();
+        var layers = model.ParameterizedLayers.Cast<DenseModelLayer>().ToArray();
+        using var cursor = data.GetRowCursor([featureColumn], data.CanShuffle ? new Random(seed) : null);
+        var getter = cursor.GetGetter<VBuffer<float>>(featureColumn);
+        VBuffer<float> features = default;
+        var buffer = new float[batch * model.InputLength];
+        int rows = 0;
+        using var scopeAll = NewDisposeScope();
+        var weights = layers.Select(l => tensor(l.Weight, [l.OutFeatures, l.InFeatures])).ToArray();
+        var biases = layers.Select(l => tensor(l.Bias, [l.OutFeatures])).ToArray();
+        var sumW = layers.Select(l => zeros(l.OutFeatures, l.InFeatures)).ToArray();
+        var sumB = layers.Select(l => zeros(l.OutFeatures)).ToArray();
+        while (rows < maxRows)
+        {
+            int n = 0;
+            while (n < batch && rows + n < maxRows && cursor.MoveNext())
+            {
+                getter(ref features);
+                features.CopyTo(buffer.AsSpan(n * model.InputLength, model.InputLength));
+                n++;
+            }
+            if (n == 0)
+                break;
+            using (var scope = NewDisposeScope())
+            using (no_grad())
+            {
+                var h = tensor(buffer, [batch, model.InputLength]).narrow(0, 0, n);
+                var inputs = new Tensor[layers.Length];
+                var outputs = new Tensor[layers.Length];
+                for (int i = 0; i < layers.Length; i++)
+                {
+                    inputs[i] = h;
+                    outputs[i] = h.matmul(weights[i].t()).add(biases[i], Scalars.One);
+                    h = layers[i].Activation == Activation.Relu ? nn.functional.relu(outputs[i]) : outputs[i];
+                }
+                // dL/dz of the output for L = -log p(ŷ | x), ŷ = arg max: softmax(z) - onehot(ŷ), one row per example;
+                // then back through each layer by hand, keeping the rows apart.
+                var probabilities = nn.functional.softmax(outputs[^1], 1);
+                var onehot = nn.functional.one_hot(probabilities.argmax(1), model.NumClasses).to(ScalarType.Float32);
+                var grad = probabilities.add(onehot, minusOne);
+                for (int i = layers.Length - 1; i >= 0; i--)
+                {
+                    var g2 = grad.square();
+                    sumW[i].add_(g2.t().matmul(inputs[i].square()), Scalars.One);
+                    sumB[i].add_(g2.sum(0L), Scalars.One);
+                    if (i == 0)
+                        break;
+                    var upstream = grad.matmul(weights[i]); // dL/dh of the layer below
+                    grad = layers[i - 1].Activation == Activation.Relu ? upstream.mul(outputs[i - 1].gt(Scalars.Zero).to(ScalarType.Float32)) : upstream;
+                }
+            }
+            rows += n;
+        }
+        if (rows == 0)
+            throw new ArgumentException("The data for EWC's Fisher information has no rows.", nameof(data));
+        using var inv = (1.0 / rows).ToScalar();
+        var fisher = new float[2 * layers.Length][];
+        var anchor = new float[2 * layers.Length][];
+        for (int i = 0; i < layers.Length; i++)
+        {
+            fisher[2 * i] = TorchNetwork.ToArray(sumW[i].mul(inv));
+            fisher[2 * i + 1] = TorchNetwork.ToArray(sumB[i].mul(inv));
+            anchor[2 * i] = (float[])layers[i].Weight.Clone();
+            anchor[2 * i + 1] = (float[])layers[i].Bias.Clone();
+        }
+        return new EwcState(fisher, anchor, 1);
+    }
+
+    public void Write(Stream stream)
+    {
+        using var w = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
+        w.Write(Magic);
+        w.Write(Version);
+        w.Write(Tasks);
+        w.Write(Fisher.Length);
+        for (int i = 0; i < Fisher.Length; i++)
+        {
+            w.Write(Fisher[i].Length);
+            foreach (var v in Fisher[i])
+                w.Write(v);
+            foreach (var v in Anchor[i])
+                w.Write(v);
+        }
+    }
+
+    public static EwcState Read(Stream stream)
+    {
+        using var r = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);
+        try
+        {
+            if (r.ReadString() != Magic)
+                throw new InvalidDataException("ewc.bin is not an EWC state");
+            int version = r.ReadInt32();
+            if (version != Version)
+                throw new InvalidDataException($"ewc.bin has version {version}; this library reads version {Version}");
+            int tasks = r.ReadInt32();
+            int tensors = r.ReadInt32();
+            if (tensors < 0 || tensors > 1 << 16)
+                throw new InvalidDataException($"ewc.bin claims {tensors} tensors");
+            var fisher = new float[tensors][];
+            var anchor = new float[tensors][];
+            for (int i = 0; i < tensors; i++)
+            {
+                int n = r.ReadInt32();
+                if (n < 0 || n > 1 << 30)
+                    throw new InvalidDataException($"ewc.bin claims {n} values in tensor {i}");
+                fisher[i] = new float[n];
+                anchor[i] = new float[n];
+                for (int j = 0; j < n; j++)
+                    fisher[i][j] = r.ReadSingle();
+                for (int j = 0; j < n; j++)
+                    anchor[i][j] = r.ReadSingle();
+            }
+            return new EwcState(fisher, anchor, tasks);
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new InvalidDataException("ewc.bin is shorter than its header says", e);
+        }
+    }
+}

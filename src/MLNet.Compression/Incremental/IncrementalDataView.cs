@@ -1,0 +1,215 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNet.Compression.Onnx;
+
+namespace MLNet.Compression.Incremental;
+
+/// <summary>
+/// The view continued training trains on: the new data's rows with their labels moved onto the merged class indices, and
+/// exemplars from the replay memory mixed in between them. It has two columns, the label (key over the merged class
+/// names) and the features, named as the model names them.
+/// </summary>
+/// <remarks>
+/// Mixing: after each source row the cursor owes <c>f / (1 − f)</c> more exemplars (f = the replay fraction) and pays
+/// them out one row each, so every batch read from it holds about f·B exemplars and (1 − f)·B new rows. Exemplars are
+/// visited in a random permutation that is redrawn after each pass over the memory. A pass therefore reads every source
+/// row once plus about N·f/(1 − f) exemplars. Shuffling follows the source (<see cref="CanShuffle"/> is the source's);
+/// the permutation of exemplars comes from the cursor's <see cref="Random"/> (or, without one, from the seed and the number of
+/// cursors opened so far, so each epoch replays in a new order).
+/// Memory: one decoded exemplar (features as float) besides the source cursor.
+/// </remarks>
+internal sealed class IncrementalDataView : IDataView
+{
+    private readonly IDataView source;
+    private readonly DataViewSchema.Column sourceLabel;
+    private readonly DataViewSchema.Column sourceFeatures;
+    private readonly int[] labelMap;
+    private readonly ReplayMemory? replay;
+    private readonly double exemplarsPerRow;
+    private readonly int seed;
+    private int cursorsOpened;
+
+    /// <param name="source">The new data.</param>
+    /// <param name="labelColumnName">Its key-typed label column (also the output's name).</param>
+    /// <param name="featureColumnName">Its feature column (also the output's name).</param>
+    /// <param name="featureLength">Values per row.</param>
+    /// <param name="labelMap">For each class index of the source's label key (0-based), the merged class index.</param>
+    /// <param name="classNames">The merged class names (the output label's key values).</param>
+    /// <param name="replay">Exemplars to mix in, or null.</param>
+    /// <param name="replayFraction">Share of rows that are exemplars, in [0, 1).</param>
+    /// <param name="seed">Seed for the exemplar order when a cursor is opened without a <see cref="Random"/>.</param>
+    public IncrementalDataView(IDataView source, string labelColumnName, string featureColumnName, int featureLength, int[] labelMap,
+        IReadOnlyList<string> classNames, ReplayMemory? replay, double replayFraction, int seed)
+    {
+        this.source = source;
+        sourceFeatures = SchemaValidation.FeatureColumn(source.Schema, featureColumnName, featureLength);
+        sourceLabel = SchemaValidation.LabelColumn(source.Schema, labelColumnName, out int classCount);
+        if (labelMap.Length != classCount)
+            throw new ArgumentException($"The label map has {labelMap.Length} entries for {classCount} classes.", nameof(labelMap));
+        this.labelMap = labelMap;
+        this.replay = replay is { Count: > 0 } ? replay : null;
+        exemplarsPerRow = this.replay is null || replayFraction <= 0 ? 0 : replayFraction / (1 - replayFraction);
+        this.seed = seed;
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumn(labelColumnName, new KeyDataViewType(typeof(uint), classNames.Count), OnnxScoringColumns.KeyValuesAnnotations(classNames));
+        builder.AddColumn(featureColumnName, new VectorDataViewType(NumberDataViewType.Single, featureLength));
+        Schema = builder.ToSchema();
+        FeatureLength = featureLength;
+    }
+
+    public int FeatureLength { get; }
+
+    public bool CanShuffle => source.CanShuffle;
+
+    public DataViewSchema Schema { get; }
+
+    public long? GetRowCount() => null;
+
+    public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
+    {
+        var needed = columnsNeeded.Select(c => c.Index).ToHashSet();
+        var cols = new List<DataViewSchema.Column>();
+        if (needed.Contains(0))
+            cols.Add(sourceLabel);
+        if (needed.Contains(1))
+            cols.Add(sourceFeatures);
+        var inner = source.GetRowCursor(cols, source.CanShuffle ? rand : null);
+        // Without a Random (a source that cannot shuffle) each pass still gets its own exemplar order.
+        int pass = Interlocked.Increment(ref cursorsOpened);
+        return new Cursor(this, inner, needed.Contains(0), needed.Contains(1), rand is null ? new Random(unchecked(seed + 7919 * pass)) : new Random(rand.Next()));
+    }
+
+    public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) =>
+        [GetRowCursor(columnsNeeded, rand)];
+
+    private sealed class Cursor : DataViewRowCursor
+    {
+        private readonly IncrementalDataView parent;
+        private readonly DataViewRowCursor inner;
+        private readonly bool label, features;
+        private readonly ValueGetter<uint>? innerLabel;
+        private readonly ValueGetter<VBuffer<float>>? innerFeatures;
+        private readonly ValueGetter<DataViewRowId> innerId;
+        private readonly Random rand;
+        private readonly int[] order;
+        private readonly float[] decoded;
+        private int orderPosition;
+        private double owed;
+        private int slot = -1;       // the exemplar the cursor is on, or -1 for a source row
+        private long position = -1;
+        private long exemplarsServed;
+        private bool done;
+
+        public Cursor(IncrementalDataView parent, DataViewRowCursor inner, bool label, bool features, Random rand)
+        {
+            this.parent = parent;
+            this.inner = inner;
+            this.label = label;
+            this.features = features;
+            this.rand = rand;
+            innerLabel = label ? inner.GetGetter<uint>(parent.sourceLabel) : null;
+            innerFeatures = features ? inner.GetGetter<VBuffer<float>>(parent.sourceFeatures) : null;
+            innerId = inner.GetIdGetter();
+            order = parent.replay is { } r ? Enumerable.Range(0, r.Count).ToArray() : [];
+            orderPosition = order.Length;
+            decoded = parent.replay is null ? [] : new float[parent.FeatureLength];
+        }
+
+        public override DataViewSchema Schema => parent.Schema;
+
+        public override long Position => position;
+
+        public override long Batch => 0;
+
+        public override bool MoveNext()
+        {
+            if (done)
+                return false;
+            if (owed >= 1)
+            {
+                owed -= 1;
+                if (orderPosition >= order.Length)
+                {
+                    // A new random pass over the memory (Fisher-Yates).
+                    for (int i = order.Length - 1; i > 0; i--)
+                    {
+                        int j = rand.Next(i + 1);
+                        (order[i], order[j]) = (order[j], order[i]);
+                    }
+                    orderPosition = 0;
+                }
+                slot = order[orderPosition++];
+                if (features)
+                    parent.replay!.CopyFeatures(slot, decoded);
+                exemplarsServed++;
+                position++;
+                return true;
+            }
+            if (!inner.MoveNext())
+            {
+                done = true;
+                slot = -1;
+                return false;
+            }
+            slot = -1;
+            owed += parent.exemplarsPerRow;
+            position++;
+            return true;
+        }
+
+        public override bool IsColumnActive(DataViewSchema.Column column) => column.Index == 0 ? label : column.Index == 1 && features;
+
+        public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
+        {
+            if (column.Index == 0 && label)
+            {
+                ValueGetter<uint> getter = (ref uint value) =>
+                {
+                    if (slot >= 0)
+                    {
+                        value = (uint)parent.replay!.LabelAt(slot) + 1;
+                        return;
+                    }
+                    innerLabel!(ref value);
+                    if (value == 0)
+                        return; // missing label: skipped by the trainer
+                    if (value > parent.labelMap.Length)
+                        throw new InvalidDataException($"Row {inner.Position} has label key {value}, outside the {parent.labelMap.Length} classes of column '{parent.sourceLabel.Name}'.");
+                    value = (uint)parent.labelMap[value - 1] + 1;
+                };
+                return getter as ValueGetter<TValue> ?? throw new InvalidOperationException($"Column '{column.Name}' is a key of UInt32, not {typeof(TValue)}.");
+            }
+            if (column.Index == 1 && features)
+            {
+                ValueGetter<VBuffer<float>> getter = (ref VBuffer<float> value) =>
+                {
+                    if (slot < 0)
+                    {
+                        innerFeatures!(ref value);
+                        return;
+                    }
+                    var editor = VBufferEditor.Create(ref value, decoded.Length);
+                    decoded.CopyTo(editor.Values);
+                    value = editor.Commit();
+                };
+                return getter as ValueGetter<TValue> ?? throw new InvalidOperationException($"Column '{column.Name}' is a vector of Single, not {typeof(TValue)}.");
+            }
+            throw new InvalidOperationException($"Column '{column.Name}' was not requested when the cursor was opened.");
+        }
+
+        public override ValueGetter<DataViewRowId> GetIdGetter() => (ref DataViewRowId value) =>
+        {
+            if (slot < 0)
+                innerId(ref value);
+            else
+                value = new DataViewRowId((ulong)exemplarsServed, 1UL << 63); // exemplars get ids no source row uses
+        };
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+                inner.Dispose();
+            base.Dispose(disposing);
+        }
+    }
+}
