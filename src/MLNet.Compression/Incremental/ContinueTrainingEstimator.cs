@@ -204,19 +204,32 @@ public sealed class ContinueTrainingEstimator : IEstimator<NeuralNetworkTransfor
         resultOptions.Architecture = result.Model.Architecture;
         var recipe = previous.Recipe;
         NeuralNetworkTransformer model;
-        if (recipe.Quantization is { } quantization)
+        if (recipe.Quantization is not null || recipe.Clustering is not null)
         {
-            var floatModel = NeuralNetworkTransformer.Create(context, result.Model, merged, resultOptions, input.Schema, result, previous.Seed,
-                recipe: recipe with { Quantization = null });
-            // Calibration (and quantization-aware fine-tuning, if the recipe asks for it) reads the same mixed view as training.
-            var quantized = new QuantizationEstimator(context, null, floatModel, quantization).Fit(view);
-            model = quantized.WithIncrementalState(state, result.OptimizerState);
-            floatModel.Dispose();
-            log.Info($"Re-quantized the continued model ({quantization.Mode}), as the previous model was.");
+            var current = NeuralNetworkTransformer.Create(context, result.Model, merged, resultOptions, input.Schema, result, previous.Seed,
+                recipe: CompressionRecipe.None);
+            if (recipe.Clustering is { } clustering)
+            {
+                // Shared weights drift apart while training: cluster again (k-means from the continued weights, no extra fine-tuning).
+                var again = clustering.Clone();
+                again.Epochs = 0;
+                var clustered = new Clustering.WeightClusteringEstimator(context, null, current, again).Fit(view);
+                current.Dispose();
+                current = clustered;
+                log.Info($"Re-clustered the continued model ({clustering.ClusterCount} shared values per layer), as the previous model was.");
+            }
+            if (recipe.Quantization is { } quantization)
+            {
+                // Calibration (and quantization-aware fine-tuning, if the recipe asks for it) reads the same mixed view as training.
+                var quantized = new QuantizationEstimator(context, null, current, quantization).Fit(view);
+                current.Dispose();
+                current = quantized;
+                log.Info($"Re-quantized the continued model ({quantization.Mode}), as the previous model was.");
+            }
+            model = current.WithIncrementalState(state, result.OptimizerState);
         }
         else
         {
-            // Clustering (recipe.Clustering) is re-applied by the clustering stage's owner; the recipe is passed on unchanged.
             var created = NeuralNetworkTransformer.Create(context, result.Model, merged, resultOptions, input.Schema, result, previous.Seed, recipe: recipe);
             model = created.WithIncrementalState(state, result.OptimizerState);
         }

@@ -169,6 +169,22 @@ public sealed class WeightClusteringEstimatorTests : IClassFixture<QuantizableMl
     }
 
     [Fact]
+    public void ContinuingAClusteredModelClustersItAgain()
+    {
+        using var clustered = Ml.Compression().ClusterWeights(fixture.Model, new WeightClusteringOptions { ClusterCount = 8, Epochs = 0 }).Fit(fixture.Train);
+        var next = Ml.Data.TakeRows(Ml.Data.SkipRows(fixture.Train, 3000), 1000);
+        using var continued = Ml.Compression().ContinueTraining(clustered, new MLNet.Compression.Incremental.ContinueTrainingOptions
+        {
+            Strategies = MLNet.Compression.Incremental.ContinualStrategies.None,
+            Epochs = 1,
+        }).Fit(next);
+        Assert.NotEqual(clustered.Network.ParameterizedLayers.First().Weight, continued.Network.ParameterizedLayers.First().Weight);
+        Assert.All(continued.CountDistinctWeights().Values, d => Assert.InRange(d, 2, 8));
+        Assert.NotNull(continued.Recipe.Clustering);
+        Assert.True(Accuracy(continued) >= Accuracy(clustered) - 0.03);
+    }
+
+    [Fact]
     public void BadOptionsThrowNamingTheOption()
     {
         Assert.Equal("ClusterCount", Assert.Throws<ArgumentOutOfRangeException>(() =>
