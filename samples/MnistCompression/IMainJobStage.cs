@@ -29,6 +29,7 @@ internal static class StageRegistry
         new ClusterStage(),
         new DistillStage(),
         new DeepCompressionStage(),
+        new IncrementalStage(),
     ];
 
     /// <summary>

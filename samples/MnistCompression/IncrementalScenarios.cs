@@ -42,19 +42,21 @@ internal static class IncrementalScenarios
 {
     /// <summary>Runs every scenario and returns its rows.</summary>
     /// <param name="only">Row names to run (Split-MNIST strategies, or any "incremental-*" for the original recipe); null for all.</param>
+    /// <param name="onFinal">Called with each row and its final model before the model is disposed (the main job evaluates and saves it there).</param>
     public static List<IncrementalRow> Run(MLContext ml, IDataView train, IDataView test, TrainingDevice device, bool quick, Action<string>? log = null,
-        IReadOnlyCollection<string>? only = null)
+        IReadOnlyCollection<string>? only = null, Action<IncrementalRow, NeuralNetworkTransformer>? onFinal = null)
     {
         log ??= Console.WriteLine;
         var rows = new List<IncrementalRow>();
         if (only is null || only.Any(o => o.StartsWith("incremental", StringComparison.Ordinal)))
-            rows.AddRange(OriginalRecipe(ml, train, test, device, quick, log));
-        rows.AddRange(SplitMnist(ml, train, test, device, quick, log, only));
+            rows.AddRange(OriginalRecipe(ml, train, test, device, quick, log, onFinal));
+        rows.AddRange(SplitMnist(ml, train, test, device, quick, log, only, onFinal));
         return rows;
     }
 
     /// <summary>Train on rows 0-999, continue (warm start + replay of the first increment) on rows 1,000-1,999; joint training on rows 0-1,999.</summary>
-    public static List<IncrementalRow> OriginalRecipe(MLContext ml, IDataView train, IDataView test, TrainingDevice device, bool quick, Action<string> log)
+    public static List<IncrementalRow> OriginalRecipe(MLContext ml, IDataView train, IDataView test, TrainingDevice device, bool quick, Action<string> log,
+        Action<IncrementalRow, NeuralNetworkTransformer>? onFinal = null)
     {
         var first = ml.Data.TakeRows(train, 1000);
         var second = ml.Data.TakeRows(ml.Data.SkipRows(train, 1000), 1000);
@@ -81,6 +83,7 @@ internal static class IncrementalScenarios
             new("incremental-initial", initialTest, initial.ParameterCount, initial.Memory.ArtifactBytes, 0, 0, initialSeconds, arch, "train",
                 [initialTest], [initial.Memory.ArtifactBytes], [initialOld]),
         };
+        onFinal?.Invoke(rows[^1], initial);
 
         sw.Restart();
         var estimator = ml.Compression().ContinueTraining(initial, new ContinueTrainingOptions
@@ -99,6 +102,7 @@ internal static class IncrementalScenarios
         rows.Add(new("incremental-increment", incrementTest, increment.ParameterCount, report.ModelBytes, report.ReplayBytes, report.EwcBytes,
             initialSeconds + incrementSeconds, arch, report.Strategies.ToString(), [initialTest, incrementTest],
             [initial.Memory.ArtifactBytes, report.TotalBytes], [initialOld, incrementOld]));
+        onFinal?.Invoke(rows[^1], increment);
 
         sw.Restart();
         using var joint = ml.Compression().NeuralNetwork(options).Fit(both);
@@ -107,12 +111,13 @@ internal static class IncrementalScenarios
         log($"[incremental-joint] rows 0-1,999 at once: test accuracy {jointTest:P2}, old-increment accuracy {jointOld:P2}, {jointSeconds:F1} s");
         rows.Add(new("incremental-joint", jointTest, joint.ParameterCount, joint.Memory.ArtifactBytes, 0, 0, jointSeconds, arch, "joint",
             [jointTest], [joint.Memory.ArtifactBytes], [jointOld]));
+        onFinal?.Invoke(rows[^1], joint);
         return rows;
     }
 
     /// <summary>Class-incremental Split-MNIST with each strategy; accuracy is the final average over all ten classes.</summary>
     public static List<IncrementalRow> SplitMnist(MLContext ml, IDataView train, IDataView test, TrainingDevice device, bool quick, Action<string> log,
-        IReadOnlyCollection<string>? only = null)
+        IReadOnlyCollection<string>? only = null, Action<IncrementalRow, NeuralNetworkTransformer>? onFinal = null)
     {
         int rowsPerTask = quick ? 1000 : int.MaxValue;
         if (quick)
@@ -178,6 +183,7 @@ internal static class IncrementalScenarios
             log($"[{name}] final accuracy over ten classes {accuracy[^1]:P2}; per task {string.Join(" ", finalTask.Select(a => a.ToString("P1")))}; " +
                 $"forgetting {string.Join(" ", forgetting.Select(f => f.ToString("P1")))} (mean {forgetting.Average():P1}); " +
                 $"bytes after each step {string.Join(" ", bytes.Select(b => b.ToString("N0")))}; {seconds:F1} s");
+            onFinal?.Invoke(rows[^1], model);
             model.Dispose();
 
             void Record(int step)
@@ -191,24 +197,6 @@ internal static class IncrementalScenarios
             }
         }
         return rows;
-    }
-
-    /// <summary>Runs the scenarios alone (for measuring): loads MNIST, prints the rows and writes <c>incremental-results.json</c>.</summary>
-    public static int RunStandalone(bool quick, string outDir)
-    {
-        Directory.CreateDirectory(outDir);
-        var ml = new MLContext(seed: 1);
-        var train = ml.Data.LoadMnist(MnistSplit.Train);
-        var test = ml.Data.LoadMnist(MnistSplit.Test);
-        var sw = Stopwatch.StartNew();
-        // MLNC_INCREMENTAL_ONLY=split-mnist-replay,incremental (comma-separated) runs a subset.
-        var only = Environment.GetEnvironmentVariable("MLNC_INCREMENTAL_ONLY") is { Length: > 0 } list ? list.Split(',') : null;
-        var rows = Run(ml, train, test, TrainingDevice.Auto, quick, null, only);
-        var path = Path.Combine(outDir, "incremental-results.json");
-        File.WriteAllText(path + ".tmp", JsonSerializer.Serialize(rows, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase }));
-        File.Move(path + ".tmp", path, overwrite: true);
-        Console.WriteLine($"Wrote {path} ({rows.Count} rows, {sw.Elapsed.TotalSeconds:F0} s).");
-        return 0;
     }
 
     /// <summary>Rows whose digit is in [first, last] (MNIST's key label; margins hold whichever point of a key's interval the filter tests).</summary>

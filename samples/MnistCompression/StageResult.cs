@@ -39,6 +39,9 @@ internal sealed record StageResult(string Name, string Stage, string Architectur
     double CompressionRatio, long ResidentWeightBytes, double ScoringRowsPerSecond, double TrainSeconds, long? PeakTrainingBytes,
     bool ReloadedLabelsIdentical, bool ReloadedScoresIdentical, IReadOnlyList<EpochRecord> History)
 {
+    /// <summary>Stage-specific figures (the incremental scenarios' accuracy after each step, forgetting, memory carried); null for most rows.</summary>
+    public IReadOnlyDictionary<string, object?>? Details { get; init; }
+
     /// <summary>Misclassified test rows.</summary>
     public long TestErrors => (long)Math.Round((1 - Accuracy) * TestRows);
 }

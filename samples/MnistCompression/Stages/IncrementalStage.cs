@@ -1,0 +1,43 @@
+using MLNet.Compression;
+
+namespace MnistCompression;
+
+/// <summary>
+/// Incremental learning (see <see cref="IncrementalScenarios"/>): the original recipe (rows 0-999, then 1,000-1,999 with
+/// warm start and replay, against joint training) and class-incremental Split-MNIST with plain fine-tuning, LwF, EWC and
+/// replay of at most 1,000 exemplars. Every row's final model is evaluated and saved like any other row; the scenario's own
+/// figures (accuracy after each step, forgetting, memory carried after each step) go into the row's <c>details</c>.
+/// </summary>
+internal sealed class IncrementalStage : IMainJobStage
+{
+    public string Name => "incremental";
+
+    public string Description => "incremental learning: incremental-initial/-increment/-joint (the original recipe) and split-mnist-finetune/-lwf/-ewc/-replay (class-incremental Split-MNIST)";
+
+    public IEnumerable<StageResult> Run(MainJobContext context)
+    {
+        var results = new List<StageResult>();
+        IncrementalScenarios.Run(context.Ml, context.Train, context.Test, context.Settings.Device, context.Quick, context.Ui.Detail, null, (row, model) =>
+        {
+            var evaluated = StageEvaluator.Evaluate(context, Name, row.Name, model, row.Seconds, null);
+            results.Add(evaluated with
+            {
+                Details = new Dictionary<string, object?>
+                {
+                    ["strategy"] = row.Strategy,
+                    ["scenarioAccuracy"] = row.Accuracy,
+                    ["accuracyAfterStep"] = row.AccuracyAfterStep,
+                    ["bytesAfterStep"] = row.BytesAfterStep,
+                    ["modelBytes"] = row.ModelBytes,
+                    ["replayBytes"] = row.ReplayBytes,
+                    ["ewcBytes"] = row.EwcBytes,
+                    ["oldIncrementAccuracyAfterStep"] = row.OldIncrementAccuracyAfterStep,
+                    ["taskAccuracy"] = row.TaskAccuracy,
+                    ["forgetting"] = row.Forgetting,
+                    ["averageForgetting"] = row.AverageForgetting,
+                },
+            });
+        });
+        return results;
+    }
+}
