@@ -43,25 +43,8 @@ internal sealed class ClusteredEmitter : OnnxLayerEmitter
     /// <summary>The index and gap streams of the sparse encoding: one entry per non-zero, plus bridging entries (index = zeroIndex).</summary>
     public static (byte[] Indices, byte[] Gaps) EncodeSparse(int[] assignment, int zeroIndex)
     {
-        var indices = new List<byte>();
-        var gaps = new List<byte>();
-        long previous = 0;
-        for (int i = 0; i < assignment.Length; i++)
-        {
-            if (assignment[i] < 0)
-                continue;
-            long gap = i - previous;
-            while (gap > byte.MaxValue)
-            {
-                indices.Add((byte)zeroIndex);
-                gaps.Add(byte.MaxValue);
-                gap -= byte.MaxValue;
-            }
-            indices.Add((byte)assignment[i]);
-            gaps.Add((byte)gap);
-            previous = i;
-        }
-        return (indices.ToArray(), gaps.ToArray());
+        var (sources, gaps) = SparseWeights.EncodeGaps(assignment.Length, i => assignment[i] >= 0);
+        return (sources.Select(i => (byte)(i < 0 ? zeroIndex : assignment[i])).ToArray(), gaps);
     }
 
     /// <summary>What <see cref="EmitWeight"/> stores for <paramref name="layer"/>.</summary>
@@ -101,12 +84,8 @@ internal sealed class ClusteredEmitter : OnnxLayerEmitter
             if (indices.Length == 0)
                 return SparseWeights.Reshape(graph, name, zeros, layer.WeightShape);
             var idx = graph.AddRawInitializer(name + ".indices", TensorProto.Types.DataType.Uint8, indices, 1, [indices.Length], indices.Length);
-            var gap = graph.AddRawInitializer(name + ".gaps", TensorProto.Types.DataType.Uint8, gaps, 1, [gaps.Length], gaps.Length);
             var values = graph.AddNode("Gather", [codebook, Cast(graph, idx, name + ".indices")], name + ".values", new Dictionary<string, object> { ["axis"] = 0L });
-            var axis = graph.AddRawInitializer(name + ".axis", TensorProto.Types.DataType.Int32, new byte[4], sizeof(int), [], 1);
-            var positions = graph.AddNode("CumSum", [Cast(graph, gap, name + ".gaps"), axis], name + ".positions");
-            var flat = graph.AddNode("ScatterElements", [zeros, positions, values], name + ".flat", new Dictionary<string, object> { ["axis"] = 0L });
-            return SparseWeights.Reshape(graph, name, flat, layer.WeightShape);
+            return SparseWeights.ScatterByGaps(graph, name, zeros, values, gaps, layer.WeightShape);
         }
         var dense = new byte[n];
         for (int i = 0; i < dense.Length; i++)

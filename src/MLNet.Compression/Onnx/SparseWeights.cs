@@ -154,31 +154,40 @@ internal static class SparseWeights
     }
 
     /// <summary>
-    /// Non-zero values and uint8 gaps: position[i] = gap[0] + … + gap[i]. A gap over 255 is bridged by entries of value 0 and
-    /// gap 255 (they land on zeros of the tensor, so rewriting them is harmless).
+    /// The entries of a uint8 gap encoding over <paramref name="length"/> positions: one per position where
+    /// <paramref name="isStored"/> is true, each with its gap to the previous entry (position[i] = gap[0] + … + gap[i]).
+    /// A gap over 255 is bridged by entries with gap 255 and source -1; they must carry a value that leaves the tensor
+    /// unchanged (they land on positions that are not stored, i.e. zeros). The first entry may sit at position 0 (gap 0).
     /// </summary>
-    internal static (float[] Values, byte[] Gaps) EncodeDeltaUInt8(ReadOnlySpan<float> dense)
+    internal static (int[] Sources, byte[] Gaps) EncodeGaps(int length, Func<int, bool> isStored)
     {
-        var values = new List<float>();
+        var sources = new List<int>();
         var gaps = new List<byte>();
         long previous = 0;
-        for (int i = 0; i < dense.Length; i++)
+        for (int i = 0; i < length; i++)
         {
-            if (dense[i] == 0f)
+            if (!isStored(i))
                 continue;
             long gap = i - previous;
-            // The first entry may sit at position 0 (gap 0); later gaps are at least 1.
             while (gap > byte.MaxValue)
             {
-                values.Add(0f);
+                sources.Add(-1);
                 gaps.Add(byte.MaxValue);
                 gap -= byte.MaxValue;
             }
-            values.Add(dense[i]);
+            sources.Add(i);
             gaps.Add((byte)gap);
             previous = i;
         }
-        return (values.ToArray(), gaps.ToArray());
+        return (sources.ToArray(), gaps.ToArray());
+    }
+
+    /// <summary>Non-zero values and uint8 gaps (see <see cref="EncodeGaps"/>); bridging entries have value 0.</summary>
+    internal static (float[] Values, byte[] Gaps) EncodeDeltaUInt8(ReadOnlySpan<float> dense)
+    {
+        var copy = dense.ToArray();
+        var (sources, gaps) = EncodeGaps(copy.Length, i => copy[i] != 0f);
+        return (sources.Select(i => i < 0 ? 0f : copy[i]).ToArray(), gaps);
     }
 
     /// <summary>Inverse of <see cref="EncodeDeltaUInt8"/> (for tests).</summary>
@@ -201,11 +210,20 @@ internal static class SparseWeights
         if (values.Length == 0)
             return Reshape(graph, name, zeros, dims);
         var v = graph.AddFloatInitializer(name + ".values", values, [values.Length]);
+        return ScatterByGaps(graph, name, zeros, v, gaps, dims);
+    }
+
+    /// <summary>
+    /// Writes <paramref name="values"/> (a float value of one entry per gap) into the flat <paramref name="zeros"/> at the
+    /// positions the uint8 <paramref name="gaps"/> encode (Cast → CumSum → ScatterElements) and reshapes to <paramref name="dims"/>.
+    /// </summary>
+    internal static string ScatterByGaps(OnnxGraphBuilder graph, string name, string zeros, string values, byte[] gaps, IReadOnlyList<int> dims)
+    {
         var g = graph.AddRawInitializer(name + ".gaps", TensorProto.Types.DataType.Uint8, gaps, 1, [gaps.Length], gaps.Length);
         var g32 = graph.AddNode("Cast", [g], name + ".gaps_i32", new Dictionary<string, object> { ["to"] = (long)TensorProto.Types.DataType.Int32 });
         var axis = graph.AddRawInitializer(name + ".axis", TensorProto.Types.DataType.Int32, new byte[4], sizeof(int), [], 1);
         var positions = graph.AddNode("CumSum", [g32, axis], name + ".positions");
-        var flat = graph.AddNode("ScatterElements", [zeros, positions, v], name + ".flat", new Dictionary<string, object> { ["axis"] = 0L });
+        var flat = graph.AddNode("ScatterElements", [zeros, positions, values], name + ".flat", new Dictionary<string, object> { ["axis"] = 0L });
         return Reshape(graph, name, flat, dims);
     }
 
