@@ -12,28 +12,23 @@ namespace MLNet.Compression.Clustering;
 /// <summary>
 /// Weight clustering (parameter sharing, Han et al.'s Deep Compression): per layer, k-means groups the non-zero weights into
 /// at most k shared values; pruned zeros stay zero and belong to no cluster. The network is then fine-tuned on the data given
-/// to <see cref="Fit"/> with tied weights: every centroid moves by the summed gradient of its members, so each layer still
+/// to <see cref="CompressionStageEstimator.Fit"/> with tied weights: every centroid moves by the summed gradient of its members, so each layer still
 /// has at most k distinct non-zero values afterwards. The exported ONNX model stores each clustered layer as a float
 /// codebook plus one uint8 index per weight (per non-zero weight, with a uint8 gap, for pruned layers), rebuilt in the graph
 /// with Gather. Two ways in: <c>estimator.ClusterWeights(options)</c> (chained: fits the estimator, then clusters) and
 /// <c>mlContext.Compression().ClusterWeights(fittedModel, options)</c> (post-training; the model is not changed).
-/// After <see cref="Fit"/>, <see cref="Report"/> gives distinct values, bits per weight and bytes per layer.
+/// After <see cref="CompressionStageEstimator.Fit"/>, <see cref="Report"/> gives distinct values, bits per weight and bytes per layer.
 /// </summary>
-public sealed class WeightClusteringEstimator : IEstimator<NeuralNetworkTransformer>, IHasMLContext
+public sealed class WeightClusteringEstimator : CompressionStageEstimator
 {
     private const string Stage = "cluster";
-    private readonly MLContext? ml;
-    private readonly IEstimator<NeuralNetworkTransformer>? inner;
-    private readonly NeuralNetworkTransformer? fitted;
     private readonly WeightClusteringOptions options;
 
     internal WeightClusteringEstimator(MLContext? ml, IEstimator<NeuralNetworkTransformer>? inner, NeuralNetworkTransformer? fitted, WeightClusteringOptions options)
+        : base(ml, inner, fitted)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        this.ml = ml;
-        this.inner = inner;
-        this.fitted = fitted;
         this.options = options.Clone();
         if (fitted is not null)
             CheckLayerNames(fitted.Network, this.options); // fail before any data is read
@@ -42,35 +37,8 @@ public sealed class WeightClusteringEstimator : IEstimator<NeuralNetworkTransfor
     /// <summary>A copy of the options this estimator uses.</summary>
     public WeightClusteringOptions Options => options.Clone();
 
-    /// <summary>What the last <see cref="Fit"/> produced: per-layer clusters, distinct values, bits and bytes. Null before the first fit.</summary>
+    /// <summary>What the last <see cref="CompressionStageEstimator.Fit"/> produced: per-layer clusters, distinct values, bits and bytes. Null before the first fit.</summary>
     public WeightClusteringReport? Report { get; private set; }
-
-    MLContext? IHasMLContext.Context => ml;
-
-    /// <summary>
-    /// Fits the inner estimator on <paramref name="input"/> (chained form) or takes the fitted model (post-training form),
-    /// clusters its weights and fine-tunes the shared values on <paramref name="input"/>.
-    /// </summary>
-    /// <param name="input">Training data with the label and feature columns the model was trained on.</param>
-    /// <returns>A new model whose layers each hold at most k distinct non-zero weights, exported as codebooks and indices.</returns>
-    public NeuralNetworkTransformer Fit(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        if (inner is null)
-            return Cluster(ml ?? fitted!.Context, fitted!, input);
-        using var source = inner.Fit(input);
-        return Cluster(ml ?? source.Context, source, input);
-    }
-
-    /// <summary>The output shape: the input plus <c>Score</c> and <c>PredictedLabel</c>.</summary>
-    /// <param name="inputSchema">The shape of the training data.</param>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        if (inner is not null)
-            return inner.GetOutputSchema(inputSchema);
-        return new NeuralNetworkTrainer(ml ?? fitted!.Context, fitted!.TrainingOptions).GetOutputSchema(inputSchema);
-    }
 
     /// <summary>Clusters <paramref name="network"/>'s layers in place (weights replaced by their centroids) and returns the clusters by layer.</summary>
     internal static Dictionary<string, LayerClusters> ClusterLayers(NetworkModel network, WeightClusteringOptions options, int seed)
@@ -92,7 +60,8 @@ public sealed class WeightClusteringEstimator : IEstimator<NeuralNetworkTransfor
         return result;
     }
 
-    private NeuralNetworkTransformer Cluster(MLContext context, NeuralNetworkTransformer source, IDataView input)
+    /// <inheritdoc />
+    private protected override NeuralNetworkTransformer Apply(MLContext context, NeuralNetworkTransformer source, IDataView input)
     {
         var log = new ContextLog(context, "ClusterWeights");
         var network = source.Network.Clone();

@@ -4,7 +4,7 @@ using MLNet.Compression.Networks;
 namespace MLNet.Compression.Pruning;
 
 /// <summary>
-/// Prunes a trained network and fine-tunes it on the data given to <see cref="Fit"/>, through the same training loop as
+/// Prunes a trained network and fine-tunes it on the data given to <see cref="CompressionStageEstimator.Fit"/>, through the same training loop as
 /// <see cref="NeuralNetworkTrainer"/> (device, precision and optimizer of the original training; learning rate a tenth of
 /// it unless set). Magnitude pruning (<see cref="PruningGranularity.PerLayer"/>, <see cref="PruningGranularity.Global"/>)
 /// recomputes masks when the <see cref="PruningOptions.Schedule"/> says so and holds pruned weights at exactly zero
@@ -12,23 +12,18 @@ namespace MLNet.Compression.Pruning;
 /// removes whole neurons or filters in one shot and fine-tunes the smaller network. Two ways in:
 /// <c>trainer.Prune(options)</c> (fits the trainer on the data, then prunes) and
 /// <c>mlContext.Compression().Prune(fittedModel, options)</c> (prunes a model that is already trained; it is not changed).
-/// After <see cref="Fit"/>, <see cref="Report"/> says how sparse each layer became and whether the schedule finished.
+/// After <see cref="CompressionStageEstimator.Fit"/>, <see cref="Report"/> says how sparse each layer became and whether the schedule finished.
 /// </summary>
-public sealed class PruningEstimator : IEstimator<NeuralNetworkTransformer>, IHasMLContext
+public sealed class PruningEstimator : CompressionStageEstimator
 {
     private const string Stage = "prune";
-    private readonly MLContext? ml;
-    private readonly IEstimator<NeuralNetworkTransformer>? inner;
-    private readonly NeuralNetworkTransformer? fitted;
     private readonly PruningOptions options;
 
     internal PruningEstimator(MLContext? ml, IEstimator<NeuralNetworkTransformer>? inner, NeuralNetworkTransformer? fitted, PruningOptions options)
+        : base(ml, inner, fitted)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        this.ml = ml;
-        this.inner = inner;
-        this.fitted = fitted;
         this.options = options.Clone();
         if (fitted is not null)
             Plan(fitted.Network, this.options); // layer names and "nothing to prune" are known now: fail before any data is read
@@ -37,37 +32,11 @@ public sealed class PruningEstimator : IEstimator<NeuralNetworkTransformer>, IHa
     /// <summary>A copy of the options this estimator uses.</summary>
     public PruningOptions Options => options.Clone();
 
-    /// <summary>What the last <see cref="Fit"/> reached: per-layer sparsity and targets, steps run, whether the schedule finished. Null before the first fit.</summary>
+    /// <summary>What the last <see cref="CompressionStageEstimator.Fit"/> reached: per-layer sparsity and targets, steps run, whether the schedule finished. Null before the first fit.</summary>
     public PruningReport? Report { get; private set; }
 
-    MLContext? IHasMLContext.Context => ml;
-
-    /// <summary>
-    /// Fits the inner estimator on <paramref name="input"/> (chained form) or takes the fitted model (post-training form),
-    /// prunes it and fine-tunes it on <paramref name="input"/>.
-    /// </summary>
-    /// <param name="input">Training data with the label and feature columns the model was trained on.</param>
-    /// <returns>A new model whose pruned weights are exactly zero (or whose layers are smaller, for structured pruning).</returns>
-    public NeuralNetworkTransformer Fit(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        if (inner is null)
-            return Prune(ml ?? ContextOf(fitted!), fitted!, input);
-        using var source = inner.Fit(input);
-        return Prune(ml ?? ContextOf(source), source, input);
-    }
-
-    /// <summary>The output shape: the input plus <c>Score</c> and <c>PredictedLabel</c>.</summary>
-    /// <param name="inputSchema">The shape of the training data.</param>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        if (inner is not null)
-            return inner.GetOutputSchema(inputSchema);
-        return new NeuralNetworkTrainer(ml ?? ContextOf(fitted!), fitted!.TrainingOptions).GetOutputSchema(inputSchema);
-    }
-
-    private NeuralNetworkTransformer Prune(MLContext context, NeuralNetworkTransformer source, IDataView input)
+    /// <inheritdoc />
+    private protected override NeuralNetworkTransformer Apply(MLContext context, NeuralNetworkTransformer source, IDataView input)
     {
         var log = new ContextLog(context, "Prune");
         var original = source.Network;
@@ -185,8 +154,4 @@ public sealed class PruningEstimator : IEstimator<NeuralNetworkTransformer>, IHa
         long? end = options.Granularity == PruningGranularity.StructuredNeurons || options.Schedule.EndStep == -1 ? null : options.Schedule.EndStep;
         return new PruningReport(stats, target, steps, end, completed, options.Granularity);
     }
-
-
-    /// <summary>The context a fitted model was made with (used when the chained estimator's context is not known).</summary>
-    internal static MLContext ContextOf(NeuralNetworkTransformer model) => model.Context;
 }

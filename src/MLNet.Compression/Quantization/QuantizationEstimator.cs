@@ -11,28 +11,23 @@ namespace MLNet.Compression.Quantization;
 /// ONNX graph on ONNX Runtime (float16 weights, int8 weights with dynamic or calibrated static activation quantization, or
 /// blockwise 4-bit weights; see <see cref="QuantizationMode"/>). For <see cref="QuantizationMode.Int8Static"/> the input
 /// range of every weighted layer is calibrated on the first <see cref="QuantizationOptions.CalibrationRows"/> rows of the
-/// data given to <see cref="Fit"/>. With <see cref="QuantizationOptions.QuantizationAwareTraining"/> the network is first
+/// data given to <see cref="CompressionStageEstimator.Fit"/>. With <see cref="QuantizationOptions.QuantizationAwareTraining"/> the network is first
 /// fine-tuned on that data with simulated int8 rounding (straight-through estimator) through the same training loop as
 /// <see cref="NeuralNetworkTrainer"/>. Weights that are exactly zero (pruned) stay exactly zero. Two ways in:
 /// <c>trainer.Quantize(options)</c> (fits the trainer on the data, then quantizes) and
 /// <c>mlContext.Compression().Quantize(fittedModel, options)</c> (quantizes a model that is already trained; it is not changed).
-/// After <see cref="Fit"/>, <see cref="Report"/> gives the encoding, size and activation range of every layer.
+/// After <see cref="CompressionStageEstimator.Fit"/>, <see cref="Report"/> gives the encoding, size and activation range of every layer.
 /// </summary>
-public sealed class QuantizationEstimator : IEstimator<NeuralNetworkTransformer>, IHasMLContext
+public sealed class QuantizationEstimator : CompressionStageEstimator
 {
     private const string Stage = "quantize";
-    private readonly MLContext? ml;
-    private readonly IEstimator<NeuralNetworkTransformer>? inner;
-    private readonly NeuralNetworkTransformer? fitted;
     private readonly QuantizationOptions options;
 
     internal QuantizationEstimator(MLContext? ml, IEstimator<NeuralNetworkTransformer>? inner, NeuralNetworkTransformer? fitted, QuantizationOptions options)
+        : base(ml, inner, fitted)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        this.ml = ml;
-        this.inner = inner;
-        this.fitted = fitted;
         this.options = options.Clone();
         if (fitted is not null)
             CheckLayerNames(fitted.Network, this.options); // fail before any data is read
@@ -41,38 +36,11 @@ public sealed class QuantizationEstimator : IEstimator<NeuralNetworkTransformer>
     /// <summary>A copy of the options this estimator uses.</summary>
     public QuantizationOptions Options => options.Clone();
 
-    /// <summary>What the last <see cref="Fit"/> produced: per-layer encodings, sizes and activation ranges. Null before the first fit.</summary>
+    /// <summary>What the last <see cref="CompressionStageEstimator.Fit"/> produced: per-layer encodings, sizes and activation ranges. Null before the first fit.</summary>
     public QuantizationReport? Report { get; private set; }
 
-    MLContext? IHasMLContext.Context => ml;
-
-    /// <summary>
-    /// Fits the inner estimator on <paramref name="input"/> (chained form) or takes the fitted model (post-training form),
-    /// optionally fine-tunes it with simulated quantization, calibrates activation ranges on <paramref name="input"/>
-    /// (<see cref="QuantizationMode.Int8Static"/>) and returns the quantized model.
-    /// </summary>
-    /// <param name="input">Data with the feature column (and, for training or calibration, the label column) the model was trained on.</param>
-    /// <returns>A new model that scores with the quantized ONNX graph, in process and once saved.</returns>
-    public NeuralNetworkTransformer Fit(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        if (inner is null)
-            return Quantize(ml ?? fitted!.Context, fitted!, input);
-        using var source = inner.Fit(input);
-        return Quantize(ml ?? source.Context, source, input);
-    }
-
-    /// <summary>The output shape: the input plus <c>Score</c> and <c>PredictedLabel</c>.</summary>
-    /// <param name="inputSchema">The shape of the training data.</param>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        if (inner is not null)
-            return inner.GetOutputSchema(inputSchema);
-        return new NeuralNetworkTrainer(ml ?? fitted!.Context, fitted!.TrainingOptions).GetOutputSchema(inputSchema);
-    }
-
-    private NeuralNetworkTransformer Quantize(MLContext context, NeuralNetworkTransformer source, IDataView input)
+    /// <inheritdoc />
+    private protected override NeuralNetworkTransformer Apply(MLContext context, NeuralNetworkTransformer source, IDataView input)
     {
         var log = new ContextLog(context, "Quantize");
         var network = source.Network.Clone();
