@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using Microsoft.ML;
+using MLNet.Compression.Distillation;
 using MLNet.Compression.Memory;
 using MLNet.Compression.Networks;
 using MLNet.Compression.Onnx;
@@ -82,9 +83,19 @@ public sealed class WeightClusteringEstimator : CompressionStageEstimator
             tuning.ValidationFraction = 0; // early stopping would bring back another epoch's weights
             tuning.EarlyStoppingPatience = 0;
             tuning.Progress = options.Progress;
-            log.Info($"Fine-tuning the shared values with tied gradients: {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}.");
+            using var guidance = options.Teacher is null ? null
+                : TeacherGuidance.Create(context, options.Teacher, options.Distillation, input, source.FeatureColumnName, source.TrainingOptions.LabelColumnName,
+                    network.NumClasses, "WeightClusteringOptions.Teacher", log);
+            if (guidance is not null)
+            {
+                tuning.FeatureColumnName = guidance.FeatureColumnName;
+                tuning.LabelColumnName = guidance.LabelColumnName;
+            }
+            log.Info($"Fine-tuning the shared values with tied gradients: {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}" +
+                     (guidance is null ? "." : $", guided by the teacher (T={options.Distillation.Temperature}, alpha={options.Distillation.Alpha})."));
             using var tied = new TiedGradients(network, clusters);
-            result = new TrainingSession(context, tuning, Stage).Run(input, network, source.Seed, null, new TrainingHooks { BeforeStep = tied.Apply });
+            var hooks = new TrainingHooks { BeforeStep = tied.Apply, TargetColumnName = guidance?.TargetColumnName, Loss = guidance is null ? null : guidance.Loss };
+            result = new TrainingSession(context, tuning, Stage).Run(guidance?.Data ?? input, network, source.Seed, null, hooks);
             network = result.Model;
             clusters = Snap(network, clusters);
         }

@@ -59,82 +59,23 @@ public sealed class DistillationEstimator : IEstimator<NeuralNetworkTransformer>
         var label = SchemaValidation.LabelColumn(input.Schema, student.LabelColumnName, out int classCount);
         var classNames = SchemaValidation.ClassNames(label, classCount);
 
-        // The teacher's pipeline may rewrite the feature or label column (a normalizer, MapValueToKey): the student reads
-        // copies taken before the teacher runs, so it learns from exactly the columns it will be scored on.
-        string features = Unused(input.Schema, "DistillStudentFeatures"), labels = Unused(input.Schema, "DistillStudentLabel");
-        var copies = ml.Transforms.CopyColumns(features, student.FeatureColumnName)
-            .Append(ml.Transforms.CopyColumns(labels, student.LabelColumnName))
-            .Fit(input).Transform(input);
-        IDataView taught;
-        try
-        {
-            taught = teacher.Transform(copies);
-        }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException)
-        {
-            throw new ArgumentException($"The teacher could not be applied to the training data: {e.Message} Give Fit the columns the teacher was trained on.", nameof(input), e);
-        }
-        var score = taught.Schema.GetColumnOrNull(options.TeacherScoreColumnName)
-            ?? throw new ArgumentException(
-                $"The teacher's output has no column '{options.TeacherScoreColumnName}'. Columns: {string.Join(", ", taught.Schema.Where(c => !c.IsHidden).Select(c => c.Name))}. " +
-                "Use a multiclass model (its scores are in 'Score') or set DistillationOptions.TeacherScoreColumnName.", "teacher");
-        if (score.Type is not VectorDataViewType { ItemType: NumberDataViewType } st || st.ItemType.RawType != typeof(float) || !st.IsKnownSize)
-            throw new ArgumentException($"The teacher's column '{score.Name}' has type {score.Type}; a known-size vector of Single (one score per class) is needed.", "teacher");
-        if (st.Size != classCount)
-            throw new ArgumentException(
-                $"The teacher gives {st.Size} scores per row in '{score.Name}' but the label column '{student.LabelColumnName}' has {classCount} classes. " +
-                "Teacher and student must be trained on the same classes, in the same key order.", "teacher");
-
-        string? cachePath = null;
         var sw = Stopwatch.StartNew();
-        try
-        {
-            IDataView training = taught;
-            long cacheBytes = 0;
-            if (options.CacheTeacherOutputs)
-            {
-                var folder = options.CacheDirectory ?? Path.GetTempPath();
-                Directory.CreateDirectory(folder);
-                cachePath = Path.Combine(folder, $"mlnet-compression-teacher-{Guid.NewGuid():N}.idv");
-                var selected = ml.Transforms.SelectColumns(features, labels, score.Name).Fit(taught).Transform(taught);
-                AtomicFile.Write(cachePath, s => ml.Data.SaveAsBinary(selected, s, keepHidden: false));
-                cacheBytes = new FileInfo(cachePath).Length;
-                training = ml.Data.LoadFromBinary(cachePath);
-                log.Info($"Cached the teacher's outputs: {cacheBytes:N0} bytes in {cachePath}.");
-            }
-
-            int seed = student.Seed ?? NeuralNetworkTrainer.DrawSeed(ml);
-            var network = NetworkModel.Create(student.Architecture, classCount);
-            NeuralNetworkTrainer.InitializeWeights(network, seed);
-            var tuning = student.Clone();
-            tuning.FeatureColumnName = features;
-            tuning.LabelColumnName = labels;
-            TeacherScoreKind? seen = options.TeacherScoreKind == TeacherScoreKind.Auto ? null : options.TeacherScoreKind;
-            var hooks = new TrainingHooks
-            {
-                TargetColumnName = score.Name,
-                Loss = (logits, y, batch) =>
-                {
-                    var t = tensor(batch.Targets, [batch.Capacity, classCount]).narrow(0, 0, batch.Count).to(logits.device);
-                    // Decided on the first batch and kept, so every batch is read the same way.
-                    seen ??= DistillationLoss.LooksLikeProbabilities(t) ? TeacherScoreKind.Probabilities : TeacherScoreKind.Logits;
-                    return DistillationLoss.Compute(logits, t, y, options.Temperature, options.Alpha, seen.Value);
-                },
-            };
-            log.Info($"Distilling into {student.Architecture.Name} ({network.ParameterCount:N0} parameters): T={options.Temperature}, alpha={options.Alpha}, " +
-                     $"{student.Epochs} epoch(s).");
-            var result = new TrainingSession(ml, tuning, Stage).Run(training, network, seed, null, hooks);
-            var model = NeuralNetworkTransformer.Create(ml, result.Model, classNames, student, input.Schema, result, seed);
-            Report = new DistillationReport(options.Temperature, options.Alpha, seen ?? TeacherScoreKind.Auto, score.Name, cacheBytes,
-                network.ParameterCount, result.History.Count, sw.Elapsed.TotalSeconds);
-            log.Info(Report.ToString());
-            return model;
-        }
-        finally
-        {
-            if (cachePath is not null && File.Exists(cachePath))
-                File.Delete(cachePath);
-        }
+        using var guidance = TeacherGuidance.Create(ml, teacher, options, input, student.FeatureColumnName, student.LabelColumnName, classCount, "teacher", log);
+        int seed = student.Seed ?? NeuralNetworkTrainer.DrawSeed(ml);
+        var network = NetworkModel.Create(student.Architecture, classCount);
+        NeuralNetworkTrainer.InitializeWeights(network, seed);
+        var tuning = student.Clone();
+        tuning.FeatureColumnName = guidance.FeatureColumnName;
+        tuning.LabelColumnName = guidance.LabelColumnName;
+        var hooks = new TrainingHooks { TargetColumnName = guidance.TargetColumnName, Loss = guidance.Loss };
+        log.Info($"Distilling into {student.Architecture.Name} ({network.ParameterCount:N0} parameters): T={options.Temperature}, alpha={options.Alpha}, " +
+                 $"{student.Epochs} epoch(s).");
+        var result = new TrainingSession(ml, tuning, Stage).Run(guidance.Data, network, seed, null, hooks);
+        var model = NeuralNetworkTransformer.Create(ml, result.Model, classNames, student, input.Schema, result, seed);
+        Report = new DistillationReport(options.Temperature, options.Alpha, guidance.ScoreKind, guidance.TargetColumnName, guidance.CacheBytes,
+            network.ParameterCount, result.History.Count, sw.Elapsed.TotalSeconds);
+        log.Info(Report.ToString());
+        return model;
     }
 
     /// <summary>The student's output shape: the input plus <c>Score</c> and <c>PredictedLabel</c>.</summary>
@@ -143,14 +84,6 @@ public sealed class DistillationEstimator : IEstimator<NeuralNetworkTransformer>
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         return new NeuralNetworkTrainer(ml, student).GetOutputSchema(inputSchema);
-    }
-
-    private static string Unused(DataViewSchema schema, string name)
-    {
-        string candidate = name;
-        for (int i = 1; schema.GetColumnOrNull(candidate) is not null; i++)
-            candidate = name + i.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        return candidate;
     }
 }
 

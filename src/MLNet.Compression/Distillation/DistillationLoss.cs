@@ -23,8 +23,12 @@ public enum TeacherScoreKind
 /// </summary>
 internal static class DistillationLoss
 {
-    /// <summary>Probabilities below this are clamped before taking logarithms (a teacher that is certain gives exact zeros).</summary>
-    public const double ProbabilityFloor = 1e-8;
+    /// <summary>
+    /// Probabilities below this, the smallest normal float32, are clamped before taking logarithms: only a probability that
+    /// underflowed to zero is changed. A higher floor would flatten a confident teacher's small probabilities to one value and
+    /// erase the ranking of the wrong classes, which is the knowledge distillation transfers.
+    /// </summary>
+    public const double ProbabilityFloor = 1.1754944e-38;
 
     /// <summary>The loss for one batch; every tensor it creates belongs to the caller's dispose scope.</summary>
     /// <param name="studentLogits">float32 [N, C].</param>

@@ -1,5 +1,6 @@
 using Microsoft.ML;
 using MLNet.Compression.Networks;
+using MLNet.Compression.Distillation;
 
 namespace MLNet.Compression.Pruning;
 
@@ -52,6 +53,17 @@ public sealed class PruningEstimator : CompressionStageEstimator
         log.Info($"Pruning {original.Architecture.Name} ({options.Granularity}, {schedule}) of layers " +
                  $"{string.Join(", ", plan.Where(p => p.Pruned).Select(p => p.Layer.Name))}; fine-tuning {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}.");
 
+        using var guidance = options.Teacher is null ? null
+            : TeacherGuidance.Create(context, options.Teacher, options.Distillation, input, source.FeatureColumnName, source.TrainingOptions.LabelColumnName,
+                original.NumClasses, "PruningOptions.Teacher", log);
+        var data = guidance?.Data ?? input;
+        if (guidance is not null)
+        {
+            tuning.FeatureColumnName = guidance.FeatureColumnName;
+            tuning.LabelColumnName = guidance.LabelColumnName;
+            log.Info($"The teacher guides the fine-tuning: T={options.Distillation.Temperature}, alpha={options.Distillation.Alpha}.");
+        }
+
         TrainingResult result;
         NetworkModel network;
         bool completed = true;
@@ -62,7 +74,8 @@ public sealed class PruningEstimator : CompressionStageEstimator
                 keep[p.Layer.Name] = StructuredPruning.KeepTop(p.Layer, 1 - p.Target!.Value);
             network = StructuredPruning.RemoveUnits(original, keep);
             tuning.Architecture = network.Architecture;
-            result = new TrainingSession(context, tuning, Stage).Run(input, network, source.Seed);
+            var guided = new TrainingHooks { TargetColumnName = guidance?.TargetColumnName, Loss = guidance is null ? null : guidance.Loss };
+            result = new TrainingSession(context, tuning, Stage).Run(data, network, source.Seed, null, guided);
         }
         else
         {
@@ -75,8 +88,10 @@ public sealed class PruningEstimator : CompressionStageEstimator
             {
                 BeforeTraining = net => masks.OnStep(0, net),
                 AfterStep = (step, net) => masks.OnStep(step, net),
+                TargetColumnName = guidance?.TargetColumnName,
+                Loss = guidance is null ? null : guidance.Loss,
             };
-            result = new TrainingSession(context, tuning, Stage).Run(input, network, source.Seed, null, hooks);
+            result = new TrainingSession(context, tuning, Stage).Run(data, network, source.Seed, null, hooks);
             completed = schedule.CompletesWithin(result.Steps);
         }
 

@@ -49,6 +49,25 @@ public sealed class DistillationLossTests
         Assert.Equal(0.0, DistillationLoss.Compute(student, student, labels, t, 1.0, TeacherScoreKind.Logits).item<float>(), 5);
     }
 
+    [Fact]
+    public void AConfidentTeachersTinyProbabilitiesKeepTheirRanking()
+    {
+        // Wrong classes at 1e-11 and 3e-20 against a sure class: read as probabilities they must give the same loss as
+        // the logits they came from, i.e. the logarithm may clamp only an underflowed zero, not small values.
+        using var scope = NewDisposeScope();
+        var teacherLogits = tensor(new float[] { 30f, 5f, -15f, 4f, 29f, -10f }, [2, 3]);
+        var student = tensor(new float[] { 3f, 1f, -2f, 0f, 2f, -1f }, [2, 3]);
+        var labels = tensor(new long[] { 0, 1 });
+        var probabilities = teacherLogits.softmax(1);
+        Assert.True(probabilities.min().item<float>() is > 0 and < 1e-19f);
+        double fromLogits = DistillationLoss.Compute(student, teacherLogits, labels, 4, 1.0, TeacherScoreKind.Logits).item<float>();
+        double fromProbabilities = DistillationLoss.Compute(student, probabilities, labels, 4, 1.0, TeacherScoreKind.Probabilities).item<float>();
+        Assert.Equal(fromLogits, fromProbabilities, 4);
+        // An exact zero (underflow) is still finite.
+        var zero = tensor(new float[] { 1f, 0f, 0f }, [1, 3]);
+        Assert.True(double.IsFinite(DistillationLoss.Compute(student.narrow(0, 0, 1), zero, labels.narrow(0, 0, 1), 4, 0.9, TeacherScoreKind.Probabilities).item<float>()));
+    }
+
     private static double[] Softmax(float[] z) => Softmax(z.Select(v => (double)v).ToArray());
 
     private static double[] Softmax(double[] z)

@@ -1,0 +1,136 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using static TorchSharp.torch;
+
+namespace MLNet.Compression.Distillation;
+
+/// <summary>
+/// A teacher wired into a training run: the data the student reads (copies of its feature and label columns taken before
+/// the teacher's transform, plus the teacher's scores, streamed or from a disk cache), and the distillation loss over each
+/// batch. Shared by distillation and by the fine-tuning of pruning and weight clustering when they are given a teacher.
+/// Disposing it deletes the cache.
+/// </summary>
+internal sealed class TeacherGuidance : IDisposable
+{
+    private string? cachePath;
+    private TeacherScoreKind? seen;
+
+    private TeacherGuidance(IDataView data, string features, string labels, string target, long cacheBytes, string? cachePath,
+        DistillationOptions options, int classCount)
+    {
+        Data = data;
+        FeatureColumnName = features;
+        LabelColumnName = labels;
+        TargetColumnName = target;
+        CacheBytes = cacheBytes;
+        this.cachePath = cachePath;
+        Options = options;
+        ClassCount = classCount;
+        seen = options.TeacherScoreKind == TeacherScoreKind.Auto ? null : options.TeacherScoreKind;
+    }
+
+    /// <summary>The rows to train on: the student's columns under <see cref="FeatureColumnName"/> and <see cref="LabelColumnName"/>, and the teacher's scores.</summary>
+    public IDataView Data { get; }
+
+    /// <summary>The student's copy of the feature column.</summary>
+    public string FeatureColumnName { get; }
+
+    /// <summary>The student's copy of the label column.</summary>
+    public string LabelColumnName { get; }
+
+    /// <summary>The teacher's score column, read into every batch's targets.</summary>
+    public string TargetColumnName { get; }
+
+    /// <summary>Bytes of the disk cache; 0 when the teacher runs on every batch.</summary>
+    public long CacheBytes { get; }
+
+    /// <summary>The temperature and weights used.</summary>
+    public DistillationOptions Options { get; }
+
+    /// <summary>The number of classes, the width of the teacher's scores.</summary>
+    public int ClassCount { get; }
+
+    /// <summary>How the teacher's scores were read, decided on the first batch; <see cref="TeacherScoreKind.Auto"/> before it.</summary>
+    public TeacherScoreKind ScoreKind => seen ?? TeacherScoreKind.Auto;
+
+    /// <summary>
+    /// Applies <paramref name="teacher"/> to <paramref name="input"/> and checks its scores against the student's classes.
+    /// </summary>
+    /// <param name="ml">The context.</param>
+    /// <param name="teacher">Any fitted transformer with a score column.</param>
+    /// <param name="options">Temperature, weight, score column and cache settings (already validated).</param>
+    /// <param name="input">The training data.</param>
+    /// <param name="featureColumn">The student's feature column in <paramref name="input"/>.</param>
+    /// <param name="labelColumn">The student's label column in <paramref name="input"/>.</param>
+    /// <param name="classCount">The student's number of classes.</param>
+    /// <param name="teacherName">How error messages name the teacher, e.g. <c>teacher</c> or <c>PruningOptions.Teacher</c>.</param>
+    /// <param name="log">Where the cache is reported.</param>
+    public static TeacherGuidance Create(MLContext ml, ITransformer teacher, DistillationOptions options, IDataView input, string featureColumn,
+        string labelColumn, int classCount, string teacherName, ContextLog log)
+    {
+        // The teacher's pipeline may rewrite the feature or label column (a normalizer, MapValueToKey): the student reads
+        // copies taken before the teacher runs, so it learns from exactly the columns it will be scored on.
+        string features = Unused(input.Schema, "DistillStudentFeatures"), labels = Unused(input.Schema, "DistillStudentLabel");
+        var copies = ml.Transforms.CopyColumns(features, featureColumn)
+            .Append(ml.Transforms.CopyColumns(labels, labelColumn))
+            .Fit(input).Transform(input);
+        IDataView taught;
+        try
+        {
+            taught = teacher.Transform(copies);
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException)
+        {
+            throw new ArgumentException($"The {teacherName} could not be applied to the training data: {e.Message} Give Fit the columns the teacher was trained on.", "input", e);
+        }
+        var score = taught.Schema.GetColumnOrNull(options.TeacherScoreColumnName)
+            ?? throw new ArgumentException(
+                $"The {teacherName}'s output has no column '{options.TeacherScoreColumnName}'. Columns: {string.Join(", ", taught.Schema.Where(c => !c.IsHidden).Select(c => c.Name))}. " +
+                "Use a multiclass model (its scores are in 'Score') or set DistillationOptions.TeacherScoreColumnName.", teacherName);
+        if (score.Type is not VectorDataViewType { ItemType: NumberDataViewType } st || st.ItemType.RawType != typeof(float) || !st.IsKnownSize)
+            throw new ArgumentException($"The {teacherName}'s column '{score.Name}' has type {score.Type}; a known-size vector of Single (one score per class) is needed.", teacherName);
+        if (st.Size != classCount)
+            throw new ArgumentException(
+                $"The {teacherName} gives {st.Size} scores per row in '{score.Name}' but the label column '{labelColumn}' has {classCount} classes. " +
+                "Teacher and student must be trained on the same classes, in the same key order.", teacherName);
+
+        if (!options.CacheTeacherOutputs)
+            return new TeacherGuidance(taught, features, labels, score.Name, 0, null, options, classCount);
+        var folder = options.CacheDirectory ?? Path.GetTempPath();
+        Directory.CreateDirectory(folder);
+        string path = Path.Combine(folder, $"mlnet-compression-teacher-{Guid.NewGuid():N}.idv");
+        var selected = ml.Transforms.SelectColumns(features, labels, score.Name).Fit(taught).Transform(taught);
+        AtomicFile.Write(path, s => ml.Data.SaveAsBinary(selected, s, keepHidden: false));
+        long bytes = new FileInfo(path).Length;
+        log.Info($"Cached the teacher's outputs: {bytes:N0} bytes in {path}.");
+        return new TeacherGuidance(ml.Data.LoadFromBinary(path), features, labels, score.Name, bytes, path, options, classCount);
+    }
+
+    /// <summary>
+    /// The distillation loss of one batch (alpha · T² · KL + (1 − alpha) · cross-entropy); the teacher's scores come from the
+    /// batch's targets. Every tensor belongs to the caller's dispose scope.
+    /// </summary>
+    public Tensor Loss(Tensor logits, Tensor labels, BatchStream.Batch batch)
+    {
+        var t = tensor(batch.Targets, [batch.Capacity, ClassCount]).narrow(0, 0, batch.Count).to(logits.device);
+        // Decided on the first batch and kept, so every batch is read the same way.
+        seen ??= DistillationLoss.LooksLikeProbabilities(t) ? TeacherScoreKind.Probabilities : TeacherScoreKind.Logits;
+        return DistillationLoss.Compute(logits, t, labels, Options.Temperature, Options.Alpha, seen.Value);
+    }
+
+    /// <summary>Deletes the disk cache, if any.</summary>
+    public void Dispose()
+    {
+        if (cachePath is not null && File.Exists(cachePath))
+            File.Delete(cachePath);
+        cachePath = null;
+    }
+
+    private static string Unused(DataViewSchema schema, string name)
+    {
+        string candidate = name;
+        for (int i = 1; schema.GetColumnOrNull(candidate) is not null; i++)
+            candidate = name + i.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return candidate;
+    }
+}
