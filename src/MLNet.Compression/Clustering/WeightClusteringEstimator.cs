@@ -83,16 +83,8 @@ public sealed class WeightClusteringEstimator : CompressionStageEstimator
             tuning.ValidationFraction = 0; // early stopping would bring back another epoch's weights
             tuning.EarlyStoppingPatience = 0;
             tuning.Progress = options.Progress;
-            using var guidance = options.Teacher is null ? null
-                : TeacherGuidance.Create(context, options.Teacher, options.Distillation, input, source.FeatureColumnName, source.TrainingOptions.LabelColumnName,
-                    network.NumClasses, "WeightClusteringOptions.Teacher", log);
-            if (guidance is not null)
-            {
-                tuning.FeatureColumnName = guidance.FeatureColumnName;
-                tuning.LabelColumnName = guidance.LabelColumnName;
-            }
-            log.Info($"Fine-tuning the shared values with tied gradients: {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}" +
-                     (guidance is null ? "." : $", guided by the teacher (T={options.Distillation.Temperature}, alpha={options.Distillation.Alpha})."));
+            log.Info($"Fine-tuning the shared values with tied gradients: {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}.");
+            using var guidance = TeacherGuidance.ForFineTuning(context, options.Teacher, options.Distillation, input, source, tuning, "WeightClusteringOptions.Teacher", log);
             using var tied = new TiedGradients(network, clusters);
             var hooks = new TrainingHooks { BeforeStep = tied.Apply, TargetColumnName = guidance?.TargetColumnName, Loss = guidance is null ? null : guidance.Loss };
             result = new TrainingSession(context, tuning, Stage).Run(guidance?.Data ?? input, network, source.Seed, null, hooks);

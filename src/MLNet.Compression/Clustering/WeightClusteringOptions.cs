@@ -112,13 +112,6 @@ public sealed class WeightClusteringOptions
             throw new ArgumentOutOfRangeException(nameof(LearningRate), lr, "WeightClusteringOptions.LearningRate must be a positive finite number.");
         if (BatchSize is < 1)
             throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "WeightClusteringOptions.BatchSize must be at least 1.");
-        if (Teacher is not null)
-        {
-            if (Distillation is null)
-                throw new ArgumentNullException(nameof(Distillation), "WeightClusteringOptions.Distillation must be set when a Teacher is given (or leave the default).");
-            if (Epochs == 0)
-                throw new ArgumentException("WeightClusteringOptions.Teacher is set but Epochs is 0: the teacher guides the fine-tuning, so give at least one epoch or drop the teacher.", nameof(Teacher));
-            Distillation.Validate();
-        }
+        TeacherGuidance.ValidateSettings(Teacher, Distillation, Epochs, "WeightClusteringOptions");
     }
 }

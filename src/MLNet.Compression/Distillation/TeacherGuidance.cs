@@ -107,6 +107,50 @@ internal sealed class TeacherGuidance : IDisposable
     }
 
     /// <summary>
+    /// The guidance for a compression stage's fine-tuning: null without a teacher; otherwise the teacher applied to
+    /// <paramref name="input"/> with <paramref name="tuning"/> pointed at the student's column copies.
+    /// </summary>
+    /// <param name="ml">The context.</param>
+    /// <param name="teacher">The stage's <c>Options.Teacher</c>, or null.</param>
+    /// <param name="options">The stage's <c>Options.Distillation</c> (validated with the options).</param>
+    /// <param name="input">The fine-tuning data.</param>
+    /// <param name="source">The model being compressed: its feature and label columns and class count.</param>
+    /// <param name="tuning">The fine-tuning options; its feature and label column names are redirected.</param>
+    /// <param name="teacherName">How error messages name the option, e.g. <c>PruningOptions.Teacher</c>.</param>
+    /// <param name="log">Where the teacher and its cache are reported.</param>
+    public static TeacherGuidance? ForFineTuning(MLContext ml, ITransformer? teacher, DistillationOptions options, IDataView input,
+        NeuralNetworkTransformer source, NeuralNetworkOptions tuning, string teacherName, ContextLog log)
+    {
+        if (teacher is null)
+            return null;
+        var guidance = Create(ml, teacher, options, input, source.FeatureColumnName, source.TrainingOptions.LabelColumnName,
+            source.Network.NumClasses, teacherName, log);
+        tuning.FeatureColumnName = guidance.FeatureColumnName;
+        tuning.LabelColumnName = guidance.LabelColumnName;
+        log.Info($"The teacher guides the fine-tuning: T={options.Temperature}, alpha={options.Alpha}.");
+        return guidance;
+    }
+
+    /// <summary>
+    /// Checks a stage's teacher settings (<c>Teacher</c>, <c>Distillation</c>, <c>Epochs</c>) when a teacher is set; throws
+    /// naming the bad one.
+    /// </summary>
+    /// <param name="teacher">The stage's teacher, or null (nothing to check).</param>
+    /// <param name="distillation">The stage's distillation settings.</param>
+    /// <param name="epochs">The stage's fine-tuning epochs.</param>
+    /// <param name="optionsName">The options class, for messages, e.g. <c>PruningOptions</c>.</param>
+    public static void ValidateSettings(ITransformer? teacher, DistillationOptions? distillation, int epochs, string optionsName)
+    {
+        if (teacher is null)
+            return;
+        if (distillation is null)
+            throw new ArgumentNullException("Distillation", $"{optionsName}.Distillation must be set when a Teacher is given (or leave the default).");
+        if (epochs == 0)
+            throw new ArgumentException($"{optionsName}.Teacher is set but Epochs is 0: the teacher guides the fine-tuning, so give at least one epoch or drop the teacher.", "Teacher");
+        distillation.Validate();
+    }
+
+    /// <summary>
     /// The distillation loss of one batch (alpha · T² · KL + (1 − alpha) · cross-entropy); the teacher's scores come from the
     /// batch's targets. Every tensor belongs to the caller's dispose scope.
     /// </summary>

@@ -53,16 +53,8 @@ public sealed class PruningEstimator : CompressionStageEstimator
         log.Info($"Pruning {original.Architecture.Name} ({options.Granularity}, {schedule}) of layers " +
                  $"{string.Join(", ", plan.Where(p => p.Pruned).Select(p => p.Layer.Name))}; fine-tuning {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}.");
 
-        using var guidance = options.Teacher is null ? null
-            : TeacherGuidance.Create(context, options.Teacher, options.Distillation, input, source.FeatureColumnName, source.TrainingOptions.LabelColumnName,
-                original.NumClasses, "PruningOptions.Teacher", log);
+        using var guidance = TeacherGuidance.ForFineTuning(context, options.Teacher, options.Distillation, input, source, tuning, "PruningOptions.Teacher", log);
         var data = guidance?.Data ?? input;
-        if (guidance is not null)
-        {
-            tuning.FeatureColumnName = guidance.FeatureColumnName;
-            tuning.LabelColumnName = guidance.LabelColumnName;
-            log.Info($"The teacher guides the fine-tuning: T={options.Distillation.Temperature}, alpha={options.Distillation.Alpha}.");
-        }
 
         TrainingResult result;
         NetworkModel network;

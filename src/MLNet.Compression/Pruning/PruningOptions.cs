@@ -121,13 +121,6 @@ public sealed class PruningOptions
             throw new ArgumentOutOfRangeException(nameof(LearningRate), lr, "PruningOptions.LearningRate must be a positive number (or null for a tenth of the model's rate).");
         if (BatchSize is { } b && b <= 0)
             throw new ArgumentOutOfRangeException(nameof(BatchSize), b, "PruningOptions.BatchSize must be positive (or null for the model's batch size).");
-        if (Teacher is not null)
-        {
-            if (Distillation is null)
-                throw new ArgumentNullException(nameof(Distillation), "PruningOptions.Distillation must be set when a Teacher is given (or leave the default).");
-            if (Epochs == 0)
-                throw new ArgumentException("PruningOptions.Teacher is set but Epochs is 0: the teacher guides the fine-tuning, so give at least one epoch or drop the teacher.", nameof(Teacher));
-            Distillation.Validate();
-        }
+        TeacherGuidance.ValidateSettings(Teacher, Distillation, Epochs, "PruningOptions");
     }
 }
