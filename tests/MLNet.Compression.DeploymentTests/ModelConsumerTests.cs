@@ -1,8 +1,7 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Reflection;
-using System.Text;
 using System.Text.Json;
+using MLNet.Compression.Tooling;
 using Xunit;
 
 namespace MLNet.Compression.DeploymentTests;
@@ -106,41 +105,8 @@ public sealed class ModelConsumerTests(ModelFactoryFixture factory) : IClassFixt
 
     private (int ExitCode, string Stdout, string Stderr) Run(string consumer, string[] arguments)
     {
-        var start = new ProcessStartInfo(ModelFactoryFixture.DotnetHost())
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = factory.OutputDirectory,
-        };
-        start.ArgumentList.Add(consumer);
-        foreach (string argument in arguments)
-            start.ArgumentList.Add(argument);
-
-        var stdout = new StringBuilder();
-        var stderr = new StringBuilder();
-        using var process = new Process { StartInfo = start };
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (stdout) stdout.AppendLine(e.Data); };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (stderr) stderr.AppendLine(e.Data); };
-        process.Start();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        if (!process.WaitForExit(Timeout))
-        {
-            try
-            {
-                process.Kill(entireProcessTree: true);
-            }
-            catch (InvalidOperationException)
-            {
-            }
-            process.WaitForExit();
-            throw new TimeoutException($"ModelConsumer did not finish within {Timeout.TotalMinutes} minutes.{Environment.NewLine}{stdout}{stderr}");
-        }
-        process.WaitForExit(); // drains the redirected streams
-        lock (stdout)
-        lock (stderr)
-            return (process.ExitCode, stdout.ToString(), stderr.ToString());
+        ChildProcessResult run = ChildProcess.Run(ChildProcess.DotnetHost(), [consumer, .. arguments], factory.OutputDirectory, Timeout);
+        return (run.ExitCode, run.Stdout, run.Stderr);
     }
 
     private static IEnumerable<string> Lines(string output, string tag)

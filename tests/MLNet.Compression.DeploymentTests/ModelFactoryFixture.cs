@@ -1,7 +1,6 @@
-using System.Diagnostics;
 using System.Reflection;
-using System.Text;
 using System.Text.Json;
+using MLNet.Compression.Tooling;
 
 namespace MLNet.Compression.DeploymentTests;
 
@@ -36,7 +35,7 @@ public sealed class ModelFactoryFixture : IDisposable
             if (!File.Exists(ModelPath) || !File.Exists(expectedPath))
                 throw new InvalidOperationException($"The model factory exited with 0 but did not write model.zip and expected.json.{Environment.NewLine}{FactoryOutput}");
             ReadExpected(expectedPath);
-            TestSet = MnistTestSet.Load(_factoryImagesPath, _factoryLabelsPath);
+            TestSet = MnistTestSet.Load(factoryImagesPath, factoryLabelsPath);
         }
         catch
         {
@@ -72,8 +71,8 @@ public sealed class ModelFactoryFixture : IDisposable
     /// <summary>The MNIST test split, read by this project.</summary>
     public MnistTestSet TestSet { get; } = null!;
 
-    private string? _factoryImagesPath;
-    private string? _factoryLabelsPath;
+    private string? factoryImagesPath;
+    private string? factoryLabelsPath;
 
     public void Dispose()
     {
@@ -101,65 +100,12 @@ public sealed class ModelFactoryFixture : IDisposable
         return path;
     }
 
-    /// <summary>The dotnet host: the one that runs this process when it is dotnet itself, else DOTNET_HOST_PATH, DOTNET_ROOT, PATH.</summary>
-    internal static string DotnetHost()
-    {
-        string hostName = OperatingSystem.IsWindows() ? "dotnet.exe" : "dotnet";
-        string? processPath = Environment.ProcessPath;
-        if (processPath is not null && string.Equals(Path.GetFileName(processPath), hostName, StringComparison.OrdinalIgnoreCase))
-            return processPath;
-        string? hostPath = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH");
-        if (!string.IsNullOrEmpty(hostPath) && File.Exists(hostPath))
-            return hostPath;
-        string? root = Environment.GetEnvironmentVariable("DOTNET_ROOT");
-        if (!string.IsNullOrEmpty(root) && File.Exists(Path.Combine(root, hostName)))
-            return Path.Combine(root, hostName);
-        return "dotnet";
-    }
-
     private static string RunFactory(string factoryPath, string outputDirectory)
     {
-        var start = new ProcessStartInfo(DotnetHost())
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = outputDirectory,
-        };
-        foreach (string argument in new[] { factoryPath, "--out", outputDirectory })
-            start.ArgumentList.Add(argument);
-
-        var stdout = new StringBuilder();
-        var stderr = new StringBuilder();
-        using var process = new Process { StartInfo = start };
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (stdout) stdout.AppendLine(e.Data); };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (stderr) stderr.AppendLine(e.Data); };
-        var clock = Stopwatch.StartNew();
-        process.Start();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        bool exited = process.WaitForExit(FactoryTimeout);
-        if (!exited)
-        {
-            try
-            {
-                process.Kill(entireProcessTree: true);
-            }
-            catch (InvalidOperationException)
-            {
-            }
-        }
-        process.WaitForExit(); // drains the redirected streams
-        string output;
-        lock (stdout)
-        lock (stderr)
-            output = $"$ {start.FileName} {string.Join(' ', start.ArgumentList)}{Environment.NewLine}" +
-                     $"--- stdout ---{Environment.NewLine}{stdout}--- stderr ---{Environment.NewLine}{stderr}";
-        if (!exited)
-            throw new TimeoutException($"The model factory did not finish within {FactoryTimeout.TotalMinutes} minutes and was killed.{Environment.NewLine}{output}");
-        if (process.ExitCode != 0)
-            throw new InvalidOperationException($"The model factory failed with exit code {process.ExitCode} after {clock.Elapsed.TotalSeconds:F1} s.{Environment.NewLine}{output}");
-        return output;
+        ChildProcessResult run = ChildProcess.Run(ChildProcess.DotnetHost(), [factoryPath, "--out", outputDirectory], outputDirectory, FactoryTimeout);
+        if (run.ExitCode != 0)
+            throw new InvalidOperationException($"The model factory failed with exit code {run.ExitCode} after {run.Seconds:F1} s.{Environment.NewLine}{run.Transcript}");
+        return run.Transcript;
     }
 
     private void ReadExpected(string path)
@@ -174,8 +120,8 @@ public sealed class ModelFactoryFixture : IDisposable
             throw new InvalidDataException($"'{path}': accuracy and accuracyBits disagree.");
         ExpectedTestRowCount = root.GetProperty("testRowCount").GetInt64();
         ClassNames = root.GetProperty("classNames").EnumerateArray().Select(e => e.GetString() ?? "").ToArray();
-        _factoryImagesPath = root.GetProperty("mnistTestImages").GetString();
-        _factoryLabelsPath = root.GetProperty("mnistTestLabels").GetString();
+        factoryImagesPath = root.GetProperty("mnistTestImages").GetString();
+        factoryLabelsPath = root.GetProperty("mnistTestLabels").GetString();
 
         var rows = new List<ExpectedRow>();
         foreach (JsonElement row in root.GetProperty("rows").EnumerateArray())

