@@ -32,12 +32,6 @@ internal static class StageRegistry
         new IncrementalStage(),
     ];
 
-    /// <summary>
-    /// Stage names the issue plans for the main job. Those not (yet) in <see cref="All"/> are named in the error that
-    /// <c>--stages</c> gives for them, so a user learns the stage exists but is not part of this build.
-    /// </summary>
-    private static readonly string[] Planned = ["train", "prune", "quantize", "cluster", "distill", "deep-compression", "incremental"];
-
     /// <summary>The registered stage names, in run order.</summary>
     public static IEnumerable<string> Names => All.Select(s => s.Name);
 
@@ -58,9 +52,7 @@ internal static class StageRegistry
         var unknown = names.Where(n => All.All(s => s.Name != n)).ToList();
         if (unknown.Count > 0)
         {
-            var lines = unknown.Select(n => Planned.Contains(n)
-                ? $"'{n}' is a planned stage of the main job but is not registered in this build."
-                : $"'{n}' is not a stage of the main job.");
+            var lines = unknown.Select(n => $"'{n}' is not a stage of the main job.");
             throw new ArgumentException(string.Join(Environment.NewLine, lines) + Environment.NewLine +
                 $"Available stages: {string.Join(", ", Names)}. Pass any of them to --stages (for example --stages {All[0].Name},{All[^1].Name}), or leave --stages out to run them all.",
                 "--stages");

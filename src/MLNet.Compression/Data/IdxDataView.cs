@@ -119,9 +119,6 @@ public sealed class IdxDataView : IDataView
     /// <summary>Number of classes (the key count of the label column).</summary>
     public int ClassCount { get; }
 
-    /// <summary>Number of rows (images).</summary>
-    public int RowCount => _labels.Length;
-
     /// <inheritdoc/>
     public bool CanShuffle => true;
 

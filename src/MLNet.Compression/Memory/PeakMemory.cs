@@ -4,74 +4,47 @@ using System.Runtime.InteropServices;
 namespace MLNet.Compression.Memory;
 
 /// <summary>
-/// Measures the process's peak resident memory over a span of work. On Linux the kernel's high-water mark (VmHWM) is reset
-/// at the start (writing 5 to /proc/self/clear_refs) so the figure belongs to that span; elsewhere it is the process peak.
+/// Measures the process's peak resident memory over a span of work, through <see cref="Process.PeakWorkingSet64"/> (the
+/// kernel's high-water mark, VmHWM, on Linux). On Linux that mark is reset at the start by writing 5 to
+/// <c>/proc/self/clear_refs</c>, which <see cref="Process"/> cannot do, so the figure belongs to the span; elsewhere, or
+/// where the write is refused, it is the peak of the whole process so far.
 /// </summary>
 internal sealed class PeakMemory
 {
-    private readonly bool reset;
-
-    private PeakMemory(bool reset, long startBytes)
-    {
-        this.reset = reset;
-        StartBytes = startBytes;
-    }
+    private PeakMemory(long startBytes) => StartBytes = startBytes;
 
     /// <summary>Resident bytes when tracking started.</summary>
     public long StartBytes { get; }
 
+    /// <summary>Resets the peak where the operating system allows it and records the resident bytes now.</summary>
     public static PeakMemory Start()
     {
-        bool reset = false;
         if (OperatingSystem.IsLinux())
         {
             try
             {
                 File.WriteAllText("/proc/self/clear_refs", "5");
-                reset = true;
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
+                // Not allowed here (some containers): the peak then covers the whole process.
             }
         }
-        return new PeakMemory(reset, CurrentBytes());
+        return new PeakMemory(CurrentBytes());
     }
 
     /// <summary>Peak resident bytes since <see cref="Start"/> (or of the whole process where the peak cannot be reset).</summary>
     public long PeakBytes()
     {
-        if (OperatingSystem.IsLinux() && ReadStatus("VmHWM") is long hwm)
-            return hwm;
-        using var p = Process.GetCurrentProcess();
-        return p.PeakWorkingSet64;
+        using var process = Process.GetCurrentProcess();
+        return process.PeakWorkingSet64;
     }
 
-    /// <summary>Whether the peak covers only the tracked span.</summary>
-    public bool IsSpanPeak => reset;
-
+    /// <summary>Resident bytes now (<see cref="Process.WorkingSet64"/>: VmRSS on Linux).</summary>
     public static long CurrentBytes()
     {
-        if (OperatingSystem.IsLinux() && ReadStatus("VmRSS") is long rss)
-            return rss;
-        using var p = Process.GetCurrentProcess();
-        return p.WorkingSet64;
-    }
-
-    private static long? ReadStatus(string key)
-    {
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/self/status"))
-                if (line.StartsWith(key + ":", StringComparison.Ordinal))
-                {
-                    var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-                    return long.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
-                }
-        }
-        catch (IOException)
-        {
-        }
-        return null;
+        using var process = Process.GetCurrentProcess();
+        return process.WorkingSet64;
     }
 }
 
@@ -110,46 +83,61 @@ internal static class GpuMemory
     /// <summary>Bytes in use on the device, or null where NVML cannot be loaded or answers with an error.</summary>
     public static long? UsedBytes(int deviceIndex)
     {
+        if (Nvml.Instance is not { } nvml || nvml.Init() != 0)
+            return null;
         try
         {
-            if (Nvml.nvmlInit_v2() != 0)
+            if (nvml.GetHandleByIndex((uint)deviceIndex, out var device) != 0)
                 return null;
-            try
-            {
-                if (Nvml.nvmlDeviceGetHandleByIndex_v2((uint)deviceIndex, out var device) != 0)
-                    return null;
-                if (Nvml.nvmlDeviceGetMemoryInfo(device, out var info) != 0)
-                    return null;
-                return (long)info.Used;
-            }
-            finally
-            {
-                Nvml.nvmlShutdown();
-            }
+            if (nvml.GetMemoryInfo(device, out var info) != 0)
+                return null;
+            return (long)info.Used;
         }
-        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or BadImageFormatException)
+        finally
         {
-            return null;
+            nvml.Shutdown();
         }
     }
 
-    private static class Nvml
+    /// <summary>
+    /// The four NVML entry points, loaded on first use with <see cref="NativeLibrary.TryLoad(string, out IntPtr)"/> and called
+    /// through delegates: no <c>DllImport</c>, so no assembly-wide import resolver that would stand in the way of another
+    /// one in this assembly. Drivers ship <c>libnvidia-ml.so.1</c> (Linux) and <c>nvml.dll</c> (Windows).
+    /// </summary>
+    private sealed class Nvml
     {
-        // Resolved by name below: drivers ship libnvidia-ml.so.1 (Linux) and nvml.dll (Windows).
-        private const string Library = "nvidia-ml";
+        private static readonly Lazy<Nvml?> Loaded = new(Load, LazyThreadSafetyMode.ExecutionAndPublication);
 
-        static Nvml()
+        private Nvml(IntPtr library)
         {
-            NativeLibrary.SetDllImportResolver(typeof(Nvml).Assembly, (name, assembly, path) =>
-            {
-                if (name != Library)
-                    return IntPtr.Zero;
-                foreach (var candidate in OperatingSystem.IsWindows() ? new[] { "nvml.dll" } : ["libnvidia-ml.so.1", "libnvidia-ml.so"])
-                    if (NativeLibrary.TryLoad(candidate, assembly, path, out var handle))
-                        return handle;
-                return IntPtr.Zero;
-            });
+            Init = Function<InitDelegate>(library, "nvmlInit_v2");
+            Shutdown = Function<ShutdownDelegate>(library, "nvmlShutdown");
+            GetHandleByIndex = Function<GetHandleByIndexDelegate>(library, "nvmlDeviceGetHandleByIndex_v2");
+            GetMemoryInfo = Function<GetMemoryInfoDelegate>(library, "nvmlDeviceGetMemoryInfo");
         }
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        public delegate int InitDelegate();
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        public delegate int ShutdownDelegate();
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        public delegate int GetHandleByIndexDelegate(uint index, out IntPtr device);
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        public delegate int GetMemoryInfoDelegate(IntPtr device, out MemoryInfo memory);
+
+        /// <summary>The loaded library, or null where NVML (or one of its functions) is not available.</summary>
+        public static Nvml? Instance => Loaded.Value;
+
+        public InitDelegate Init { get; }
+
+        public ShutdownDelegate Shutdown { get; }
+
+        public GetHandleByIndexDelegate GetHandleByIndex { get; }
+
+        public GetMemoryInfoDelegate GetMemoryInfo { get; }
 
         [StructLayout(LayoutKind.Sequential)]
         public struct MemoryInfo
@@ -159,16 +147,26 @@ internal static class GpuMemory
             public ulong Used;
         }
 
-        [DllImport(Library, EntryPoint = "nvmlInit_v2")]
-        public static extern int nvmlInit_v2();
+        private static Nvml? Load()
+        {
+            foreach (string name in OperatingSystem.IsWindows() ? new[] { "nvml.dll" } : ["libnvidia-ml.so.1", "libnvidia-ml.so"])
+            {
+                if (!NativeLibrary.TryLoad(name, out IntPtr library))
+                    continue;
+                try
+                {
+                    return new Nvml(library);
+                }
+                catch (EntryPointNotFoundException)
+                {
+                    NativeLibrary.Free(library);
+                }
+            }
+            return null;
+        }
 
-        [DllImport(Library, EntryPoint = "nvmlShutdown")]
-        public static extern int nvmlShutdown();
-
-        [DllImport(Library, EntryPoint = "nvmlDeviceGetHandleByIndex_v2")]
-        public static extern int nvmlDeviceGetHandleByIndex_v2(uint index, out IntPtr device);
-
-        [DllImport(Library, EntryPoint = "nvmlDeviceGetMemoryInfo")]
-        public static extern int nvmlDeviceGetMemoryInfo(IntPtr device, out MemoryInfo memory);
+        private static T Function<T>(IntPtr library, string name)
+            where T : Delegate
+            => Marshal.GetDelegateForFunctionPointer<T>(NativeLibrary.GetExport(library, name));
     }
 }

@@ -92,24 +92,6 @@ internal sealed class OnnxGraphBuilder
         return unique;
     }
 
-    /// <summary>Adds a sparse initializer (COO: values [NNZ], linear int64 indices [NNZ]) with dense shape <paramref name="dims"/>.</summary>
-    public string AddSparseFloatInitializer(string name, ReadOnlySpan<float> values, ReadOnlySpan<long> linearIndices, IReadOnlyList<int> dims)
-    {
-        if (values.Length != linearIndices.Length)
-            throw new ArgumentException($"Sparse initializer '{name}' has {values.Length} values but {linearIndices.Length} indices.");
-        var unique = UniqueName(name);
-        var sparse = new SparseTensorProto
-        {
-            Values = new TensorProto { Name = unique, DataType = (int)TensorProto.Types.DataType.Float, RawData = ByteString.CopyFrom(LittleEndian(MemoryMarshal.AsBytes(values), sizeof(float))) },
-            Indices = new TensorProto { DataType = (int)TensorProto.Types.DataType.Int64, RawData = ByteString.CopyFrom(LittleEndian(MemoryMarshal.AsBytes(linearIndices), sizeof(long))) },
-        };
-        sparse.Values.Dims.Add(values.Length);
-        sparse.Indices.Dims.Add(linearIndices.Length);
-        sparse.Dims.AddRange(dims.Select(d => (long)d));
-        Graph.SparseInitializer.Add(sparse);
-        return unique;
-    }
-
     /// <summary>
     /// Adds a node. Outputs are given as name prefixes and made unique; the actual output names are returned.
     /// Attribute values may be <see cref="long"/>/<see cref="int"/>, <see cref="float"/>, <see cref="string"/>,
@@ -184,9 +166,6 @@ internal sealed class OnnxGraphBuilder
             Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)elementType, Shape = shape } },
         };
     }
-
-    private static ReadOnlySpan<byte> LittleEndian(ReadOnlySpan<byte> data, int elementSize) =>
-        BitConverter.IsLittleEndian ? data : ToLittleEndian(data, elementSize);
 
     private static byte[] ToLittleEndian(ReadOnlySpan<byte> data, int elementSize)
     {
