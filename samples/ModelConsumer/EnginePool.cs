@@ -20,13 +20,13 @@ public sealed class EnginePool<TInput, TOutput> : IDisposable
 {
     private static readonly PredictionEngineOptions EngineOptions = new() { OwnsTransformer = false };
 
-    private readonly MLContext _ml;
-    private readonly ITransformer _model;
-    private readonly ConcurrentBag<PredictionEngine<TInput, TOutput>> _idle = [];
-    private readonly int _maxIdle;
-    private readonly Lock _createLock = new();
-    private int _created;
-    private bool _disposed;
+    private readonly MLContext ml;
+    private readonly ITransformer model;
+    private readonly ConcurrentBag<PredictionEngine<TInput, TOutput>> idle = [];
+    private readonly int maxIdle;
+    private readonly Lock createLock = new();
+    private int created;
+    private bool disposed;
 
     /// <param name="ml">The context the model was loaded with.</param>
     /// <param name="model">The loaded model; the pool owns it from now on and disposes it in <see cref="Dispose"/>.</param>
@@ -36,13 +36,13 @@ public sealed class EnginePool<TInput, TOutput> : IDisposable
         ArgumentNullException.ThrowIfNull(ml);
         ArgumentNullException.ThrowIfNull(model);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxIdle, 1);
-        _ml = ml;
-        _model = model;
-        _maxIdle = maxIdle;
+        this.ml = ml;
+        this.model = model;
+        this.maxIdle = maxIdle;
     }
 
     /// <summary>Engines created so far (for the console report).</summary>
-    public int EnginesCreated => Volatile.Read(ref _created);
+    public int EnginesCreated => Volatile.Read(ref created);
 
     /// <summary>Scores one row on a borrowed engine; safe to call from any number of threads.</summary>
     public TOutput Predict(TInput input)
@@ -60,32 +60,32 @@ public sealed class EnginePool<TInput, TOutput> : IDisposable
 
     private PredictionEngine<TInput, TOutput> Rent()
     {
-        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed), this);
-        if (_idle.TryTake(out var engine))
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed), this);
+        if (idle.TryTake(out var engine))
             return engine;
-        lock (_createLock)
+        lock (createLock)
         {
-            _created++;
-            return _ml.Model.CreatePredictionEngine<TInput, TOutput>(_model, EngineOptions);
+            created++;
+            return ml.Model.CreatePredictionEngine<TInput, TOutput>(model, EngineOptions);
         }
     }
 
     private void Return(PredictionEngine<TInput, TOutput> engine)
     {
-        if (Volatile.Read(ref _disposed) || _idle.Count >= _maxIdle)
+        if (Volatile.Read(ref disposed) || idle.Count >= maxIdle)
             engine.Dispose(); // does not touch the model (OwnsTransformer = false)
         else
-            _idle.Add(engine);
+            idle.Add(engine);
     }
 
     /// <summary>Disposes the idle engines, then the model (and with it the ONNX Runtime session).</summary>
     public void Dispose()
     {
-        if (_disposed)
+        if (disposed)
             return;
-        Volatile.Write(ref _disposed, true);
-        while (_idle.TryTake(out var engine))
+        Volatile.Write(ref disposed, true);
+        while (idle.TryTake(out var engine))
             engine.Dispose();
-        (_model as IDisposable)?.Dispose();
+        (model as IDisposable)?.Dispose();
     }
 }
