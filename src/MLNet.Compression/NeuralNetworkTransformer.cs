@@ -101,6 +101,13 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
     internal void RecordStage(IReadOnlyList<CompressionStageReport> earlier, CompressionStageReport report) =>
         CompressionHistory = [.. earlier, report];
 
+    /// <summary>Gives a model just restored (from a checkpoint) the history it was saved with; returns this model.</summary>
+    internal NeuralNetworkTransformer WithCompressionHistory(IReadOnlyList<CompressionStageReport> history)
+    {
+        CompressionHistory = history.ToArray();
+        return this;
+    }
+
     /// <summary>
     /// What continued training carries from one increment to the next (replay memory, EWC Fisher and anchor weights);
     /// null for a model no <c>ContinueTraining</c> produced. Kept in the checkpoint.
