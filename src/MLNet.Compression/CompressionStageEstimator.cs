@@ -3,16 +3,19 @@ using Microsoft.ML;
 namespace MLNet.Compression;
 
 /// <summary>
-/// Base of the stages that compress a trained network (pruning, quantization, weight clustering). Each comes in two forms:
-/// chained after an estimator that trains the network (<c>Fit(data)</c> fits it, then compresses the result, which it
-/// disposes) and post-training on a fitted model (<c>Fit(data)</c> compresses a copy; the model is not changed). The stage's
-/// work itself is the derived class's; the returned model saves and loads like any other.
+/// Base of every stage that makes a network from another one (pruning, quantization, weight clustering, distillation,
+/// continued training). A stage comes in up to two forms: chained after an estimator that trains the network
+/// (<c>Fit(data)</c> fits it, then compresses the result, which it disposes) and post-training on a fitted model
+/// (<c>Fit(data)</c> works on a copy; the model is not changed). The returned model saves and loads like any other and lists
+/// what every stage did in <see cref="NeuralNetworkTransformer.CompressionHistory"/>: the source model's history plus this
+/// stage's report.
 /// </summary>
 public abstract class CompressionStageEstimator : IEstimator<NeuralNetworkTransformer>, IHasMLContext
 {
     private readonly MLContext? ml;
     private readonly IEstimator<NeuralNetworkTransformer>? inner;
     private readonly NeuralNetworkTransformer? fitted;
+    private CompressionStageReport? lastReport;
 
     private protected CompressionStageEstimator(MLContext? ml, IEstimator<NeuralNetworkTransformer>? inner, NeuralNetworkTransformer? fitted)
     {
@@ -25,17 +28,17 @@ public abstract class CompressionStageEstimator : IEstimator<NeuralNetworkTransf
 
     /// <summary>
     /// Fits the inner estimator on <paramref name="input"/> (chained form) or takes the fitted model (post-training form),
-    /// and compresses it, fine-tuning or calibrating on <paramref name="input"/> where the stage does.
+    /// and makes the new model from it, fine-tuning or calibrating on <paramref name="input"/> where the stage does.
     /// </summary>
     /// <param name="input">Training data with the label and feature columns the model was trained on.</param>
-    /// <returns>A new, compressed model.</returns>
+    /// <returns>A new model.</returns>
     public NeuralNetworkTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
         if (inner is null)
-            return Apply(ml ?? fitted!.Context, fitted!, input);
+            return Run(ml ?? fitted!.Context, fitted, input);
         using var source = inner.Fit(input);
-        return Apply(ml ?? source.Context, source, input);
+        return Run(ml ?? source.Context, source, input);
     }
 
     /// <summary>The output shape: the input plus <c>Score</c> and <c>PredictedLabel</c>.</summary>
@@ -45,9 +48,26 @@ public abstract class CompressionStageEstimator : IEstimator<NeuralNetworkTransf
         ArgumentNullException.ThrowIfNull(inputSchema);
         if (inner is not null)
             return inner.GetOutputSchema(inputSchema);
-        return new NeuralNetworkTrainer(ml ?? fitted!.Context, fitted!.TrainingOptions).GetOutputSchema(inputSchema);
+        return new NeuralNetworkTrainer(ml ?? fitted!.Context, OutputOptions).GetOutputSchema(inputSchema);
     }
 
-    /// <summary>Compresses <paramref name="source"/> (not changed) using <paramref name="input"/>; returns the new model.</summary>
-    private protected abstract NeuralNetworkTransformer Apply(MLContext context, NeuralNetworkTransformer source, IDataView input);
+    /// <summary>The report of the last <see cref="Fit"/> (the last entry of its model's history); null before the first fit.</summary>
+    private protected CompressionStageReport? LastReport => lastReport;
+
+    /// <summary>The options of the network this stage produces in the post-training form (columns for the output schema).</summary>
+    private protected virtual NeuralNetworkOptions OutputOptions => fitted!.TrainingOptions;
+
+    /// <summary>
+    /// Makes the new model from <paramref name="source"/> (not changed; null for a stage that trains a new network) using
+    /// <paramref name="input"/>, and says what it did.
+    /// </summary>
+    private protected abstract (NeuralNetworkTransformer Model, CompressionStageReport Report) Apply(MLContext context, NeuralNetworkTransformer? source, IDataView input);
+
+    private NeuralNetworkTransformer Run(MLContext context, NeuralNetworkTransformer? source, IDataView input)
+    {
+        var (model, report) = Apply(context, source, input);
+        model.RecordStage(source?.CompressionHistory ?? [], report);
+        lastReport = report;
+        return model;
+    }
 }

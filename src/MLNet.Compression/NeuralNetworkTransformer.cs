@@ -91,6 +91,24 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
     internal CompressionRecipe Recipe { get; }
 
     /// <summary>
+    /// What every compression stage that made this model did, oldest first: one report per stage (pruning, quantization,
+    /// weight clustering, distillation, continued training), carried by every later stage's model. Empty for a model
+    /// straight from the trainer.
+    /// </summary>
+    public IReadOnlyList<CompressionStageReport> CompressionHistory { get; private set; } = [];
+
+    /// <summary>Sets the history of a model a stage has just made: <paramref name="earlier"/> (the source model's) and the stage's <paramref name="report"/>.</summary>
+    internal void RecordStage(IReadOnlyList<CompressionStageReport> earlier, CompressionStageReport report) =>
+        CompressionHistory = [.. earlier, report];
+
+    /// <summary>Gives a model just restored (from a checkpoint) the history it was saved with; returns this model.</summary>
+    internal NeuralNetworkTransformer WithCompressionHistory(IReadOnlyList<CompressionStageReport> history)
+    {
+        CompressionHistory = history.ToArray();
+        return this;
+    }
+
+    /// <summary>
     /// What continued training carries from one increment to the next (replay memory, EWC Fisher and anchor weights);
     /// null for a model no <c>ContinueTraining</c> produced. Kept in the checkpoint.
     /// </summary>
@@ -102,7 +120,10 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
     /// to a model another stage (re-quantization) produced; this instance must not be used afterwards (they share the chain).
     /// </summary>
     internal NeuralNetworkTransformer WithIncrementalState(Incremental.IncrementalState? incremental, byte[]? optimizerState) =>
-        new(ml, Network, ClassNames, TrainingOptions, OnnxBytes, chain, null, optimizerState, Seed, Memory, Recipe, incremental, TrainingHistory);
+        new(ml, Network, ClassNames, TrainingOptions, OnnxBytes, chain, null, optimizerState, Seed, Memory, Recipe, incremental, TrainingHistory)
+        {
+            CompressionHistory = CompressionHistory,
+        };
 
     internal static NeuralNetworkTransformer Create(MLContext ml, NetworkModel network, IReadOnlyList<string> classNames, NeuralNetworkOptions options,
         DataViewSchema inputSchema, TrainingResult? training, int seed, OnnxExportOptions? exportOptions = null, long? residentWeightBytes = null,
@@ -224,14 +245,4 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         if (chain.IsValueCreated)
             (chain.Value as IDisposable)?.Dispose();
     }
-}
-
-/// <summary>
-/// The export encodings a model carries: the quantization and/or clustering settings it was made with (null when not
-/// applied). A stage that changes the weights of such a model (continued training) re-applies them.
-/// </summary>
-internal sealed record CompressionRecipe(Quantization.QuantizationOptions? Quantization, Clustering.WeightClusteringOptions? Clustering)
-{
-    /// <summary>Plain float32 export.</summary>
-    public static CompressionRecipe None { get; } = new(null, null);
 }

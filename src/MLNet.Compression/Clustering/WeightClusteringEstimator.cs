@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using System.Text.Json.Serialization;
 using Microsoft.ML;
 using MLNet.Compression.Distillation;
 using MLNet.Compression.Memory;
@@ -38,8 +39,11 @@ public sealed class WeightClusteringEstimator : CompressionStageEstimator
     /// <summary>A copy of the options this estimator uses.</summary>
     public WeightClusteringOptions Options => options.Clone();
 
-    /// <summary>What the last <see cref="CompressionStageEstimator.Fit"/> produced: per-layer clusters, distinct values, bits and bytes. Null before the first fit.</summary>
-    public WeightClusteringReport? Report { get; private set; }
+    /// <summary>
+    /// What the last <see cref="CompressionStageEstimator.Fit"/> produced: per-layer clusters, distinct values, bits and bytes (the
+    /// same report is the last entry of that model's <see cref="NeuralNetworkTransformer.CompressionHistory"/>). Null before the first fit.
+    /// </summary>
+    public WeightClusteringReport? Report => (WeightClusteringReport?)LastReport;
 
     /// <summary>Clusters <paramref name="network"/>'s layers in place (weights replaced by their centroids) and returns the clusters by layer.</summary>
     internal static Dictionary<string, LayerClusters> ClusterLayers(NetworkModel network, WeightClusteringOptions options, int seed)
@@ -62,8 +66,9 @@ public sealed class WeightClusteringEstimator : CompressionStageEstimator
     }
 
     /// <inheritdoc />
-    private protected override NeuralNetworkTransformer Apply(MLContext context, NeuralNetworkTransformer source, IDataView input)
+    private protected override (NeuralNetworkTransformer, CompressionStageReport) Apply(MLContext context, NeuralNetworkTransformer? fittedSource, IDataView input)
     {
+        var source = fittedSource!;
         var log = new ContextLog(context, "ClusterWeights");
         var network = source.Network.Clone();
         CheckLayerNames(network, options);
@@ -76,18 +81,12 @@ public sealed class WeightClusteringEstimator : CompressionStageEstimator
         TrainingResult? result = null;
         if (options.Epochs > 0)
         {
-            var tuning = source.TrainingOptions.Clone();
-            tuning.Epochs = options.Epochs;
-            tuning.LearningRate = options.LearningRate ?? source.TrainingOptions.LearningRate / 10;
-            tuning.BatchSize = options.BatchSize ?? source.TrainingOptions.BatchSize;
-            tuning.ValidationFraction = 0; // early stopping would bring back another epoch's weights
-            tuning.EarlyStoppingPatience = 0;
-            tuning.Progress = options.Progress;
+            var tuning = options.Derive(source.TrainingOptions);
             log.Info($"Fine-tuning the shared values with tied gradients: {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}.");
             using var guidance = TeacherGuidance.ForFineTuning(context, options.Teacher, options.Distillation, input, source, tuning, "WeightClusteringOptions.Teacher", log);
             using var tied = new TiedGradients(network, clusters);
             var hooks = new TrainingHooks { BeforeStep = tied.Apply, TargetColumnName = guidance?.TargetColumnName, Loss = guidance is null ? null : guidance.Loss };
-            result = new TrainingSession(context, tuning, Stage).Run(guidance?.Data ?? input, network, source.Seed, null, hooks);
+            result = new TrainingSession(context, tuning, Stage, options.CancellationToken).Run(guidance?.Data ?? input, network, source.Seed, null, hooks);
             network = result.Model;
             clusters = Snap(network, clusters);
         }
@@ -96,7 +95,7 @@ public sealed class WeightClusteringEstimator : CompressionStageEstimator
         var resultOptions = source.TrainingOptions.Clone();
         resultOptions.Architecture = network.Architecture;
         var model = NeuralNetworkTransformer.Create(context, network, source.ClassNames, resultOptions, input.Schema, result, source.Seed,
-            new OnnxExportOptions { LayerEmitter = emitter }, null, source.Recipe with { Clustering = options.Clone(), Quantization = null });
+            new OnnxExportOptions { LayerEmitter = emitter }, null, source.Recipe.Then(new ClusterStep(options.Clone())));
         var report = new WeightClusteringReport(network.ParameterizedLayers.Select(l =>
         {
             var info = emitter.Describe(l);
@@ -105,8 +104,7 @@ public sealed class WeightClusteringEstimator : CompressionStageEstimator
                 info.NonZeros, info.Encoding.ToString(), info.Elements * sizeof(float), info.StoredBytes);
         }).ToArray(), model.OnnxBytes.LongLength, options.Epochs, result?.Steps ?? 0);
         log.Info(report.ToString());
-        Report = report;
-        return model;
+        return (model, report);
     }
 
     /// <summary>
@@ -244,14 +242,15 @@ public sealed record LayerClusteringStats(string Name, int RequestedClusters, in
 }
 
 /// <summary>What weight clustering produced: per layer the shared values and sizes, and the ONNX model size.</summary>
-public sealed class WeightClusteringReport
+public sealed record WeightClusteringReport : CompressionStageReport
 {
-    internal WeightClusteringReport(IReadOnlyList<LayerClusteringStats> layers, long onnxBytes, int epochs, long steps)
+    [JsonConstructor]
+    internal WeightClusteringReport(IReadOnlyList<LayerClusteringStats> layers, long onnxBytes, int fineTuningEpochs, long fineTuningSteps)
     {
         Layers = layers;
         OnnxBytes = onnxBytes;
-        FineTuningEpochs = epochs;
-        FineTuningSteps = steps;
+        FineTuningEpochs = fineTuningEpochs;
+        FineTuningSteps = fineTuningSteps;
     }
 
     /// <summary>Every weighted layer, in order.</summary>

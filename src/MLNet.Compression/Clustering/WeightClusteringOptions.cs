@@ -1,6 +1,3 @@
-using Microsoft.ML;
-using MLNet.Compression.Distillation;
-
 namespace MLNet.Compression.Clustering;
 
 /// <summary>How the k-means centroids of a layer start (Han et al., Deep Compression, found <see cref="Linear"/> best).</summary>
@@ -16,9 +13,22 @@ public enum CentroidInitialization
     Random,
 }
 
-/// <summary>Options for <see cref="WeightClusteringEstimator"/>.</summary>
-public sealed class WeightClusteringOptions
+/// <summary>
+/// Options for <see cref="WeightClusteringEstimator"/>. The fine-tuning settings come from <see cref="TeacherGuidedFineTuningOptions"/>:
+/// <see cref="FineTuningOptions.Epochs"/> of fine-tuning with tied weights (every centroid moves by the summed gradient of its
+/// members, so each layer keeps at most k distinct non-zero values; 0 clusters without fine-tuning; default 2), the learning
+/// rate (default: one tenth of the model's), batch size, teacher, progress (stage <c>"cluster"</c>) and cancellation.
+/// </summary>
+public sealed class WeightClusteringOptions : TeacherGuidedFineTuningOptions
 {
+    /// <summary>Creates the default options: 32 shared values per layer, two fine-tuning epochs.</summary>
+    public WeightClusteringOptions()
+        : base(defaultEpochs: 2)
+    {
+    }
+
+    private protected override string OptionsName => nameof(WeightClusteringOptions);
+
     /// <summary>Smallest accepted number of clusters.</summary>
     public const int MinClusters = 4;
 
@@ -40,55 +50,19 @@ public sealed class WeightClusteringOptions
     /// <summary>Most k-means (Lloyd) iterations per layer; it stops earlier when no weight changes cluster. Default 50.</summary>
     public int MaxIterations { get; set; } = 50;
 
-    /// <summary>
-    /// Epochs of fine-tuning with tied weights on the data given to <c>Fit</c>: every centroid moves by the summed gradient
-    /// of its members, so each layer keeps at most k distinct non-zero values. 0 clusters without fine-tuning. Default 2.
-    /// </summary>
-    public int Epochs { get; set; } = 2;
-
-    /// <summary>Learning rate of the fine-tuning. Default (null): one tenth of the rate the model was trained with.</summary>
-    public double? LearningRate { get; set; }
-
-    /// <summary>Batch size of the fine-tuning. Default (null): the model's training batch size.</summary>
-    public int? BatchSize { get; set; }
-
-
-    /// <summary>
-    /// A teacher for the fine-tuning (knowledge distillation while the stage fine-tunes): any fitted <see cref="ITransformer"/>
-    /// whose output has one score per class, e.g. the uncompressed model or a larger one. The loss becomes
-    /// <see cref="Distillation"/>'s blend of the teacher's softened scores and the labels instead of the labels alone, which
-    /// recovers more of the accuracy lost to compression. Default (null): the labels alone.
-    /// </summary>
-    public ITransformer? Teacher { get; set; }
-
-    /// <summary>
-    /// How <see cref="Teacher"/>'s scores are blended with the labels (temperature, alpha, score column, disk cache). Used only
-    /// when <see cref="Teacher"/> is set. Default: T = 4, alpha = 0.9, teacher run on every batch.
-    /// </summary>
-    public DistillationOptions Distillation { get; set; } = new();
-
-    /// <summary>Receives fine-tuning progress (stage <c>"cluster"</c>).</summary>
-    public IProgress<TrainingProgress>? Progress { get; set; }
-
     /// <summary>The k used for <paramref name="layerName"/>.</summary>
     /// <param name="layerName">A weighted layer's name.</param>
     public int ClustersFor(string layerName) => LayerClusterCount.TryGetValue(layerName, out var k) ? k : ClusterCount;
 
     /// <summary>Returns a copy (collections copied too).</summary>
-    public WeightClusteringOptions Clone() => new()
+    public WeightClusteringOptions Clone() => CopyGuidedTo(new WeightClusteringOptions
     {
         ClusterCount = ClusterCount,
         LayerClusterCount = new Dictionary<string, int>(LayerClusterCount, StringComparer.Ordinal),
         KeepFloat = KeepFloat.ToList(),
         Initialization = Initialization,
         MaxIterations = MaxIterations,
-        Epochs = Epochs,
-        LearningRate = LearningRate,
-        BatchSize = BatchSize,
-        Progress = Progress,
-        Teacher = Teacher,
-        Distillation = Distillation?.Clone()!,
-    };
+    });
 
     /// <summary>Checks every setting; throws naming the bad one.</summary>
     internal void Validate()
@@ -106,12 +80,6 @@ public sealed class WeightClusteringOptions
             throw new ArgumentOutOfRangeException(nameof(Initialization), Initialization, "Unknown centroid initialization.");
         if (MaxIterations < 1)
             throw new ArgumentOutOfRangeException(nameof(MaxIterations), MaxIterations, "WeightClusteringOptions.MaxIterations must be at least 1.");
-        if (Epochs < 0)
-            throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "WeightClusteringOptions.Epochs must be 0 (no fine-tuning) or more.");
-        if (LearningRate is { } lr && !(lr > 0 && double.IsFinite(lr)))
-            throw new ArgumentOutOfRangeException(nameof(LearningRate), lr, "WeightClusteringOptions.LearningRate must be a positive finite number.");
-        if (BatchSize is < 1)
-            throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "WeightClusteringOptions.BatchSize must be at least 1.");
-        TeacherGuidance.ValidateSettings(Teacher, Distillation, Epochs, "WeightClusteringOptions");
+        ValidateFineTuning();
     }
 }

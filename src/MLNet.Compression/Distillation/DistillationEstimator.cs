@@ -15,7 +15,7 @@ namespace MLNet.Compression.Distillation;
 /// the rows the student is reading (the data is never held in memory), or once into a disk cache with
 /// <see cref="DistillationOptions.CacheTeacherOutputs"/>. Create it with <c>mlContext.Compression().Distill(...)</c>.
 /// </summary>
-public sealed class DistillationEstimator : IEstimator<NeuralNetworkTransformer>, IHasMLContext
+public sealed class DistillationEstimator : CompressionStageEstimator
 {
     private const string Stage = "distill";
     private readonly MLContext ml;
@@ -24,6 +24,7 @@ public sealed class DistillationEstimator : IEstimator<NeuralNetworkTransformer>
     private readonly DistillationOptions options;
 
     internal DistillationEstimator(MLContext ml, ITransformer teacher, NeuralNetworkOptions studentOptions, DistillationOptions options)
+        : base(ml ?? throw new ArgumentNullException(nameof(ml)), null, null)
     {
         ArgumentNullException.ThrowIfNull(ml);
         ArgumentNullException.ThrowIfNull(teacher);
@@ -43,17 +44,18 @@ public sealed class DistillationEstimator : IEstimator<NeuralNetworkTransformer>
     /// <summary>A copy of the student's training options.</summary>
     public NeuralNetworkOptions StudentOptions => student.Clone();
 
-    /// <summary>What the last <see cref="Fit"/> did: how the teacher's scores were read, cache size, time. Null before the first fit.</summary>
-    public DistillationReport? Report { get; private set; }
+    /// <summary>
+    /// What the last <see cref="CompressionStageEstimator.Fit"/> did: how the teacher's scores were read, cache size, time (the
+    /// same report is the student's <see cref="NeuralNetworkTransformer.CompressionHistory"/>). Null before the first fit.
+    /// </summary>
+    public DistillationReport? Report => (DistillationReport?)LastReport;
 
-    MLContext? IHasMLContext.Context => ml;
+    /// <inheritdoc />
+    private protected override NeuralNetworkOptions OutputOptions => student;
 
     /// <summary>Trains the student on <paramref name="input"/> against the teacher's scores and the labels.</summary>
-    /// <param name="input">Training data with the student's feature and label columns and whatever columns the teacher reads.</param>
-    /// <returns>The trained student.</returns>
-    public NeuralNetworkTransformer Fit(IDataView input)
+    private protected override (NeuralNetworkTransformer, CompressionStageReport) Apply(MLContext context, NeuralNetworkTransformer? source, IDataView input)
     {
-        ArgumentNullException.ThrowIfNull(input);
         var log = new ContextLog(ml, "Distill");
         SchemaValidation.FeatureColumn(input.Schema, student.FeatureColumnName, student.Architecture.InputLength);
         var label = SchemaValidation.LabelColumn(input.Schema, student.LabelColumnName, out int classCount);
@@ -72,18 +74,10 @@ public sealed class DistillationEstimator : IEstimator<NeuralNetworkTransformer>
                  $"{student.Epochs} epoch(s).");
         var result = new TrainingSession(ml, tuning, Stage).Run(guidance.Data, network, seed, null, hooks);
         var model = NeuralNetworkTransformer.Create(ml, result.Model, classNames, student, input.Schema, result, seed);
-        Report = new DistillationReport(options.Temperature, options.Alpha, guidance.ScoreKind, guidance.TargetColumnName, guidance.CacheBytes,
+        var report = new DistillationReport(options.Temperature, options.Alpha, guidance.ScoreKind, guidance.TargetColumnName, guidance.CacheBytes,
             network.ParameterCount, result.History.Count, sw.Elapsed.TotalSeconds);
-        log.Info(Report.ToString());
-        return model;
-    }
-
-    /// <summary>The student's output shape: the input plus <c>Score</c> and <c>PredictedLabel</c>.</summary>
-    /// <param name="inputSchema">The shape of the training data.</param>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        return new NeuralNetworkTrainer(ml, student).GetOutputSchema(inputSchema);
+        log.Info(report.ToString());
+        return (model, report);
     }
 }
 
@@ -97,7 +91,7 @@ public sealed class DistillationEstimator : IEstimator<NeuralNetworkTransformer>
 /// <param name="Epochs">Epochs run.</param>
 /// <param name="Seconds">Wall time of the run, including the teacher.</param>
 public sealed record DistillationReport(double Temperature, double Alpha, TeacherScoreKind TeacherScores, string TeacherScoreColumn, long CacheBytes,
-    long StudentParameters, int Epochs, double Seconds)
+    long StudentParameters, int Epochs, double Seconds) : CompressionStageReport
 {
     /// <summary>One line summary.</summary>
     public override string ToString()

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNet.Compression.Networks;
-using MLNet.Compression.Quantization;
 using static TorchSharp.torch;
 
 namespace MLNet.Compression.Incremental;
@@ -27,19 +26,17 @@ namespace MLNet.Compression.Incremental;
 /// <para>Compression survives: weights that are exactly zero in the previous model (pruning) stay zero, and a quantized
 /// previous model is quantized again with its options at the end.</para>
 /// </remarks>
-public sealed class ContinueTrainingEstimator : IEstimator<NeuralNetworkTransformer>, IHasMLContext
+public sealed class ContinueTrainingEstimator : CompressionStageEstimator
 {
     private const string Stage = "continue";
-    private readonly MLContext? ml;
     private readonly NeuralNetworkTransformer previous;
     private readonly ContinueTrainingOptions options;
 
     internal ContinueTrainingEstimator(MLContext? ml, NeuralNetworkTransformer previous, ContinueTrainingOptions options)
+        : base(ml, null, previous ?? throw new ArgumentNullException(nameof(previous)))
     {
-        ArgumentNullException.ThrowIfNull(previous);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        this.ml = ml;
         this.previous = previous;
         this.options = options.Clone();
         if (options.Strategies.HasFlag(ContinualStrategies.Replay))
@@ -51,27 +48,20 @@ public sealed class ContinueTrainingEstimator : IEstimator<NeuralNetworkTransfor
     /// <summary>A copy of the options this estimator uses.</summary>
     public ContinueTrainingOptions Options => options.Clone();
 
-    /// <summary>What the last <see cref="Fit"/> did and the memory the result carries. Null before the first fit.</summary>
-    public ContinueTrainingReport? Report { get; private set; }
+    /// <summary>
+    /// What the last <see cref="CompressionStageEstimator.Fit"/> did and the memory the result carries (the same report is the last
+    /// entry of that model's <see cref="NeuralNetworkTransformer.CompressionHistory"/>). Null before the first fit.
+    /// </summary>
+    public ContinueTrainingReport? Report => (ContinueTrainingReport?)LastReport;
 
-    MLContext? IHasMLContext.Context => ml;
-
-    /// <summary>The output shape: the input plus <c>Score</c> and <c>PredictedLabel</c>.</summary>
-    /// <param name="inputSchema">The shape of the new data.</param>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    /// <summary>
+    /// Continues training a copy of the previous model on <paramref name="input"/> (the new data: the previous model's feature
+    /// column, same size, and a key-typed label column of the same name); the result carries the replay memory and EWC state
+    /// for the next increment.
+    /// </summary>
+    private protected override (NeuralNetworkTransformer, CompressionStageReport) Apply(MLContext context, NeuralNetworkTransformer? source, IDataView input)
     {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        return new NeuralNetworkTrainer(ml ?? previous.Context, previous.TrainingOptions).GetOutputSchema(inputSchema);
-    }
-
-    /// <summary>Continues training a copy of the previous model on <paramref name="input"/>.</summary>
-    /// <param name="input">The new data: the previous model's feature column (same size) and a key-typed label column of the same name.</param>
-    /// <returns>The updated model, carrying the replay memory and EWC state for the next increment.</returns>
-    public NeuralNetworkTransformer Fit(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
         var sw = Stopwatch.StartNew();
-        var context = ml ?? previous.Context;
         var log = new ContextLog(context, "ContinueTraining");
         var strategies = options.Strategies;
         bool replayOn = strategies.HasFlag(ContinualStrategies.Replay);
@@ -161,14 +151,8 @@ public sealed class ContinueTrainingEstimator : IEstimator<NeuralNetworkTransfor
         var view = new IncrementalDataView(input, labelName, featureName, featureLength, map, merged, fraction > 0 ? memory : null, fraction, seed);
 
         // Training options: the previous model's, with this increment's epochs, rate and batch size.
-        var tuning = previous.TrainingOptions.Clone();
+        var tuning = options.Derive(previous.TrainingOptions);
         tuning.Architecture = network.Architecture;
-        tuning.Epochs = options.Epochs;
-        tuning.LearningRate = options.LearningRate ?? previous.TrainingOptions.LearningRate;
-        tuning.BatchSize = options.BatchSize ?? previous.TrainingOptions.BatchSize;
-        tuning.ValidationFraction = 0; // early stopping would bring back an epoch's weights that the memory update did not see
-        tuning.EarlyStoppingPatience = 0;
-        tuning.Progress = options.Progress;
 
         long zerosBefore = CountZeros(prevNetwork);
         using var masks = options.KeepSparsity && zerosBefore > 0 ? new ExactZeroMasks() : null;
@@ -190,7 +174,7 @@ public sealed class ContinueTrainingEstimator : IEstimator<NeuralNetworkTransfor
         log.Info($"Continuing {network.Architecture.Name} on {newRows:N0} new rows ({strategies}), {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}" +
                  (fraction > 0 ? $", {fraction:P0} of each batch replayed from {memory!.Count:N0} exemplars" : string.Empty) +
                  (optimizerState is not null ? ", from the previous optimizer state." : "."));
-        var result = new TrainingSession(context, tuning, Stage).Run(view, network, seed, optimizerState, hooks);
+        var result = new TrainingSession(context, tuning, Stage, options.CancellationToken).Run(view, network, seed, optimizerState, hooks);
         int replayed = fraction > 0 ? memory!.Count : 0;
 
         // What the next increment needs: EWC adds this task's Fisher information.
@@ -199,34 +183,18 @@ public sealed class ContinueTrainingEstimator : IEstimator<NeuralNetworkTransfor
             nextEwc = EwcState.Combine(ewc, EwcState.Estimate(result.Model, input, featureName, options.EwcFisherRows, seed), options.EwcDecay);
         var state = new IncrementalState(nextMemory, nextEwc, increment);
 
-        // The new model; quantized again when the previous one was.
+        // The new model, with whatever encoding steps the previous one carries (clustering, quantization) done again.
         var resultOptions = previous.TrainingOptions.Clone();
         resultOptions.Architecture = result.Model.Architecture;
         var recipe = previous.Recipe;
         NeuralNetworkTransformer model;
-        if (recipe.Quantization is not null || recipe.Clustering is not null)
+        if (recipe.Steps.Count > 0)
         {
-            var current = NeuralNetworkTransformer.Create(context, result.Model, merged, resultOptions, input.Schema, result, previous.Seed,
+            using var trained = NeuralNetworkTransformer.Create(context, result.Model, merged, resultOptions, input.Schema, result, previous.Seed,
                 recipe: CompressionRecipe.None);
-            if (recipe.Clustering is { } clustering)
-            {
-                // Shared weights drift apart while training: cluster again (k-means from the continued weights, no extra fine-tuning).
-                var again = clustering.Clone();
-                again.Epochs = 0;
-                var clustered = new Clustering.WeightClusteringEstimator(context, null, current, again).Fit(view);
-                current.Dispose();
-                current = clustered;
-                log.Info($"Re-clustered the continued model ({clustering.ClusterCount} shared values per layer), as the previous model was.");
-            }
-            if (recipe.Quantization is { } quantization)
-            {
-                // Calibration (and quantization-aware fine-tuning, if the recipe asks for it) reads the same mixed view as training.
-                var quantized = new QuantizationEstimator(context, null, current, quantization).Fit(view);
-                current.Dispose();
-                current = quantized;
-                log.Info($"Re-quantized the continued model ({quantization.Mode}), as the previous model was.");
-            }
-            model = current.WithIncrementalState(state, result.OptimizerState);
+            // Calibration (and quantization-aware fine-tuning, if the recipe asks for it) reads the same mixed view as training.
+            var reapplied = recipe.Reapply(context, trained, view, options.CancellationToken, log);
+            model = reapplied.WithIncrementalState(state, result.OptimizerState);
         }
         else
         {
@@ -235,7 +203,7 @@ public sealed class ContinueTrainingEstimator : IEstimator<NeuralNetworkTransfor
         }
 
         var counts = nextMemory?.CountsPerClass() ?? [];
-        Report = new ContinueTrainingReport
+        var report = new ContinueTrainingReport
         {
             Increment = increment,
             Strategies = strategies,
@@ -259,8 +227,8 @@ public sealed class ContinueTrainingEstimator : IEstimator<NeuralNetworkTransfor
             EwcBytes = nextEwc?.Bytes ?? 0,
             Seconds = sw.Elapsed.TotalSeconds,
         };
-        log.Info(Report.ToString());
-        return model;
+        log.Info(report.ToString());
+        return (model, report);
     }
 
     /// <summary>Feature column present with the previous model's size; a clear message otherwise.</summary>

@@ -79,20 +79,28 @@ public sealed class ReplayBudget
     public override string ToString() => MaxRows is { } r ? $"{r:N0} rows" : $"{MaxBytes:N0} bytes";
 }
 
-/// <summary>Options for continued (incremental) training: <c>mlContext.Compression().ContinueTraining(previousModel, options)</c>.</summary>
-public sealed class ContinueTrainingOptions
+/// <summary>
+/// Options for continued (incremental) training: <c>mlContext.Compression().ContinueTraining(previousModel, options)</c>. The
+/// training settings come from <see cref="FineTuningOptions"/>: <see cref="FineTuningOptions.Epochs"/> over the new data
+/// (default 5, at least 1), the learning rate (default: the rate the previous model was trained with), rows per optimizer step
+/// (exemplars included; default: the previous model's batch size), progress (stage <c>"continue"</c>) and cancellation.
+/// </summary>
+public sealed class ContinueTrainingOptions : FineTuningOptions
 {
+    /// <summary>Creates the default options: warm-start fine-tuning for five epochs.</summary>
+    public ContinueTrainingOptions()
+        : base(defaultEpochs: 5)
+    {
+    }
+
+    private protected override string OptionsName => nameof(ContinueTrainingOptions);
+
+    private protected override double DefaultLearningRateFactor => 1;
+
+    private protected override int MinEpochs => 1;
+
     /// <summary>Forgetting mitigation; any combination. Default <see cref="ContinualStrategies.None"/> (warm-start fine-tuning).</summary>
     public ContinualStrategies Strategies { get; set; } = ContinualStrategies.None;
-
-    /// <summary>Passes over the new data. Default 5.</summary>
-    public int Epochs { get; set; } = 5;
-
-    /// <summary>Learning rate. Default (null): the rate the previous model was trained with.</summary>
-    public double? LearningRate { get; set; }
-
-    /// <summary>Rows per optimizer step (exemplars included). Default (null): the previous model's batch size.</summary>
-    public int? BatchSize { get; set; }
 
     /// <summary>
     /// Whether to start from the previous model's optimizer state (Adam's moments or SGD's momentum) when it has one.
@@ -107,6 +115,7 @@ public sealed class ContinueTrainingOptions
     /// <see cref="ContinualStrategies.ElasticWeightConsolidation"/> in that case; without it replay starts with an empty
     /// memory (only later increments replay). Ignored when the previous model carries the state.
     /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public IDataView? PreviousData { get; set; }
 
     /// <summary>Size of the replay memory. Default: 1,000 rows.</summary>
@@ -140,9 +149,6 @@ public sealed class ContinueTrainingOptions
     /// </summary>
     public bool KeepSparsity { get; set; } = true;
 
-    /// <summary>Receives training progress (stage <c>"continue"</c>).</summary>
-    public IProgress<TrainingProgress>? Progress { get; set; }
-
     /// <summary>Returns a copy.</summary>
     public ContinueTrainingOptions Clone() => (ContinueTrainingOptions)MemberwiseClone();
 
@@ -153,12 +159,7 @@ public sealed class ContinueTrainingOptions
         if ((Strategies & ~all) != 0)
             throw new ArgumentOutOfRangeException(nameof(Strategies), Strategies,
                 $"ContinueTrainingOptions.Strategies has unknown value(s) {(int)(Strategies & ~all)}; combine Replay, LearningWithoutForgetting and ElasticWeightConsolidation (or None).");
-        if (Epochs < 1)
-            throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "ContinueTrainingOptions.Epochs must be at least 1.");
-        if (LearningRate is { } lr && !(lr > 0 && double.IsFinite(lr)))
-            throw new ArgumentOutOfRangeException(nameof(LearningRate), lr, "ContinueTrainingOptions.LearningRate must be a positive finite number.");
-        if (BatchSize is < 1)
-            throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "ContinueTrainingOptions.BatchSize must be at least 1.");
+        ValidateFineTuning();
         if (ReplayBudget is null)
             throw new ArgumentNullException(nameof(ReplayBudget), "ContinueTrainingOptions.ReplayBudget must be set (ReplayBudget.Rows(n) or ReplayBudget.Bytes(n)).");
         if (ReplayFraction is { } f && !(f >= 0 && f <= 0.95))

@@ -1,78 +1,118 @@
 using System.Globalization;
 using System.Text;
+using System.Text.Json.Serialization;
 using MLNet.Compression.Memory;
 using MLNet.Compression.Quantization;
 
 namespace MLNet.Compression.Incremental;
 
 /// <summary>What one increment of continued training did, and the memory the model carries afterwards.</summary>
-public sealed class ContinueTrainingReport
+public sealed record ContinueTrainingReport : CompressionStageReport
 {
+    [JsonConstructor]
     internal ContinueTrainingReport()
     {
     }
 
     /// <summary>How many increments the model has been through (1 after the first <c>ContinueTraining</c>).</summary>
+    [JsonInclude]
     public int Increment { get; internal init; }
 
     /// <summary>The strategies used.</summary>
+    [JsonInclude]
     public ContinualStrategies Strategies { get; internal init; }
 
     /// <summary>Epochs run over the new data.</summary>
+    [JsonInclude]
     public int Epochs { get; internal init; }
 
     /// <summary>Optimizer steps run.</summary>
+    [JsonInclude]
     public long Steps { get; internal init; }
 
     /// <summary>Rows of the new data with a label.</summary>
+    [JsonInclude]
     public long NewRows { get; internal init; }
 
     /// <summary>Share of each batch taken from the replay memory (0 without replay or with an empty memory).</summary>
+    [JsonInclude]
     public double ReplayFraction { get; internal init; }
 
     /// <summary>Exemplars in the memory while training (from earlier increments).</summary>
+    [JsonInclude]
     public int ExemplarsReplayed { get; internal init; }
 
     /// <summary>Whether training started from the previous model's optimizer state.</summary>
+    [JsonInclude]
     public bool OptimizerStateReused { get; internal init; }
 
     /// <summary>The previous model's classes.</summary>
+    [JsonInclude]
     public IReadOnlyList<string> ClassesBefore { get; internal init; } = [];
 
     /// <summary>The new model's classes: the previous ones, then the ones the new data added.</summary>
+    [JsonInclude]
     public IReadOnlyList<string> Classes { get; internal init; } = [];
 
     /// <summary>Classes the new data added (the output layer grew by one row each).</summary>
     public IReadOnlyList<string> AddedClasses => Classes.Skip(ClassesBefore.Count).ToArray();
 
     /// <summary>Weights that were exactly zero in the previous model and were held at zero (pruned models).</summary>
+    [JsonInclude]
     public long MaskedZeroWeights { get; internal init; }
 
     /// <summary>Weights exactly zero before and after the increment.</summary>
+    [JsonIgnore]
     public (long Before, long After) ZeroWeights { get; internal init; }
 
+    /// <summary>The first of <see cref="ZeroWeights"/>, as JSON carries it (a tuple has no named members there).</summary>
+    [JsonInclude]
+    [JsonPropertyName("ZeroWeightsBefore")]
+    private long ZeroWeightsBefore
+    {
+        get => ZeroWeights.Before;
+        init => ZeroWeights = (value, ZeroWeights.After);
+    }
+
+    /// <summary>The second of <see cref="ZeroWeights"/>, as JSON carries it.</summary>
+    [JsonInclude]
+    [JsonPropertyName("ZeroWeightsAfter")]
+    private long ZeroWeightsAfter
+    {
+        get => ZeroWeights.After;
+        init => ZeroWeights = (ZeroWeights.Before, value);
+    }
+
     /// <summary>The quantization mode the result was re-quantized with (the previous model's), or null.</summary>
+    [JsonInclude]
     public QuantizationMode? Requantized { get; internal init; }
 
     /// <summary>EWC's penalty (λ/2) Σ F (θ − θ*)² at the end of training, or null without EWC.</summary>
+    [JsonInclude]
     public double? EwcPenalty { get; internal init; }
 
     /// <summary>Parameters of the new model.</summary>
+    [JsonInclude]
     public long Parameters { get; internal init; }
 
     /// <summary>Bytes of the shipped model (the ONNX artifact, quantized when the model is).</summary>
+    [JsonInclude]
     public long ModelBytes { get; internal init; }
 
     /// <summary>Bytes of the replay memory the new model carries (uint8 pixels plus a 4-byte class index per exemplar).</summary>
+    [JsonInclude]
     public long ReplayBytes { get; internal init; }
 
     /// <summary>The most bytes the replay memory may hold under its budget.</summary>
+    [JsonInclude]
     public long ReplayBudgetBytes { get; internal init; }
 
     /// <summary>Exemplars the new model carries, per class name.</summary>
+    [JsonInclude]
     public IReadOnlyDictionary<string, int> ExemplarsPerClass { get; internal init; } = new Dictionary<string, int>();
 
     /// <summary>Bytes of the EWC state the new model carries (Fisher information and anchor weights, float32).</summary>
+    [JsonInclude]
     public long EwcBytes { get; internal init; }
 
     /// <summary><see cref="ModelBytes"/> + <see cref="ReplayBytes"/> + <see cref="EwcBytes"/>: what the model takes to the next increment.</summary>
@@ -86,6 +126,7 @@ public sealed class ContinueTrainingReport
     public long BoundBytes => ModelBytes + ReplayBudgetBytes + EwcBytes;
 
     /// <summary>Wall-clock seconds of the whole increment (training, memory update, Fisher, re-quantization).</summary>
+    [JsonInclude]
     public double Seconds { get; internal init; }
 
     /// <summary>A summary: strategies, classes, steps, and the memory carried forward.</summary>

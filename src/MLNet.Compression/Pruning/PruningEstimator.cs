@@ -33,22 +33,21 @@ public sealed class PruningEstimator : CompressionStageEstimator
     /// <summary>A copy of the options this estimator uses.</summary>
     public PruningOptions Options => options.Clone();
 
-    /// <summary>What the last <see cref="CompressionStageEstimator.Fit"/> reached: per-layer sparsity and targets, steps run, whether the schedule finished. Null before the first fit.</summary>
-    public PruningReport? Report { get; private set; }
+    /// <summary>
+    /// What the last <see cref="CompressionStageEstimator.Fit"/> reached: per-layer sparsity and targets, steps run, whether the
+    /// schedule finished (the same report is the last entry of that model's <see cref="NeuralNetworkTransformer.CompressionHistory"/>).
+    /// Null before the first fit.
+    /// </summary>
+    public PruningReport? Report => (PruningReport?)LastReport;
 
     /// <inheritdoc />
-    private protected override NeuralNetworkTransformer Apply(MLContext context, NeuralNetworkTransformer source, IDataView input)
+    private protected override (NeuralNetworkTransformer, CompressionStageReport) Apply(MLContext context, NeuralNetworkTransformer? fittedSource, IDataView input)
     {
+        var source = fittedSource!;
         var log = new ContextLog(context, "Prune");
         var original = source.Network;
         var plan = Plan(original, options);
-        var tuning = source.TrainingOptions.Clone();
-        tuning.Epochs = options.Epochs;
-        tuning.LearningRate = options.LearningRate ?? source.TrainingOptions.LearningRate / 10;
-        tuning.BatchSize = options.BatchSize ?? source.TrainingOptions.BatchSize;
-        tuning.ValidationFraction = 0; // early stopping would bring back the weights of a less sparse epoch
-        tuning.EarlyStoppingPatience = 0;
-        tuning.Progress = options.Progress;
+        var tuning = options.Derive(source.TrainingOptions);
         var schedule = options.Schedule;
         log.Info($"Pruning {original.Architecture.Name} ({options.Granularity}, {schedule}) of layers " +
                  $"{string.Join(", ", plan.Where(p => p.Pruned).Select(p => p.Layer.Name))}; fine-tuning {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}.");
@@ -67,7 +66,7 @@ public sealed class PruningEstimator : CompressionStageEstimator
             network = StructuredPruning.RemoveUnits(original, keep);
             tuning.Architecture = network.Architecture;
             var guided = new TrainingHooks { TargetColumnName = guidance?.TargetColumnName, Loss = guidance is null ? null : guidance.Loss };
-            result = new TrainingSession(context, tuning, Stage).Run(data, network, source.Seed, null, guided);
+            result = new TrainingSession(context, tuning, Stage, options.CancellationToken).Run(data, network, source.Seed, null, guided);
         }
         else
         {
@@ -83,7 +82,7 @@ public sealed class PruningEstimator : CompressionStageEstimator
                 TargetColumnName = guidance?.TargetColumnName,
                 Loss = guidance is null ? null : guidance.Loss,
             };
-            result = new TrainingSession(context, tuning, Stage).Run(data, network, source.Seed, null, hooks);
+            result = new TrainingSession(context, tuning, Stage, options.CancellationToken).Run(data, network, source.Seed, null, hooks);
             completed = schedule.CompletesWithin(result.Steps);
         }
 
@@ -98,10 +97,9 @@ public sealed class PruningEstimator : CompressionStageEstimator
                         $"not the planned {schedule.FinalSparsity:P1}. Set PruningOptions.Epochs to {needed}, or end the schedule by step {result.Steps}.");
         }
         log.Info($"Pruned: {report.ZeroWeights:N0} of {report.Weights:N0} weights are zero; sparsity {report.Sparsity:P1}.{Environment.NewLine}{report}");
-        Report = report;
         var resultOptions = source.TrainingOptions.Clone();
         resultOptions.Architecture = result.Model.Architecture;
-        return NeuralNetworkTransformer.Create(context, result.Model, source.ClassNames, resultOptions, input.Schema, result, source.Seed);
+        return (NeuralNetworkTransformer.Create(context, result.Model, source.ClassNames, resultOptions, input.Schema, result, source.Seed), report);
     }
 
     /// <summary>One weighted layer: whether it is pruned, its target (own or the schedule's), and whether the target is an override.</summary>

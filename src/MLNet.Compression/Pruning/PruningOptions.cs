@@ -1,6 +1,3 @@
-using Microsoft.ML;
-using MLNet.Compression.Distillation;
-
 namespace MLNet.Compression.Pruning;
 
 /// <summary>What a pruning step removes.</summary>
@@ -26,9 +23,22 @@ public enum PruningGranularity
     StructuredNeurons,
 }
 
-/// <summary>Options for <see cref="PruningEstimator"/>.</summary>
-public sealed class PruningOptions
+/// <summary>
+/// Options for <see cref="PruningEstimator"/>. The fine-tuning settings come from <see cref="TeacherGuidedFineTuningOptions"/>:
+/// <see cref="FineTuningOptions.Epochs"/> (default 2; 0 prunes in one shot without fine-tuning), the learning rate (default:
+/// one tenth of the rate the model was trained with, as in Han et al. 2015), batch size, teacher, progress (stage
+/// <c>"prune"</c>) and cancellation.
+/// </summary>
+public sealed class PruningOptions : TeacherGuidedFineTuningOptions
 {
+    /// <summary>Creates the default options: half the weights from step 0, two fine-tuning epochs.</summary>
+    public PruningOptions()
+        : base(defaultEpochs: 2)
+    {
+    }
+
+    private protected override string OptionsName => nameof(PruningOptions);
+
     /// <summary>When and how far to prune. Default: <c>PruningSchedule.ConstantSparsity(0.5)</c> (half the weights, from step 0).</summary>
     public PruningSchedule Schedule { get; set; } = PruningSchedule.ConstantSparsity(0.5);
 
@@ -49,47 +59,14 @@ public sealed class PruningOptions
     /// </summary>
     public IDictionary<string, double> LayerSparsity { get; set; } = new Dictionary<string, double>(StringComparer.Ordinal);
 
-    /// <summary>Fine-tuning epochs over the data given to <c>Fit</c>. Default 2. 0 prunes in one shot without fine-tuning.</summary>
-    public int Epochs { get; set; } = 2;
-
-    /// <summary>Fine-tuning learning rate. Default (null): one tenth of the rate the model was trained with (Han et al. 2015).</summary>
-    public double? LearningRate { get; set; }
-
-    /// <summary>Fine-tuning batch size. Default (null): the model's training batch size.</summary>
-    public int? BatchSize { get; set; }
-
-
-    /// <summary>
-    /// A teacher for the fine-tuning (knowledge distillation while the stage fine-tunes): any fitted <see cref="ITransformer"/>
-    /// whose output has one score per class, e.g. the uncompressed model or a larger one. The loss becomes
-    /// <see cref="Distillation"/>'s blend of the teacher's softened scores and the labels instead of the labels alone, which
-    /// recovers more of the accuracy lost to compression. Default (null): the labels alone.
-    /// </summary>
-    public ITransformer? Teacher { get; set; }
-
-    /// <summary>
-    /// How <see cref="Teacher"/>'s scores are blended with the labels (temperature, alpha, score column, disk cache). Used only
-    /// when <see cref="Teacher"/> is set. Default: T = 4, alpha = 0.9, teacher run on every batch.
-    /// </summary>
-    public DistillationOptions Distillation { get; set; } = new();
-
-    /// <summary>Receives fine-tuning progress (stage <c>"prune"</c>).</summary>
-    public IProgress<TrainingProgress>? Progress { get; set; }
-
     /// <summary>Returns a copy (the collections are copied too).</summary>
-    public PruningOptions Clone() => new()
+    public PruningOptions Clone() => CopyGuidedTo(new PruningOptions
     {
         Schedule = Schedule,
         Granularity = Granularity,
         KeepDense = KeepDense is null ? null! : new List<string>(KeepDense),
         LayerSparsity = LayerSparsity is null ? null! : new Dictionary<string, double>(LayerSparsity, StringComparer.Ordinal),
-        Epochs = Epochs,
-        LearningRate = LearningRate,
-        BatchSize = BatchSize,
-        Progress = Progress,
-        Teacher = Teacher,
-        Distillation = Distillation?.Clone()!,
-    };
+    });
 
     internal void Validate()
     {
@@ -115,12 +92,6 @@ public sealed class PruningOptions
                 throw new ArgumentException($"Layer '{name}' is both in PruningOptions.KeepDense and given a sparsity of {sparsity} in LayerSparsity; choose one.",
                     nameof(LayerSparsity));
         }
-        if (Epochs < 0)
-            throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "PruningOptions.Epochs must be 0 or more.");
-        if (LearningRate is { } lr && (!(lr > 0) || double.IsInfinity(lr)))
-            throw new ArgumentOutOfRangeException(nameof(LearningRate), lr, "PruningOptions.LearningRate must be a positive number (or null for a tenth of the model's rate).");
-        if (BatchSize is { } b && b <= 0)
-            throw new ArgumentOutOfRangeException(nameof(BatchSize), b, "PruningOptions.BatchSize must be positive (or null for the model's batch size).");
-        TeacherGuidance.ValidateSettings(Teacher, Distillation, Epochs, "PruningOptions");
+        ValidateFineTuning();
     }
 }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using System.Text.Json.Serialization;
 using MLNet.Compression.Networks;
 
 namespace MLNet.Compression.Pruning;
@@ -19,8 +20,9 @@ public sealed record LayerPruningStats(string Name, int Units, int OriginalUnits
 }
 
 /// <summary>The sparsity a model has, per layer and overall; after pruning, also how far the schedule got.</summary>
-public sealed class PruningReport
+public sealed record PruningReport : CompressionStageReport
 {
+    [JsonConstructor]
     internal PruningReport(IReadOnlyList<LayerPruningStats> layers, double? targetSparsity, long stepsRun, long? plannedEndStep, bool scheduleCompleted,
         PruningGranularity? granularity)
     {

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using System.Text.Json.Serialization;
 using Microsoft.ML;
 using MLNet.Compression.Memory;
 using MLNet.Compression.Networks;
@@ -36,12 +37,16 @@ public sealed class QuantizationEstimator : CompressionStageEstimator
     /// <summary>A copy of the options this estimator uses.</summary>
     public QuantizationOptions Options => options.Clone();
 
-    /// <summary>What the last <see cref="CompressionStageEstimator.Fit"/> produced: per-layer encodings, sizes and activation ranges. Null before the first fit.</summary>
-    public QuantizationReport? Report { get; private set; }
+    /// <summary>
+    /// What the last <see cref="CompressionStageEstimator.Fit"/> produced: per-layer encodings, sizes and activation ranges (the
+    /// same report is the last entry of that model's <see cref="NeuralNetworkTransformer.CompressionHistory"/>). Null before the first fit.
+    /// </summary>
+    public QuantizationReport? Report => (QuantizationReport?)LastReport;
 
     /// <inheritdoc />
-    private protected override NeuralNetworkTransformer Apply(MLContext context, NeuralNetworkTransformer source, IDataView input)
+    private protected override (NeuralNetworkTransformer, CompressionStageReport) Apply(MLContext context, NeuralNetworkTransformer? fittedSource, IDataView input)
     {
+        var source = fittedSource!;
         var log = new ContextLog(context, "Quantize");
         var network = source.Network.Clone();
         CheckLayerNames(network, options);
@@ -52,12 +57,7 @@ public sealed class QuantizationEstimator : CompressionStageEstimator
         TrainingResult? result = null;
         if (options.QuantizationAwareTraining && options.QatEpochs > 0)
         {
-            var tuning = source.TrainingOptions.Clone();
-            tuning.Epochs = options.QatEpochs;
-            tuning.LearningRate = options.QatLearningRate ?? source.TrainingOptions.LearningRate / 10;
-            tuning.ValidationFraction = 0; // early stopping would bring back weights of another epoch
-            tuning.EarlyStoppingPatience = 0;
-            tuning.Progress = options.Progress;
+            var tuning = options.Derive(source.TrainingOptions);
             // Activation ranges start from the float model's observed ranges and follow a moving average during training.
             var initial = calibrate
                 ? Calibration.Run(network, input, source.LabelColumnName, source.FeatureColumnName, CalibrationMethod.MinMax, options.CalibrationRows).Ranges
@@ -65,7 +65,7 @@ public sealed class QuantizationEstimator : CompressionStageEstimator
             log.Info($"Quantization-aware fine-tuning of {network.Architecture.Name}: {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}, " +
                      $"int8 weights ({(options.PerChannel ? "per channel" : "per tensor")})" + (calibrate ? " and activations." : "."));
             using var fakeQuant = new FakeQuantTraining(network, options.PerChannel, keepFloat, initial);
-            result = new TrainingSession(context, tuning, Stage).Run(input, network, source.Seed, null, fakeQuant.Hooks());
+            result = new TrainingSession(context, tuning, Stage, options.CancellationToken).Run(input, network, source.Seed, null, fakeQuant.Hooks());
             network = result.Model;
         }
 
@@ -83,11 +83,10 @@ public sealed class QuantizationEstimator : CompressionStageEstimator
         var resultOptions = source.TrainingOptions.Clone();
         resultOptions.Architecture = network.Architecture;
         var model = NeuralNetworkTransformer.Create(context, network, source.ClassNames, resultOptions, input.Schema, result, source.Seed,
-            exportOptions, weights.ResidentBytes, source.Recipe with { Quantization = options.Clone() });
+            exportOptions, weights.ResidentBytes, source.Recipe.Then(new QuantizeStep(options.Clone())));
         var report = BuildReport(network, weights, calibration, result is not null, model.OnnxBytes.LongLength);
         log.Info(report.ToString());
-        Report = report;
-        return model;
+        return (model, report);
     }
 
     private QuantizationReport BuildReport(NetworkModel network, QuantizedWeightsInfo weights, CalibrationResult? calibration, bool qat, long onnxBytes)
@@ -132,8 +131,9 @@ public sealed record LayerQuantizationStats(string Name, string WeightEncoding, 
     long ResidentBytes, float? InputMin, float? InputMax, float? ObservedInputMin, float? ObservedInputMax);
 
 /// <summary>What a quantization produced: the mode, each layer's encoding and size, and the calibrated activation ranges.</summary>
-public sealed class QuantizationReport
+public sealed record QuantizationReport : CompressionStageReport
 {
+    [JsonConstructor]
     internal QuantizationReport(QuantizationMode mode, bool perChannel, int? blockSize, CalibrationMethod? calibration, long calibrationRows,
         bool quantizationAwareTraining, IReadOnlyList<LayerQuantizationStats> layers, long onnxBytes)
     {
@@ -184,6 +184,7 @@ public sealed class QuantizationReport
     public long OnnxBytes { get; }
 
     /// <summary>The activation range of each calibrated layer input, by layer name (empty unless <see cref="QuantizationMode.Int8Static"/>).</summary>
+    [JsonIgnore]
     public IReadOnlyDictionary<string, (float Min, float Max)> ActivationRanges =>
         Layers.Where(l => l.InputMin is not null).ToDictionary(l => l.Name, l => (l.InputMin!.Value, l.InputMax!.Value), StringComparer.Ordinal);
 

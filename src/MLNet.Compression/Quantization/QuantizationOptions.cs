@@ -1,8 +1,21 @@
 namespace MLNet.Compression.Quantization;
 
-/// <summary>Options for <see cref="QuantizationEstimator"/>.</summary>
-public sealed class QuantizationOptions
+/// <summary>
+/// Options for <see cref="QuantizationEstimator"/>. The fine-tuning settings of quantization-aware training come from
+/// <see cref="FineTuningOptions"/> (<see cref="FineTuningOptions.Epochs"/> is <see cref="QatEpochs"/> and
+/// <see cref="FineTuningOptions.LearningRate"/> is <see cref="QatLearningRate"/>; batch size, progress with stage
+/// <c>"quantize"</c>, and cancellation); they are used only when <see cref="QuantizationAwareTraining"/> is on.
+/// </summary>
+public sealed class QuantizationOptions : FineTuningOptions
 {
+    /// <summary>Creates the default options: int8 static quantization, per-channel weights, MinMax calibration on 1,000 rows.</summary>
+    public QuantizationOptions()
+        : base(defaultEpochs: 2)
+    {
+    }
+
+    private protected override string OptionsName => nameof(QuantizationOptions);
+
     /// <summary>Smallest accepted <see cref="BlockSize"/>.</summary>
     public const int MinBlockSize = 16;
 
@@ -44,17 +57,27 @@ public sealed class QuantizationOptions
     /// </summary>
     public bool QuantizationAwareTraining { get; set; }
 
-    /// <summary>Epochs of quantization-aware fine-tuning over the data given to <c>Fit</c>. Default 2.</summary>
-    public int QatEpochs { get; set; } = 2;
+    /// <summary>Epochs of quantization-aware fine-tuning over the data given to <c>Fit</c> (the same setting as <see cref="FineTuningOptions.Epochs"/>). Default 2.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public int QatEpochs
+    {
+        get => Epochs;
+        set => Epochs = value;
+    }
 
-    /// <summary>Learning rate of quantization-aware fine-tuning. Default (null): one tenth of the rate the model was trained with.</summary>
-    public double? QatLearningRate { get; set; }
-
-    /// <summary>Receives quantization-aware fine-tuning progress (stage <c>"quantize"</c>).</summary>
-    public IProgress<TrainingProgress>? Progress { get; set; }
+    /// <summary>
+    /// Learning rate of quantization-aware fine-tuning (the same setting as <see cref="FineTuningOptions.LearningRate"/>).
+    /// Default (null): one tenth of the rate the model was trained with.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public double? QatLearningRate
+    {
+        get => LearningRate;
+        set => LearningRate = value;
+    }
 
     /// <summary>Returns a copy (the layer list is copied too).</summary>
-    public QuantizationOptions Clone() => new()
+    public QuantizationOptions Clone() => CopyTo(new QuantizationOptions
     {
         Mode = Mode,
         PerChannel = PerChannel,
@@ -64,10 +87,7 @@ public sealed class QuantizationOptions
         Percentile = Percentile,
         KeepFloat = KeepFloat is null ? null! : new List<string>(KeepFloat),
         QuantizationAwareTraining = QuantizationAwareTraining,
-        QatEpochs = QatEpochs,
-        QatLearningRate = QatLearningRate,
-        Progress = Progress,
-    };
+    });
 
     internal void Validate()
     {
@@ -92,6 +112,7 @@ public sealed class QuantizationOptions
         if (QatLearningRate is { } lr && (!(lr > 0) || double.IsInfinity(lr)))
             throw new ArgumentOutOfRangeException(nameof(QatLearningRate), lr,
                 "QuantizationOptions.QatLearningRate must be a positive number (or null for a tenth of the model's rate).");
+        ValidateFineTuning();
         if (QuantizationAwareTraining && Mode is not (QuantizationMode.Int8Static or QuantizationMode.Int8Dynamic))
             throw new ArgumentException(
                 $"QuantizationOptions.QuantizationAwareTraining simulates int8 weights and activations; it is supported for Int8Static and Int8Dynamic, not {Mode}. " +

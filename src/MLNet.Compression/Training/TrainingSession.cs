@@ -66,12 +66,14 @@ internal sealed class TrainingSession
     private readonly MLContext ml;
     private readonly NeuralNetworkOptions options;
     private readonly string stage;
+    private readonly CancellationToken cancellation;
 
-    public TrainingSession(MLContext ml, NeuralNetworkOptions options, string stage = "train")
+    public TrainingSession(MLContext ml, NeuralNetworkOptions options, string stage = "train", CancellationToken cancellation = default)
     {
         this.ml = ml;
         this.options = options;
         this.stage = stage;
+        this.cancellation = cancellation;
     }
 
     /// <summary>Trains <paramref name="model"/> in place (its arrays are replaced) and returns the result.</summary>
@@ -143,6 +145,7 @@ internal sealed class TrainingSession
             var rand = options.Shuffle ? new Random(unchecked(seed * 31 + epoch)) : null;
             foreach (var batch in stream.Read(options.BatchSize, rand, trainRows))
             {
+                cancellation.ThrowIfCancellationRequested(); // within one batch of the request; the caller's model is untouched
                 using (var scope = NewDisposeScope())
                 {
                     var x = tensor(batch.Features, [batch.Capacity, model.InputLength]).narrow(0, 0, batch.Count).to(device);

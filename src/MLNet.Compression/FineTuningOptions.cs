@@ -1,0 +1,141 @@
+using System.Text.Json.Serialization;
+using Microsoft.ML;
+using MLNet.Compression.Distillation;
+
+namespace MLNet.Compression;
+
+/// <summary>
+/// The fine-tuning settings every compression stage shares (pruning, quantization-aware training, weight clustering, continued
+/// training): epochs, learning rate, batch size, progress and cancellation. Whatever is left unset comes from the options the
+/// model was trained with, in one place, so every stage fine-tunes on the model's own device, precision, optimizer and seed.
+/// </summary>
+public abstract class FineTuningOptions
+{
+    /// <summary>Creates the settings with the stage's default number of epochs.</summary>
+    /// <param name="defaultEpochs">The stage's default epochs.</param>
+    private protected FineTuningOptions(int defaultEpochs) => Epochs = defaultEpochs;
+
+    /// <summary>Fine-tuning passes over the data given to <c>Fit</c>. The default depends on the stage.</summary>
+    public int Epochs { get; set; }
+
+    /// <summary>Fine-tuning learning rate. Default (null): derived from the rate the model was trained with (the stage says how).</summary>
+    public double? LearningRate { get; set; }
+
+    /// <summary>Rows per fine-tuning step. Default (null): the model's training batch size.</summary>
+    public int? BatchSize { get; set; }
+
+    /// <summary>Receives fine-tuning progress, tagged with the stage's name (<c>"prune"</c>, <c>"quantize"</c>, <c>"cluster"</c>, <c>"continue"</c>).</summary>
+    [JsonIgnore]
+    public IProgress<TrainingProgress>? Progress { get; set; }
+
+    /// <summary>Steps between progress reports within an epoch. Default (null): the model's <see cref="NeuralNetworkOptions.ProgressInterval"/>.</summary>
+    public int? ProgressInterval { get; set; }
+
+    /// <summary>
+    /// Stops fine-tuning: the token is checked before every batch, and once it is cancelled <c>Fit</c> throws
+    /// <see cref="OperationCanceledException"/> within one batch, leaving the source model unchanged and no temporary files behind.
+    /// Default: none.
+    /// </summary>
+    [JsonIgnore]
+    public CancellationToken CancellationToken { get; set; }
+
+    /// <summary>The options class's name, for error messages ("PruningOptions").</summary>
+    private protected abstract string OptionsName { get; }
+
+    /// <summary>The learning rate used when <see cref="LearningRate"/> is null, as a fraction of the model's training rate.</summary>
+    private protected virtual double DefaultLearningRateFactor => 0.1;
+
+    /// <summary>The smallest accepted <see cref="Epochs"/> (0: the stage may skip fine-tuning).</summary>
+    private protected virtual int MinEpochs => 0;
+
+    /// <summary>
+    /// The one place that derives a fine-tuning run's settings from the model's own: its options with this stage's epochs,
+    /// learning rate, batch size and progress; no validation split and no early stopping (either would bring back the weights
+    /// of an epoch the stage did not finish with).
+    /// </summary>
+    /// <param name="model">The options the model was trained with (not changed).</param>
+    internal NeuralNetworkOptions Derive(NeuralNetworkOptions model)
+    {
+        var tuning = model.Clone();
+        tuning.Epochs = Epochs;
+        tuning.LearningRate = LearningRate ?? model.LearningRate * DefaultLearningRateFactor;
+        tuning.BatchSize = BatchSize ?? model.BatchSize;
+        tuning.ValidationFraction = 0;
+        tuning.EarlyStoppingPatience = 0;
+        tuning.Progress = Progress;
+        tuning.ProgressInterval = ProgressInterval ?? model.ProgressInterval;
+        return tuning;
+    }
+
+    /// <summary>Copies the shared settings onto <paramref name="copy"/> (for the derived classes' <c>Clone</c>).</summary>
+    private protected T CopyTo<T>(T copy) where T : FineTuningOptions
+    {
+        copy.Epochs = Epochs;
+        copy.LearningRate = LearningRate;
+        copy.BatchSize = BatchSize;
+        copy.Progress = Progress;
+        copy.ProgressInterval = ProgressInterval;
+        copy.CancellationToken = CancellationToken;
+        return copy;
+    }
+
+    /// <summary>Checks the shared settings; throws naming the bad one.</summary>
+    private protected virtual void ValidateFineTuning()
+    {
+        if (Epochs < MinEpochs)
+            throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs,
+                MinEpochs == 0 ? $"{OptionsName}.Epochs must be 0 (no fine-tuning) or more." : $"{OptionsName}.Epochs must be at least {MinEpochs}.");
+        if (LearningRate is { } lr && !(lr > 0 && double.IsFinite(lr)))
+            throw new ArgumentOutOfRangeException(nameof(LearningRate), lr,
+                $"{OptionsName}.LearningRate must be a positive finite number (or null for {(DefaultLearningRateFactor == 1 ? "the model's rate" : "a tenth of the model's rate")}).");
+        if (BatchSize is < 1)
+            throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, $"{OptionsName}.BatchSize must be at least 1 (or null for the model's batch size).");
+        if (ProgressInterval is < 1)
+            throw new ArgumentOutOfRangeException(nameof(ProgressInterval), ProgressInterval, $"{OptionsName}.ProgressInterval must be at least 1 (or null for the model's).");
+    }
+}
+
+/// <summary>
+/// Fine-tuning settings of a stage that can learn from a teacher while it fine-tunes (pruning, weight clustering): the
+/// shared <see cref="FineTuningOptions"/> plus the teacher and how its scores are blended with the labels.
+/// </summary>
+public abstract class TeacherGuidedFineTuningOptions : FineTuningOptions
+{
+    /// <summary>Creates the settings with the stage's default number of epochs.</summary>
+    /// <param name="defaultEpochs">The stage's default epochs.</param>
+    private protected TeacherGuidedFineTuningOptions(int defaultEpochs)
+        : base(defaultEpochs)
+    {
+    }
+
+    /// <summary>
+    /// A teacher for the fine-tuning (knowledge distillation while the stage fine-tunes): any fitted <see cref="ITransformer"/>
+    /// whose output has one score per class, e.g. the uncompressed model or a larger one. The loss becomes
+    /// <see cref="Distillation"/>'s blend of the teacher's softened scores and the labels instead of the labels alone, which
+    /// recovers more of the accuracy lost to compression. Default (null): the labels alone.
+    /// </summary>
+    [JsonIgnore]
+    public ITransformer? Teacher { get; set; }
+
+    /// <summary>
+    /// How <see cref="Teacher"/>'s scores are blended with the labels (temperature, alpha, score column, disk cache). Used only
+    /// when <see cref="Teacher"/> is set. Default: T = 4, alpha = 0.9, teacher run on every batch.
+    /// </summary>
+    public DistillationOptions Distillation { get; set; } = new();
+
+    /// <summary>Copies the shared and teacher settings onto <paramref name="copy"/>.</summary>
+    private protected T CopyGuidedTo<T>(T copy) where T : TeacherGuidedFineTuningOptions
+    {
+        CopyTo(copy);
+        copy.Teacher = Teacher;
+        copy.Distillation = Distillation?.Clone()!;
+        return copy;
+    }
+
+    /// <inheritdoc />
+    private protected override void ValidateFineTuning()
+    {
+        base.ValidateFineTuning();
+        TeacherGuidance.ValidateSettings(Teacher, Distillation, Epochs, OptionsName);
+    }
+}

@@ -1,0 +1,266 @@
+using System.Reflection;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNet.Compression.Clustering;
+using MLNet.Compression.Incremental;
+using MLNet.Compression.Networks;
+using MLNet.Compression.Pruning;
+using MLNet.Compression.Quantization;
+using MLNet.Compression.Tests.Training;
+using Xunit;
+
+namespace MLNet.Compression.Tests.Conformance;
+
+/// <summary>
+/// A small MNIST slice and a base model (784-32-10, one epoch on 1,000 rows) trained with every
+/// <see cref="NeuralNetworkOptions"/> property that a test can set away from its default, for the post-training forms.
+/// </summary>
+public sealed class ConformanceFixture : IDisposable
+{
+    public ConformanceFixture()
+    {
+        Context = new MLContext(seed: 5);
+        Train = Context.Data.TakeRows(TestMnist.LoadTrain(Context), 1000);
+        Test = Context.Data.TakeRows(TestMnist.LoadTest(Context), 200);
+        Model = Context.Compression().NeuralNetwork(Options()).Fit(Train);
+    }
+
+    /// <summary>Every option that can differ from its default without renaming the data's columns does.</summary>
+    public static NeuralNetworkOptions Options() => new()
+    {
+        Architecture = NetworkArchitecture.Mlp(32),
+        Epochs = 2,
+        BatchSize = 64,
+        LearningRate = 2e-3,
+        LearningRateSchedule = LearningRateSchedule.Cosine,
+        Optimizer = OptimizerKind.Sgd,
+        Momentum = 0.8,
+        WeightDecay = 1e-5,
+        ValidationFraction = 0.1,
+        EarlyStoppingPatience = 3,
+        Seed = 11,
+        Shuffle = false,
+        Device = TrainingDevice.Cpu,
+        Precision = TrainingPrecision.Float32,
+        ProgressInterval = 7,
+        ScoringBatchSize = 100,
+    };
+
+    public MLContext Context { get; }
+
+    public IDataView Train { get; }
+
+    public IDataView Test { get; }
+
+    public NeuralNetworkTransformer Model { get; }
+
+    public void Dispose() => Model.Dispose();
+}
+
+/// <summary>
+/// One shared routine, in the spirit of ML.NET's <c>TestEstimatorCore</c>, run for every estimator of the library in each of
+/// its forms: the output shape <c>GetOutputSchema</c> promises is the fitted model's; input without the feature column or
+/// with the wrong feature type is refused with an <see cref="ArgumentException"/> (or a subclass) naming the column;
+/// <c>ml.Model.Save</c>/<c>Load</c> into a fresh context scores identically; and a checkpoint round trip gives back the
+/// same scores and the same options.
+/// </summary>
+public sealed class EstimatorConformanceTests : IClassFixture<ConformanceFixture>
+{
+    /// <summary>
+    /// The <see cref="NeuralNetworkOptions"/> properties today's checkpoint (format 2) writes and reads back; the others are
+    /// checked by <see cref="CheckpointKeepsEveryOptionAndEncoding"/>, skipped until the checkpoint persists them.
+    /// </summary>
+    private static readonly string[] PersistedToday =
+    [
+        nameof(NeuralNetworkOptions.Architecture), nameof(NeuralNetworkOptions.LabelColumnName), nameof(NeuralNetworkOptions.FeatureColumnName),
+        nameof(NeuralNetworkOptions.Epochs), nameof(NeuralNetworkOptions.BatchSize), nameof(NeuralNetworkOptions.LearningRate),
+        nameof(NeuralNetworkOptions.LearningRateSchedule), nameof(NeuralNetworkOptions.Optimizer), nameof(NeuralNetworkOptions.Momentum),
+        nameof(NeuralNetworkOptions.WeightDecay), nameof(NeuralNetworkOptions.Device), nameof(NeuralNetworkOptions.Precision),
+        nameof(NeuralNetworkOptions.ScoringBatchSize),
+    ];
+
+    /// <summary>A callback of the running process, not a setting of the model: no checkpoint can carry it.</summary>
+    private static readonly string[] NotPersistable = [nameof(NeuralNetworkOptions.Progress)];
+
+    private readonly ConformanceFixture fixture;
+
+    public EstimatorConformanceTests(ConformanceFixture fixture) => this.fixture = fixture;
+
+    /// <summary>Every estimator of the library, by name; the chained forms train their own base network.</summary>
+    private static readonly Dictionary<string, Func<MLContext, NeuralNetworkTransformer, IEstimator<NeuralNetworkTransformer>>> Estimators = new()
+    {
+        ["Trainer"] = (ml, _) => ml.Compression().NeuralNetwork(ConformanceFixture.Options()),
+        ["Prune chained"] = (ml, _) => ml.Compression().NeuralNetwork(ConformanceFixture.Options()).Prune(Prune()),
+        ["Prune"] = (ml, model) => ml.Compression().Prune(model, Prune()),
+        ["Prune structured"] = (ml, model) => ml.Compression().Prune(model, new PruningOptions { Granularity = PruningGranularity.StructuredNeurons, Epochs = 1 }),
+        ["Quantize Float16 chained"] = (ml, _) => ml.Compression().NeuralNetwork(ConformanceFixture.Options()).Quantize(QuantizationMode.Float16),
+        ["Quantize Float16"] = (ml, model) => ml.Compression().Quantize(model, new QuantizationOptions { Mode = QuantizationMode.Float16 }),
+        ["Quantize Int8Dynamic"] = (ml, model) => ml.Compression().Quantize(model, new QuantizationOptions { Mode = QuantizationMode.Int8Dynamic }),
+        ["Quantize Int8Static chained"] = (ml, _) => ml.Compression().NeuralNetwork(ConformanceFixture.Options()).Quantize(QuantizationMode.Int8Static),
+        ["Quantize Int8Static"] = (ml, model) => ml.Compression().Quantize(model, new QuantizationOptions { Mode = QuantizationMode.Int8Static, CalibrationRows = 200 }),
+        ["Quantize Int8Static QAT"] = (ml, model) => ml.Compression().Quantize(model,
+            new QuantizationOptions { Mode = QuantizationMode.Int8Static, QuantizationAwareTraining = true, QatEpochs = 1 }),
+        ["Quantize Int4WeightOnly"] = (ml, model) => ml.Compression().Quantize(model, new QuantizationOptions { Mode = QuantizationMode.Int4WeightOnly, BlockSize = 16 }),
+        ["ClusterWeights chained"] = (ml, _) => ml.Compression().NeuralNetwork(ConformanceFixture.Options()).ClusterWeights(Cluster()),
+        ["ClusterWeights"] = (ml, model) => ml.Compression().ClusterWeights(model, Cluster()),
+        ["Distill"] = (ml, model) => ml.Compression().Distill(model, ConformanceFixture.Options()),
+        ["ContinueTraining"] = (ml, model) => ml.Compression().ContinueTraining(model, new ContinueTrainingOptions { Epochs = 1 }),
+        ["ContinueTraining replay+LwF"] = (ml, model) => ml.Compression().ContinueTraining(model,
+            new ContinueTrainingOptions { Epochs = 1, Strategies = ContinualStrategies.Replay | ContinualStrategies.LearningWithoutForgetting }),
+    };
+
+    public static TheoryData<string> EstimatorNames()
+    {
+        var data = new TheoryData<string>();
+        foreach (var name in Estimators.Keys)
+            data.Add(name);
+        return data;
+    }
+
+    /// <summary>The estimators whose model exports an encoding (quantization, clustering) that today's checkpoint does not restore.</summary>
+    public static TheoryData<string> EncodedEstimatorNames()
+    {
+        var data = new TheoryData<string>();
+        foreach (var name in Estimators.Keys.Where(n => n.StartsWith("Quantize", StringComparison.Ordinal)))
+            data.Add(name);
+        return data;
+    }
+
+    private static PruningOptions Prune() => new() { Schedule = PruningSchedule.ConstantSparsity(0.5), Epochs = 1 };
+
+    private static WeightClusteringOptions Cluster() => new() { ClusterCount = 8, Epochs = 1 };
+
+    [Theory]
+    [MemberData(nameof(EstimatorNames))]
+    public void Estimator_conforms(string name)
+    {
+        var ml = fixture.Context;
+        var estimator = Estimators[name](ml, fixture.Model);
+
+        // 1. The promised shape is the fitted one: names, kinds, item types, keys and annotations.
+        var promised = estimator.GetOutputSchema(ShapeOf(fixture.Train.Schema));
+        using var model = estimator.Fit(fixture.Train);
+        var fitted = model.GetOutputSchema(fixture.Train.Schema);
+        var scored = model.Transform(fixture.Test);
+        AssertShapeMatches(promised, fitted, name);
+        AssertShapeMatches(promised, scored.Schema, name);
+        // Sizes SchemaShape cannot hold: one score per class, and the label's key count for PredictedLabel.
+        int classes = (int)((KeyDataViewType)fixture.Train.Schema["Label"].Type).Count;
+        Assert.Equal(new VectorDataViewType(NumberDataViewType.Single, classes), fitted["Score"].Type);
+        Assert.Equal(new KeyDataViewType(typeof(uint), classes), fitted["PredictedLabel"].Type);
+        Assert.Equal(fitted["Score"].Type, scored.Schema["Score"].Type);
+        Assert.Equal(fitted["PredictedLabel"].Type, scored.Schema["PredictedLabel"].Type);
+        Assert.Equal(classes, model.ClassNames.Count);
+
+        // 2. Bad input is refused, naming the column: no feature column, and a feature column of the wrong type.
+        var noFeatures = ml.Transforms.DropColumns("Features").Fit(fixture.Train).Transform(fixture.Train);
+        var doubles = ml.Transforms.Conversion.ConvertType("Features", outputKind: DataKind.Double).Fit(fixture.Train).Transform(fixture.Train);
+        foreach (var (bad, what) in new[] { (noFeatures, "missing"), (doubles, "Double") })
+        {
+            var shapeError = Record.Exception(() => estimator.GetOutputSchema(ShapeOf(bad.Schema)));
+            Assert.True(shapeError is ArgumentException, $"{name}: GetOutputSchema with a {what} feature column threw {shapeError?.GetType().Name ?? "nothing"}.");
+            Assert.Contains("Features", shapeError!.Message, StringComparison.Ordinal);
+            var fitError = Record.Exception(() => estimator.Fit(bad).Dispose());
+            Assert.True(fitError is ArgumentException, $"{name}: Fit with a {what} feature column threw {fitError?.GetType().Name ?? "nothing"}: {fitError?.Message}");
+            Assert.Contains("Features", fitError!.Message, StringComparison.Ordinal);
+        }
+
+        // 3. ml.Model.Save / Load into a fresh context scores exactly as the model does in-process.
+        var expected = Scoring.Read(scored);
+        using (var zip = new MemoryStream())
+        {
+            ml.Model.Save(model, fixture.Train.Schema, zip);
+            zip.Position = 0;
+            var fresh = new MLContext(seed: 99);
+            var loaded = fresh.Model.Load(zip, out var loadedSchema);
+            Assert.Equal(fixture.Train.Schema["Features"].Type, loadedSchema["Features"].Type);
+            Scoring.AssertIdentical(expected, Scoring.Read(loaded.Transform(fixture.Test)));
+        }
+
+        // 4. A checkpoint round trip: the options today's format keeps are equal; a model without an export encoding scores the same.
+        using var dir = TestMnist.NewTempDirectory();
+        string path = Path.Combine(dir.Path, "model.ckpt");
+        model.SaveCheckpoint(path);
+        using var restored = NeuralNetworkTransformer.LoadCheckpoint(new MLContext(seed: 99), path);
+        AssertOptionsEqual(model.TrainingOptions, restored.TrainingOptions, PersistedToday, name);
+        if (model.Recipe.Steps.Count == 0 || model.Recipe.Quantization is null)
+            Scoring.AssertIdentical(expected, Scoring.Read(restored.Transform(fixture.Test)));
+    }
+
+    /// <summary>
+    /// The rest of the checkpoint round trip: every option and the export encoding (the recipe) come back, so a quantized model
+    /// scores the same after <c>LoadCheckpoint</c>.
+    /// </summary>
+    [Theory(Skip = "Issue 12, checkpoint part: the checkpoint does not persist ValidationFraction, EarlyStoppingPatience, Seed, Shuffle, " +
+                   "ProgressInterval or the compression recipe yet; un-skip when the typed System.Text.Json checkpoint lands.")]
+    [MemberData(nameof(EncodedEstimatorNames))]
+    public void CheckpointKeepsEveryOptionAndEncoding(string name)
+    {
+        var estimator = Estimators[name](fixture.Context, fixture.Model);
+        using var model = estimator.Fit(fixture.Train);
+        using var dir = TestMnist.NewTempDirectory();
+        string path = Path.Combine(dir.Path, "model.ckpt");
+        model.SaveCheckpoint(path);
+        using var restored = NeuralNetworkTransformer.LoadCheckpoint(new MLContext(seed: 99), path);
+        var all = typeof(NeuralNetworkOptions).GetProperties(BindingFlags.Public | BindingFlags.Instance).Select(p => p.Name).Except(NotPersistable).ToArray();
+        AssertOptionsEqual(model.TrainingOptions, restored.TrainingOptions, all, name);
+        Scoring.AssertIdentical(Scoring.Read(model.Transform(fixture.Test)), Scoring.Read(restored.Transform(fixture.Test)));
+        Assert.Equal(model.Recipe.Steps.Select(s => s.GetType()), restored.Recipe.Steps.Select(s => s.GetType()));
+    }
+
+    /// <summary>The two lists together cover every public option, so a new option cannot escape the round trip.</summary>
+    [Fact]
+    public void The_round_trip_checks_cover_every_public_option()
+    {
+        var all = typeof(NeuralNetworkOptions).GetProperties(BindingFlags.Public | BindingFlags.Instance).Select(p => p.Name).ToHashSet();
+        Assert.Subset(all, PersistedToday.Concat(NotPersistable).ToHashSet());
+        var defaults = new NeuralNetworkOptions();
+        var set = ConformanceFixture.Options();
+        // The fixture's options differ from the defaults wherever the data allows, so equality after a round trip means something.
+        foreach (var p in typeof(NeuralNetworkOptions).GetProperties(BindingFlags.Public | BindingFlags.Instance))
+        {
+            if (p.Name is nameof(NeuralNetworkOptions.LabelColumnName) or nameof(NeuralNetworkOptions.FeatureColumnName)
+                or nameof(NeuralNetworkOptions.Progress) or nameof(NeuralNetworkOptions.Precision))
+                continue; // the data's column names; a callback; float32 is the only precision a CPU trains in
+            Assert.False(Equals(Describe(p.GetValue(defaults)), Describe(p.GetValue(set))), $"The conformance options leave {p.Name} at its default.");
+        }
+    }
+
+    private static void AssertOptionsEqual(NeuralNetworkOptions expected, NeuralNetworkOptions actual, IEnumerable<string> names, string estimator)
+    {
+        foreach (var name in names)
+        {
+            var p = typeof(NeuralNetworkOptions).GetProperty(name)!;
+            Assert.True(Equals(Describe(p.GetValue(expected)), Describe(p.GetValue(actual))),
+                $"{estimator}: NeuralNetworkOptions.{name} was {Describe(p.GetValue(expected))} before the checkpoint and {Describe(p.GetValue(actual))} after it.");
+        }
+    }
+
+    /// <summary>A comparable form of an option's value (an architecture by its name, input shape and layers).</summary>
+    private static object? Describe(object? value) => value is NetworkArchitecture a
+        ? $"{a.Name} [{string.Join("x", a.InputShape)}]: {string.Join(", ", a.Layers)}"
+        : value;
+
+    /// <summary>ML.NET's <c>SchemaShape.Create</c>, internal to it, reached by reflection (as <c>TrainerBehaviourTests</c> does).</summary>
+    private static SchemaShape ShapeOf(DataViewSchema schema)
+    {
+        var create = typeof(SchemaShape).GetMethod("Create", BindingFlags.NonPublic | BindingFlags.Static, [typeof(DataViewSchema)])!;
+        return (SchemaShape)create.Invoke(null, [schema])!;
+    }
+
+    private static void AssertShapeMatches(SchemaShape promised, DataViewSchema actual, string estimator)
+    {
+        var actualShape = ShapeOf(actual);
+        foreach (var column in promised)
+        {
+            var found = actualShape.FirstOrDefault(c => c.Name == column.Name);
+            Assert.True(found.Name is not null, $"{estimator}: GetOutputSchema promises '{column.Name}', which the fitted model does not produce.");
+            Assert.True(column.Kind == found.Kind, $"{estimator}: '{column.Name}' is promised as {column.Kind} but is {found.Kind}.");
+            Assert.True(column.ItemType.Equals(found.ItemType), $"{estimator}: '{column.Name}' is promised with items {column.ItemType} but has {found.ItemType}.");
+            Assert.True(column.IsKey == found.IsKey, $"{estimator}: '{column.Name}' is promised {(column.IsKey ? "as" : "not as")} a key.");
+            Assert.Equal(column.Annotations.Select(a => a.Name).OrderBy(n => n), found.Annotations.Select(a => a.Name).OrderBy(n => n));
+        }
+        foreach (var name in new[] { "Score", "PredictedLabel" })
+            Assert.Contains(promised, c => c.Name == name);
+    }
+}
