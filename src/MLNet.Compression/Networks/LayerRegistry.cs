@@ -14,6 +14,7 @@ internal static class LayerRegistry
         new Conv2dLayerType(),
         new MaxPool2dLayerType(),
         new FlattenLayerType(),
+        new DropoutLayerType(),
     ];
 
     private static readonly Dictionary<Type, LayerType> BySpec = Types.ToDictionary(t => t.SpecType);
