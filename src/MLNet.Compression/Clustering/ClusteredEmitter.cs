@@ -37,6 +37,9 @@ internal sealed class ClusteredEmitter : OnnxLayerEmitter
 
     public ClusteredEmitter(IReadOnlyDictionary<string, LayerClusters> clusters) => this.clusters = clusters;
 
+    /// <inheritdoc />
+    public override LayerEncoding Encoding => LayerEncoding.Clustered;
+
     /// <summary>Whether a layer with this many non-zeros is stored sparsely (same density rule as the float export).</summary>
     public static bool UseSparse(long elements, long nonZeros) => nonZeros <= elements * SparseWeights.DefaultDensityThreshold;
 

@@ -100,7 +100,7 @@ internal sealed class EwcState
     {
         TorchNative.EnsureLoaded();
         var featureColumn = SchemaValidation.FeatureColumn(data.Schema, featureColumnName, model.InputLength);
-        return model.Layers.All(l => l is DenseModelLayer or FlattenModelLayer)
+        return model.Layers.All(l => l is DenseModelLayer || l.IsIdentityOnFlatInput)
             ? EstimateDense(model, data, featureColumn, maxRows, seed)
             : EstimatePerRow(model, data, featureColumn, maxRows, seed);
     }

@@ -89,12 +89,7 @@ public sealed class MemoryReport
     {
         long total = model.InputLength;
         foreach (var layer in model.Layers)
-        {
-            long size = layer.OutputShape.Aggregate(1L, (a, b) => a * b);
-            total += size;
-            if (layer is ParameterizedLayer { Activation: Activation.Relu })
-                total += size;
-        }
+            total += layer.ActivationElements;
         return total;
     }
 

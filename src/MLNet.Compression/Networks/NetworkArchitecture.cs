@@ -20,6 +20,13 @@ public sealed class NetworkArchitecture
             throw new ArgumentException(
                 $"The input shape must be [features] or [channels, height, width] with positive sizes, but was [{string.Join(", ", inputShape)}].",
                 nameof(inputShape));
+        long length = 1;
+        foreach (var d in inputShape)
+            length *= d;
+        if (length > Array.MaxLength)
+            throw new ArgumentException(
+                $"The input shape [{string.Join(", ", inputShape)}] has {length:N0} values, more than one feature vector can hold ({Array.MaxLength:N0}).",
+                nameof(inputShape));
         if (layers.Any(l => l is null))
             throw new ArgumentException("The layer list contains a null entry.", nameof(layers));
         Name = name;
@@ -37,7 +44,7 @@ public sealed class NetworkArchitecture
     public IReadOnlyList<LayerSpec> Layers { get; }
 
     /// <summary>Number of values in one example's feature vector.</summary>
-    public int InputLength => InputShape.Aggregate(1, (a, b) => a * b);
+    public int InputLength => InputShape.Aggregate(1, (a, b) => checked(a * b));
 
     /// <summary>
     /// A multilayer perceptron over flat features: one dense ReLU layer per entry of <paramref name="hiddenUnits"/>.

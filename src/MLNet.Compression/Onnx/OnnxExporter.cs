@@ -8,7 +8,7 @@ namespace MLNet.Compression.Onnx;
 
 /// <summary>
 /// Writes a <see cref="NetworkModel"/> as an ONNX model: input float [N, InputLength] (symbolic batch), a Reshape to
-/// [N, C, H, W] for convolutional networks, Gemm/Conv/MaxPool/Relu/Flatten per layer, Softmax(axis=1) into the score
+/// [N, C, H, W] for convolutional networks, each layer's own nodes (<see cref="ModelLayer.EmitOnnx"/>), Softmax(axis=1) into the score
 /// output float [N, classes] and ArgMax(axis=1) into the predicted class index output int64 [N].
 /// </summary>
 internal static class OnnxExporter
@@ -60,21 +60,9 @@ internal static class OnnxExporter
             x = g.AddNode("Reshape", [x, shape], "input_nchw");
         }
 
+        LayerEncodings.EnsureSupported(model, emitter.Encoding, emitter.KeptFloat);
         foreach (var layer in model.Layers)
-        {
-            x = layer switch
-            {
-                DenseModelLayer d => emitter.EmitActivation(g, d, emitter.EmitDense(g, d, x)),
-                ConvModelLayer c => emitter.EmitActivation(g, c, emitter.EmitConv(g, c, x)),
-                MaxPoolModelLayer p => g.AddNode("MaxPool", [x], p.Name, new Dictionary<string, object>
-                {
-                    ["kernel_shape"] = new long[] { p.Kernel, p.Kernel },
-                    ["strides"] = new long[] { p.Stride, p.Stride },
-                }),
-                FlattenModelLayer f => g.AddNode("Flatten", [x], f.Name, new Dictionary<string, object> { ["axis"] = 1L }),
-                _ => throw new NotSupportedException($"Layer '{layer.Name}' of type {layer.GetType().Name} cannot be exported to ONNX."),
-            };
-        }
+            x = layer.EmitOnnx(g, emitter, x);
 
         // The names were reserved above so that no layer takes them; add the final nodes with exactly those names.
         g.AddNodeWithReservedOutput("Softmax", [x], options.ScoreName, new Dictionary<string, object> { ["axis"] = 1L });

@@ -321,6 +321,9 @@ internal sealed class SparseWeightsEmitter : OnnxLayerEmitter
     }
 
     /// <inheritdoc />
+    public override LayerEncoding Encoding => LayerEncoding.Sparse;
+
+    /// <inheritdoc />
     public override string EmitWeight(OnnxGraphBuilder graph, ParameterizedLayer layer) =>
         SparseWeights.Emit(graph, layer.Name + ".weight", layer.Weight, layer.WeightShape, SparseWeights.Choose(layer.Weight, _options));
 }

@@ -37,12 +37,8 @@ internal static class StructuredPruning
             if (ReferenceEquals(layer, output))
                 throw new ArgumentException(
                     $"Layer '{name}' is the output layer; its units are the classes and cannot be removed.", nameof(keepUnitsByLayerName));
-            if (layer is not ParameterizedLayer p)
-                throw new ArgumentException($"Layer '{name}' has no weights, so it has no units to remove.", nameof(keepUnitsByLayerName));
-            if (p is ConvModelLayer { Groups: > 1 })
-                throw new ArgumentException(
-                    $"Layer '{name}' is a depthwise convolution; its filters follow its input channels. Remove filters of the layer before it instead.",
-                    nameof(keepUnitsByLayerName));
+            if (layer.UnitsNotRemovable is not null || layer is not ParameterizedLayer p)
+                throw new ArgumentException($"Layer '{name}' {layer.UnitsNotRemovable}", nameof(keepUnitsByLayerName));
             ValidateIndices(name, keep, p.OutputUnits);
         }
 
@@ -51,83 +47,9 @@ internal static class StructuredPruning
         int[]? keptIn = null;
         foreach (var layer in layers)
         {
-            switch (layer)
-            {
-                case DenseModelLayer d:
-                {
-                    int[]? keptOut = keepUnitsByLayerName.TryGetValue(d.Name, out var k) ? k : null;
-                    if (keptIn is not null && keptIn.Length == 0)
-                        throw new InvalidOperationException($"Layer '{d.Name}' would have no inputs.");
-                    int[] rows = keptOut ?? Range(d.OutFeatures);
-                    int[] cols = keptIn ?? Range(d.InFeatures);
-                    var nd = new DenseModelLayer(d.Name, cols.Length, rows.Length, d.Activation);
-                    for (int r = 0; r < rows.Length; r++)
-                    {
-                        int srcRow = rows[r] * d.InFeatures;
-                        int dstRow = r * cols.Length;
-                        for (int c = 0; c < cols.Length; c++)
-                            nd.Weight[dstRow + c] = d.Weight[srcRow + cols[c]];
-                        nd.Bias[r] = d.Bias[rows[r]];
-                    }
-                    newLayers.Add(nd);
-                    keptIn = keptOut;
-                    break;
-                }
-                case ConvModelLayer c:
-                {
-                    int[] newInShape = [keptIn?.Length ?? c.InChannels, c.InputShape[1], c.InputShape[2]];
-                    int[] rows;
-                    int[]? keptOut;
-                    int[] inChannelsPerFilter; // source in-channel indices (within a group) copied into each kept filter
-                    int kk = c.Kernel * c.Kernel;
-                    int inPerGroup = c.InChannels / c.Groups;
-                    if (c.Groups > 1)
-                    {
-                        // Depthwise: each filter sees its own group's channel(s); keeping a group keeps its filters.
-                        int mult = c.OutChannels / c.Groups;
-                        int[] groups = keptIn ?? Range(c.Groups);
-                        rows = groups.SelectMany(g => Enumerable.Range(g * mult, mult)).ToArray();
-                        keptOut = keptIn is null ? null : rows;
-                        inChannelsPerFilter = Range(inPerGroup);
-                        var nc = new ConvModelLayer(c.Name, newInShape, rows.Length, c.Kernel, c.Stride, c.Padding, groups.Length, c.Activation);
-                        CopyFilters(c, nc, rows, inChannelsPerFilter, kk, inPerGroup);
-                        newLayers.Add(nc);
-                    }
-                    else
-                    {
-                        keptOut = keepUnitsByLayerName.TryGetValue(c.Name, out var k) ? k : null;
-                        rows = keptOut ?? Range(c.OutChannels);
-                        inChannelsPerFilter = keptIn ?? Range(c.InChannels);
-                        var nc = new ConvModelLayer(c.Name, newInShape, rows.Length, c.Kernel, c.Stride, c.Padding, 1, c.Activation);
-                        CopyFilters(c, nc, rows, inChannelsPerFilter, kk, inPerGroup);
-                        newLayers.Add(nc);
-                    }
-                    keptIn = keptOut;
-                    break;
-                }
-                case MaxPoolModelLayer mp:
-                    newLayers.Add(new MaxPoolModelLayer(mp.Name, [keptIn?.Length ?? mp.InputShape[0], mp.InputShape[1], mp.InputShape[2]],
-                        mp.Kernel, mp.Stride));
-                    break;
-                case FlattenModelLayer f:
-                {
-                    int[] inShape = f.InputShape.ToArray();
-                    if (keptIn is not null && inShape.Length == 3)
-                    {
-                        int hw = inShape[1] * inShape[2];
-                        keptIn = keptIn.SelectMany(ch => Enumerable.Range(ch * hw, hw)).ToArray();
-                        inShape[0] = keptIn.Length / hw;
-                    }
-                    else if (keptIn is not null)
-                    {
-                        inShape[0] = keptIn.Length;
-                    }
-                    newLayers.Add(new FlattenModelLayer(f.Name, inShape));
-                    break;
-                }
-                default:
-                    throw new NotSupportedException($"Layer '{layer.Name}' of type {layer.GetType().Name} is not supported by structured pruning.");
-            }
+            // Each layer type owns its rule (ModelLayer.Shrink): which inputs it loses, which outputs survive.
+            var keepOwn = keepUnitsByLayerName.TryGetValue(layer.Name, out var k) ? k : null;
+            newLayers.Add(layer.Shrink(keptIn, keepOwn, out keptIn));
         }
 
         var architecture = ShrinkArchitecture(model, newLayers);
@@ -184,19 +106,6 @@ internal static class StructuredPruning
         return top;
     }
 
-    private static void CopyFilters(ConvModelLayer src, ConvModelLayer dst, int[] rows, int[] inChannels, int kk, int srcInPerGroup)
-    {
-        int dstIn = inChannels.Length;
-        for (int r = 0; r < rows.Length; r++)
-        {
-            int srcFilter = rows[r] * srcInPerGroup * kk;
-            int dstFilter = r * dstIn * kk;
-            for (int c = 0; c < dstIn; c++)
-                Array.Copy(src.Weight, srcFilter + inChannels[c] * kk, dst.Weight, dstFilter + c * kk, kk);
-            dst.Bias[r] = src.Bias[rows[r]];
-        }
-    }
-
     private static void ValidateIndices(string name, int[]? keep, int units)
     {
         if (keep is null || keep.Length == 0)
@@ -213,9 +122,9 @@ internal static class StructuredPruning
     private static NetworkArchitecture ShrinkArchitecture(NetworkModel model, List<ModelLayer> newLayers)
     {
         var arch = model.Architecture;
-        // The k-th Dense/Conv spec resolves to the k-th parameterized layer; the output layer is appended after them.
+        // The k-th weighted spec (dense, conv) resolves to the k-th parameterized layer; the output layer is appended after them.
         var hidden = newLayers.OfType<ParameterizedLayer>().SkipLast(1).ToArray();
-        int specCount = arch.Layers.Count(s => s is DenseLayer or Conv2dLayer);
+        int specCount = arch.Layers.Count(s => LayerRegistry.Find(s)?.IsWeighted == true);
         if (specCount != hidden.Length)
             throw new InvalidOperationException(
                 $"The architecture '{arch.Name}' has {specCount} dense/conv layers but the model has {hidden.Length} hidden parameterized layers.");
@@ -224,28 +133,17 @@ internal static class StructuredPruning
         bool changed = false;
         foreach (var spec in arch.Layers)
         {
-            switch (spec)
+            var type = LayerRegistry.Find(spec);
+            if (type?.IsWeighted != true)
             {
-                case DenseLayer d:
-                {
-                    int units = hidden[next++] is DenseModelLayer dl ? dl.OutFeatures
-                        : throw new InvalidOperationException($"The architecture '{arch.Name}' does not describe the model's layers (dense spec {d} vs layer '{hidden[next - 1].Name}').");
-                    changed |= units != d.Units;
-                    specs.Add(d with { Units = units });
-                    break;
-                }
-                case Conv2dLayer c:
-                {
-                    int outChannels = hidden[next++] is ConvModelLayer cl ? cl.OutChannels
-                        : throw new InvalidOperationException($"The architecture '{arch.Name}' does not describe the model's layers (conv spec {c} vs layer '{hidden[next - 1].Name}').");
-                    changed |= outChannels != c.OutChannels;
-                    specs.Add(c with { OutChannels = outChannels });
-                    break;
-                }
-                default:
-                    specs.Add(spec);
-                    break;
+                specs.Add(spec);
+                continue;
             }
+            var layer = hidden[next++];
+            var resized = type.Resize(spec, layer)
+                ?? throw new InvalidOperationException($"The architecture '{arch.Name}' does not describe the model's layers (spec {spec} vs layer '{layer.Name}').");
+            changed |= resized != spec;
+            specs.Add(resized);
         }
         if (!changed)
             return arch;
@@ -255,6 +153,4 @@ internal static class StructuredPruning
             : arch.Name.EndsWith(" (structured-pruned)", StringComparison.Ordinal) ? arch.Name : arch.Name + " (structured-pruned)";
         return new NetworkArchitecture(name, arch.InputShape, specs);
     }
-
-    private static int[] Range(int n) => Enumerable.Range(0, n).ToArray();
 }

@@ -93,7 +93,7 @@ internal static class Calibration
     }
 
     /// <summary>Runs up to <paramref name="rows"/> rows through the network, showing each layer input to <paramref name="observe"/>.</summary>
-    private static long Pass(NetworkModel model, TorchNetwork net, BatchStream stream, int rows, LayerwiseForward.Intercept observe)
+    private static long Pass(NetworkModel model, TorchNetwork net, BatchStream stream, int rows, Func<int, ParameterizedLayer, Tensor, Tensor> observe)
     {
         long used = 0;
         foreach (var batch in stream.Read(Math.Min(BatchSize, rows), null, null))
@@ -102,7 +102,7 @@ internal static class Calibration
             using (var scope = NewDisposeScope())
             {
                 var x = tensor(batch.Features, [batch.Capacity, model.InputLength]).narrow(0, 0, take);
-                LayerwiseForward.Run(model, net, x, observe);
+                net.Forward(x, new LayerInterceptor(observe, null));
             }
             used += take;
             if (used >= rows)

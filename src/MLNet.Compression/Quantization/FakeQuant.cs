@@ -4,54 +4,14 @@ using static TorchSharp.torch;
 
 namespace MLNet.Compression.Quantization;
 
-/// <summary>
-/// The forward pass of a <see cref="TorchNetwork"/> written out layer by layer (the same operators as its modules), so
-/// that calibration can observe the input of every parameterized layer and quantization-aware training can replace
-/// inputs and weights by their fake-quantized versions.
-/// </summary>
-internal static class LayerwiseForward
+/// <summary>An <see cref="ILayerInterceptor"/> from two delegates (either may be null: the value is used unchanged).</summary>
+internal sealed class LayerInterceptor(Func<int, ParameterizedLayer, Tensor, Tensor>? input, Func<int, ParameterizedLayer, Tensor, Tensor>? weight) : ILayerInterceptor
 {
-    /// <summary>Called with (index among parameterized layers, layer, value); returns the value to use instead (or the same one).</summary>
-    public delegate Tensor Intercept(int index, ParameterizedLayer layer, Tensor value);
+    /// <inheritdoc />
+    public Tensor Input(int index, ParameterizedLayer layer, Tensor value) => input is null ? value : input(index, layer, value);
 
-    /// <summary>Runs <paramref name="net"/> (built from <paramref name="model"/>) on <paramref name="x"/> ([N, InputLength]); returns the logits.</summary>
-    public static Tensor Run(NetworkModel model, TorchNetwork net, Tensor x, Intercept? input = null, Intercept? weight = null)
-    {
-        var shape = model.InputShape;
-        if (shape.Length == 3)
-            x = x.view(-1, shape[0], shape[1], shape[2]);
-        int k = 0;
-        foreach (var layer in model.Layers)
-        {
-            switch (layer)
-            {
-                case ParameterizedLayer p:
-                    var (w, b) = TorchNetwork.ParametersOf(net.ParameterizedModules[k].Module);
-                    var xin = input is null ? x : input(k, p, x);
-                    var wq = weight is null ? w : weight(k, p, w);
-                    x = p switch
-                    {
-                        DenseModelLayer => nn.functional.linear(xin, wq, b),
-                        ConvModelLayer c => nn.functional.conv2d(xin, wq, b, strides: [c.Stride, c.Stride], padding: [c.Padding, c.Padding],
-                            dilation: [1, 1], groups: c.Groups),
-                        _ => throw new NotSupportedException($"Layer '{p.Name}' of type {p.GetType().Name} is not supported."),
-                    };
-                    if (p.Activation == Activation.Relu)
-                        x = nn.functional.relu(x);
-                    k++;
-                    break;
-                case MaxPoolModelLayer mp:
-                    x = nn.functional.max_pool2d(x, [mp.Kernel, mp.Kernel], [mp.Stride, mp.Stride]);
-                    break;
-                case FlattenModelLayer:
-                    x = x.flatten(1);
-                    break;
-                default:
-                    throw new NotSupportedException($"Layer '{layer.Name}' of type {layer.GetType().Name} is not supported.");
-            }
-        }
-        return x;
-    }
+    /// <inheritdoc />
+    public Tensor Weight(int index, ParameterizedLayer layer, Tensor value) => weight is null ? value : weight(index, layer, value);
 }
 
 /// <summary>
@@ -128,7 +88,6 @@ internal sealed class FakeQuantTraining : IDisposable
 {
     private const float Averaging = 0.01f;
     private static readonly Scalar Zero = 0.0.ToScalar();
-    private readonly NetworkModel model;
     private readonly bool perChannel;
     private readonly bool[] quantized;
     private readonly float[]? min;
@@ -137,7 +96,6 @@ internal sealed class FakeQuantTraining : IDisposable
 
     public FakeQuantTraining(NetworkModel model, bool perChannel, ISet<string> keepFloat, IReadOnlyDictionary<string, ActivationRange>? initialRanges)
     {
-        this.model = model;
         this.perChannel = perChannel;
         var layers = model.ParameterizedLayers.ToArray();
         quantized = layers.Select(l => !keepFloat.Contains(l.Name)).ToArray();
@@ -149,12 +107,6 @@ internal sealed class FakeQuantTraining : IDisposable
         }
     }
 
-    /// <summary>The running input ranges reached by training (null when activations are not simulated).</summary>
-    public IReadOnlyDictionary<string, ActivationRange>? RunningRanges =>
-        min is null ? null : model.ParameterizedLayers.Select((l, i) => (l.Name, i))
-            .Where(t => !float.IsNaN(min[t.i]))
-            .ToDictionary(t => t.Name, t => new ActivationRange(min[t.i], max![t.i]), StringComparer.Ordinal);
-
     public TrainingHooks Hooks() => new()
     {
         BeforeTraining = CaptureMasks,
@@ -163,7 +115,7 @@ internal sealed class FakeQuantTraining : IDisposable
     };
 
     private Tensor Forward(TorchNetwork net, Tensor x) =>
-        LayerwiseForward.Run(model, net, x, min is null ? null : QuantizeInput, QuantizeWeight);
+        net.Forward(x, new LayerInterceptor(min is null ? null : QuantizeInput, QuantizeWeight));
 
     private Tensor QuantizeWeight(int index, ParameterizedLayer layer, Tensor w) =>
         quantized[index] ? FakeQuant.Weight(w, perChannel) : w;

@@ -16,28 +16,34 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
 {
     private readonly QuantizationSpec _spec;
 
-    // Int8Static: for a weighted layer, the next weighted layer when only max-pooling/flatten lie between (its input range is
-    // then the range of this layer's activated output), and whether it follows directly.
-    private readonly Dictionary<string, (string Next, bool Adjacent)> _next = new(StringComparer.Ordinal);
+    // Int8Static: for a weighted layer, the next weighted layer when only layers that keep quantized values (max-pooling,
+    // flatten, dropout) lie between: its input range is then the range of this layer's activated output.
+    private readonly Dictionary<string, string> _next = new(StringComparer.Ordinal);
 
     // Int8Static: the DequantizeLinear output already carrying a layer's input quantization (emitted after the previous activation).
     private readonly Dictionary<string, string> _quantizedInput = new(StringComparer.Ordinal);
 
-    /// <summary>Creates the emitter for <paramref name="model"/> (validated against <paramref name="spec"/>).</summary>
-    public QuantizedEmitter(NetworkModel model, QuantizationSpec spec)
+    private readonly bool sparse;
+
+    /// <summary>
+    /// Creates the emitter for <paramref name="model"/> (validated against <paramref name="spec"/>); with
+    /// <paramref name="sparseStorage"/>, integer weight tensors with many zeros (pruned) keep a sparse storage when it is smaller.
+    /// </summary>
+    public QuantizedEmitter(NetworkModel model, QuantizationSpec spec, bool sparseStorage = true)
     {
         QuantizedExport.Validate(model, spec);
         _spec = spec;
+        sparse = sparseStorage;
         var layers = model.Layers;
         for (int i = 0; i < layers.Count; i++)
         {
             if (layers[i] is not ParameterizedLayer)
                 continue;
             int j = i + 1;
-            while (j < layers.Count && layers[j] is MaxPoolModelLayer or FlattenModelLayer)
+            while (j < layers.Count && layers[j].KeepsQuantizedValues)
                 j++;
             if (j < layers.Count && layers[j] is ParameterizedLayer next)
-                _next[layers[i].Name] = (next.Name, j == i + 1);
+                _next[layers[i].Name] = next.Name;
         }
     }
 
@@ -56,7 +62,7 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
                 var half = new byte[layer.Weight.Length * 2];
                 for (int i = 0; i < layer.Weight.Length; i++)
                     BinaryPrimitives.WriteHalfLittleEndian(half.AsSpan(i * 2), QuantizedTensor.ToHalf(layer.Weight[i]));
-                var w = AddConstant(graph, layer.Name + ".weight_fp16", DataType.Float16, half, Dims(layer.WeightShape));
+                var w = QuantizedStorage.AddConstant(graph, layer.Name + ".weight_fp16", DataType.Float16, half, Dims(layer.WeightShape));
                 return graph.AddNode("Cast", [w], layer.Name + ".weight", new Dictionary<string, object> { ["to"] = (long)DataType.Float });
             }
             case QuantizedExport.LayerPlan.Int8WeightOnlyConv:
@@ -80,43 +86,58 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
         for (int i = 0; i < q.Length; i++)
             q[i] = (int)Math.Clamp(Math.Round((double)layer.Bias[i] / scales[scales.Length == 1 ? 0 : i]), int.MinValue, int.MaxValue);
         var b = graph.AddRawInitializer(layer.Name + ".bias_q", DataType.Int32, MemoryMarshal.AsBytes(q.AsSpan()), sizeof(int), [q.Length], q.Length);
-        var s = AddScale(graph, layer.Name + ".bias_scale", scales);
+        var s = QuantizedStorage.AddScale(graph, layer.Name + ".bias_scale", scales);
         var attrs = scales.Length == 1 ? null : new Dictionary<string, object> { ["axis"] = 0L };
         return graph.AddNode("DequantizeLinear", [b, s], layer.Name + ".bias", attrs);
     }
 
     /// <inheritdoc />
-    public override string EmitDense(OnnxGraphBuilder graph, DenseModelLayer layer, string input) => Plan(layer) switch
+    public override LayerEncoding Encoding => _spec.Mode switch
     {
-        QuantizedExport.LayerPlan.Int8DynamicDense => EmitDynamicDense(graph, layer, input),
-        QuantizedExport.LayerPlan.Int4Dense => EmitInt4Dense(graph, layer, input),
-        QuantizedExport.LayerPlan.Int8Qdq => base.EmitDense(graph, layer, QuantizeInput(graph, layer, input)),
-        _ => base.EmitDense(graph, layer, input),
+        QuantizationMode.Float16 => LayerEncoding.Float16,
+        QuantizationMode.Int8Dynamic => LayerEncoding.Int8Dynamic,
+        QuantizationMode.Int8Static => LayerEncoding.Int8Static,
+        _ => LayerEncoding.Int4WeightOnly,
     };
 
     /// <inheritdoc />
-    public override string EmitConv(OnnxGraphBuilder graph, ConvModelLayer layer, string input) => Plan(layer) switch
+    public override IReadOnlyCollection<string>? KeptFloat => _spec.KeepFloat;
+
+    /// <inheritdoc />
+    public override WeightCompute ComputeOf(ParameterizedLayer layer) => Plan(layer) switch
     {
-        QuantizedExport.LayerPlan.Int8Qdq => base.EmitConv(graph, layer, QuantizeInput(graph, layer, input)),
-        _ => base.EmitConv(graph, layer, input),
+        QuantizedExport.LayerPlan.Int8DynamicDense => WeightCompute.DynamicInt8,
+        QuantizedExport.LayerPlan.Int4Dense => WeightCompute.Int4,
+        _ => WeightCompute.Float,
     };
+
+    /// <inheritdoc />
+    public override QuantizedTensor QuantizeWeights(ParameterizedLayer layer) => QuantizedExport.QuantizeWeights(layer, _spec);
+
+    /// <inheritdoc />
+    public override string AddIntegerTensor(OnnxGraphBuilder graph, string name, sbyte[] values, long[] dims, int bits) =>
+        QuantizedStorage.Add(graph, name, values, dims, bits, sparse);
+
+    /// <inheritdoc />
+    public override string EmitInput(OnnxGraphBuilder graph, ParameterizedLayer layer, string input) =>
+        Plan(layer) == QuantizedExport.LayerPlan.Int8Qdq ? QuantizeInput(graph, layer, input) : input;
 
     /// <inheritdoc />
     public override string EmitActivation(OnnxGraphBuilder graph, ParameterizedLayer layer, string input)
     {
         // Int4: ONNX Runtime fuses MatMul + Add + Relu into a float FusedGemm before its DequantizeLinear → MatMulNBits rewrite
         // runs, which would leave the 4-bit weights dequantized on every run; Max(y, 0) is the same function and is not fused.
-        if (Plan(layer) == QuantizedExport.LayerPlan.Int4Dense && layer.Activation == Activation.Relu)
+        if (ComputeOf(layer) == WeightCompute.Int4 && layer.Activation == Activation.Relu)
             return graph.AddNode("Max", [input, graph.AddFloatInitializer(layer.Name + ".relu_zero", [0f], [])], layer.Name + ".relu");
         var y = base.EmitActivation(graph, layer, input);
         // Int8Static: quantize the activated output with the next weighted layer's input range, so that ONNX Runtime sees
         // DQ → Conv/Gemm → (Relu) → Q and fuses it into QLinearConv/QGemm with a quantized output (max-pooling in between runs on uint8).
         if (_spec.Mode != QuantizationMode.Int8Static || Plan(layer) != QuantizedExport.LayerPlan.Int8Qdq
-            || !_next.TryGetValue(layer.Name, out var next) || _spec.KeepFloat?.Contains(next.Next) == true)
+            || !_next.TryGetValue(layer.Name, out var next) || _spec.KeepFloat?.Contains(next) == true)
             return y;
-        var dq = QuantizeDequantize(graph, next.Next, y);
-        if (next.Adjacent)
-            _quantizedInput[next.Next] = dq;
+        // QuantizeInput reuses it when it reaches the next layer unchanged (only layers that emit no node lie between).
+        var dq = QuantizeDequantize(graph, next, y);
+        _quantizedInput[next] = dq;
         return dq;
     }
 
@@ -132,11 +153,10 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
         return graph.AddNode("DequantizeLinear", [q, s, z], layerName + ".input_dq");
     }
 
-    private static string EmitInt8Weight(OnnxGraphBuilder graph, ParameterizedLayer layer, QuantizedTensor q)
+    private string EmitInt8Weight(OnnxGraphBuilder graph, ParameterizedLayer layer, QuantizedTensor q)
     {
-        var w = graph.AddRawInitializer(layer.Name + ".weight_q", DataType.Int8, MemoryMarshal.AsBytes(q.Values!.AsSpan()), 1,
-            Dims(layer.WeightShape), q.Values!.Length);
-        var s = AddScale(graph, layer.Name + ".weight_scale", q.Scales);
+        var w = QuantizedStorage.Add(graph, layer.Name + ".weight_q", q.Values!, Dims(layer.WeightShape), 8, sparse);
+        var s = QuantizedStorage.AddScale(graph, layer.Name + ".weight_scale", q.Scales);
         var zeros = new sbyte[q.Scales.Length];
         var z = graph.AddRawInitializer(layer.Name + ".weight_zero_point", DataType.Int8, MemoryMarshal.AsBytes(zeros.AsSpan()), 1,
             q.Scales.Length == 1 ? [] : [zeros.Length], zeros.Length);
@@ -144,77 +164,84 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
         return graph.AddNode("DequantizeLinear", [w, s, z], layer.Name + ".weight", attrs);
     }
 
+    private static long[] Dims(int[] shape) => shape.Select(d => (long)d).ToArray();
+}
+
+/// <summary>
+/// Layer-agnostic storage of quantized tensors: int8 and int4 values stored densely, or, when smaller (pruned weights), only
+/// the non-zero values plus one uint8 gap each (as <see cref="SparseWeights"/> stores floats), rebuilt in the graph by
+/// Cast → ScatterElements → Reshape → Cast. Every input of the rebuild is a constant, so ONNX Runtime folds it at load into
+/// the dense int8/int4 initializer, and its DequantizeLinear fusions (QGemm, QLinearConv, MatMulNBits) apply as to a dense tensor.
+/// </summary>
+internal static class QuantizedStorage
+{
     /// <summary>
-    /// Per-row dynamic quantization: each row's activations get their own uint8 scale and zero point (from that row's
-    /// min and max, widened to include 0), MatMulInteger multiplies them with the int8 weights [in, out], and the zero point
-    /// is taken out with the weights' column sums: y = (x_q·W − zp·colsum(W)) · x_scale · w_scale + b. Unlike
-    /// DynamicQuantizeLinear (one scale for the whole batch), a row's result does not depend on the other rows it is scored
-    /// with, so batched in-process scoring and ML.NET's one-row-at-a-time scoring give identical outputs.
+    /// Adds an int8 (<paramref name="bits"/> = 8) or int4 (4) tensor of <paramref name="values"/> (row-major, shape
+    /// <paramref name="dims"/>) named <paramref name="name"/>, sparse when <paramref name="allowSparse"/> and that is smaller;
+    /// returns the name of the value holding the tensor.
     /// </summary>
-    private string EmitDynamicDense(OnnxGraphBuilder graph, DenseModelLayer layer, string input)
+    public static string Add(OnnxGraphBuilder graph, string name, sbyte[] values, long[] dims, int bits, bool allowSparse)
     {
-        var q = QuantizedTensor.Int8Symmetric(layer.Weight, layer.OutputUnits, _spec.PerChannel);
-        int k = layer.InFeatures, n = layer.OutFeatures;
-        var transposed = new sbyte[q.Values!.Length];
-        var columnSums = new float[n];
-        for (int o = 0; o < n; o++)
-            for (int i = 0; i < k; i++)
-            {
-                transposed[i * n + o] = q.Values[o * k + i];
-                columnSums[o] += q.Values[o * k + i];
-            }
-        string name = layer.Name;
-        var w = graph.AddRawInitializer(name + ".weight_q", DataType.Int8, MemoryMarshal.AsBytes(transposed.AsSpan()), 1, [k, n], transposed.Length);
-        var ws = AddScale(graph, name + ".weight_scale", q.Scales);
-        var colsum = graph.AddFloatInitializer(name + ".weight_column_sums", columnSums, [1, n]);
-        var zero = graph.AddFloatInitializer(name + ".zero", [0f], []);
-        var levels = graph.AddFloatInitializer(name + ".levels", [255f], []);
-        var tiny = graph.AddFloatInitializer(name + ".min_scale", [1e-30f], []);
-        var rowAxis = new Dictionary<string, object> { ["axes"] = new long[] { 1 }, ["keepdims"] = 1L };
-        var rowMin = graph.AddNode("Min", [graph.AddNode("ReduceMin", [input], name + ".row_min", rowAxis), zero], name + ".row_min0");
-        var rowMax = graph.AddNode("Max", [graph.AddNode("ReduceMax", [input], name + ".row_max", rowAxis), zero], name + ".row_max0");
-        var scale = graph.AddNode("Max", [graph.AddNode("Div", [graph.AddNode("Sub", [rowMax, rowMin], name + ".row_range"), levels], name + ".row_scale_raw"), tiny], name + ".row_scale");
-        var zeroPoint = graph.AddNode("Clip", [graph.AddNode("Round", [graph.AddNode("Div", [graph.AddNode("Neg", [rowMin], name + ".neg_min"), scale], name + ".zp_raw")], name + ".zp_round"), zero, levels], name + ".row_zero_point");
-        var shifted = graph.AddNode("Add", [graph.AddNode("Round", [graph.AddNode("Div", [input, scale], name + ".x_scaled")], name + ".x_round"), zeroPoint], name + ".x_shifted");
-        var xq = graph.AddNode("Cast", [graph.AddNode("Clip", [shifted, zero, levels], name + ".x_clipped")], name + ".input_q",
-            new Dictionary<string, object> { ["to"] = (long)DataType.Uint8 });
-        var mm = graph.AddNode("MatMulInteger", [xq, w], name + ".matmul_int32");
-        var mmf = graph.AddNode("Cast", [mm], name + ".matmul_float", new Dictionary<string, object> { ["to"] = (long)DataType.Float });
-        var corrected = graph.AddNode("Sub", [mmf, graph.AddNode("Mul", [zeroPoint, colsum], name + ".zero_point_term")], name + ".matmul_centered");
-        var outScale = graph.AddNode("Mul", [scale, ws], name + ".output_scale");
-        var y = graph.AddNode("Mul", [corrected, outScale], name + ".matmul");
-        return graph.AddNode("Add", [y, EmitBias(graph, layer)], name);
+        if (bits is not (4 or 8))
+            throw new ArgumentOutOfRangeException(nameof(bits), bits, "Only int8 and int4 tensors are stored.");
+        if (allowSparse && SparseBytes(values, bits) is { } sparseBytes && sparseBytes + SparseWeights.EncodingOverheadBytes < DenseBytes(values.Length, bits))
+            return AddSparse(graph, name, values, dims, bits);
+        if (bits == 8)
+            return graph.AddRawInitializer(name, DataType.Int8, MemoryMarshal.AsBytes(values.AsSpan()), 1, dims, values.Length);
+        return AddConstant(graph, name, DataType.Int4, PackInt4(values.Select(v => (byte)(v & 0x0F)).ToArray()), dims);
     }
 
-    /// <summary>
-    /// MatMul(x, DequantizeLinear(W_int4 [in, out], scales [blocks, out], axis = 0, block_size)) + bias: opset-21 blocked
-    /// quantization that ONNX Runtime rewrites into MatMulNBits.
-    /// </summary>
-    private string EmitInt4Dense(OnnxGraphBuilder graph, DenseModelLayer layer, string input)
+    /// <summary>Bytes of values a dense tensor of <paramref name="count"/> elements stores.</summary>
+    public static long DenseBytes(long count, int bits) => bits == 8 ? count : (count + 1) / 2;
+
+    /// <summary>Bytes of values and gaps the sparse storage of <paramref name="values"/> needs.</summary>
+    public static long SparseBytes(sbyte[] values, int bits)
     {
-        int k = layer.InFeatures, n = layer.OutFeatures, bs = _spec.BlockSize;
-        var q = QuantizedTensor.Int4Blockwise(layer.Weight, n, bs);
-        int blocks = q.BlocksPerRow;
-        // [in, out] row-major, two values per byte, the first in the low nibble.
-        long count = (long)k * n;
-        var packed = new byte[(count + 1) / 2];
-        for (int i = 0; i < k; i++)
-            for (int o = 0; o < n; o++)
-            {
-                long e = (long)i * n + o;
-                int nibble = q.Values![o * k + i] & 0x0F;
-                packed[e >> 1] |= (byte)((e & 1) == 0 ? nibble : nibble << 4);
-            }
-        var scales = new float[blocks * n];
-        for (int b = 0; b < blocks; b++)
-            for (int o = 0; o < n; o++)
-                scales[b * n + o] = q.Scales[o * blocks + b];
-        var w = AddConstant(graph, layer.Name + ".weight_q4", DataType.Int4, packed, [k, n]);
-        var s = graph.AddFloatInitializer(layer.Name + ".weight_scale", scales, [blocks, n]);
-        var wf = graph.AddNode("DequantizeLinear", [w, s], layer.Name + ".weight_t",
-            new Dictionary<string, object> { ["axis"] = 0L, ["block_size"] = (long)bs });
-        var y = graph.AddNode("MatMul", [input, wf], layer.Name + ".matmul");
-        return graph.AddNode("Add", [y, EmitBias(graph, layer)], layer.Name);
+        long entries = SparseWeights.EncodeGaps(values.Length, i => values[i] != 0).Sources.LongLength;
+        return DenseBytes(entries, bits) + entries;
+    }
+
+    /// <summary>Two values per byte, the first in the low nibble.</summary>
+    public static byte[] PackInt4(byte[] nibbles)
+    {
+        var packed = new byte[(nibbles.LongLength + 1) / 2];
+        for (long e = 0; e < nibbles.LongLength; e++)
+            packed[e >> 1] |= (byte)((e & 1) == 0 ? nibbles[e] & 0x0F : (nibbles[e] & 0x0F) << 4);
+        return packed;
+    }
+
+    private static string AddSparse(OnnxGraphBuilder graph, string name, sbyte[] dense, long[] dims, int bits)
+    {
+        var (sources, gaps) = SparseWeights.EncodeGaps(dense.Length, i => dense[i] != 0);
+        var values = sources.Select(i => i < 0 ? (sbyte)0 : dense[i]).ToArray();
+        var toFloat = new Dictionary<string, object> { ["to"] = (long)DataType.Float };
+        string floats;
+        if (bits == 8)
+        {
+            var v = graph.AddRawInitializer(name + ".values", DataType.Int8, MemoryMarshal.AsBytes(values.AsSpan()), 1, [values.Length], values.Length);
+            floats = graph.AddNode("Cast", [v], name + ".values_f", toFloat);
+        }
+        else
+        {
+            // Values offset by 8 into 0..15, two per byte: low nibbles Mod 16, high nibbles BitShift 4, interleaved, cut to length, minus 8.
+            var packed = PackInt4(values.Select(x => (byte)(x + 8)).ToArray());
+            var p = graph.AddRawInitializer(name + ".values_u4", DataType.Uint8, packed, 1, [packed.Length], packed.Length);
+            var sixteen = graph.AddRawInitializer(name + ".sixteen", DataType.Uint8, new byte[] { 16 }, 1, [], 1);
+            var four = graph.AddRawInitializer(name + ".four", DataType.Uint8, new byte[] { 4 }, 1, [], 1);
+            var low = graph.AddNode("Mod", [p, sixteen], name + ".low");
+            var high = graph.AddNode("BitShift", [p, four], name + ".high", new Dictionary<string, object> { ["direction"] = "RIGHT" });
+            var column = graph.AddInt64Initializer(name + ".column", [-1L, 1L], [2]);
+            var pairs = graph.AddNode("Concat", [graph.AddNode("Reshape", [low, column], name + ".low_col"), graph.AddNode("Reshape", [high, column], name + ".high_col")],
+                name + ".pairs", new Dictionary<string, object> { ["axis"] = 1L });
+            var flat = graph.AddNode("Reshape", [pairs, graph.AddInt64Initializer(name + ".flat_shape", [-1L], [1])], name + ".unpacked");
+            var cut = graph.AddNode("Slice", [flat, graph.AddInt64Initializer(name + ".start", [0L], [1]), graph.AddInt64Initializer(name + ".end", [values.LongLength], [1])],
+                name + ".offset_values");
+            var eight = graph.AddFloatInitializer(name + ".eight", [8f], []);
+            floats = graph.AddNode("Sub", [graph.AddNode("Cast", [cut], name + ".offset_f", toFloat), eight], name + ".values_f");
+        }
+        var zeros = SparseWeights.Zeros(graph, name, dense.Length);
+        var rebuilt = SparseWeights.ScatterByGaps(graph, name, zeros, floats, gaps, dims.Select(d => checked((int)d)).ToArray());
+        return graph.AddNode("Cast", [rebuilt], name, new Dictionary<string, object> { ["to"] = (long)(bits == 8 ? DataType.Int8 : DataType.Int4) });
     }
 
     /// <summary>
@@ -222,15 +249,13 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
     /// initializer and throws "Unsupported ONNX scalar type" for these element types, while ONNX Runtime turns Constant nodes
     /// into initializers when it loads the graph (so folding and fusions see the same graph).
     /// </summary>
-    private static string AddConstant(OnnxGraphBuilder graph, string name, DataType type, byte[] littleEndianData, long[] dims)
+    public static string AddConstant(OnnxGraphBuilder graph, string name, DataType type, byte[] littleEndianData, long[] dims)
     {
         var tensor = new TensorProto { DataType = (int)type, RawData = ByteString.CopyFrom(littleEndianData) };
         tensor.Dims.AddRange(dims);
         return graph.AddNode("Constant", [], name, new Dictionary<string, object> { ["value"] = tensor });
     }
 
-    private static string AddScale(OnnxGraphBuilder graph, string name, float[] scales) =>
+    public static string AddScale(OnnxGraphBuilder graph, string name, float[] scales) =>
         scales.Length == 1 ? graph.AddFloatInitializer(name, scales, []) : graph.AddFloatInitializer(name, scales, [scales.Length]);
-
-    private static long[] Dims(int[] shape) => shape.Select(d => (long)d).ToArray();
 }

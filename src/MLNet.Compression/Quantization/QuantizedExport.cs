@@ -56,7 +56,7 @@ internal static class QuantizedExport
             Opset = opset,
             ClassNames = b.ClassNames,
             Metadata = b.Metadata,
-            LayerEmitter = new QuantizedEmitter(model, spec),
+            LayerEmitter = new QuantizedEmitter(model, spec, b.SparseWeights != SparseWeightsMode.Never),
             SparseWeights = b.SparseWeights,
             SparseDensityThreshold = b.SparseDensityThreshold,
             SparseEncoding = b.SparseEncoding,
@@ -122,13 +122,12 @@ internal static class QuantizedExport
     {
         if (spec.KeepFloat is { } keep && keep.Contains(layer.Name))
             return LayerPlan.Float32;
-        bool dense = layer is DenseModelLayer;
         return spec.Mode switch
         {
             QuantizationMode.Float16 => LayerPlan.Float16,
-            QuantizationMode.Int8Dynamic => dense ? LayerPlan.Int8DynamicDense : LayerPlan.Int8WeightOnlyConv,
+            QuantizationMode.Int8Dynamic => layer.HasDynamicInt8Kernel ? LayerPlan.Int8DynamicDense : LayerPlan.Int8WeightOnlyConv,
             QuantizationMode.Int8Static => LayerPlan.Int8Qdq,
-            QuantizationMode.Int4WeightOnly => dense ? LayerPlan.Int4Dense : LayerPlan.Int8WeightOnlyConv,
+            QuantizationMode.Int4WeightOnly => layer.HasInt4Kernel ? LayerPlan.Int4Dense : LayerPlan.Int8WeightOnlyConv,
             _ => throw new ArgumentOutOfRangeException(nameof(spec), spec.Mode, "Unknown quantization mode."),
         };
     }
@@ -178,45 +177,59 @@ internal static class QuantizedExport
         switch (PlanOf(layer, spec))
         {
             case LayerPlan.Float32:
-                return new(layer.Name, "float32", layer is DenseModelLayer ? "float Gemm" : "float Conv", n, n * 4, n * 4, biasFloat);
+                return new(layer.Name, "float32", "float " + layer.OnnxOperator, n, n * 4, n * 4, biasFloat);
             case LayerPlan.Float16:
                 // The Cast of a constant is folded at session creation: the weights are resident as float32.
-                return new(layer.Name, "float16", layer is DenseModelLayer ? "float Gemm (weights cast to float32 at load)" : "float Conv (weights cast to float32 at load)",
+                return new(layer.Name, "float16", $"float {layer.OnnxOperator} (weights cast to float32 at load)",
                     n, n * 2, n * 4, biasFloat);
             case LayerPlan.Int8DynamicDense:
             {
                 // int8 values + float scales + the float column sums used for the zero-point correction + three float constants;
                 // MatMulInteger prepacks the int8 matrix (about 1 byte per weight).
-                long stored = n + channelScales * 4 + (long)layer.OutputUnits * 4 + 3 * 4;
-                return new(layer.Name, Int8Name(spec), "per-row dynamic quantization + MatMulInteger (int8)", n, stored, stored, biasFloat);
+                long stored = StoredValueBytes(layer, spec, 8) + channelScales * 4 + (long)layer.OutputUnits * 4 + 3 * 4;
+                long resident = n + channelScales * 4 + (long)layer.OutputUnits * 4 + 3 * 4;
+                return new(layer.Name, Int8Name(spec), "per-row dynamic quantization + MatMulInteger (int8)", n, stored, resident, biasFloat);
             }
             case LayerPlan.Int8WeightOnlyConv:
             {
                 // int8 values + float scales + int8 zero points. ONNX Runtime does not constant-fold DequantizeLinear: the int8
                 // weights stay resident and each run dequantizes them into a temporary float32 tensor for the float Conv.
-                long stored = n + channelScales * 5;
-                return new(layer.Name, Int8Name(spec), "DequantizeLinear per run + float Conv", n, stored, stored, biasFloat);
+                long stored = StoredValueBytes(layer, spec, 8) + channelScales * 5;
+                return new(layer.Name, Int8Name(spec), $"DequantizeLinear per run + float {layer.OnnxOperator}", n, stored, n + channelScales * 5, biasFloat);
             }
             case LayerPlan.Int8Qdq:
             {
                 // int8 values + float scales + int8 zero points (weights), int32 values + float scales (bias). QLinearConv/QGemm keep
                 // int8 weights and int32 biases.
-                long stored = n + channelScales * 5;
+                long stored = StoredValueBytes(layer, spec, 8) + channelScales * 5;
                 long bias = outUnits * 4 + channelScales * 4;
-                return new(layer.Name, Int8Name(spec), layer is DenseModelLayer ? "QDQ → QGemm (int8)" : "QDQ → QLinearConv (int8)", n, stored, stored, bias);
+                return new(layer.Name, Int8Name(spec), $"QDQ → {layer.QuantizedOperator} (int8)", n, stored, n + channelScales * 5, bias);
             }
             case LayerPlan.Int4Dense:
             {
-                var d = (DenseModelLayer)layer;
-                long blocks = (d.InFeatures + spec.BlockSize - 1) / spec.BlockSize;
-                long stored = (n + 1) / 2 + blocks * d.OutFeatures * 4;
-                // MatMulNBits holds [out, blocks, block/2] bytes (the input dimension padded to whole blocks) plus the scales.
-                long resident = blocks * d.OutFeatures * (spec.BlockSize / 2) + blocks * d.OutFeatures * 4;
+                long blocks = (layer.FanIn + spec.BlockSize - 1) / spec.BlockSize;
+                long stored = StoredValueBytes(layer, spec, 4) + blocks * layer.OutputUnits * 4;
+                // MatMulNBits holds [out, blocks, block/2] bytes (the input dimension padded to whole blocks) plus the scales;
+                // sparse storage is rebuilt into the dense tensor at load.
+                long resident = blocks * layer.OutputUnits * (spec.BlockSize / 2) + blocks * layer.OutputUnits * 4;
                 return new(layer.Name, $"int4 block {spec.BlockSize}", "MatMulNBits (4-bit)", n, stored, resident, biasFloat);
             }
             default:
                 throw new InvalidOperationException();
         }
+    }
+
+    /// <summary>
+    /// Bytes of the integer values as stored: dense (one byte per int8, half a byte per int4) or, for pruned weights where it is
+    /// smaller, the non-zero values plus one uint8 gap each (<see cref="QuantizedStorage"/>; sparse data only, the few hundred
+    /// bytes of rebuild nodes not counted).
+    /// </summary>
+    private static long StoredValueBytes(ParameterizedLayer layer, QuantizationSpec spec, int bits)
+    {
+        var values = QuantizeWeights(layer, spec).Values!;
+        long dense = QuantizedStorage.DenseBytes(values.Length, bits);
+        long sparse = QuantizedStorage.SparseBytes(values, bits);
+        return sparse + SparseWeights.EncodingOverheadBytes < dense ? sparse : dense;
     }
 
     private static string Int8Name(QuantizationSpec spec) => spec.PerChannel ? "int8 per-channel" : "int8 per-tensor";

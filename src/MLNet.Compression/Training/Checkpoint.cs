@@ -174,39 +174,3 @@ public sealed class CheckpointException : IOException
     {
     }
 }
-
-/// <summary>JSON form of a <see cref="NetworkArchitecture"/>.</summary>
-internal static class ArchitectureJson
-{
-    public static JsonNode ToJson(NetworkArchitecture a) => new JsonObject
-    {
-        ["name"] = a.Name,
-        ["inputShape"] = new JsonArray(a.InputShape.Select(d => (JsonNode?)JsonValue.Create(d)).ToArray()),
-        ["layers"] = new JsonArray(a.Layers.Select(l => (JsonNode?)(l switch
-        {
-            DenseLayer d => new JsonObject { ["type"] = "dense", ["units"] = d.Units, ["activation"] = d.Activation.ToString() },
-            Conv2dLayer c => new JsonObject
-            {
-                ["type"] = "conv2d", ["outChannels"] = c.OutChannels, ["kernel"] = c.KernelSize, ["stride"] = c.Stride,
-                ["padding"] = c.Padding, ["activation"] = c.Activation.ToString(), ["depthwise"] = c.Depthwise,
-            },
-            MaxPool2dLayer p => new JsonObject { ["type"] = "maxpool2d", ["kernel"] = p.KernelSize, ["stride"] = p.Stride },
-            FlattenLayer => new JsonObject { ["type"] = "flatten" },
-            _ => throw new NotSupportedException($"Cannot serialise layer {l}."),
-        })).ToArray()),
-    };
-
-    public static NetworkArchitecture FromJson(JsonNode n)
-    {
-        var layers = n["layers"]!.AsArray().Select(l => (string)l!["type"]! switch
-        {
-            "dense" => (LayerSpec)new DenseLayer((int)l["units"]!, Enum.Parse<Activation>((string)l["activation"]!)),
-            "conv2d" => new Conv2dLayer((int)l["outChannels"]!, (int)l["kernel"]!, (int)l["stride"]!, (int)l["padding"]!,
-                Enum.Parse<Activation>((string)l["activation"]!), (bool)l["depthwise"]!),
-            "maxpool2d" => new MaxPool2dLayer((int)l["kernel"]!, (int)l["stride"]!),
-            "flatten" => new FlattenLayer(),
-            var t => throw new FormatException($"unknown layer type '{t}'"),
-        }).ToArray();
-        return new NetworkArchitecture((string)n["name"]!, n["inputShape"]!.AsArray().Select(d => (int)d!).ToArray(), layers);
-    }
-}

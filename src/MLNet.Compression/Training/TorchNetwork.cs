@@ -5,43 +5,41 @@ using static TorchSharp.torch;
 
 namespace MLNet.Compression;
 
-/// <summary>A TorchSharp module built from a <see cref="NetworkModel"/>; weights copy both ways.</summary>
+/// <summary>
+/// Sees, and may replace, the input and the weight of every parameterized layer during <see cref="TorchNetwork.Forward(Tensor, ILayerInterceptor)"/>
+/// (calibration observes inputs; quantization-aware training fake-quantizes inputs and weights).
+/// </summary>
+internal interface ILayerInterceptor
+{
+    /// <summary>The input to use for parameterized layer number <paramref name="index"/> (or <paramref name="value"/> itself).</summary>
+    Tensor Input(int index, ParameterizedLayer layer, Tensor value);
+
+    /// <summary>The weight to use for parameterized layer number <paramref name="index"/> (or <paramref name="value"/> itself).</summary>
+    Tensor Weight(int index, ParameterizedLayer layer, Tensor value);
+}
+
+/// <summary>A TorchSharp module built from a <see cref="NetworkModel"/> (each layer creates its own modules); weights copy both ways.</summary>
 internal sealed class TorchNetwork : nn.Module<Tensor, Tensor>
 {
     private readonly Sequential body;
     private readonly long[]? imageShape;
     private readonly List<(ParameterizedLayer Layer, nn.Module<Tensor, Tensor> Module)> parameterized = new();
 
+    // Per model layer: its modules in order (for a parameterized layer the first holds the weights).
+    private readonly List<(ModelLayer Layer, nn.Module<Tensor, Tensor>[] Modules)> steps = new();
+
     public TorchNetwork(NetworkModel model) : base("network")
     {
         var modules = new List<(string, nn.Module<Tensor, Tensor>)>();
         foreach (var layer in model.Layers)
         {
-            switch (layer)
-            {
-                case DenseModelLayer d:
-                    var linear = nn.Linear(d.InFeatures, d.OutFeatures);
-                    modules.Add((d.Name, linear));
-                    parameterized.Add((d, linear));
-                    if (d.Activation == Activation.Relu)
-                        modules.Add((d.Name + "_relu", nn.ReLU()));
-                    break;
-                case ConvModelLayer c:
-                    var conv = nn.Conv2d(c.InChannels, c.OutChannels, c.Kernel, stride: c.Stride, padding: c.Padding, groups: c.Groups);
-                    modules.Add((c.Name, conv));
-                    parameterized.Add((c, conv));
-                    if (c.Activation == Activation.Relu)
-                        modules.Add((c.Name + "_relu", nn.ReLU()));
-                    break;
-                case MaxPoolModelLayer p:
-                    modules.Add((p.Name, nn.MaxPool2d(p.Kernel, p.Stride)));
-                    break;
-                case FlattenModelLayer f:
-                    modules.Add((f.Name, nn.Flatten()));
-                    break;
-                default:
-                    throw new NotSupportedException($"Layer {layer.Name} of type {layer.GetType().Name} has no TorchSharp equivalent.");
-            }
+            var own = layer.CreateModules().ToArray();
+            if (own.Length == 0)
+                throw new NotSupportedException($"Layer {layer.Name} of type {layer.GetType().Name} created no TorchSharp module.");
+            modules.AddRange(own);
+            steps.Add((layer, own.Select(m => m.Module).ToArray()));
+            if (layer is ParameterizedLayer p)
+                parameterized.Add((p, own[0].Module));
         }
         body = nn.Sequential(modules);
         if (model.InputShape.Length == 3)
@@ -49,7 +47,7 @@ internal sealed class TorchNetwork : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    /// <summary>The parameterized layers in order with their modules (Linear or Conv2d).</summary>
+    /// <summary>The parameterized layers in order with the modules that hold their weights.</summary>
     public IReadOnlyList<(ParameterizedLayer Layer, nn.Module<Tensor, Tensor> Module)> ParameterizedModules => parameterized;
 
     public override Tensor forward(Tensor input)
@@ -58,13 +56,35 @@ internal sealed class TorchNetwork : nn.Module<Tensor, Tensor>
         return body.forward(x);
     }
 
-    /// <summary>Weight and bias parameters of a Linear or Conv2d module.</summary>
-    public static (Parameter Weight, Parameter Bias) ParametersOf(nn.Module<Tensor, Tensor> module) => module switch
+    /// <summary>
+    /// The same forward pass through the same modules, with <paramref name="interceptor"/> shown (and allowed to replace) the
+    /// input and weight of every parameterized layer, which then computes <see cref="ParameterizedLayer.Forward"/> with them.
+    /// </summary>
+    public Tensor Forward(Tensor input, ILayerInterceptor interceptor)
     {
-        Linear l => (l.weight!, l.bias!),
-        Conv2d c => (c.weight!, c.bias!),
-        _ => throw new NotSupportedException(module.GetType().Name),
-    };
+        ArgumentNullException.ThrowIfNull(interceptor);
+        var x = imageShape is null ? input : input.view(imageShape);
+        int k = 0;
+        foreach (var (layer, modules) in steps)
+        {
+            int first = 0;
+            if (layer is ParameterizedLayer p)
+            {
+                var (w, b) = ParametersOf(modules[0]);
+                x = p.Forward(interceptor.Input(k, p, x), interceptor.Weight(k, p, w), b);
+                k++;
+                first = 1;
+            }
+            for (int i = first; i < modules.Length; i++)
+                x = modules[i].forward(x);
+        }
+        return x;
+    }
+
+    /// <summary>The "weight" and "bias" parameters of the module that holds a layer's weights.</summary>
+    public static (Parameter Weight, Parameter Bias) ParametersOf(nn.Module<Tensor, Tensor> module) =>
+        (module.get_parameter("weight") ?? throw new NotSupportedException($"Module {module.GetName()} has no 'weight' parameter."),
+         module.get_parameter("bias") ?? throw new NotSupportedException($"Module {module.GetName()} has no 'bias' parameter."));
 
     /// <summary>Copies the weights of <paramref name="model"/> into this module (any device, any dtype).</summary>
     public void LoadWeights(NetworkModel model)

@@ -138,7 +138,7 @@ public sealed class CalibrationTests : IClassFixture<QuantizableMlpFixture>
     }
 
     [Fact]
-    public void TheLayerwiseForwardComputesWhatTheTorchModuleComputes()
+    public void TheInterceptedForwardComputesWhatTheTorchModuleComputes()
     {
         foreach (var architecture in new[] { NetworkArchitecture.Mlp(32, 16), NetworkArchitecture.LeNet5(), NetworkArchitecture.DepthwiseSeparable() })
         {
@@ -152,13 +152,13 @@ public sealed class CalibrationTests : IClassFixture<QuantizableMlpFixture>
             var x = rand(5, model.InputLength);
             var expected = net.forward(x);
             var seen = new List<string>();
-            var actual = LayerwiseForward.Run(model, net, x, (i, layer, input) =>
+            var actual = net.Forward(x, new LayerInterceptor((i, layer, input) =>
             {
                 seen.Add(layer.Name);
                 Assert.Equal(layer.InputShape.Aggregate(1, (a, b) => a * b), (int)(input.numel() / 5));
                 return input;
-            });
-            Assert.True(expected.allclose(actual, rtol: 1e-5, atol: 1e-6), $"{architecture.Name}: the layer-by-layer forward differs.");
+            }, null));
+            Assert.True(expected.allclose(actual, rtol: 1e-5, atol: 1e-6), $"{architecture.Name}: the intercepted forward differs.");
             Assert.Equal(model.ParameterizedLayers.Select(l => l.Name), seen);
         }
     }

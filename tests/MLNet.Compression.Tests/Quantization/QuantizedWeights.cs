@@ -1,3 +1,4 @@
+using Microsoft.ML.OnnxRuntime;
 using MLNet.Compression.Onnx.Proto;
 
 namespace MLNet.Compression.Tests.Quantization;
@@ -6,12 +7,27 @@ namespace MLNet.Compression.Tests.Quantization;
 internal static class QuantizedWeights
 {
     /// <summary>
-    /// Per layer, how many stored weight values are exactly zero: int8 bytes of "{layer}.weight_q" or int4 nibbles of
-    /// "{layer}.weight_q4" (symmetric encodings, zero point 0, so a stored 0 dequantizes to exactly 0).
+    /// Per layer, how many weight values ONNX Runtime holds as exactly zero: int8 bytes of "{layer}.weight_q" or int4 nibbles of
+    /// "{layer}.weight_q4" (symmetric encodings, zero point 0, so a stored 0 dequantizes to exactly 0), read from the model
+    /// after ONNX Runtime's constant folding (which rebuilds tensors stored sparsely).
     /// </summary>
     public static Dictionary<string, long> ZeroCounts(byte[] onnx)
     {
-        var graph = ModelProto.Parser.ParseFrom(onnx).Graph;
+        var path = Path.Combine(Path.GetTempPath(), $"mlnc-zeros-{Guid.NewGuid():N}.onnx");
+        ModelProto folded;
+        try
+        {
+            using (var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC, OptimizedModelFilePath = path })
+            using (new InferenceSession(onnx, options))
+            {
+            }
+            folded = ModelProto.Parser.ParseFrom(File.ReadAllBytes(path));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+        var graph = folded.Graph;
         var tensors = graph.Initializer.Select(t => (t.Name, Tensor: t))
             .Concat(graph.Node.Where(n => n.OpType == "Constant" && n.Output.Count == 1)
                 .SelectMany(n => n.Attribute.Where(a => a.Name == "value" && a.T is not null).Select(a => (Name: n.Output[0], Tensor: a.T))));

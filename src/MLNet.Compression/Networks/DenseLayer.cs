@@ -1,0 +1,178 @@
+using System.Text.Json.Nodes;
+using MLNet.Compression.Onnx;
+using MLNet.Compression.Quantization;
+using TorchSharp;
+using static TorchSharp.torch;
+using DataType = MLNet.Compression.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace MLNet.Compression.Networks;
+
+/// <summary>A fully connected layer: y = activation(W·x + b).</summary>
+/// <param name="Units">Number of output units (neurons); must be positive.</param>
+/// <param name="Activation">Activation applied to the output.</param>
+public sealed record DenseLayer(int Units, Activation Activation = Activation.Relu) : LayerSpec;
+
+/// <summary>Resolution and JSON form of <see cref="DenseLayer"/>.</summary>
+internal sealed class DenseLayerType : LayerType<DenseLayer>
+{
+    public override string JsonType => "dense";
+
+    public override bool IsWeighted => true;
+
+    public override LayerSpec FromJson(JsonObject json) =>
+        new DenseLayer((int)json["units"]!, Enum.Parse<Activation>((string)json["activation"]!));
+
+    protected override JsonObject ToJson(DenseLayer spec) => new() { ["units"] = spec.Units, ["activation"] = spec.Activation.ToString() };
+
+    protected override void Resolve(DenseLayer spec, LayerResolver resolver)
+    {
+        if (spec.Units <= 0)
+            throw resolver.Error("a dense layer needs a positive number of units.");
+        resolver.FlattenToVector();
+        resolver.Add(new DenseModelLayer(resolver.NextName("fc"), resolver.Shape[0], spec.Units, spec.Activation));
+    }
+
+    protected override DenseLayer? Resize(DenseLayer spec, ParameterizedLayer layer) =>
+        layer is DenseModelLayer d ? spec with { Units = d.OutFeatures } : null;
+}
+
+/// <summary>A resolved dense layer: weights [out, in].</summary>
+internal sealed class DenseModelLayer : ParameterizedLayer
+{
+    public DenseModelLayer(string name, int inFeatures, int outFeatures, Activation activation)
+        : base(name, [inFeatures], [outFeatures], [outFeatures, inFeatures], activation)
+    {
+        InFeatures = inFeatures;
+        OutFeatures = outFeatures;
+    }
+
+    public int InFeatures { get; }
+
+    public int OutFeatures { get; }
+
+    public override string OnnxOperator => "Gemm";
+
+    public override string QuantizedOperator => "QGemm";
+
+    public override bool HasDynamicInt8Kernel => true;
+
+    public override bool HasInt4Kernel => true;
+
+    public override ModelLayer Clone()
+    {
+        var c = new DenseModelLayer(Name, InFeatures, OutFeatures, Activation);
+        c.CopyParametersFrom(this);
+        return c;
+    }
+
+    public override IEnumerable<(string Name, nn.Module<Tensor, Tensor> Module)> CreateModules()
+    {
+        yield return (Name, nn.Linear(InFeatures, OutFeatures));
+        if (Activations.CreateModule(Activation) is { } act)
+            yield return (Name + "_relu", act);
+    }
+
+    public override Tensor Forward(Tensor input, Tensor weight, Tensor bias) => nn.functional.linear(input, weight, bias);
+
+    public override ModelLayer Shrink(int[]? keptIn, int[]? keepOwn, out int[]? keptOut)
+    {
+        if (keptIn is not null && keptIn.Length == 0)
+            throw new InvalidOperationException($"Layer '{Name}' would have no inputs.");
+        int[] rows = keepOwn ?? Enumerable.Range(0, OutFeatures).ToArray();
+        int[] cols = keptIn ?? Enumerable.Range(0, InFeatures).ToArray();
+        var nd = new DenseModelLayer(Name, cols.Length, rows.Length, Activation);
+        for (int r = 0; r < rows.Length; r++)
+        {
+            int srcRow = rows[r] * InFeatures;
+            int dstRow = r * cols.Length;
+            for (int c = 0; c < cols.Length; c++)
+                nd.Weight[dstRow + c] = Weight[srcRow + cols[c]];
+            nd.Bias[r] = Bias[rows[r]];
+        }
+        keptOut = keepOwn;
+        return nd;
+    }
+
+    /// <summary>
+    /// Gemm(x, W, b) with transB for float, float16, int8 static (QDQ), sparse and clustered weights; the encoding's own
+    /// kernels for int8 dynamic (<see cref="EmitDynamicInt8"/>) and int4 (<see cref="EmitInt4"/>).
+    /// </summary>
+    public override string EmitOnnx(OnnxGraphBuilder graph, OnnxLayerEmitter encoding, string input)
+    {
+        var y = encoding.ComputeOf(this) switch
+        {
+            WeightCompute.DynamicInt8 => EmitDynamicInt8(graph, encoding, input),
+            WeightCompute.Int4 => EmitInt4(graph, encoding, input),
+            _ => graph.AddNode("Gemm", [encoding.EmitInput(graph, this, input), encoding.EmitWeight(graph, this), encoding.EmitBias(graph, this)],
+                Name, new Dictionary<string, object> { ["transB"] = 1L }),
+        };
+        return encoding.EmitActivation(graph, this, y);
+    }
+
+    /// <summary>
+    /// Per-row dynamic quantization: each row's activations get their own uint8 scale and zero point (from that row's
+    /// min and max, widened to include 0), MatMulInteger multiplies them with the int8 weights [in, out], and the zero point
+    /// is taken out with the weights' column sums: y = (x_q·W − zp·colsum(W)) · x_scale · w_scale + b. Unlike
+    /// DynamicQuantizeLinear (one scale for the whole batch), a row's result does not depend on the other rows it is scored
+    /// with, so batched in-process scoring and ML.NET's one-row-at-a-time scoring give identical outputs.
+    /// </summary>
+    private string EmitDynamicInt8(OnnxGraphBuilder graph, OnnxLayerEmitter encoding, string input)
+    {
+        var q = encoding.QuantizeWeights(this);
+        int k = InFeatures, n = OutFeatures;
+        var transposed = new sbyte[q.Values!.Length];
+        var columnSums = new float[n];
+        for (int o = 0; o < n; o++)
+            for (int i = 0; i < k; i++)
+            {
+                transposed[i * n + o] = q.Values[o * k + i];
+                columnSums[o] += q.Values[o * k + i];
+            }
+        string name = Name;
+        var w = encoding.AddIntegerTensor(graph, name + ".weight_q", transposed, [k, n], 8);
+        var ws = QuantizedStorage.AddScale(graph, name + ".weight_scale", q.Scales);
+        var colsum = graph.AddFloatInitializer(name + ".weight_column_sums", columnSums, [1, n]);
+        var zero = graph.AddFloatInitializer(name + ".zero", [0f], []);
+        var levels = graph.AddFloatInitializer(name + ".levels", [255f], []);
+        var tiny = graph.AddFloatInitializer(name + ".min_scale", [1e-30f], []);
+        var rowAxis = new Dictionary<string, object> { ["axes"] = new long[] { 1 }, ["keepdims"] = 1L };
+        var rowMin = graph.AddNode("Min", [graph.AddNode("ReduceMin", [input], name + ".row_min", rowAxis), zero], name + ".row_min0");
+        var rowMax = graph.AddNode("Max", [graph.AddNode("ReduceMax", [input], name + ".row_max", rowAxis), zero], name + ".row_max0");
+        var scale = graph.AddNode("Max", [graph.AddNode("Div", [graph.AddNode("Sub", [rowMax, rowMin], name + ".row_range"), levels], name + ".row_scale_raw"), tiny], name + ".row_scale");
+        var zeroPoint = graph.AddNode("Clip", [graph.AddNode("Round", [graph.AddNode("Div", [graph.AddNode("Neg", [rowMin], name + ".neg_min"), scale], name + ".zp_raw")], name + ".zp_round"), zero, levels], name + ".row_zero_point");
+        var shifted = graph.AddNode("Add", [graph.AddNode("Round", [graph.AddNode("Div", [input, scale], name + ".x_scaled")], name + ".x_round"), zeroPoint], name + ".x_shifted");
+        var xq = graph.AddNode("Cast", [graph.AddNode("Clip", [shifted, zero, levels], name + ".x_clipped")], name + ".input_q",
+            new Dictionary<string, object> { ["to"] = (long)DataType.Uint8 });
+        var mm = graph.AddNode("MatMulInteger", [xq, w], name + ".matmul_int32");
+        var mmf = graph.AddNode("Cast", [mm], name + ".matmul_float", new Dictionary<string, object> { ["to"] = (long)DataType.Float });
+        var corrected = graph.AddNode("Sub", [mmf, graph.AddNode("Mul", [zeroPoint, colsum], name + ".zero_point_term")], name + ".matmul_centered");
+        var outScale = graph.AddNode("Mul", [scale, ws], name + ".output_scale");
+        var y = graph.AddNode("Mul", [corrected, outScale], name + ".matmul");
+        return graph.AddNode("Add", [y, encoding.EmitBias(graph, this)], name);
+    }
+
+    /// <summary>
+    /// MatMul(x, DequantizeLinear(W_int4 [in, out], scales [blocks, out], axis = 0, block_size)) + bias: opset-21 blocked
+    /// quantization that ONNX Runtime rewrites into MatMulNBits.
+    /// </summary>
+    private string EmitInt4(OnnxGraphBuilder graph, OnnxLayerEmitter encoding, string input)
+    {
+        var q = encoding.QuantizeWeights(this);
+        int k = InFeatures, n = OutFeatures, bs = q.BlockSize;
+        int blocks = q.BlocksPerRow;
+        var transposed = new sbyte[q.Values!.Length];
+        for (int i = 0; i < k; i++)
+            for (int o = 0; o < n; o++)
+                transposed[i * n + o] = q.Values[o * k + i];
+        var scales = new float[blocks * n];
+        for (int b = 0; b < blocks; b++)
+            for (int o = 0; o < n; o++)
+                scales[b * n + o] = q.Scales[o * blocks + b];
+        var w = encoding.AddIntegerTensor(graph, Name + ".weight_q4", transposed, [k, n], 4);
+        var s = graph.AddFloatInitializer(Name + ".weight_scale", scales, [blocks, n]);
+        var wf = graph.AddNode("DequantizeLinear", [w, s], Name + ".weight_t",
+            new Dictionary<string, object> { ["axis"] = 0L, ["block_size"] = (long)bs });
+        var y = graph.AddNode("MatMul", [input, wf], Name + ".matmul");
+        return graph.AddNode("Add", [y, encoding.EmitBias(graph, this)], Name);
+    }
+}
