@@ -17,13 +17,14 @@ internal sealed class BatchStream
     /// <summary>
     /// Reads <paramref name="labelColumnName"/> (key) and <paramref name="featureColumnName"/> (float vector), and, when
     /// <paramref name="targetColumnName"/> is given, a known-size float vector per row (e.g. a teacher's scores) into
-    /// <see cref="Batch.Targets"/>.
+    /// <see cref="Batch.Targets"/>. The label column is checked by <paramref name="head"/> (default: the multiclass head).
     /// </summary>
-    public BatchStream(IDataView data, string labelColumnName, string featureColumnName, int featureLength, string? targetColumnName = null)
+    public BatchStream(IDataView data, string labelColumnName, string featureColumnName, int featureLength, string? targetColumnName = null,
+        Networks.Heads.OutputHead? head = null)
     {
         this.data = data;
         featureColumn = SchemaValidation.FeatureColumn(data.Schema, featureColumnName, featureLength);
-        labelColumn = SchemaValidation.LabelColumn(data.Schema, labelColumnName, out int classCount);
+        labelColumn = (head ?? Networks.Heads.OutputHead.Multiclass).ValidateLabel(data.Schema, labelColumnName, out int classCount);
         ClassCount = classCount;
         FeatureLength = featureLength;
         if (targetColumnName is not null)
