@@ -74,10 +74,13 @@ internal static class OnnxScoringChain
         }
         chain = chain.Append(ml.Transforms.ApplyOnnxModel(
             head.ChainOutputs(sig).ToArray(), [sig.InputName], new MemoryStream(onnx, writable: false), ml.GpuDeviceId, ml.FallbackToCpu));
-        foreach (var step in conversions)
-            chain = chain.Append(step);
-        chain = chain.Append(ml.Transforms.DropColumns(temps.Distinct().ToArray()));
-        return chain.Fit(new EmptyDataView(inputSchema));
+        // The nesting of the saved chain is kept as it was before output heads existed, so saved zips are byte for byte the
+        // same: [[ONNX model], first conversion], then the other conversions and the DropColumns flat after it.
+        var scored = new EstimatorChain<ITransformer>().Append(chain).Append(conversions[0]);
+        EstimatorChain<ITransformer> flat = new EstimatorChain<ITransformer>().Append<ITransformer>(scored);
+        foreach (var step in conversions.Skip(1))
+            flat = flat.Append(step);
+        return flat.Append(ml.Transforms.DropColumns(temps.Distinct().ToArray())).Fit(new EmptyDataView(inputSchema));
     }
 
     /// <summary>

@@ -18,6 +18,12 @@ internal enum OutputHeadKind
     Multiclass = 0,
 }
 
+/// <summary>
+/// Reads the current row's label as the training target the head's loss takes (multiclass: the 0-based class index), or
+/// -1 when the label is missing and the row must be skipped.
+/// </summary>
+internal delegate long LabelReader();
+
 /// <summary>Reads the outputs of the current row of a scored block (one row of the head's batched ONNX outputs, concatenated).</summary>
 internal delegate ReadOnlySpan<float> RowOutputs();
 
@@ -81,6 +87,12 @@ internal abstract class OutputHead
     /// </summary>
     public abstract DataViewSchema.Column ValidateLabel(DataViewSchema schema, string labelColumnName, out int classCount);
 
+    /// <summary>
+    /// A reader of <paramref name="label"/> (checked by <see cref="ValidateLabel"/>) on <paramref name="cursor"/>; it throws an
+    /// <see cref="InvalidDataException"/> naming the row and the column for a label outside the head's range.
+    /// </summary>
+    public abstract LabelReader CreateLabelReader(DataViewRowCursor cursor, DataViewSchema.Column label, int classCount);
+
     /// <summary>The names of the classes (the label's key values), for the scoring columns.</summary>
     public abstract IReadOnlyList<string> ClassNames(DataViewSchema.Column label, int classCount);
 
@@ -128,6 +140,7 @@ internal abstract class OutputHead
     /// <summary>
     /// The built-in conversions, in order, that follow the saved chain's <c>OnnxTransformer</c> and give the head's columns;
     /// adds the temporary columns to drop afterwards to <paramref name="temporaries"/>. Checks <paramref name="classNames"/>.
+    /// At least one step.
     /// </summary>
     public abstract IReadOnlyList<IEstimator<ITransformer>> ChainConversions(MLContext ml, OnnxModelSignature signature, IReadOnlyList<string> classNames,
         List<string> temporaries);

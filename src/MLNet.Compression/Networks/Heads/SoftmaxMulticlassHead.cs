@@ -31,6 +31,23 @@ internal sealed class SoftmaxMulticlassHead : OutputHead
         SchemaValidation.LabelColumn(schema, labelColumnName, out classCount);
 
     /// <inheritdoc />
+    /// <remarks>Key 0 (missing) gives -1; keys 1..K give the class index key − 1.</remarks>
+    public override LabelReader CreateLabelReader(DataViewRowCursor cursor, DataViewSchema.Column label, int classCount)
+    {
+        var getter = cursor.GetGetter<uint>(label);
+        uint key = 0;
+        return () =>
+        {
+            getter(ref key);
+            if (key == 0)
+                return -1;
+            if (key > classCount)
+                throw new InvalidDataException($"Row {cursor.Position} has label key {key}, outside the {classCount} classes of column '{label.Name}'.");
+            return key - 1;
+        };
+    }
+
+    /// <inheritdoc />
     public override IReadOnlyList<string> ClassNames(DataViewSchema.Column label, int classCount) => SchemaValidation.ClassNames(label, classCount);
 
     /// <inheritdoc />
