@@ -76,6 +76,9 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
 
     internal NetworkModel Network { get; }
 
+    /// <summary>The output head of the network (its loss and scoring columns); persisted through <see cref="NetworkModel.HeadKind"/>.</summary>
+    internal Networks.Heads.OutputHeadKind HeadKind => Network.HeadKind;
+
     /// <summary>The context the model was made with (its seed, log and GPU settings carry over to later stages).</summary>
     internal MLContext Context => ml;
 
@@ -164,7 +167,10 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         return builder.ToSchema();
     }
 
-    /// <summary>Scores <paramref name="input"/> in batches; adds <c>Score</c> and <c>PredictedLabel</c>. Lazy, like every ML.NET transform.</summary>
+    /// <summary>
+    /// Scores <paramref name="input"/> in batches; adds the output head's columns (<c>Score</c> and <c>PredictedLabel</c> for a
+    /// classifier). Lazy, like every ML.NET transform.
+    /// </summary>
     /// <param name="input">Data with the feature column.</param>
     public IDataView Transform(IDataView input)
     {

@@ -1,3 +1,5 @@
+using MLNet.Compression.Networks;
+using MLNet.Compression.Networks.Heads;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -17,9 +19,9 @@ public enum TeacherScoreKind
 }
 
 /// <summary>
-/// Hinton, Vinyals and Dean's distillation loss: alpha · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) +
-/// (1 − alpha) · cross-entropy(student, labels), averaged over the batch. Also used by learning without forgetting, where the
-/// teacher is the previous model.
+/// Shared pieces of the distillation losses: what a teacher's scores are (<see cref="LooksLikeProbabilities"/>) and how small a
+/// probability may be before its logarithm is taken. The losses themselves belong to the output heads
+/// (<see cref="OutputHead.DistillationLoss"/>): callers that hold a model use its <see cref="NetworkModel.Head"/>.
 /// </summary>
 internal static class DistillationLoss
 {
@@ -30,34 +32,19 @@ internal static class DistillationLoss
     /// </summary>
     public const double ProbabilityFloor = 1.1754944e-38;
 
-    /// <summary>The loss for one batch; every tensor it creates belongs to the caller's dispose scope.</summary>
+    /// <summary>
+    /// The softmax multiclass head's loss (Hinton, Vinyals and Dean): alpha · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) +
+    /// (1 − alpha) · cross-entropy(student, labels), averaged over the batch; see <see cref="SoftmaxMulticlassHead"/>.
+    /// Every tensor it creates belongs to the caller's dispose scope.
+    /// </summary>
     /// <param name="studentLogits">float32 [N, C].</param>
     /// <param name="teacherScores">float32 [N, C] on the same device.</param>
     /// <param name="labels">int64 [N] class indices.</param>
     /// <param name="temperature">T &gt; 0.</param>
     /// <param name="alpha">Weight of the soft term, in [0, 1].</param>
     /// <param name="kind">What <paramref name="teacherScores"/> holds.</param>
-    public static Tensor Compute(Tensor studentLogits, Tensor teacherScores, Tensor labels, double temperature, double alpha, TeacherScoreKind kind)
-    {
-        using var invT = (1.0 / temperature).ToScalar();
-        using var softWeight = (alpha * temperature * temperature).ToScalar();
-        using var hardWeight = (1 - alpha).ToScalar();
-        using var floor = ProbabilityFloor.ToScalar();
-        bool probabilities = kind switch
-        {
-            TeacherScoreKind.Probabilities => true,
-            TeacherScoreKind.Logits => false,
-            _ => LooksLikeProbabilities(teacherScores),
-        };
-        var teacherLogits = probabilities ? teacherScores.clamp_min(floor).log() : teacherScores;
-        var teacherLogP = nn.functional.log_softmax(teacherLogits.mul(invT), 1);
-        var studentLogP = nn.functional.log_softmax(studentLogits.mul(invT), 1);
-        var kl = teacherLogP.exp().mul(teacherLogP.add(studentLogP.neg(), Scalars.One)).sum(1).mean();
-        var loss = kl.mul(softWeight);
-        if (alpha < 1)
-            loss = loss.add(nn.functional.cross_entropy(studentLogits, labels).mul(hardWeight), Scalars.One);
-        return loss;
-    }
+    public static Tensor Compute(Tensor studentLogits, Tensor teacherScores, Tensor labels, double temperature, double alpha, TeacherScoreKind kind) =>
+        OutputHead.Multiclass.DistillationLoss(studentLogits, teacherScores, labels, temperature, alpha, kind);
 
     /// <summary>True when every row is non-negative and sums to 1 (within 1e-3).</summary>
     public static bool LooksLikeProbabilities(Tensor scores)

@@ -50,6 +50,9 @@ internal sealed class TeacherGuidance : IDisposable
     /// <summary>The number of classes, the width of the teacher's scores.</summary>
     public int ClassCount { get; }
 
+    /// <summary>The student's output head, whose distillation loss <see cref="Loss"/> uses (default: multiclass).</summary>
+    public Networks.Heads.OutputHead Head { get; set; } = Networks.Heads.OutputHead.Multiclass;
+
     /// <summary>How the teacher's scores were read, decided on the first batch; <see cref="TeacherScoreKind.Auto"/> before it.</summary>
     public TeacherScoreKind ScoreKind => seen ?? TeacherScoreKind.Auto;
 
@@ -125,6 +128,7 @@ internal sealed class TeacherGuidance : IDisposable
             return null;
         var guidance = Create(ml, teacher, options, input, source.FeatureColumnName, source.TrainingOptions.LabelColumnName,
             source.Network.NumClasses, teacherName, log);
+        guidance.Head = source.Network.Head;
         tuning.FeatureColumnName = guidance.FeatureColumnName;
         tuning.LabelColumnName = guidance.LabelColumnName;
         log.Info($"The teacher guides the fine-tuning: T={options.Temperature}, alpha={options.Alpha}.");
@@ -151,15 +155,15 @@ internal sealed class TeacherGuidance : IDisposable
     }
 
     /// <summary>
-    /// The distillation loss of one batch (alpha · T² · KL + (1 − alpha) · cross-entropy); the teacher's scores come from the
-    /// batch's targets. Every tensor belongs to the caller's dispose scope.
+    /// The distillation loss of one batch, the student head's (multiclass: alpha · T² · KL + (1 − alpha) · cross-entropy); the
+    /// teacher's scores come from the batch's targets. Every tensor belongs to the caller's dispose scope.
     /// </summary>
     public Tensor Loss(Tensor logits, Tensor labels, BatchStream.Batch batch)
     {
         var t = tensor(batch.Targets, [batch.Capacity, ClassCount]).narrow(0, 0, batch.Count).to(logits.device);
         // Decided on the first batch and kept, so every batch is read the same way.
         seen ??= DistillationLoss.LooksLikeProbabilities(t) ? TeacherScoreKind.Probabilities : TeacherScoreKind.Logits;
-        return DistillationLoss.Compute(logits, t, labels, Options.Temperature, Options.Alpha, seen.Value);
+        return Head.DistillationLoss(logits, t, labels, Options.Temperature, Options.Alpha, seen.Value);
     }
 
     /// <summary>Deletes the disk cache, if any.</summary>

@@ -143,8 +143,8 @@ internal sealed class EwcPenalty : IDisposable
 /// <summary>
 /// Learning without forgetting's teacher: the previous network, frozen, run on every training batch (new rows and replayed
 /// exemplars alike) on the training device. Its logits are distilled into the student's outputs for the old classes
-/// (the first <c>K_old</c> outputs, since class growth only appends classes) with <see cref="DistillationLoss.Compute"/>;
-/// the cross-entropy covers every class. The teacher runs in process rather than through the previous model's
+/// (the first <c>K_old</c> outputs, since class growth only appends classes) with the previous network's output head's
+/// distillation loss; the head's training loss (cross-entropy) covers every class. The teacher runs in process rather than through the previous model's
 /// <c>Transform</c> so that training keeps shuffling (the batched scoring view cannot shuffle) and sees exactly the batch the
 /// student sees.
 /// </summary>
@@ -152,6 +152,7 @@ internal sealed class LwfTeacher : IDisposable
 {
     private readonly TorchNetwork teacher;
     private readonly int oldClasses;
+    private readonly Networks.Heads.OutputHead head;
     private readonly double temperature;
     private readonly Scalar weight;
     private Tensor? logits;
@@ -164,6 +165,7 @@ internal sealed class LwfTeacher : IDisposable
         foreach (var p in teacher.parameters())
             p.requires_grad = false;
         oldClasses = previous.NumClasses;
+        head = previous.Head;
         this.temperature = temperature;
         this.weight = weight.ToScalar();
     }
@@ -181,9 +183,9 @@ internal sealed class LwfTeacher : IDisposable
     /// <summary>Cross-entropy on all classes + weight · T² · KL(teacher ‖ student) on the old classes.</summary>
     public Tensor Loss(Tensor studentLogits, Tensor labels)
     {
-        var ce = nn.functional.cross_entropy(studentLogits, labels);
+        var ce = head.Loss(studentLogits, labels);
         var old = studentLogits.size(1) == oldClasses ? studentLogits : studentLogits.narrow(1, 0, oldClasses);
-        var kd = DistillationLoss.Compute(old, logits!, labels, temperature, 1.0, TeacherScoreKind.Logits);
+        var kd = head.DistillationLoss(old, logits!, labels, temperature, 1.0, TeacherScoreKind.Logits);
         return ce.add(kd.mul(weight), Scalars.One);
     }
 

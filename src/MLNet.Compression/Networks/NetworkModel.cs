@@ -6,16 +6,23 @@ namespace MLNet.Compression.Networks;
 /// </summary>
 internal sealed class NetworkModel
 {
-    private NetworkModel(NetworkArchitecture architecture, int numClasses, IReadOnlyList<ModelLayer> layers)
+    private NetworkModel(NetworkArchitecture architecture, int numClasses, IReadOnlyList<ModelLayer> layers, Heads.OutputHeadKind headKind)
     {
         Architecture = architecture;
         NumClasses = numClasses;
         Layers = layers;
+        HeadKind = headKind;
     }
 
     public NetworkArchitecture Architecture { get; }
 
     public int NumClasses { get; }
+
+    /// <summary>Which output head the network has (what its last layer's outputs mean); persisted with the model.</summary>
+    public Heads.OutputHeadKind HeadKind { get; }
+
+    /// <summary>The output head: losses, ONNX outputs and scoring columns.</summary>
+    public Heads.OutputHead Head => Heads.OutputHead.For(HeadKind);
 
     public IReadOnlyList<ModelLayer> Layers { get; }
 
@@ -30,8 +37,11 @@ internal sealed class NetworkModel
     public long NonZeroParameterCount =>
         ParameterizedLayers.Sum(l => (long)l.Weight.Count(w => w != 0f) + l.Bias.Count(b => b != 0f));
 
-    /// <summary>Resolves <paramref name="architecture"/> for <paramref name="numClasses"/> outputs; weights start at zero.</summary>
-    public static NetworkModel Create(NetworkArchitecture architecture, int numClasses)
+    /// <summary>
+    /// Resolves <paramref name="architecture"/> for a label of <paramref name="numClasses"/> classes and the output head
+    /// <paramref name="headKind"/> (which decides the output units); weights start at zero.
+    /// </summary>
+    public static NetworkModel Create(NetworkArchitecture architecture, int numClasses, Heads.OutputHeadKind headKind = Heads.OutputHeadKind.Multiclass)
     {
         ArgumentNullException.ThrowIfNull(architecture);
         if (numClasses < 2)
@@ -57,13 +67,13 @@ internal sealed class NetworkModel
         resolver.FlattenToVector();
         var layers = resolver.Layers.ToList();
         var shape = resolver.Shape;
-        layers.Add(new DenseModelLayer("output", shape[0], numClasses, Activation.None));
-        return new NetworkModel(architecture, numClasses, layers);
+        layers.Add(new DenseModelLayer("output", shape[0], Heads.OutputHead.For(headKind).OutputUnits(numClasses), Activation.None));
+        return new NetworkModel(architecture, numClasses, layers, headKind);
     }
 
     /// <summary>A deep copy, weights included.</summary>
-    public NetworkModel Clone() => new(Architecture, NumClasses, Layers.Select(l => l.Clone()).ToArray());
+    public NetworkModel Clone() => new(Architecture, NumClasses, Layers.Select(l => l.Clone()).ToArray(), HeadKind);
 
     /// <summary>Creates a model with the same architecture and class count whose layers are <paramref name="layers"/>.</summary>
-    public NetworkModel WithLayers(IReadOnlyList<ModelLayer> layers) => new(Architecture, NumClasses, layers);
+    public NetworkModel WithLayers(IReadOnlyList<ModelLayer> layers) => new(Architecture, NumClasses, layers, HeadKind);
 }

@@ -1,4 +1,5 @@
 using Microsoft.ML.OnnxRuntime;
+using MLNet.Compression.Networks.Heads;
 
 namespace MLNet.Compression.Onnx;
 
@@ -19,12 +20,16 @@ internal sealed class BatchedOnnxScorer : IDisposable
     private readonly string[] _inputNames;
     private readonly string[] _outputNames;
     private readonly object _lock = new();
+    private readonly int[] _outputWidths;
     private float[] _input = [];
-    private float[] _output = [];
+    private float[][] _outputs;
     private bool _disposed;
     private long _rowsScored;
 
-    /// <summary>Creates a session over <paramref name="onnx"/> (an exported classifier, see <see cref="OnnxExporter"/>).</summary>
+    /// <summary>
+    /// Creates a session over <paramref name="onnx"/> (an exported network, see <see cref="OnnxExporter"/>); it fetches the
+    /// outputs its output head names (<see cref="OutputHead.BatchedOutputs"/>).
+    /// </summary>
     /// <param name="onnx">The serialized ONNX model.</param>
     /// <param name="gpuDeviceId">CUDA device to run on, or null for the CPU (as <c>MLContext.GpuDeviceId</c>).</param>
     /// <param name="fallbackToCpu">When the CUDA provider cannot be used, run on the CPU instead of throwing (as <c>MLContext.FallbackToCpu</c>).</param>
@@ -56,7 +61,11 @@ internal sealed class BatchedOnnxScorer : IDisposable
         }
         _session = new InferenceSession(onnx, options);
         _inputNames = [Signature.InputName];
-        _outputNames = [Signature.ScoreName];
+        var outputs = Signature.OutputHead.BatchedOutputs(Signature);
+        _outputNames = outputs.Select(o => o.Name).ToArray();
+        _outputWidths = outputs.Select(o => o.Width).ToArray();
+        _outputs = _outputNames.Select(_ => Array.Empty<float>()).ToArray();
+        OutputWidth = _outputWidths.Sum();
     }
 
     /// <summary>The model's input and output names and sizes.</summary>
@@ -65,8 +74,14 @@ internal sealed class BatchedOnnxScorer : IDisposable
     /// <summary>Features per row.</summary>
     public int InputLength => Signature.InputLength;
 
-    /// <summary>Probabilities per row (number of classes).</summary>
+    /// <summary>Number of classes.</summary>
     public int ClassCount => Signature.ClassCount;
+
+    /// <summary>
+    /// Values <see cref="Score"/> writes per row: the output head's batched outputs side by side (multiclass: the
+    /// <see cref="ClassCount"/> probabilities).
+    /// </summary>
+    public int OutputWidth { get; }
 
     /// <summary>Whether the CUDA execution provider was appended.</summary>
     public bool UsesGpu { get; }
@@ -79,16 +94,17 @@ internal sealed class BatchedOnnxScorer : IDisposable
 
     /// <summary>
     /// Scores <paramref name="rows"/> rows: <paramref name="features"/> holds rows × <see cref="InputLength"/> values,
-    /// row-major; <paramref name="probabilities"/> receives rows × <see cref="ClassCount"/> values.
+    /// row-major; <paramref name="probabilities"/> receives rows × <see cref="OutputWidth"/> values, row-major (multiclass:
+    /// the class probabilities).
     /// </summary>
     public void Score(ReadOnlySpan<float> features, int rows, Span<float> probabilities)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(rows);
-        long inLen = (long)rows * InputLength, outLen = (long)rows * ClassCount;
+        long inLen = (long)rows * InputLength, outLen = (long)rows * OutputWidth;
         if (features.Length < inLen)
             throw new ArgumentException($"{rows} rows need {inLen} feature values but {features.Length} were given.", nameof(features));
         if (probabilities.Length < outLen)
-            throw new ArgumentException($"{rows} rows need room for {outLen} probabilities but the destination holds {probabilities.Length}.", nameof(probabilities));
+            throw new ArgumentException($"{rows} rows need room for {outLen} output values but the destination holds {probabilities.Length}.", nameof(probabilities));
         if (rows == 0)
             return;
         lock (_lock)
@@ -98,13 +114,33 @@ internal sealed class BatchedOnnxScorer : IDisposable
             {
                 // Pinned (POH) so ONNX Runtime reads and writes them in place; grown only when a bigger block arrives.
                 _input = GC.AllocateUninitializedArray<float>(checked((int)inLen), pinned: true);
-                _output = GC.AllocateUninitializedArray<float>(checked((int)outLen), pinned: true);
+                for (int k = 0; k < _outputs.Length; k++)
+                    _outputs[k] = GC.AllocateUninitializedArray<float>(checked(rows * _outputWidths[k]), pinned: true);
             }
             features[..(int)inLen].CopyTo(_input);
             using var input = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _input.AsMemory(0, (int)inLen), [rows, InputLength]);
-            using var output = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _output.AsMemory(0, (int)outLen), [rows, ClassCount]);
-            _session.Run(_runOptions, _inputNames, [input], _outputNames, [output]);
-            _output.AsSpan(0, (int)outLen).CopyTo(probabilities);
+            var outputs = new OrtValue[_outputs.Length];
+            try
+            {
+                for (int k = 0; k < outputs.Length; k++)
+                    outputs[k] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _outputs[k].AsMemory(0, rows * _outputWidths[k]),
+                        [rows, _outputWidths[k]]);
+                _session.Run(_runOptions, _inputNames, [input], _outputNames, outputs);
+            }
+            finally
+            {
+                foreach (var o in outputs)
+                    o?.Dispose();
+            }
+            if (_outputs.Length == 1)
+                _outputs[0].AsSpan(0, (int)outLen).CopyTo(probabilities);
+            else
+            {
+                // Side by side per row: row r holds output 0's values, then output 1's, ...
+                for (int k = 0, offset = 0; k < _outputs.Length; offset += _outputWidths[k], k++)
+                    for (int r = 0; r < rows; r++)
+                        _outputs[k].AsSpan(r * _outputWidths[k], _outputWidths[k]).CopyTo(probabilities.Slice(r * OutputWidth + offset, _outputWidths[k]));
+            }
             Interlocked.Add(ref _rowsScored, rows);
         }
     }

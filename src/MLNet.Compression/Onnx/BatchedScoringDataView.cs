@@ -1,15 +1,17 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using MLNet.Compression.Networks.Heads;
 
 namespace MLNet.Compression.Onnx;
 
 /// <summary>
-/// A lazy view over <c>source</c> that appends the same columns as <see cref="OnnxScoringChain"/> (<c>Score</c>:
-/// vector&lt;float, K&gt;; <c>PredictedLabel</c>: key&lt;uint, K&gt; with the class names as KeyValues) but computes them with
-/// a <see cref="BatchedOnnxScorer"/> on blocks of rows instead of one ONNX Runtime call per row.
+/// A lazy view over <c>source</c> that appends the same columns as <see cref="OnnxScoringChain"/> (those of the model's
+/// output head, <see cref="OutputHead.ScoredColumns"/>; multiclass: <c>Score</c> vector&lt;float, K&gt; and
+/// <c>PredictedLabel</c> key&lt;uint, K&gt; with the class names as KeyValues) but computes them with a
+/// <see cref="BatchedOnnxScorer"/> on blocks of rows instead of one ONNX Runtime call per row.
 /// </summary>
 /// <remarks>
-/// A cursor wraps one source cursor for the requested source columns and, only when Score or PredictedLabel is
+/// A cursor wraps one source cursor for the requested source columns and, only when one of the head's columns is
 /// requested, a second look-ahead source cursor over the feature column that reads a block, scores it, and serves the
 /// results row by row. The source must give rows in the same order on every pass (true for ML.NET's loaders and
 /// row-to-row transforms). Shuffling is supported when the source supports it: both cursors get a <see cref="Random"/>
@@ -22,8 +24,8 @@ internal sealed class BatchedScoringDataView : IDataView
     private readonly BatchedOnnxScorer _scorer;
     private readonly int _featureIndex;
     private readonly int _blockSize;
-    private readonly int _scoreIndex;
-    private readonly int _labelIndex;
+    private readonly int _firstOutputIndex;
+    private readonly IReadOnlyList<ScoredColumn> _columns;
 
     /// <summary>Wraps <paramref name="source"/>; throws if <paramref name="featureColumnName"/> is not vector&lt;float, InputLength&gt;.</summary>
     /// <param name="source">The data to score.</param>
@@ -37,7 +39,7 @@ internal sealed class BatchedScoringDataView : IDataView
         ArgumentNullException.ThrowIfNull(scorer);
         ArgumentException.ThrowIfNullOrWhiteSpace(featureColumnName);
         ArgumentOutOfRangeException.ThrowIfLessThan(blockSize, 1);
-        OnnxScoringColumns.ValidateClassNames(classNames, scorer.ClassCount);
+        _columns = scorer.Signature.OutputHead.ScoredColumns(scorer.Signature, classNames);
         _featureIndex = OnnxScoringColumns.ValidateFeatureColumn(source.Schema, featureColumnName, scorer.InputLength);
         _source = source;
         _scorer = scorer;
@@ -45,12 +47,10 @@ internal sealed class BatchedScoringDataView : IDataView
 
         var builder = new DataViewSchema.Builder();
         builder.AddColumns(source.Schema);
-        builder.AddColumn(OnnxScoringChain.ScoreColumnName, new VectorDataViewType(NumberDataViewType.Single, scorer.ClassCount));
-        builder.AddColumn(OnnxScoringChain.PredictedLabelColumnName, new KeyDataViewType(typeof(uint), scorer.ClassCount),
-            OnnxScoringColumns.KeyValuesAnnotations(classNames));
+        foreach (var column in _columns)
+            builder.AddColumn(column.Name, column.Type, column.Annotations);
         Schema = builder.ToSchema();
-        _scoreIndex = source.Schema.Count;
-        _labelIndex = source.Schema.Count + 1;
+        _firstOutputIndex = source.Schema.Count;
     }
 
     /// <inheritdoc />
@@ -67,16 +67,16 @@ internal sealed class BatchedScoringDataView : IDataView
     {
         ArgumentNullException.ThrowIfNull(columnsNeeded);
         var needed = columnsNeeded.Select(c => c.Index).ToHashSet();
-        var sourceColumns = needed.Where(i => i < _scoreIndex).Select(i => _source.Schema[i]).ToArray();
-        bool score = needed.Contains(_scoreIndex), label = needed.Contains(_labelIndex);
+        var sourceColumns = needed.Where(i => i < _firstOutputIndex).Select(i => _source.Schema[i]).ToArray();
+        var active = _columns.Select((_, k) => needed.Contains(_firstOutputIndex + k)).ToArray();
         int? seed = rand is not null && _source.CanShuffle ? rand.Next() : null;
         var main = _source.GetRowCursor(sourceColumns, seed is { } s1 ? new Random(s1) : null);
         DataViewRowCursor? ahead = null;
         try
         {
-            if (score || label)
+            if (active.Any(a => a))
                 ahead = _source.GetRowCursor([_source.Schema[_featureIndex]], seed is { } s2 ? new Random(s2) : null);
-            return new Cursor(this, main, ahead, score, label, checkIds: seed is not null);
+            return new Cursor(this, main, ahead, active, checkIds: seed is not null);
         }
         catch
         {
@@ -96,10 +96,9 @@ internal sealed class BatchedScoringDataView : IDataView
         private readonly DataViewRowCursor _main;
         private readonly DataViewRowCursor? _ahead;
         private readonly ValueGetter<VBuffer<float>>? _featureGetter;
-        private readonly bool _score, _label;
-        private readonly int _inputLength, _classes;
-        private readonly float[] _features = [], _probabilities = [];
-        private readonly uint[] _labels = [];
+        private readonly bool[] _active;
+        private readonly int _inputLength, _width;
+        private readonly float[] _features = [], _outputs = [];
         private readonly DataViewRowId[] _ids = [];
         private readonly ValueGetter<DataViewRowId>? _aheadId, _mainId;
         private VBuffer<float> _row;
@@ -107,21 +106,19 @@ internal sealed class BatchedScoringDataView : IDataView
         private long _blockStart = -1; // position of the first row in the scored block
         private int _blockRows;
 
-        public Cursor(BatchedScoringDataView parent, DataViewRowCursor main, DataViewRowCursor? ahead, bool score, bool label, bool checkIds)
+        public Cursor(BatchedScoringDataView parent, DataViewRowCursor main, DataViewRowCursor? ahead, bool[] active, bool checkIds)
         {
             _parent = parent;
             _main = main;
             _ahead = ahead;
-            _score = score;
-            _label = label;
+            _active = active;
             _inputLength = parent._scorer.InputLength;
-            _classes = parent._scorer.ClassCount;
+            _width = parent._scorer.OutputWidth;
             if (ahead is not null)
             {
                 _featureGetter = ahead.GetGetter<VBuffer<float>>(parent._source.Schema[parent._featureIndex]);
                 _features = new float[(long)parent._blockSize * _inputLength];
-                _probabilities = new float[(long)parent._blockSize * _classes];
-                _labels = new uint[parent._blockSize];
+                _outputs = new float[(long)parent._blockSize * _width];
                 if (checkIds)
                 {
                     _ids = new DataViewRowId[parent._blockSize];
@@ -143,36 +140,23 @@ internal sealed class BatchedScoringDataView : IDataView
 
         public override bool IsColumnActive(DataViewSchema.Column column)
         {
-            if (column.Index == _parent._scoreIndex)
-                return _score;
-            if (column.Index == _parent._labelIndex)
-                return _label;
+            if (column.Index >= _parent._firstOutputIndex)
+                return _active[column.Index - _parent._firstOutputIndex];
             return _main.IsColumnActive(_main.Schema[column.Index]);
         }
 
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
-            if (column.Index < _parent._scoreIndex)
+            if (column.Index < _parent._firstOutputIndex)
                 return _main.GetGetter<TValue>(_main.Schema[column.Index]);
-            if (column.Index == _parent._scoreIndex && _score)
+            int k = column.Index - _parent._firstOutputIndex;
+            if (k < _active.Length && _active[k])
             {
-                if (typeof(TValue) != typeof(VBuffer<float>))
-                    throw new InvalidOperationException($"Column '{column.Name}' is {column.Type}; read it as VBuffer<float>, not {typeof(TValue).Name}.");
-                ValueGetter<VBuffer<float>> getter = (ref VBuffer<float> dst) =>
-                {
-                    int row = CurrentBlockRow();
-                    var editor = VBufferEditor.Create(ref dst, _classes);
-                    _probabilities.AsSpan(row * _classes, _classes).CopyTo(editor.Values);
-                    dst = editor.Commit();
-                };
-                return (ValueGetter<TValue>)(Delegate)getter;
-            }
-            if (column.Index == _parent._labelIndex && _label)
-            {
-                if (typeof(TValue) != typeof(uint))
-                    throw new InvalidOperationException($"Column '{column.Name}' is {column.Type}; read it as UInt32, not {typeof(TValue).Name}.");
-                ValueGetter<uint> getter = (ref uint dst) => dst = _labels[CurrentBlockRow()];
-                return (ValueGetter<TValue>)(Delegate)getter;
+                var scored = _parent._columns[k];
+                if (typeof(TValue) != scored.Type.RawType)
+                    throw new InvalidOperationException(
+                        $"Column '{column.Name}' is {column.Type}; read it as {RawTypeName(scored.Type.RawType)}, not {RawTypeName(typeof(TValue))}.");
+                return (ValueGetter<TValue>)scored.MakeGetter(CurrentRowOutputs);
             }
             throw new InvalidOperationException($"Column '{column.Name}' was not requested when the cursor was created.");
         }
@@ -227,22 +211,17 @@ internal sealed class BatchedScoringDataView : IDataView
             }
             if (n == 0)
                 throw SourceChanged();
-            _parent._scorer.Score(_features.AsSpan(0, n * _inputLength), n, _probabilities.AsSpan(0, n * _classes));
-            for (int r = 0; r < n; r++)
-                _labels[r] = (uint)ArgMax(_probabilities.AsSpan(r * _classes, _classes)) + 1;
+            _parent._scorer.Score(_features.AsSpan(0, n * _inputLength), n, _outputs.AsSpan(0, n * _width));
             _blockStart = pos;
             _blockRows = n;
         }
 
-        /// <summary>First index of the largest value, like ONNX ArgMax with select_last_index = 0.</summary>
-        private static int ArgMax(ReadOnlySpan<float> values)
-        {
-            int best = 0;
-            for (int i = 1; i < values.Length; i++)
-                if (values[i] > values[best])
-                    best = i;
-            return best;
-        }
+        /// <summary>The head's batched outputs of the current row (scores its block first when needed).</summary>
+        private ReadOnlySpan<float> CurrentRowOutputs() => _outputs.AsSpan(CurrentBlockRow() * _width, _width);
+
+        /// <summary>A type's C# name for messages (VBuffer&lt;Single&gt; rather than VBuffer`1).</summary>
+        private static string RawTypeName(Type type) =>
+            type.IsGenericType ? $"{type.Name[..type.Name.IndexOf('`')]}<{string.Join(", ", type.GetGenericArguments().Select(RawTypeName))}>" : type.Name;
 
         private static InvalidOperationException SourceChanged() =>
             new("The source data view returned fewer rows to the look-ahead cursor than to the main cursor; " +

@@ -2,14 +2,16 @@ using System.Reflection;
 using System.Text.Json;
 using Google.Protobuf;
 using MLNet.Compression.Networks;
+using MLNet.Compression.Networks.Heads;
 using MLNet.Compression.Onnx.Proto;
 
 namespace MLNet.Compression.Onnx;
 
 /// <summary>
 /// Writes a <see cref="NetworkModel"/> as an ONNX model: input float [N, InputLength] (symbolic batch), a Reshape to
-/// [N, C, H, W] for convolutional networks, each layer's own nodes (<see cref="ModelLayer.EmitOnnx"/>), Softmax(axis=1) into the score
-/// output float [N, classes] and ArgMax(axis=1) into the predicted class index output int64 [N].
+/// [N, C, H, W] for convolutional networks, each layer's own nodes (<see cref="ModelLayer.EmitOnnx"/>), then the outputs of the model's
+/// <see cref="OutputHead"/> (multiclass: Softmax(axis=1) into the score output float [N, classes] and ArgMax(axis=1) into
+/// the predicted class index output int64 [N]).
 /// </summary>
 internal static class OnnxExporter
 {
@@ -44,13 +46,15 @@ internal static class OnnxExporter
         if (options.ClassNames is { } names && names.Count != model.NumClasses)
             throw new ArgumentException(
                 $"{names.Count} class names were given but the model has {model.NumClasses} output classes.", nameof(options));
-        if (model.Layers.Count == 0 || model.Layers[^1] is not DenseModelLayer last || last.OutFeatures != model.NumClasses)
-            throw new ArgumentException("The model's last layer must be the dense output layer with one unit per class.", nameof(model));
+        var head = model.Head;
+        if (model.Layers.Count == 0 || model.Layers[^1] is not DenseModelLayer last || last.OutFeatures != head.OutputUnits(model.NumClasses))
+            throw new ArgumentException(
+                $"The model's last layer must be the dense output layer with the {head.OutputUnits(model.NumClasses)} unit(s) its {head.Name} head needs.", nameof(model));
 
         var g = new OnnxGraphBuilder(model.Architecture.Name);
         var emitter = UsesSparseWeights(options) ? new SparseWeightsEmitter(options) : options.LayerEmitter;
-        g.ReserveName(options.ScoreName);
-        g.ReserveName(options.LabelIndexName);
+        foreach (var outputName in head.OutputNames(options))
+            g.ReserveName(outputName);
         string x = g.AddInput(options.InputName, TensorProto.Types.DataType.Float, [null, model.InputLength]);
 
         var inputShape = model.InputShape;
@@ -64,12 +68,8 @@ internal static class OnnxExporter
         foreach (var layer in model.Layers)
             x = layer.EmitOnnx(g, emitter, x);
 
-        // The names were reserved above so that no layer takes them; add the final nodes with exactly those names.
-        g.AddNodeWithReservedOutput("Softmax", [x], options.ScoreName, new Dictionary<string, object> { ["axis"] = 1L });
-        g.AddNodeWithReservedOutput("ArgMax", [options.ScoreName], options.LabelIndexName,
-            new Dictionary<string, object> { ["axis"] = 1L, ["keepdims"] = 0L, ["select_last_index"] = 0L });
-        g.AddOutput(options.ScoreName, TensorProto.Types.DataType.Float, [null, model.NumClasses]);
-        g.AddOutput(options.LabelIndexName, TensorProto.Types.DataType.Int64, [null]);
+        // The names were reserved above so that no layer takes them; the head adds its final nodes with exactly those names.
+        head.EmitOutputs(g, x, model.NumClasses, options);
 
         var proto = new ModelProto
         {
@@ -83,6 +83,8 @@ internal static class OnnxExporter
         proto.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = options.Opset });
         AddMetadata(proto, ArchitectureKey, model.Architecture.Name);
         AddMetadata(proto, InputShapeKey, JsonSerializer.Serialize(inputShape));
+        if (head.Kind != OutputHeadKind.Multiclass)
+            AddMetadata(proto, OutputHead.MetadataKey, head.Name); // absent = multiclass, so multiclass graphs stay byte-identical
         if (options.ClassNames is { } classNames)
             AddMetadata(proto, ClassNamesKey, JsonSerializer.Serialize(classNames));
         if (options.Metadata is { } extra)
@@ -128,25 +130,31 @@ internal static class OnnxExporter
         var inputs = graph.Input.Where(i => !initializers.Contains(i.Name)).ToArray();
         if (inputs.Length != 1)
             throw new ArgumentException($"The ONNX model must have exactly one input, but has {inputs.Length}.", nameof(onnx));
-        var score = graph.Output.Where(o => o.Type?.TensorType?.ElemType == (int)TensorProto.Types.DataType.Float).ToArray();
-        var label = graph.Output.Where(o => o.Type?.TensorType?.ElemType == (int)TensorProto.Types.DataType.Int64).ToArray();
-        if (graph.Output.Count != 2 || score.Length != 1 || label.Length != 1)
-            throw new ArgumentException("The ONNX model must have two outputs: float scores [N, classes] and int64 class indices [N].", nameof(onnx));
-        var classDim = score[0].Type.TensorType.Shape?.Dim.LastOrDefault();
+        var headName = model.MetadataProps.FirstOrDefault(p => p.Key == OutputHead.MetadataKey)?.Value;
+        var head = headName is null ? OutputHead.Multiclass : OutputHead.ForName(headName)
+            ?? throw new ArgumentException(
+                $"The ONNX model's metadata '{OutputHead.MetadataKey}' names the output head '{headName}', which this version of MLNet.Compression does not know. " +
+                "Score it with the version that exported it, or re-export it.", nameof(onnx));
         var inputDim = inputs[0].Type?.TensorType?.Shape?.Dim.LastOrDefault();
-        if (classDim is null || !classDim.HasDimValue || inputDim is null || !inputDim.HasDimValue)
+        if (inputDim is null || !inputDim.HasDimValue)
             throw new ArgumentException("The ONNX model's input and score output must have a fixed last dimension.", nameof(onnx));
-        return new OnnxModelSignature(inputs[0].Name, checked((int)inputDim.DimValue), score[0].Name, label[0].Name, checked((int)classDim.DimValue));
+        return head.ReadSignature(graph, inputs[0].Name, checked((int)inputDim.DimValue));
     }
 
     private static void AddMetadata(ModelProto proto, string key, string value) =>
         proto.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
 }
 
-/// <summary>The input and output names and sizes of an exported classifier.</summary>
+/// <summary>The input and output names and sizes of an exported network; what the outputs mean depends on its head.</summary>
 /// <param name="InputName">Graph input (float [N, InputLength]).</param>
 /// <param name="InputLength">Features per row.</param>
-/// <param name="ScoreName">Probabilities output (float [N, ClassCount]).</param>
-/// <param name="LabelIndexName">Predicted class index output (int64 [N], 0-based).</param>
+/// <param name="ScoreName">Score output (multiclass: probabilities, float [N, ClassCount]).</param>
+/// <param name="LabelIndexName">Predicted label output (multiclass: class index, int64 [N], 0-based).</param>
 /// <param name="ClassCount">Number of classes.</param>
-internal sealed record OnnxModelSignature(string InputName, int InputLength, string ScoreName, string LabelIndexName, int ClassCount);
+/// <param name="Head">The output head that wrote the outputs (from the model's metadata; absent = multiclass).</param>
+internal sealed record OnnxModelSignature(string InputName, int InputLength, string ScoreName, string LabelIndexName, int ClassCount,
+    OutputHeadKind Head = OutputHeadKind.Multiclass)
+{
+    /// <summary>The registered output head of <see cref="Head"/>.</summary>
+    public OutputHead OutputHead => OutputHead.For(Head);
+}

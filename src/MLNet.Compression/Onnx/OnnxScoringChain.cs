@@ -1,12 +1,14 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Transforms;
+using MLNet.Compression.Networks.Heads;
 
 namespace MLNet.Compression.Onnx;
 
 /// <summary>
-/// Builds the ML.NET chain that scores an exported classifier with built-in components only, so that
+/// Builds the ML.NET chain that scores an exported network with built-in components only, so that
 /// <c>mlContext.Model.Save/Load</c> handles it and a consumer needs just Microsoft.ML, Microsoft.ML.OnnxTransformer and ONNX Runtime:
+/// The columns after the ONNX model are its output head's (<see cref="OutputHead.ChainConversions"/>); for the multiclass head:
 /// <code>
 /// OnnxTransformer (Stream overload)    Features ──► Score: vector&lt;float, 1, K&gt;, PredictedLabelIndex: vector&lt;long, 1&gt;
 /// Expression "x => x"                  Score ──► Score: vector&lt;float, K&gt; (1-D)
@@ -41,12 +43,13 @@ internal static class OnnxScoringChain
     private const int HashBits = 31;
 
     /// <summary>
-    /// Builds and fits the chain on <paramref name="inputSchema"/>. The result adds <c>Score</c> (vector&lt;float, K&gt;)
-    /// and <c>PredictedLabel</c> (key&lt;uint, K&gt;, 1-based, KeyValues = <paramref name="classNames"/>).
+    /// Builds and fits the chain on <paramref name="inputSchema"/>: the ONNX model, then the built-in conversions of its
+    /// output head (<see cref="OutputHead.ChainConversions"/>). For the multiclass head the result adds <c>Score</c>
+    /// (vector&lt;float, K&gt;) and <c>PredictedLabel</c> (key&lt;uint, K&gt;, 1-based, KeyValues = <paramref name="classNames"/>).
     /// The ONNX session honours <see cref="MLContext.GpuDeviceId"/> and <see cref="MLContext.FallbackToCpu"/>.
     /// </summary>
     /// <param name="ml">The context (GPU settings, environment).</param>
-    /// <param name="onnx">An exported classifier (see <see cref="OnnxExporter"/>).</param>
+    /// <param name="onnx">An exported network (see <see cref="OnnxExporter"/>).</param>
     /// <param name="inputSchema">Schema of the data the chain will transform.</param>
     /// <param name="featureColumnName">The known-size vector&lt;float&gt; column fed to the model.</param>
     /// <param name="classNames">One name per class, in class-index order (the label's key values).</param>
@@ -56,11 +59,13 @@ internal static class OnnxScoringChain
         ArgumentNullException.ThrowIfNull(onnx);
         ArgumentNullException.ThrowIfNull(inputSchema);
         ArgumentException.ThrowIfNullOrWhiteSpace(featureColumnName);
+        ArgumentNullException.ThrowIfNull(classNames);
         var sig = OnnxExporter.ReadSignature(onnx);
-        OnnxScoringColumns.ValidateClassNames(classNames, sig.ClassCount);
+        var head = sig.OutputHead;
         OnnxScoringColumns.ValidateFeatureColumn(inputSchema, featureColumnName, sig.InputLength);
 
-        var temps = new List<string> { sig.LabelIndexName, HashColumn, HashValueColumn, LabelTextColumn };
+        var temps = new List<string>();
+        var conversions = head.ChainConversions(ml, sig, classNames, temps);
         IEstimator<ITransformer> chain = new EstimatorChain<ITransformer>();
         if (!string.Equals(featureColumnName, sig.InputName, StringComparison.Ordinal))
         {
@@ -68,25 +73,41 @@ internal static class OnnxScoringChain
             temps.Add(sig.InputName);
         }
         chain = chain.Append(ml.Transforms.ApplyOnnxModel(
-            [sig.ScoreName, sig.LabelIndexName], [sig.InputName], new MemoryStream(onnx, writable: false),
-            ml.GpuDeviceId, ml.FallbackToCpu));
-        // OnnxTransformer types the [N, K] output as a 2-D vector<float, 1, K>. The identity expression gives the
-        // conventional 1-D vector<float, K> with the same values (Concatenate of one column keeps the 2-D type).
-        chain = chain.Append(ml.Transforms.Expression(ScoreColumnName, "x => x", sig.ScoreName));
-        if (!string.Equals(sig.ScoreName, ScoreColumnName, StringComparison.Ordinal))
-            temps.Add(sig.ScoreName);
+            head.ChainOutputs(sig).ToArray(), [sig.InputName], new MemoryStream(onnx, writable: false), ml.GpuDeviceId, ml.FallbackToCpu));
+        // The nesting of the saved chain is kept as it was before output heads existed, so saved zips are byte for byte the
+        // same: [[ONNX model], first conversion], then the other conversions and the DropColumns flat after it.
+        var scored = new EstimatorChain<ITransformer>().Append(chain).Append(conversions[0]);
+        EstimatorChain<ITransformer> flat = new EstimatorChain<ITransformer>().Append<ITransformer>(scored);
+        foreach (var step in conversions.Skip(1))
+            flat = flat.Append(step);
+        return flat.Append(ml.Transforms.DropColumns(temps.Distinct().ToArray())).Fit(new EmptyDataView(inputSchema));
+    }
 
-        var (seed, table) = HashTable(ml, sig.LabelIndexName, sig.ClassCount);
-        chain = chain
-            .Append(ml.Transforms.Conversion.Hash(new HashingEstimator.ColumnOptions(
-                HashColumn, sig.LabelIndexName, HashBits, seed, useOrderedHashing: false, maximumNumberOfInverts: 0, combine: true)))
-            .Append(ml.Transforms.Conversion.ConvertType(HashValueColumn, HashColumn, DataKind.UInt32))
-            .Append(ml.Transforms.Conversion.MapValue(LabelTextColumn,
-                table.Select((h, i) => new KeyValuePair<uint, string>(h, classNames[i])), HashValueColumn))
-            .Append(ml.Transforms.Conversion.MapValueToKey(PredictedLabelColumnName, LabelTextColumn,
-                keyData: ml.Data.LoadFromEnumerable(classNames.Select(n => new ClassNameRow { Name = n }))))
-            .Append(ml.Transforms.DropColumns(temps.Distinct().ToArray()));
-        return chain.Fit(new EmptyDataView(inputSchema));
+    /// <summary>
+    /// Built-in conversions from an ONNX class index output (int64 [N], read by OnnxTransformer as vector&lt;long, 1&gt;) to
+    /// <paramref name="outputColumn"/>: key&lt;uint, K&gt; with KeyValues = <paramref name="classNames"/> (see the class remarks
+    /// for why it goes through Hash). Adds its temporary columns, the index column first, to <paramref name="temporaries"/>.
+    /// </summary>
+    /// <param name="ml">The context.</param>
+    /// <param name="indexColumn">The ONNX index output column.</param>
+    /// <param name="outputColumn">The key column to produce.</param>
+    /// <param name="classNames">One name per class index.</param>
+    /// <param name="temporaries">Receives the columns to drop afterwards.</param>
+    public static IReadOnlyList<IEstimator<ITransformer>> IndexToKey(MLContext ml, string indexColumn, string outputColumn, IReadOnlyList<string> classNames,
+        List<string> temporaries)
+    {
+        temporaries.AddRange([indexColumn, HashColumn, HashValueColumn, LabelTextColumn]);
+        var (seed, table) = HashTable(ml, indexColumn, classNames.Count);
+        return
+        [
+            ml.Transforms.Conversion.Hash(new HashingEstimator.ColumnOptions(
+                HashColumn, indexColumn, HashBits, seed, useOrderedHashing: false, maximumNumberOfInverts: 0, combine: true)),
+            ml.Transforms.Conversion.ConvertType(HashValueColumn, HashColumn, DataKind.UInt32),
+            ml.Transforms.Conversion.MapValue(LabelTextColumn,
+                table.Select((h, i) => new KeyValuePair<uint, string>(h, classNames[i])), HashValueColumn),
+            ml.Transforms.Conversion.MapValueToKey(outputColumn, LabelTextColumn,
+                keyData: ml.Data.LoadFromEnumerable(classNames.Select(n => new ClassNameRow { Name = n }))),
+        ];
     }
 
     /// <summary>

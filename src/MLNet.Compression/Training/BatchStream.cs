@@ -13,17 +13,20 @@ internal sealed class BatchStream
     private readonly DataViewSchema.Column labelColumn;
     private readonly DataViewSchema.Column featureColumn;
     private readonly DataViewSchema.Column? targetColumn;
+    private readonly Networks.Heads.OutputHead head;
 
     /// <summary>
     /// Reads <paramref name="labelColumnName"/> (key) and <paramref name="featureColumnName"/> (float vector), and, when
     /// <paramref name="targetColumnName"/> is given, a known-size float vector per row (e.g. a teacher's scores) into
-    /// <see cref="Batch.Targets"/>.
+    /// <see cref="Batch.Targets"/>. The label column is checked by <paramref name="head"/> (default: the multiclass head).
     /// </summary>
-    public BatchStream(IDataView data, string labelColumnName, string featureColumnName, int featureLength, string? targetColumnName = null)
+    public BatchStream(IDataView data, string labelColumnName, string featureColumnName, int featureLength, string? targetColumnName = null,
+        Networks.Heads.OutputHead? head = null)
     {
         this.data = data;
+        this.head = head ?? Networks.Heads.OutputHead.Multiclass;
         featureColumn = SchemaValidation.FeatureColumn(data.Schema, featureColumnName, featureLength);
-        labelColumn = SchemaValidation.LabelColumn(data.Schema, labelColumnName, out int classCount);
+        labelColumn = this.head.ValidateLabel(data.Schema, labelColumnName, out int classCount);
         ClassCount = classCount;
         FeatureLength = featureLength;
         if (targetColumnName is not null)
@@ -69,7 +72,8 @@ internal sealed class BatchStream
     }
 
     /// <summary>
-    /// Reads one pass over the data. Rows with a missing label (key 0) are skipped. <paramref name="include"/> selects
+    /// Reads one pass over the data. Rows with a missing label (for the multiclass head: key 0) are skipped; the output head
+    /// turns each label into its training target (<see cref="Networks.Heads.OutputHead.CreateLabelReader"/>). <paramref name="include"/> selects
     /// rows by id (for a validation split); <paramref name="rand"/> shuffles when the view supports it.
     /// </summary>
     public IEnumerable<Batch> Read(int batchSize, Random? rand, Func<DataViewRowId, bool>? include)
@@ -79,11 +83,10 @@ internal sealed class BatchStream
         using var cursor = data.GetRowCursor(columns, data.CanShuffle ? rand : null);
         var targetGetter = targetColumn is { } tc ? cursor.GetGetter<VBuffer<float>>(tc) : null;
         VBuffer<float> target = default;
-        var labelGetter = cursor.GetGetter<uint>(labelColumn);
+        var readLabel = head.CreateLabelReader(cursor, labelColumn, ClassCount);
         var featureGetter = cursor.GetGetter<VBuffer<float>>(featureColumn);
         var idGetter = include is null ? null : cursor.GetIdGetter();
         VBuffer<float> features = default;
-        uint label = 0;
         DataViewRowId id = default;
         int n = 0;
         while (cursor.MoveNext())
@@ -94,11 +97,9 @@ internal sealed class BatchStream
                 if (!include!(id))
                     continue;
             }
-            labelGetter(ref label);
-            if (label == 0)
+            long label = readLabel();
+            if (label < 0)
                 continue;
-            if (label > ClassCount)
-                throw new InvalidDataException($"Row {cursor.Position} has label key {label}, outside the {ClassCount} classes of column '{labelColumn.Name}'.");
             featureGetter(ref features);
             if (features.Length != FeatureLength)
                 throw new InvalidDataException($"Row {cursor.Position} of column '{featureColumn.Name}' has {features.Length} values, expected {FeatureLength}.");
@@ -120,7 +121,7 @@ internal sealed class BatchStream
                     throw new InvalidDataException($"Row {cursor.Position} of column '{targetColumn!.Value.Name}' has {target.Length} values, expected {TargetLength}.");
                 target.CopyTo(batch.Targets.AsSpan(n * TargetLength, TargetLength));
             }
-            batch.Labels[n] = label - 1;
+            batch.Labels[n] = label;
             if (++n == batchSize)
             {
                 batch.Count = n;

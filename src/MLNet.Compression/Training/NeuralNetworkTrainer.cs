@@ -2,6 +2,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using MLNet.Compression.Networks;
+using MLNet.Compression.Networks.Heads;
 
 namespace MLNet.Compression;
 
@@ -16,20 +17,25 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
 {
     private readonly MLContext ml;
     private readonly NeuralNetworkOptions options;
+    private readonly OutputHead head;
 
-    internal NeuralNetworkTrainer(MLContext ml, NeuralNetworkOptions options)
+    internal NeuralNetworkTrainer(MLContext ml, NeuralNetworkOptions options, OutputHeadKind head = OutputHeadKind.Multiclass)
     {
         ArgumentNullException.ThrowIfNull(ml);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         this.ml = ml;
         this.options = options.Clone();
+        this.head = OutputHead.For(head);
     }
 
     /// <summary>A copy of the options this trainer uses.</summary>
     public NeuralNetworkOptions Options => options.Clone();
 
     internal MLContext Context => ml;
+
+    /// <summary>The output head the trained network gets (what the task is: its loss and its scoring columns).</summary>
+    internal OutputHeadKind HeadKind => head.Kind;
 
     MLContext? IHasMLContext.Context => ml;
 
@@ -39,10 +45,10 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
     {
         ArgumentNullException.ThrowIfNull(input);
         SchemaValidation.FeatureColumn(input.Schema, options.FeatureColumnName, options.Architecture.InputLength);
-        var label = SchemaValidation.LabelColumn(input.Schema, options.LabelColumnName, out int classCount);
-        var classNames = SchemaValidation.ClassNames(label, classCount);
+        var label = head.ValidateLabel(input.Schema, options.LabelColumnName, out int classCount);
+        var classNames = head.ClassNames(label, classCount);
         int seed = options.Seed ?? DrawSeed(ml);
-        var model = NetworkModel.Create(options.Architecture, classCount);
+        var model = NetworkModel.Create(options.Architecture, classCount, head.Kind);
         InitializeWeights(model, seed);
         var result = new TrainingSession(ml, options).Run(input, model, seed);
         return NeuralNetworkTransformer.Create(ml, result.Model, classNames, options, input.Schema, result, seed);
@@ -64,7 +70,10 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
         return host.Rand.Next();
     }
 
-    /// <summary>Adds <c>Score</c> (vector of Single) and <c>PredictedLabel</c> (the label's key type) to the input shape.</summary>
+    /// <summary>
+    /// Adds the output head's columns to the input shape: <c>Score</c> (vector of Single) and <c>PredictedLabel</c> (the
+    /// label's key type) for the multiclass head.
+    /// </summary>
     /// <param name="inputSchema">The shape of the training data.</param>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
@@ -74,14 +83,6 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
         if (features.Kind != SchemaShape.Column.VectorKind.Vector || features.ItemType.RawType != typeof(float))
             throw new ArgumentOutOfRangeException(nameof(inputSchema),
                 $"The feature column '{options.FeatureColumnName}' must be a known-size vector of Single, not {features.Kind} of {features.ItemType}.");
-        if (inputSchema.FirstOrDefault(c => c.Name == options.LabelColumnName) is not { Name: not null } label)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"The input has no label column '{options.LabelColumnName}'.");
-        if (!label.IsKey || label.Kind != SchemaShape.Column.VectorKind.Scalar)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema),
-                $"The label column '{options.LabelColumnName}' must be a scalar key; add ml.Transforms.Conversion.MapValueToKey(\"{options.LabelColumnName}\").");
-        // SchemaShape.Column has no public constructor: borrow built-in estimators that produce the same shapes.
-        // Score is a float vector like the features; PredictedLabel has exactly the label's key type and key values.
-        var withScore = ml.Transforms.Concatenate(NeuralNetworkTransformer.ScoreColumnName, options.FeatureColumnName).GetOutputSchema(inputSchema);
-        return ml.Transforms.CopyColumns(NeuralNetworkTransformer.PredictedLabelColumnName, options.LabelColumnName).GetOutputSchema(withScore);
+        return head.GetOutputSchema(ml, inputSchema, options.LabelColumnName, options.FeatureColumnName);
     }
 }

@@ -3,6 +3,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNet.Compression.Memory;
 using MLNet.Compression.Networks;
+using MLNet.Compression.Networks.Heads;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -18,10 +19,10 @@ internal sealed class TrainingHooks
     /// </summary>
     public string? TargetColumnName { get; init; }
 
-    /// <summary>Extra loss added to the cross-entropy (distillation, EWC); gets the float32 logits and the batch.</summary>
+    /// <summary>Extra loss added to the head's training loss (EWC); gets the float32 outputs and the batch.</summary>
     public Func<Tensor, BatchStream.Batch, Tensor>? ExtraLoss { get; init; }
 
-    /// <summary>Replaces the cross-entropy entirely when set (e.g. distillation's weighted loss).</summary>
+    /// <summary>Replaces the head's training loss entirely when set (e.g. distillation's weighted loss, built on the head's distillation loss).</summary>
     public Func<Tensor, Tensor, BatchStream.Batch, Tensor>? Loss { get; init; }
 
     /// <summary>Called after every optimizer step with the global step count (e.g. to update or re-apply pruning masks).</summary>
@@ -86,7 +87,8 @@ internal sealed class TrainingSession
         if (resolved.Warning is not null)
             log.Warning(resolved.Warning);
         var device = resolved.ToTorch();
-        var stream = new BatchStream(data, options.LabelColumnName, options.FeatureColumnName, model.InputLength, hooks?.TargetColumnName);
+        var head = model.Head;
+        var stream = new BatchStream(data, options.LabelColumnName, options.FeatureColumnName, model.InputLength, hooks?.TargetColumnName, head);
         if (stream.ClassCount != model.NumClasses)
             throw new ArgumentOutOfRangeException(nameof(data),
                 $"The label column '{options.LabelColumnName}' has {stream.ClassCount} classes but the network has {model.NumClasses} outputs.");
@@ -153,7 +155,7 @@ internal sealed class TrainingSession
                     if (lowPrecision is not null)
                         x = x.to(lowPrecision.Value);
                     var logits = (hooks?.Forward is { } forward ? forward(net, x) : net.forward(x)).to(ScalarType.Float32);
-                    var loss = hooks?.Loss is { } customLoss ? customLoss(logits, y, batch) : nn.functional.cross_entropy(logits, y);
+                    var loss = hooks?.Loss is { } customLoss ? customLoss(logits, y, batch) : head.Loss(logits, y);
                     if (hooks?.ExtraLoss is { } extra)
                         loss = loss.add(extra(logits, batch), Scalars.One);
                     optimizer.ZeroGrad();
@@ -182,7 +184,7 @@ internal sealed class TrainingSession
                     if (compute is not null && hooks?.AfterStep is not null)
                         CopyWeights(master, compute);
                     lossSum += loss.item<float>() * batch.Count;
-                    correct += logits.argmax(1).eq(y).sum().item<long>();
+                    correct += head.CorrectCount(logits, y).item<long>();
                     rows += batch.Count;
                 }
                 if (options.Progress is not null && step % options.ProgressInterval == 0)
@@ -195,7 +197,7 @@ internal sealed class TrainingSession
                     (valFraction > 0 ? " outside the validation split" : string.Empty) + ". Check the data view and the label column.", nameof(data));
             double? valLoss = null, valAcc = null;
             if (valRows is not null)
-                (valLoss, valAcc) = Evaluate(net, stream, valRows, device, lowPrecision, model.InputLength);
+                (valLoss, valAcc) = Evaluate(net, head, stream, valRows, device, lowPrecision, model.InputLength);
             var seconds = epochWatch.Elapsed.TotalSeconds;
             var metrics = new EpochMetrics(epoch, lossSum / rows, (double)correct / rows, valLoss, valAcc, seconds, rows);
             history.Add(metrics);
@@ -234,7 +236,7 @@ internal sealed class TrainingSession
             resolved.ToString(), options.Precision);
     }
 
-    private static (double Loss, double Accuracy) Evaluate(TorchNetwork net, BatchStream stream, Func<DataViewRowId, bool> rowsToUse,
+    private static (double Loss, double Accuracy) Evaluate(TorchNetwork net, OutputHead head, BatchStream stream, Func<DataViewRowId, bool> rowsToUse,
         Device device, ScalarType? lowPrecision, int inputLength)
     {
         net.eval();
@@ -249,8 +251,8 @@ internal sealed class TrainingSession
             if (lowPrecision is not null)
                 x = x.to(lowPrecision.Value);
             var logits = net.forward(x).to(ScalarType.Float32);
-            lossSum += nn.functional.cross_entropy(logits, y).item<float>() * batch.Count;
-            correct += logits.argmax(1).eq(y).sum().item<long>();
+            lossSum += head.Loss(logits, y).item<float>() * batch.Count;
+            correct += head.CorrectCount(logits, y).item<long>();
             rows += batch.Count;
         }
         net.train();

@@ -1,0 +1,176 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNet.Compression.Distillation;
+using MLNet.Compression.Onnx;
+using MLNet.Compression.Onnx.Proto;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MLNet.Compression.Networks.Heads;
+
+/// <summary>
+/// The multiclass head: K logits, softmax. Training loss: cross-entropy on the logits. Distillation (Hinton, Vinyals and
+/// Dean): alpha · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) + (1 − alpha) · cross-entropy. ONNX: Softmax(axis=1) into
+/// the score output float [N, K] and ArgMax(axis=1) into the label index output int64 [N]. ML.NET: <c>Score</c>
+/// vector&lt;float, K&gt; (probabilities) and <c>PredictedLabel</c> key&lt;uint, K&gt; with the class names as key values, so
+/// <c>MulticlassClassification.Evaluate</c> works.
+/// </summary>
+internal sealed class SoftmaxMulticlassHead : OutputHead
+{
+    /// <inheritdoc />
+    public override OutputHeadKind Kind => OutputHeadKind.Multiclass;
+
+    /// <inheritdoc />
+    public override string Name => "multiclass";
+
+    /// <inheritdoc />
+    public override int OutputUnits(int classCount) => classCount;
+
+    /// <inheritdoc />
+    public override DataViewSchema.Column ValidateLabel(DataViewSchema schema, string labelColumnName, out int classCount) =>
+        SchemaValidation.LabelColumn(schema, labelColumnName, out classCount);
+
+    /// <inheritdoc />
+    /// <remarks>Key 0 (missing) gives -1; keys 1..K give the class index key − 1.</remarks>
+    public override LabelReader CreateLabelReader(DataViewRowCursor cursor, DataViewSchema.Column label, int classCount)
+    {
+        var getter = cursor.GetGetter<uint>(label);
+        uint key = 0;
+        return () =>
+        {
+            getter(ref key);
+            if (key == 0)
+                return -1;
+            if (key > classCount)
+                throw new InvalidDataException($"Row {cursor.Position} has label key {key}, outside the {classCount} classes of column '{label.Name}'.");
+            return key - 1;
+        };
+    }
+
+    /// <inheritdoc />
+    public override IReadOnlyList<string> ClassNames(DataViewSchema.Column label, int classCount) => SchemaValidation.ClassNames(label, classCount);
+
+    /// <inheritdoc />
+    public override Tensor Loss(Tensor outputs, Tensor labels) => nn.functional.cross_entropy(outputs, labels);
+
+    /// <inheritdoc />
+    public override Tensor CorrectCount(Tensor outputs, Tensor labels) => outputs.argmax(1).eq(labels).sum();
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// Teacher probabilities are clamped at <see cref="Distillation.DistillationLoss.ProbabilityFloor"/> before their logarithm
+    /// is taken; <paramref name="kind"/> Auto decides per call with <see cref="Distillation.DistillationLoss.LooksLikeProbabilities"/>.
+    /// </remarks>
+    public override Tensor DistillationLoss(Tensor studentOutputs, Tensor teacherScores, Tensor labels, double temperature, double alpha,
+        TeacherScoreKind kind)
+    {
+        using var invT = (1.0 / temperature).ToScalar();
+        using var softWeight = (alpha * temperature * temperature).ToScalar();
+        using var hardWeight = (1 - alpha).ToScalar();
+        using var floor = Distillation.DistillationLoss.ProbabilityFloor.ToScalar();
+        bool probabilities = kind switch
+        {
+            TeacherScoreKind.Probabilities => true,
+            TeacherScoreKind.Logits => false,
+            _ => Distillation.DistillationLoss.LooksLikeProbabilities(teacherScores),
+        };
+        var teacherLogits = probabilities ? teacherScores.clamp_min(floor).log() : teacherScores;
+        var teacherLogP = nn.functional.log_softmax(teacherLogits.mul(invT), 1);
+        var studentLogP = nn.functional.log_softmax(studentOutputs.mul(invT), 1);
+        var kl = teacherLogP.exp().mul(teacherLogP.add(studentLogP.neg(), Scalars.One)).sum(1).mean();
+        var loss = kl.mul(softWeight);
+        if (alpha < 1)
+            loss = loss.add(Loss(studentOutputs, labels).mul(hardWeight), Scalars.One);
+        return loss;
+    }
+
+    /// <inheritdoc />
+    public override IReadOnlyList<string> OutputNames(OnnxExportOptions options) => [options.ScoreName, options.LabelIndexName];
+
+    /// <inheritdoc />
+    public override void EmitOutputs(OnnxGraphBuilder g, string outputs, int classCount, OnnxExportOptions options)
+    {
+        g.AddNodeWithReservedOutput("Softmax", [outputs], options.ScoreName, new Dictionary<string, object> { ["axis"] = 1L });
+        g.AddNodeWithReservedOutput("ArgMax", [options.ScoreName], options.LabelIndexName,
+            new Dictionary<string, object> { ["axis"] = 1L, ["keepdims"] = 0L, ["select_last_index"] = 0L });
+        g.AddOutput(options.ScoreName, TensorProto.Types.DataType.Float, [null, classCount]);
+        g.AddOutput(options.LabelIndexName, TensorProto.Types.DataType.Int64, [null]);
+    }
+
+    /// <inheritdoc />
+    public override OnnxModelSignature ReadSignature(GraphProto graph, string inputName, int inputLength)
+    {
+        var score = graph.Output.Where(o => o.Type?.TensorType?.ElemType == (int)TensorProto.Types.DataType.Float).ToArray();
+        var label = graph.Output.Where(o => o.Type?.TensorType?.ElemType == (int)TensorProto.Types.DataType.Int64).ToArray();
+        if (graph.Output.Count != 2 || score.Length != 1 || label.Length != 1)
+            throw new ArgumentException("The ONNX model must have two outputs: float scores [N, classes] and int64 class indices [N].", "onnx");
+        var classDim = score[0].Type.TensorType.Shape?.Dim.LastOrDefault();
+        if (classDim is null || !classDim.HasDimValue)
+            throw new ArgumentException("The ONNX model's input and score output must have a fixed last dimension.", "onnx");
+        return new OnnxModelSignature(inputName, inputLength, score[0].Name, label[0].Name, checked((int)classDim.DimValue));
+    }
+
+    /// <inheritdoc />
+    public override SchemaShape GetOutputSchema(MLContext ml, SchemaShape inputSchema, string labelColumnName, string featureColumnName)
+    {
+        if (inputSchema.FirstOrDefault(c => c.Name == labelColumnName) is not { Name: not null } label)
+            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"The input has no label column '{labelColumnName}'.");
+        if (!label.IsKey || label.Kind != SchemaShape.Column.VectorKind.Scalar)
+            throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                $"The label column '{labelColumnName}' must be a scalar key; add ml.Transforms.Conversion.MapValueToKey(\"{labelColumnName}\").");
+        // SchemaShape.Column has no public constructor: borrow built-in estimators that produce the same shapes.
+        // Score is a float vector like the features; PredictedLabel has exactly the label's key type and key values.
+        var withScore = ml.Transforms.Concatenate(OnnxScoringChain.ScoreColumnName, featureColumnName).GetOutputSchema(inputSchema);
+        return ml.Transforms.CopyColumns(OnnxScoringChain.PredictedLabelColumnName, labelColumnName).GetOutputSchema(withScore);
+    }
+
+    /// <inheritdoc />
+    public override IReadOnlyList<string> ChainOutputs(OnnxModelSignature signature) => [signature.ScoreName, signature.LabelIndexName];
+
+    /// <inheritdoc />
+    public override IReadOnlyList<IEstimator<ITransformer>> ChainConversions(MLContext ml, OnnxModelSignature signature, IReadOnlyList<string> classNames,
+        List<string> temporaries)
+    {
+        OnnxScoringColumns.ValidateClassNames(classNames, signature.ClassCount);
+        // OnnxTransformer types the [N, K] output as a 2-D vector<float, 1, K>. The identity expression gives the
+        // conventional 1-D vector<float, K> with the same values (Concatenate of one column keeps the 2-D type).
+        var score = ml.Transforms.Expression(OnnxScoringChain.ScoreColumnName, "x => x", signature.ScoreName);
+        var toKey = OnnxScoringChain.IndexToKey(ml, signature.LabelIndexName, OnnxScoringChain.PredictedLabelColumnName, classNames, temporaries);
+        if (!string.Equals(signature.ScoreName, OnnxScoringChain.ScoreColumnName, StringComparison.Ordinal))
+            temporaries.Add(signature.ScoreName);
+        return [score, .. toKey];
+    }
+
+    /// <inheritdoc />
+    public override IReadOnlyList<(string Name, int Width)> BatchedOutputs(OnnxModelSignature signature) => [(signature.ScoreName, signature.ClassCount)];
+
+    /// <inheritdoc />
+    public override IReadOnlyList<ScoredColumn> ScoredColumns(OnnxModelSignature signature, IReadOnlyList<string> classNames)
+    {
+        OnnxScoringColumns.ValidateClassNames(classNames, signature.ClassCount);
+        int classes = signature.ClassCount;
+        return
+        [
+            new ScoredColumn(OnnxScoringChain.ScoreColumnName, new VectorDataViewType(NumberDataViewType.Single, classes), null,
+                row => (ValueGetter<VBuffer<float>>)((ref VBuffer<float> dst) =>
+                {
+                    var editor = VBufferEditor.Create(ref dst, classes);
+                    row().CopyTo(editor.Values);
+                    dst = editor.Commit();
+                })),
+            new ScoredColumn(OnnxScoringChain.PredictedLabelColumnName, new KeyDataViewType(typeof(uint), classes),
+                OnnxScoringColumns.KeyValuesAnnotations(classNames),
+                row => (ValueGetter<uint>)((ref uint dst) => dst = (uint)ArgMax(row()) + 1)),
+        ];
+    }
+
+    /// <summary>First index of the largest value, like ONNX ArgMax with select_last_index = 0.</summary>
+    private static int ArgMax(ReadOnlySpan<float> values)
+    {
+        int best = 0;
+        for (int i = 1; i < values.Length; i++)
+            if (values[i] > values[best])
+                best = i;
+        return best;
+    }
+}
