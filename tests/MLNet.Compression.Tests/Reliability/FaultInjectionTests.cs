@@ -16,6 +16,8 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : IDisposable
 {
     private const int Kills = 20;
 
+    private const int Lanes = 4;
+
     private readonly TestMnist.TempDirectory _dir = TestMnist.NewTempDirectory();
 
     public void Dispose() => _dir.Dispose();
@@ -29,39 +31,54 @@ public sealed class FaultInjectionTests(ITestOutputHelper output) : IDisposable
         var ml = new MLContext(seed: 1);
         var data = OnnxTestModels.Data(ml, 20, seed: 7);
         using var model = AtomicSaveTests.NeuralNetworkTransformerFactory();
-        string file = _dir[kind == "zip" ? "model.zip" : "model.ckpt"];
-        Action saveHere = kind == "zip" ? () => ml.Model.SaveAtomically(model, data.Schema, file) : () => model.SaveCheckpoint(file);
-        saveHere();
         var expected = OnnxTestModels.ReadOutputs(model.Transform(data)).Labels;
+        var gate = new object();
 
-        var random = new Random(kind == "zip" ? 15 : 16);
+        // Lanes run side by side (a process start dominates each kill); each lane owns one folder and file.
         int killedMidWrite = 0;
-        for (int kill = 0; kill < Kills; kill++)
+        Parallel.For(0, Lanes, new ParallelOptions { MaxDegreeOfParallelism = Lanes }, lane =>
         {
-            int delayMs = random.Next(0, 120);
-            RunAndKill(kind, file, delayMs);
-            string[] temps = Temporaries(file);
-            if (temps.Length > 0)
-                killedMidWrite++;
-
-            // The file is intact and is the model (every save writes the same model).
-            uint[] labels;
-            if (kind == "zip")
+            string folder = _dir[$"lane{lane}"];
+            Directory.CreateDirectory(folder);
+            string file = Path.Combine(folder, kind == "zip" ? "model.zip" : "model.ckpt");
+            void SaveHere()
             {
-                labels = OnnxTestModels.ReadOutputs(new MLContext(seed: 2).Model.Load(file, out _).Transform(data)).Labels;
+                lock (gate)
+                {
+                    if (kind == "zip")
+                        ml.Model.SaveAtomically(model, data.Schema, file);
+                    else
+                        model.SaveCheckpoint(file);
+                }
             }
-            else
+            SaveHere();
+            var random = new Random((kind == "zip" ? 150 : 160) + lane);
+            for (int kill = 0; kill < Kills / Lanes; kill++)
             {
-                using var loaded = NeuralNetworkTransformer.LoadCheckpoint(new MLContext(seed: 2), file);
-                labels = OnnxTestModels.ReadOutputs(loaded.Transform(data)).Labels;
-            }
-            Assert.Equal(expected, labels);
+                int delayMs = random.Next(0, 120);
+                RunAndKill(kind, file, delayMs);
+                if (Temporaries(file).Length > 0)
+                    Interlocked.Increment(ref killedMidWrite);
 
-            saveHere();
-            Assert.True(Temporaries(file).Length == 0,
-                $"kill {kill + 1} (after {delayMs} ms): temporaries left after the next save: {string.Join(", ", Temporaries(file))}");
-            Assert.Equal([Path.GetFileName(file)], Directory.GetFiles(_dir.Path).Select(Path.GetFileName));
-        }
+                // The file is intact and is the model (every save writes the same model).
+                uint[] labels;
+                if (kind == "zip")
+                {
+                    labels = OnnxTestModels.ReadOutputs(new MLContext(seed: 2).Model.Load(file, out _).Transform(data)).Labels;
+                }
+                else
+                {
+                    using var loaded = NeuralNetworkTransformer.LoadCheckpoint(new MLContext(seed: 2), file);
+                    labels = OnnxTestModels.ReadOutputs(loaded.Transform(data)).Labels;
+                }
+                Assert.Equal(expected, labels);
+
+                SaveHere();
+                Assert.True(Temporaries(file).Length == 0,
+                    $"lane {lane}, kill {kill + 1} (after {delayMs} ms): temporaries left after the next save: {string.Join(", ", Temporaries(file))}");
+                Assert.Equal([Path.GetFileName(file)], Directory.GetFiles(folder).Select(Path.GetFileName));
+            }
+        });
         output.WriteLine($"{kind}: {Kills} kills, {killedMidWrite} left a temporary (killed while writing); every file loaded and predicted as before.");
         // The kills must really land while saving, or the test proves nothing.
         Assert.True(killedMidWrite >= Kills / 2, $"only {killedMidWrite} of {Kills} kills interrupted a write");
