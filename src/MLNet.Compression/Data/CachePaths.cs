@@ -1,4 +1,5 @@
 using System.IO.Compression;
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
 
@@ -164,4 +165,35 @@ internal static class CachePaths
             TryDelete(temp);
         }
     }
+
+    /// <summary>
+    /// What identifies the current content of a file without reading it: length, modification time, and on Linux the inode
+    /// number and status-change time (statx), which change whenever the file is rewritten or replaced, even when its
+    /// length and modification time are restored. Elsewhere the creation time stands in for the last two.
+    /// </summary>
+    public static (long Length, DateTime WriteTime, long Inode, long ChangeTicks) FileIdentity(FileInfo info)
+    {
+        info.Refresh();
+        if (OperatingSystem.IsLinux())
+        {
+            var buffer = new byte[256];
+            try
+            {
+                if (StatX(-100 /* AT_FDCWD */, info.FullName, 0, 0x0FFF /* STATX_BASIC_STATS | STATX_BTIME */, buffer) == 0)
+                {
+                    long inode = BitConverter.ToInt64(buffer, 32);
+                    long ctimeSeconds = BitConverter.ToInt64(buffer, 96);
+                    uint ctimeNanoseconds = BitConverter.ToUInt32(buffer, 104);
+                    return (info.Length, info.LastWriteTimeUtc, inode, ctimeSeconds * 1_000_000_000L + ctimeNanoseconds);
+                }
+            }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+            {
+            }
+        }
+        return (info.Length, info.LastWriteTimeUtc, 0, info.CreationTimeUtc.Ticks);
+    }
+
+    [DllImport("libc", EntryPoint = "statx", SetLastError = true, CharSet = CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
+    private static extern int StatX(int directoryFd, string path, int flags, uint mask, [Out] byte[] statx);
 }
