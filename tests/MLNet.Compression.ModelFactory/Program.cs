@@ -8,6 +8,12 @@
 // 200 test rows (scores also as IEEE-754 bit patterns, so the deployment tests can compare bit for bit) and the accuracy
 // over all 10,000 test rows. Both files are written under temporary names and moved into place; expected.json last.
 // Exit codes: 0 success, 2 bad arguments, 1 any other failure.
+//
+//   dotnet MLNet.Compression.ModelFactory.dll --save-loop zip|checkpoint <file>
+//
+// Fault-injection mode (MLNet.Compression.Tests/Reliability): loads <file> (a model zip with ml.Model.Load, or a checkpoint
+// with NeuralNetworkTransformer.LoadCheckpoint), prints "ready", then saves it back to <file> over and over
+// (ml.Model.SaveAtomically or SaveCheckpoint) until the test kills the process with SIGKILL.
 
 using System.Globalization;
 using System.Text.Json;
@@ -17,6 +23,9 @@ using MLNet.Compression;
 using MLNet.Compression.Data;
 using MLNet.Compression.Networks;
 using MLNet.Compression.Tooling;
+
+if (args.Length > 0 && args[0] == "--save-loop")
+    return SaveLoop(args);
 
 const int ExpectedRows = 200;
 const int HiddenUnits = 64;
@@ -159,6 +168,41 @@ catch (Exception e)
 {
     Console.Error.WriteLine($"model factory failed: {e}");
     return 1;
+}
+
+static int SaveLoop(string[] args)
+{
+    if (args.Length != 3 || (args[1] != "zip" && args[1] != "checkpoint"))
+    {
+        Console.Error.WriteLine("usage: MLNet.Compression.ModelFactory --save-loop zip|checkpoint <file>");
+        return 2;
+    }
+    try
+    {
+        var ml = new MLContext(seed: 1);
+        string file = Path.GetFullPath(args[2]);
+        Action save;
+        if (args[1] == "zip")
+        {
+            ITransformer loaded = ml.Model.Load(file, out DataViewSchema schema);
+            save = () => ml.Model.SaveAtomically(loaded, schema, file);
+        }
+        else
+        {
+            NeuralNetworkTransformer loaded = NeuralNetworkTransformer.LoadCheckpoint(ml, file);
+            save = () => loaded.SaveCheckpoint(file);
+        }
+        save(); // warm up, so the kills land in steady-state saving
+        Console.WriteLine("ready");
+        Console.Out.Flush();
+        while (true)
+            save();
+    }
+    catch (Exception e)
+    {
+        Console.Error.WriteLine($"save loop failed: {e}");
+        return 1;
+    }
 }
 
 static int PositiveInt(string text, string name)

@@ -65,14 +65,28 @@ public sealed class IdxDataView : IDataView
         IdxFormat.CheckExists(imagesPath, "image");
         IdxFormat.CheckExists(labelsPath, "label");
 
-        // Labels first: cheap, and a swapped pair is reported on the label file's magic number too.
-        _labels = IdxFormat.ReadLabels(labelsPath);
+        // Label header first: cheap, and a swapped pair is reported on the label file's magic number too. The label data
+        // is read only once the image file has shown it holds as many rows, so no declared count alone sizes an allocation.
+        int labelCount = IdxFormat.ReadLabelCount(labelsPath);
 
         IdxImageHeader header;
         if (IdxFormat.IsGzipFile(imagesPath))
         {
             string cacheDirectory = options.DecompressionCacheDirectory ?? Path.Combine(CachePaths.LibraryRoot(), "idx");
-            _rawImagesPath = CachePaths.DecompressedCopy(imagesPath, cacheDirectory, temp =>
+            const string GzipNote = " (The file is gzip-compressed; sizes are after decompression, and a truncated or corrupt gzip stream also ends here.)";
+            _rawImagesPath = CachePaths.DecompressedCopy(imagesPath, cacheDirectory, IdxFormat.ImageHeaderSize, bytes =>
+            {
+                try
+                {
+                    if (bytes.Length < IdxFormat.ImageHeaderSize)
+                        IdxFormat.ThrowShortImageHeader(bytes, imagesPath);
+                    return IdxFormat.ImageHeaderSize + IdxFormat.ParseImageHeader(bytes, imagesPath).DataLength;
+                }
+                catch (IdxFormatException e)
+                {
+                    throw new IdxFormatException(imagesPath, e.Message + GzipNote, e);
+                }
+            }, temp =>
             {
                 try
                 {
@@ -80,8 +94,7 @@ public sealed class IdxDataView : IDataView
                 }
                 catch (IdxFormatException e)
                 {
-                    throw new IdxFormatException(imagesPath,
-                        e.Message + " (The file is gzip-compressed; sizes are after decompression, and a truncated or corrupt gzip stream also ends here.)", e);
+                    throw new IdxFormatException(imagesPath, e.Message + GzipNote, e);
                 }
             });
             header = IdxFormat.ReadImageHeader(_rawImagesPath, imagesPath, options.ExpectedImageHeight, options.ExpectedImageWidth);
@@ -92,6 +105,8 @@ public sealed class IdxDataView : IDataView
             header = IdxFormat.ReadImageHeader(imagesPath, imagesPath, options.ExpectedImageHeight, options.ExpectedImageWidth);
         }
 
+        IdxFormat.CheckCounts(header.Count, imagesPath, labelCount, labelsPath);
+        _labels = IdxFormat.ReadLabels(labelsPath, header.Count, imagesPath);
         IdxFormat.CheckCounts(header.Count, imagesPath, _labels.Length, labelsPath);
         IdxFormat.CheckLabelRange(_labels, options.ClassCount, labelsPath);
 

@@ -57,20 +57,12 @@ internal static class IdxFormat
         long length = RandomAccess.GetLength(handle);
         Span<byte> header = stackalloc byte[ImageHeaderSize];
         int read = ReadFully(handle, header, 0);
-        if (read >= 4)
+        if (read < ImageHeaderSize && read >= 4)
             CheckMagic(header, ImageMagic, displayPath);
         if (read < ImageHeaderSize)
             throw Truncated(displayPath, $"it has only {length} bytes, fewer than the {ImageHeaderSize}-byte header of an IDX image file");
-
-        int count = BinaryPrimitives.ReadInt32BigEndian(header[4..]);
-        int rows = BinaryPrimitives.ReadInt32BigEndian(header[8..]);
-        int cols = BinaryPrimitives.ReadInt32BigEndian(header[12..]);
-        if (count < 0 || rows <= 0 || cols <= 0 || (long)rows * cols > int.MaxValue / 4)
-            throw new IdxFormatException(displayPath,
-                $"IDX image file '{displayPath}' has an invalid header: {count} images of {rows}x{cols} pixels. " +
-                "The header is corrupt or the file is not an image file; re-download or re-create it.");
-
-        var result = new IdxImageHeader(count, rows, cols);
+        var result = ParseImageHeader(header, displayPath);
+        int count = result.Count, rows = result.Rows, cols = result.Columns;
         long expectedLength = ImageHeaderSize + result.DataLength;
         if (length < expectedLength)
         {
@@ -91,10 +83,38 @@ internal static class IdxFormat
         return result;
     }
 
-    /// <summary>Reads a label file (raw or gzip) and returns the label bytes, without the header.</summary>
-    public static byte[] ReadLabels(string path)
+    /// <summary>Throws the error for an image file of only <paramref name="bytes"/>.Length (&lt; 16) bytes: a wrong magic number or truncation.</summary>
+    public static void ThrowShortImageHeader(ReadOnlySpan<byte> bytes, string displayPath)
     {
-        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        if (bytes.Length >= 4)
+            CheckMagic(bytes, ImageMagic, displayPath);
+        throw Truncated(displayPath, $"it has only {bytes.Length} bytes, fewer than the {ImageHeaderSize}-byte header of an IDX image file");
+    }
+
+    /// <summary>
+    /// Checks the 16-byte header of an IDX image file (magic number, positive sizes, at most 2^29 pixels per image) and
+    /// returns it. Nothing is allocated from the sizes; <see cref="IdxImageHeader.DataLength"/> is a checked long.
+    /// </summary>
+    public static IdxImageHeader ParseImageHeader(ReadOnlySpan<byte> header, string displayPath)
+    {
+        CheckMagic(header, ImageMagic, displayPath);
+        int count = BinaryPrimitives.ReadInt32BigEndian(header[4..]);
+        int rows = BinaryPrimitives.ReadInt32BigEndian(header[8..]);
+        int cols = BinaryPrimitives.ReadInt32BigEndian(header[12..]);
+        if (count < 0 || rows <= 0 || cols <= 0 || (long)rows * cols > int.MaxValue / 4)
+            throw new IdxFormatException(displayPath,
+                $"IDX image file '{displayPath}' has an invalid header: {count} images of {rows}x{cols} pixels. " +
+                "The header is corrupt or the file is not an image file; re-download or re-create it.");
+        return new IdxImageHeader(count, rows, cols);
+    }
+
+    /// <summary>
+    /// Reads and checks the header of a label file (raw or gzip) and returns the declared label count; for a raw file the
+    /// count is also checked against the file's length. Nothing is allocated from the count.
+    /// </summary>
+    public static int ReadLabelCount(string path)
+    {
+        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 4096);
         Span<byte> start = stackalloc byte[2];
         int n = file.Read(start);
         file.Position = 0;
@@ -102,32 +122,70 @@ internal static class IdxFormat
         Stream stream = gzip ? new GZipStream(file, CompressionMode.Decompress, leaveOpen: true) : file;
         try
         {
-            Span<byte> header = stackalloc byte[LabelHeaderSize];
-            int read = stream.ReadAtLeast(header, header.Length, throwOnEndOfStream: false);
-            if (read >= 4)
-                CheckMagic(header, LabelMagic, path);
-            if (read < LabelHeaderSize)
-                throw Truncated(path, $"it has only {read} bytes{(gzip ? " after decompression" : "")}, fewer than the {LabelHeaderSize}-byte header of an IDX label file");
-            int count = BinaryPrimitives.ReadInt32BigEndian(header[4..]);
-            if (count < 0)
-                throw new IdxFormatException(path,
-                    $"IDX label file '{path}' declares a negative label count ({count}). The header is corrupt; re-download or re-create the file.");
-            if (!gzip && file.Length - LabelHeaderSize != count)
-            {
-                if (file.Length - LabelHeaderSize < count)
-                    throw Truncated(path, $"the header declares {count} labels but the file holds only {file.Length - LabelHeaderSize}");
-                throw new IdxFormatException(path,
-                    $"IDX label file '{path}' has {file.Length - LabelHeaderSize - count} bytes after the {count} labels its header declares. " +
-                    "The header and the data disagree: the file is corrupt or was written wrongly; re-download or re-create it.");
-            }
-            var labels = new byte[count];
-            read = stream.ReadAtLeast(labels, count, throwOnEndOfStream: false);
-            if (read < count)
-                throw Truncated(path, $"the header declares {count} labels but the {(gzip ? "decompressed " : "")}file holds only {read}");
-            if (gzip && stream.ReadByte() >= 0)
-                throw new IdxFormatException(path,
-                    $"IDX label file '{path}' has data after the {count} labels its header declares. " +
-                    "The header and the data disagree: the file is corrupt or was written wrongly; re-download or re-create it.");
+            return ReadLabelHeader(stream, file, gzip, path);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new IdxFormatException(path, $"IDX label file '{path}' starts like a gzip file but is not a valid gzip stream ({e.Message}). Re-download the file.", e);
+        }
+        finally
+        {
+            if (gzip)
+                stream.Dispose();
+        }
+    }
+
+    private static int ReadLabelHeader(Stream stream, FileStream file, bool gzip, string path)
+    {
+        Span<byte> header = stackalloc byte[LabelHeaderSize];
+        int read = stream.ReadAtLeast(header, header.Length, throwOnEndOfStream: false);
+        if (read >= 4)
+            CheckMagic(header, LabelMagic, path);
+        if (read < LabelHeaderSize)
+            throw Truncated(path, $"it has only {read} bytes{(gzip ? " after decompression" : "")}, fewer than the {LabelHeaderSize}-byte header of an IDX label file");
+        int count = BinaryPrimitives.ReadInt32BigEndian(header[4..]);
+        if (count < 0)
+            throw new IdxFormatException(path,
+                $"IDX label file '{path}' declares a negative label count ({count}). The header is corrupt; re-download or re-create the file.");
+        if (!gzip && file.Length - LabelHeaderSize != count)
+        {
+            if (file.Length - LabelHeaderSize < count)
+                throw Truncated(path, $"the header declares {count} labels but the file holds only {file.Length - LabelHeaderSize}");
+            throw new IdxFormatException(path,
+                $"IDX label file '{path}' has {file.Length - LabelHeaderSize - count} bytes after the {count} labels its header declares. " +
+                "The header and the data disagree: the file is corrupt or was written wrongly; re-download or re-create it.");
+        }
+        return count;
+    }
+
+    /// <summary>
+    /// Reads a label file (raw or gzip) and returns the label bytes, without the header. Nothing is allocated from the
+    /// declared count before the data is known to hold exactly that many labels: a raw file's count is checked against its
+    /// length; a gzip file is first decompressed into a small buffer just to count its bytes (stopping one byte past the
+    /// declared count), and only then read into an array of the checked size.
+    /// </summary>
+    /// <param name="path">The label file.</param>
+    /// <param name="expectedCount">When set, the declared count must equal it (checked before any label is read).</param>
+    /// <param name="expectedFrom">The file <paramref name="expectedCount"/> comes from, named in the error.</param>
+    public static byte[] ReadLabels(string path, int? expectedCount = null, string? expectedFrom = null)
+    {
+        bool gzip = IsGzipFile(path);
+        int count = 0;
+        if (gzip)
+            CountGzipLabels(path, expectedCount, expectedFrom, out count);
+        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        Stream stream = gzip ? new GZipStream(file, CompressionMode.Decompress, leaveOpen: true) : file;
+        try
+        {
+            int declared = ReadLabelHeader(stream, file, gzip, path);
+            if (expectedCount is int expected && expected != declared)
+                CheckCounts(expected, expectedFrom ?? path, declared, path);
+            if (gzip && declared != count)
+                throw new IdxFormatException(path, $"IDX label file '{path}' changed while it was being read. Do not modify the file while loading it.");
+            var labels = new byte[declared];
+            int read = stream.ReadAtLeast(labels, declared, throwOnEndOfStream: false);
+            if (read < declared)
+                throw Truncated(path, $"the header declares {declared} labels but the {(gzip ? "decompressed " : "")}file holds only {read}");
             return labels;
         }
         catch (InvalidDataException e)
@@ -138,6 +196,34 @@ internal static class IdxFormat
         {
             if (gzip)
                 stream.Dispose();
+        }
+    }
+
+    /// <summary>Checks a gzip label file's header and that it decompresses to exactly the declared count, with a fixed-size buffer.</summary>
+    private static void CountGzipLabels(string path, int? expectedCount, string? expectedFrom, out int count)
+    {
+        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        using var stream = new GZipStream(file, CompressionMode.Decompress);
+        try
+        {
+            count = ReadLabelHeader(stream, file, gzip: true, path);
+            if (expectedCount is int expected && expected != count)
+                CheckCounts(expected, expectedFrom ?? path, count, path);
+            var buffer = new byte[1 << 16];
+            long total = 0;
+            int read;
+            while (total <= count && (read = stream.Read(buffer, 0, (int)Math.Min(buffer.Length, count + 1L - total))) > 0)
+                total += read;
+            if (total < count)
+                throw Truncated(path, $"the header declares {count} labels but the decompressed file holds only {total}");
+            if (total > count)
+                throw new IdxFormatException(path,
+                    $"IDX label file '{path}' has data after the {count} labels its header declares. " +
+                    "The header and the data disagree: the file is corrupt or was written wrongly; re-download or re-create it.");
+        }
+        catch (InvalidDataException e)
+        {
+            throw new IdxFormatException(path, $"IDX label file '{path}' starts like a gzip file but is not a valid gzip stream ({e.Message}). Re-download the file.", e);
         }
     }
 

@@ -51,7 +51,15 @@ public static class MnistDataset
     public static string DefaultCacheDirectory => Path.Combine(CachePaths.LibraryRoot(), "mnist");
 
     // Files already hashed in this process: full path -> (length, last write time), so repeated calls stay cheap.
-    private static readonly ConcurrentDictionary<string, (long Length, DateTime WriteTime)> Verified = new(StringComparer.Ordinal);
+    /// <summary>
+    /// Files this process hashed itself, with their identity at that moment (<see cref="CachePaths.FileIdentity"/>: length,
+    /// modification time and, on Linux, inode and status-change time). Any change, including a file replaced in place by another process with the
+    /// same length and modification time, makes the next check hash the file again; nothing verified by another process
+    /// is trusted without hashing.
+    /// </summary>
+    private static readonly ConcurrentDictionary<string, (long Length, DateTime WriteTime, long Inode, long ChangeTicks)> Verified = new(StringComparer.Ordinal);
+
+    private static (long, DateTime, long, long) Identity(FileInfo info) => CachePaths.FileIdentity(info);
 
     /// <summary>Finds or fetches the four MNIST files and returns their verified paths.</summary>
     /// <param name="options">Sources and logging; defaults when <see langword="null"/>.</param>
@@ -86,12 +94,12 @@ public static class MnistDataset
             return "not present";
         if (info.Length != spec.Length)
             return $"'{path}' has {info.Length} bytes, expected {spec.Length}";
-        if (Verified.TryGetValue(info.FullName, out var seen) && seen.Length == info.Length && seen.WriteTime == info.LastWriteTimeUtc)
+        if (Verified.TryGetValue(info.FullName, out var seen) && seen == Identity(info))
             return null;
         string actual = IdxFormat.Sha256OfFile(path);
         if (!string.Equals(actual, spec.Sha256, StringComparison.OrdinalIgnoreCase))
             return $"checksum mismatch for '{path}': SHA-256 {actual}, expected {spec.Sha256}";
-        Verified[info.FullName] = (info.Length, info.LastWriteTimeUtc);
+        Verified[info.FullName] = Identity(info); // as seen before hashing: a change during hashing means a re-hash next time
         return null;
     }
 
@@ -364,7 +372,7 @@ public static class MnistDataset
                 string final = Path.Combine(_cacheDirectory, file.Name);
                 File.Move(temp, final, overwrite: true);
                 var info = new FileInfo(final);
-                Verified[info.FullName] = (info.Length, info.LastWriteTimeUtc);
+                Verified[info.FullName] = Identity(info);
                 path = final;
                 return null;
             }

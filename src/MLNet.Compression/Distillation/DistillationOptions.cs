@@ -22,7 +22,11 @@ public sealed class DistillationOptions
     /// </summary>
     public bool CacheTeacherOutputs { get; set; }
 
-    /// <summary>Folder for the teacher cache. Default (null): the system's temporary folder.</summary>
+    /// <summary>
+    /// Folder for the teacher cache. Default (null): the library's own folder <c>&lt;system temp&gt;/mlnet-compression</c>
+    /// (or <c>MLNET_COMPRESSION_TEMP</c>). Cache files carry the process id in their name; one left by a process that
+    /// died is removed by the next run that caches a teacher there.
+    /// </summary>
     public string? CacheDirectory { get; set; }
 
     /// <summary>Returns a copy.</summary>

@@ -99,9 +99,9 @@ internal sealed class TeacherGuidance : IDisposable
 
         if (!options.CacheTeacherOutputs)
             return new TeacherGuidance(taught, features, labels, score.Name, 0, null, options, classCount);
-        var folder = options.CacheDirectory ?? Path.GetTempPath();
-        Directory.CreateDirectory(folder);
-        string path = Path.Combine(folder, $"mlnet-compression-teacher-{Guid.NewGuid():N}.idv");
+        // <temp>/mlnet-compression (or the user's folder); the name carries this process's id, so a later run removes the
+        // cache of a process that died before deleting it.
+        string path = MLNet.Compression.Data.CachePaths.NewOwnedTempFile(MLNet.Compression.Data.CachePaths.TempFolder(options.CacheDirectory), "teacher", ".idv");
         var selected = ml.Transforms.SelectColumns(features, labels, score.Name).Fit(taught).Transform(taught);
         AtomicFile.Write(path, s => ml.Data.SaveAsBinary(selected, s, keepHidden: false));
         long bytes = new FileInfo(path).Length;

@@ -17,6 +17,7 @@ namespace MLNet.Compression.Onnx;
 /// MapValue (uint → class name)         hash value ──► text class name (exact table for the K class indices)
 /// MapValueToKey (keyData = names)      class name ──► PredictedLabel: key&lt;uint, K&gt; with KeyValues = class names
 /// DropColumns                          temporaries
+/// ApproximatedKernelMap, DropColumns   shape guard on Score: binding fails unless it is vector&lt;float, K&gt; (output dropped)
 /// </code>
 /// </summary>
 /// <remarks>
@@ -40,6 +41,7 @@ internal static class OnnxScoringChain
     private const string HashColumn = TempPrefix + "LabelHash";
     private const string HashValueColumn = TempPrefix + "LabelHashValue";
     private const string LabelTextColumn = TempPrefix + "LabelText";
+    private const string ScoreSizeCheckColumn = TempPrefix + "ScoreSizeCheck";
     private const int HashBits = 31;
 
     /// <summary>
@@ -80,7 +82,11 @@ internal static class OnnxScoringChain
         EstimatorChain<ITransformer> flat = new EstimatorChain<ITransformer>().Append<ITransformer>(scored);
         foreach (var step in conversions.Skip(1))
             flat = flat.Append(step);
-        return flat.Append(ml.Transforms.DropColumns(temps.Distinct().ToArray())).Fit(new EmptyDataView(inputSchema));
+        var fitted = flat.Append(ml.Transforms.DropColumns(temps.Distinct().ToArray())).Fit(new EmptyDataView(inputSchema));
+        var outputSchema = fitted.GetOutputSchema(inputSchema);
+        return outputSchema.GetColumnOrNull(ScoreColumnName)?.Type is VectorDataViewType
+            ? AppendShapeGuard(ml, fitted, outputSchema, sig.ClassCount)
+            : fitted;
     }
 
     /// <summary>
@@ -108,6 +114,35 @@ internal static class OnnxScoringChain
             ml.Transforms.Conversion.MapValueToKey(outputColumn, LabelTextColumn,
                 keyData: ml.Data.LoadFromEnumerable(classNames.Select(n => new ClassNameRow { Name = n }))),
         ];
+    }
+
+    /// <summary>
+    /// Appends a shape guard: ML.NET's built-in random Fourier feature map (ApproximatedKernelMap, rank 1) records its input
+    /// type (vector&lt;float, K&gt;) in the saved zip and refuses to bind to any other type (min-max normalizers, Lp
+    /// normalizers and count-based slot selection do not check; PCA and this map do), so a zip whose ONNX was swapped for a model with another class count fails at first use
+    /// with "Schema mismatch for input column 'Score': expected Vector&lt;Single, K&gt;, got Vector&lt;Single, K'&gt;". Its output
+    /// column is dropped right away and never computed. (Fitted apart from the chain: fitting through OnnxTransformer on an
+    /// empty view fails inside ML.NET's parallel cursor.)
+    /// </summary>
+    private static ITransformer AppendShapeGuard(MLContext ml, ITransformer chain, DataViewSchema scored, int classCount)
+    {
+        var rows = ml.Data.LoadFromEnumerable(
+            [new GuardRow { Score = new float[classCount] }, new GuardRow { Score = Enumerable.Repeat(1f, classCount).ToArray() }],
+            SchemaDefinition.Create(typeof(GuardRow)).Also(d => d[0].ColumnType = new VectorDataViewType(NumberDataViewType.Single, classCount)));
+        var guard = ml.Transforms.ApproximatedKernelMap(ScoreSizeCheckColumn, ScoreColumnName, rank: 1).Fit(rows);
+        var drop = ml.Transforms.DropColumns(ScoreSizeCheckColumn).Fit(new EmptyDataView(guard.GetOutputSchema(scored)));
+        return new TransformerChain<ITransformer>(chain, guard, drop);
+    }
+
+    private static SchemaDefinition Also(this SchemaDefinition definition, Action<SchemaDefinition> change)
+    {
+        change(definition);
+        return definition;
+    }
+
+    private sealed class GuardRow
+    {
+        public float[] Score { get; set; } = [];
     }
 
     /// <summary>
