@@ -214,20 +214,27 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
 
     /// <summary>
     /// Saves what ONNX does not carry, so training or compression can continue later: the architecture, the weights,
-    /// the class names and column names, the training options, the optimizer state and, for a model made by continued
-    /// training, its replay memory and EWC state. Written to a temporary file and moved into place.
+    /// the class names and column names, every training option (except the <c>Progress</c> callback), the optimizer state,
+    /// the compression recipe (quantization and clustering settings, re-applied by continued training) and, for a model made
+    /// by continued training, its replay memory and EWC state. Written to a temporary file and moved into place.
     /// </summary>
     /// <param name="path">Destination file (a zip).</param>
     public void SaveCheckpoint(string path)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         ObjectDisposedException.ThrowIf(disposed, this);
-        Checkpoint.Write(path, new Checkpoint(Network, ClassNames, TrainingOptions, OptimizerState, Seed, IncrementalState));
+        Checkpoint.Write(path, new Checkpoint(Network, ClassNames, TrainingOptions, OptimizerState, Seed, IncrementalState, Recipe));
     }
 
-    /// <summary>Loads a checkpoint written by <see cref="SaveCheckpoint"/>.</summary>
+    /// <summary>
+    /// Loads a checkpoint written by <see cref="SaveCheckpoint"/> (format versions 1 to 3). Everything is validated before it
+    /// is used: format version, options, class names, layer shapes against the architecture, and the exact length of every
+    /// binary entry, checked before anything is allocated. The loaded model exports float weights; its recipe is kept, so
+    /// continued training re-applies quantization or clustering.
+    /// </summary>
     /// <param name="ml">The context.</param>
     /// <param name="path">The checkpoint file.</param>
+    /// <exception cref="CheckpointException">The file is not a valid checkpoint; the exception names the entry and field at fault.</exception>
     public static NeuralNetworkTransformer LoadCheckpoint(MLContext ml, string path)
     {
         ArgumentNullException.ThrowIfNull(ml);
@@ -237,7 +244,7 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         schema.AddColumn(cp.Options.FeatureColumnName, new VectorDataViewType(NumberDataViewType.Single, cp.Network.InputLength));
         var result = Create(ml, cp.Network, cp.ClassNames, cp.Options, schema.ToSchema(), null, cp.Seed);
         return new NeuralNetworkTransformer(ml, result.Network, result.ClassNames, result.TrainingOptions, result.OnnxBytes, result.chain, null,
-            cp.OptimizerState, cp.Seed, result.Memory, null, cp.Incremental);
+            cp.OptimizerState, cp.Seed, result.Memory, cp.Recipe, cp.Incremental);
     }
 
     /// <summary>Releases the ONNX Runtime sessions.</summary>

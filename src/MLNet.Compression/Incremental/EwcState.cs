@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNet.Compression.Networks;
@@ -254,39 +255,67 @@ internal sealed class EwcState
         }
     }
 
-    public static EwcState Read(Stream stream)
+    /// <summary>Bytes of <see cref="Write"/>'s header: magic, version, tasks, tensor count.</summary>
+    private static readonly int HeaderBytes = 1 + Magic.Length + 4 + 4 + 4;
+
+    /// <summary>
+    /// Reads a state written by <see cref="Write"/> from <paramref name="stream"/>, whose length is <paramref name="length"/>
+    /// bytes, for <paramref name="model"/>: the tensor count and the exact length the model's parameters imply (checked
+    /// arithmetic) are compared with the header and with <paramref name="length"/> before anything is allocated.
+    /// Throws <see cref="CheckpointFormatException"/> on <c>ewc.bin</c> naming the field.
+    /// </summary>
+    public static EwcState Read(Stream stream, long length, NetworkModel model)
     {
-        using var r = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);
-        try
+        const string entry = IncrementalState.EwcEntry;
+        var sizes = model.ParameterizedLayers.SelectMany(l => new[] { l.Weight.Length, l.Bias.Length }).ToArray();
+        long expected = HeaderBytes;
+        foreach (var n in sizes)
+            expected = checked(expected + sizeof(int) + 2L * n * sizeof(float));
+        if (length != expected)
+            throw Checkpoint.Fault(entry, "length", $"is {length} bytes but the Fisher and anchor values of this network's {sizes.Length} parameter tensors take exactly {expected}");
+        var header = new byte[HeaderBytes];
+        Checkpoint.ReadExactly(stream, header, entry);
+        var h = header.AsSpan();
+        if (h[0] != Magic.Length || System.Text.Encoding.ASCII.GetString(h.Slice(1, Magic.Length)) != Magic)
+            throw Checkpoint.Fault(entry, "magic", "is not 'MLNC-EWC': this is not an EWC state");
+        h = h[(1 + Magic.Length)..];
+        int version = BinaryPrimitives.ReadInt32LittleEndian(h);
+        if (version != Version)
+            throw Checkpoint.Fault(entry, "version", $"is {version}; this library reads version {Version}");
+        int tasks = BinaryPrimitives.ReadInt32LittleEndian(h[4..]);
+        if (tasks < 1)
+            throw Checkpoint.Fault(entry, "tasks", $"is {tasks}; the state sums at least one task's Fisher information");
+        int tensors = BinaryPrimitives.ReadInt32LittleEndian(h[8..]);
+        if (tensors != sizes.Length)
+            throw Checkpoint.Fault(entry, "tensors", $"is {tensors} but the network has {sizes.Length} parameter tensors");
+        var fisher = new float[tensors][];
+        var anchor = new float[tensors][];
+        var count = new byte[sizeof(int)];
+        for (int i = 0; i < tensors; i++)
         {
-            if (r.ReadString() != Magic)
-                throw new InvalidDataException("ewc.bin is not an EWC state");
-            int version = r.ReadInt32();
-            if (version != Version)
-                throw new InvalidDataException($"ewc.bin has version {version}; this library reads version {Version}");
-            int tasks = r.ReadInt32();
-            int tensors = r.ReadInt32();
-            if (tensors < 0 || tensors > 1 << 16)
-                throw new InvalidDataException($"ewc.bin claims {tensors} tensors");
-            var fisher = new float[tensors][];
-            var anchor = new float[tensors][];
-            for (int i = 0; i < tensors; i++)
-            {
-                int n = r.ReadInt32();
-                if (n < 0 || n > 1 << 30)
-                    throw new InvalidDataException($"ewc.bin claims {n} values in tensor {i}");
-                fisher[i] = new float[n];
-                anchor[i] = new float[n];
-                for (int j = 0; j < n; j++)
-                    fisher[i][j] = r.ReadSingle();
-                for (int j = 0; j < n; j++)
-                    anchor[i][j] = r.ReadSingle();
-            }
-            return new EwcState(fisher, anchor, tasks);
+            Checkpoint.ReadExactly(stream, count, entry);
+            int n = BinaryPrimitives.ReadInt32LittleEndian(count);
+            if (n != sizes[i])
+                throw Checkpoint.Fault(entry, $"tensor[{i}].values", $"is {n} but that parameter of the network has {sizes[i]} values");
+            fisher[i] = ReadFloats(stream, n, entry);
+            anchor[i] = ReadFloats(stream, n, entry);
+            foreach (var f in fisher[i])
+                if (!(f >= 0) || float.IsInfinity(f))
+                    throw Checkpoint.Fault(entry, $"tensor[{i}].fisher", $"holds {f}; Fisher information is a finite, non-negative number");
         }
-        catch (EndOfStreamException e)
-        {
-            throw new InvalidDataException("ewc.bin is shorter than its header says", e);
-        }
+        if (stream.ReadByte() != -1)
+            throw Checkpoint.Fault(entry, "length", $"holds more than the {length} bytes its zip entry declares");
+        return new EwcState(fisher, anchor, tasks);
+    }
+
+    private static float[] ReadFloats(Stream stream, int count, string entry)
+    {
+        var values = new float[count];
+        var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan());
+        Checkpoint.ReadExactly(stream, bytes, entry);
+        if (!BitConverter.IsLittleEndian)
+            for (int i = 0; i < count; i++)
+                values[i] = BinaryPrimitives.ReadSingleLittleEndian(bytes.Slice(i * 4, 4));
+        return values;
     }
 }

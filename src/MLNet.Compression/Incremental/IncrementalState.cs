@@ -1,5 +1,4 @@
 using System.IO.Compression;
-using System.Text.Json.Nodes;
 using MLNet.Compression.Networks;
 
 namespace MLNet.Compression.Incremental;
@@ -18,56 +17,75 @@ internal sealed record IncrementalState(ReplayMemory? Replay, EwcState? Ewc, int
     /// <summary>Bytes of the EWC state (Fisher and anchor, float32).</summary>
     public long EwcBytes => Ewc?.Bytes ?? 0;
 
-    internal void WriteTo(ZipArchive zip, JsonObject meta)
+    /// <summary>Writes <c>replay.bin</c> and <c>ewc.bin</c> into <paramref name="zip"/>; returns the <c>incremental</c> object of checkpoint.json.</summary>
+    internal CheckpointIncremental WriteTo(ZipArchive zip)
     {
-        var info = new JsonObject { ["increments"] = Increments };
+        var info = new CheckpointIncremental { Increments = Increments };
         if (Replay is { } replay)
         {
-            info["replay"] = new JsonObject
-            {
-                ["exemplars"] = replay.Count,
-                ["capacity"] = replay.Capacity,
-                ["featureLength"] = replay.FeatureLength,
-                ["bytes"] = replay.Bytes,
-            };
-            using var s = zip.CreateEntry("replay.bin", CompressionLevel.Fastest).Open();
+            info.Replay = new CheckpointReplay { Exemplars = replay.Count, Capacity = replay.Capacity, FeatureLength = replay.FeatureLength, Bytes = replay.Bytes };
+            using var s = zip.CreateEntry(ReplayEntry, CompressionLevel.Fastest).Open();
             replay.Write(s);
         }
         if (Ewc is { } ewc)
         {
-            info["ewc"] = new JsonObject { ["tasks"] = ewc.Tasks, ["bytes"] = ewc.Bytes };
-            using var s = zip.CreateEntry("ewc.bin", CompressionLevel.Fastest).Open();
+            info.Ewc = new CheckpointEwc { Tasks = ewc.Tasks, Bytes = ewc.Bytes };
+            using var s = zip.CreateEntry(EwcEntry, CompressionLevel.Fastest).Open();
             ewc.Write(s);
         }
-        meta["incremental"] = info;
+        return info;
     }
 
-    /// <summary>The state of a version-2 checkpoint, or null when it has none.</summary>
-    internal static IncrementalState? ReadFrom(ZipArchive zip, JsonNode meta, NetworkModel network)
+    internal const string ReplayEntry = "replay.bin";
+    internal const string EwcEntry = "ewc.bin";
+
+    /// <summary>
+    /// The state of a version-2 or later checkpoint, or null when it has none. Each binary entry is parsed and checked
+    /// against <paramref name="network"/> and against what checkpoint.json declares; its length is checked before anything
+    /// is allocated. Throws <see cref="CheckpointFormatException"/>.
+    /// </summary>
+    internal static IncrementalState? ReadFrom(ZipArchive zip, CheckpointIncremental? info, NetworkModel network)
     {
-        if (meta["incremental"] is not JsonObject info)
+        if (info is null)
+        {
+            foreach (var name in new[] { ReplayEntry, EwcEntry })
+                if (zip.GetEntry(name) is not null)
+                    throw Checkpoint.Fault(Checkpoint.JsonEntry, "incremental", $"is missing but the checkpoint holds {name}");
             return null;
-        int increments = (int?)info["increments"] ?? 0;
+        }
+        int increments = info.Increments ?? 0;
+        if (increments < 0)
+            throw Checkpoint.Fault(Checkpoint.JsonEntry, "incremental.increments", $"is {increments}; it counts increments and is not negative");
         ReplayMemory? replay = null;
-        if (info["replay"] is not null)
+        if (info.Replay is { } r)
         {
-            var entry = zip.GetEntry("replay.bin") ?? throw new InvalidDataException("checkpoint.json describes a replay memory but replay.bin is missing");
-            using var s = entry.Open();
-            replay = ReplayMemory.Read(s);
-            if (replay.FeatureLength != network.InputLength)
-                throw new InvalidDataException($"replay.bin holds exemplars of {replay.FeatureLength} values but the network reads {network.InputLength}");
-            if (replay.CountsPerClass().Length > network.NumClasses)
-                throw new InvalidDataException($"replay.bin holds exemplars of {replay.CountsPerClass().Length} classes but the network has {network.NumClasses}");
+            var entry = zip.GetEntry(ReplayEntry) ?? throw Checkpoint.Fault(ReplayEntry, null, "is missing but checkpoint.json's incremental.replay describes it");
+            using (var s = entry.Open())
+                replay = ReplayMemory.Read(s, entry.Length, network.InputLength, network.NumClasses);
+            Same(r.Exemplars, replay.Count, "incremental.replay.exemplars");
+            Same(r.Capacity, replay.Capacity, "incremental.replay.capacity");
+            Same(r.FeatureLength, replay.FeatureLength, "incremental.replay.featureLength");
+            Same(r.Bytes, replay.Bytes, "incremental.replay.bytes");
         }
+        else if (zip.GetEntry(ReplayEntry) is not null)
+            throw Checkpoint.Fault(Checkpoint.JsonEntry, "incremental.replay", "is missing but the checkpoint holds replay.bin");
         EwcState? ewc = null;
-        if (info["ewc"] is not null)
+        if (info.Ewc is { } e)
         {
-            var entry = zip.GetEntry("ewc.bin") ?? throw new InvalidDataException("checkpoint.json describes an EWC state but ewc.bin is missing");
-            using var s = entry.Open();
-            ewc = EwcState.Read(s);
-            if (!ewc.Matches(network))
-                throw new InvalidDataException("ewc.bin does not match the network's parameters");
+            var entry = zip.GetEntry(EwcEntry) ?? throw Checkpoint.Fault(EwcEntry, null, "is missing but checkpoint.json's incremental.ewc describes it");
+            using (var s = entry.Open())
+                ewc = EwcState.Read(s, entry.Length, network);
+            Same(e.Tasks, ewc.Tasks, "incremental.ewc.tasks");
+            Same(e.Bytes, ewc.Bytes, "incremental.ewc.bytes");
         }
+        else if (zip.GetEntry(EwcEntry) is not null)
+            throw Checkpoint.Fault(Checkpoint.JsonEntry, "incremental.ewc", "is missing but the checkpoint holds ewc.bin");
         return new IncrementalState(replay, ewc, increments);
+    }
+
+    private static void Same(long? declared, long actual, string field)
+    {
+        if (declared is { } d && d != actual)
+            throw Checkpoint.Fault(Checkpoint.JsonEntry, field, $"is {d} but the binary entry holds {actual}");
     }
 }

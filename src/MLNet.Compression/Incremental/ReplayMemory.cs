@@ -1,3 +1,5 @@
+using System.Buffers.Binary;
+
 namespace MLNet.Compression.Incremental;
 
 /// <summary>
@@ -12,7 +14,8 @@ namespace MLNet.Compression.Incremental;
 /// Features must lie in [0, 1] (pixel / 255, as MNIST's loader gives them): such values are stored exactly when they
 /// are multiples of 1/255 and to the nearest multiple otherwise. Any other value (negative, above 1, NaN) cannot be
 /// stored as a uint8 pixel and raises an <see cref="InvalidDataException"/>. Memory use is
-/// <see cref="Capacity"/> × (<see cref="FeatureLength"/> + 4) bytes, allocated once.
+/// <see cref="Capacity"/> × (<see cref="FeatureLength"/> + 4) bytes, allocated once (a memory read from a checkpoint
+/// allocates only its stored exemplars and grows towards its capacity as rows are offered).
 /// </remarks>
 internal sealed class ReplayMemory
 {
@@ -29,6 +32,12 @@ internal sealed class ReplayMemory
     private ulong rng;
 
     public ReplayMemory(int featureLength, int capacity, ulong seed)
+        : this(featureLength, capacity, capacity, seed)
+    {
+    }
+
+    /// <summary>A memory of <paramref name="capacity"/> exemplars with room allocated for <paramref name="slots"/> of them (it grows on demand).</summary>
+    private ReplayMemory(int featureLength, int capacity, int slots, ulong seed)
     {
         if (featureLength <= 0)
             throw new ArgumentOutOfRangeException(nameof(featureLength), featureLength, "Exemplars need at least one feature.");
@@ -36,10 +45,20 @@ internal sealed class ReplayMemory
             throw new ArgumentOutOfRangeException(nameof(capacity), capacity, "The replay memory needs room for at least one exemplar.");
         FeatureLength = featureLength;
         Capacity = capacity;
-        pixels = new byte[(long)capacity * featureLength];
-        labels = new int[capacity];
+        pixels = new byte[PixelBytes(slots, featureLength)];
+        labels = new int[slots];
         seen = [];
         rng = seed == 0 ? 0x9E3779B97F4A7C15UL : seed;
+    }
+
+    /// <summary><paramref name="rows"/> × <paramref name="featureLength"/> bytes, checked: one array holds at most 2^31 − 1.</summary>
+    private static int PixelBytes(int rows, int featureLength)
+    {
+        long bytes = (long)rows * featureLength;
+        if (bytes > Array.MaxLength)
+            throw new ArgumentOutOfRangeException(nameof(rows), rows,
+                $"{rows} exemplars of {featureLength} values need {bytes:N0} bytes, more than one array holds ({Array.MaxLength:N0}); use a smaller replay budget.");
+        return (int)bytes;
     }
 
     /// <summary>Values per exemplar.</summary>
@@ -65,9 +84,6 @@ internal sealed class ReplayMemory
 
     /// <summary>Rows offered per class index so far.</summary>
     public long[] SeenPerClass() => (long[])seen.Clone();
-
-    /// <summary>Classes with at least one exemplar.</summary>
-    public int ClassesHeld => slotsByClass.Count(s => s.Count > 0);
 
     /// <summary>The class index of exemplar <paramref name="slot"/> (0 ≤ slot &lt; <see cref="Count"/>).</summary>
     public int LabelAt(int slot) => labels[slot];
@@ -98,6 +114,8 @@ internal sealed class ReplayMemory
         int slot;
         if (Count < Capacity)
         {
+            if (Count == labels.Length)
+                Grow();
             slot = Count++;
         }
         else
@@ -157,7 +175,7 @@ internal sealed class ReplayMemory
             }
             Count--;
         }
-        var newPixels = new byte[(long)capacity * FeatureLength];
+        var newPixels = new byte[PixelBytes(capacity, FeatureLength)];
         pixels.AsSpan(0, Count * FeatureLength).CopyTo(newPixels);
         var newLabels = new int[capacity];
         labels.AsSpan(0, Count).CopyTo(newLabels);
@@ -169,7 +187,7 @@ internal sealed class ReplayMemory
     /// <summary>A deep copy (the next increment changes its own copy; the previous model keeps its memory).</summary>
     public ReplayMemory Clone()
     {
-        var c = new ReplayMemory(FeatureLength, Capacity, rng)
+        var c = new ReplayMemory(FeatureLength, Capacity, labels.Length, rng)
         {
             Count = Count,
             seen = (long[])seen.Clone(),
@@ -193,6 +211,14 @@ internal sealed class ReplayMemory
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
         return z ^ (z >> 31);
+    }
+
+    /// <summary>Makes room for more exemplars (a memory read from a checkpoint holds only its stored ones), up to <see cref="Capacity"/>.</summary>
+    private void Grow()
+    {
+        int slots = (int)Math.Min(Capacity, Math.Max(16L, 2L * labels.Length));
+        Array.Resize(ref pixels, PixelBytes(slots, FeatureLength));
+        Array.Resize(ref labels, slots);
     }
 
     private void EnsureClass(int label)
@@ -241,53 +267,80 @@ internal sealed class ReplayMemory
         w.Write(pixels, 0, Count * FeatureLength);
     }
 
-    /// <summary>Reads a memory written by <see cref="Write"/>; throws <see cref="InvalidDataException"/> when it is damaged.</summary>
-    public static ReplayMemory Read(Stream stream)
+    /// <summary>Bytes of <see cref="Write"/>'s header: magic, version, feature length, capacity, count, generator state, class count.</summary>
+    private static readonly int HeaderBytes = 1 + Magic.Length + 4 + 4 + 4 + 4 + 8 + 4;
+
+    /// <summary>
+    /// Reads a memory written by <see cref="Write"/> from <paramref name="stream"/>, whose length is <paramref name="length"/>
+    /// bytes, for a network of <paramref name="featureLength"/> inputs and <paramref name="maxClasses"/> classes. The header is
+    /// checked against the network and the exact length it implies (checked arithmetic) is compared with
+    /// <paramref name="length"/> before anything is allocated; only the stored exemplars are allocated, not the capacity.
+    /// Throws <see cref="CheckpointFormatException"/> on <c>replay.bin</c> naming the field.
+    /// </summary>
+    public static ReplayMemory Read(Stream stream, long length, int featureLength, int maxClasses)
     {
-        using var r = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);
+        const string entry = IncrementalState.ReplayEntry;
+        if (length < HeaderBytes)
+            throw Checkpoint.Fault(entry, "length", $"is {length} bytes, shorter than the {HeaderBytes}-byte header");
+        var header = new byte[HeaderBytes];
+        Checkpoint.ReadExactly(stream, header, entry);
+        var h = header.AsSpan();
+        if (h[0] != Magic.Length || System.Text.Encoding.ASCII.GetString(h.Slice(1, Magic.Length)) != Magic)
+            throw Checkpoint.Fault(entry, "magic", "is not 'MLNC-REPLAY': this is not a replay memory");
+        h = h[(1 + Magic.Length)..];
+        int version = BinaryPrimitives.ReadInt32LittleEndian(h);
+        if (version != Version)
+            throw Checkpoint.Fault(entry, "version", $"is {version}; this library reads version {Version}");
+        int storedFeatureLength = BinaryPrimitives.ReadInt32LittleEndian(h[4..]);
+        int capacity = BinaryPrimitives.ReadInt32LittleEndian(h[8..]);
+        int count = BinaryPrimitives.ReadInt32LittleEndian(h[12..]);
+        ulong state = BinaryPrimitives.ReadUInt64LittleEndian(h[16..]);
+        int classes = BinaryPrimitives.ReadInt32LittleEndian(h[24..]);
+        if (storedFeatureLength != featureLength)
+            throw Checkpoint.Fault(entry, "featureLength", $"is {storedFeatureLength} but the network reads {featureLength} values");
+        if (capacity <= 0)
+            throw Checkpoint.Fault(entry, "capacity", $"is {capacity}; a replay memory holds at least one exemplar");
+        if (count < 0 || count > capacity)
+            throw Checkpoint.Fault(entry, "count", $"is {count}; it must be from 0 to the capacity, {capacity}");
+        if (classes < 0 || classes > maxClasses)
+            throw Checkpoint.Fault(entry, "classes", $"is {classes} but the network has {maxClasses} classes");
+        long expected;
         try
         {
-            if (r.ReadString() != Magic)
-                throw new InvalidDataException("replay.bin is not a replay memory");
-            int version = r.ReadInt32();
-            if (version != Version)
-                throw new InvalidDataException($"replay.bin has version {version}; this library reads version {Version}");
-            int featureLength = r.ReadInt32(), capacity = r.ReadInt32(), count = r.ReadInt32();
-            ulong state = r.ReadUInt64();
-            if (featureLength <= 0 || capacity <= 0 || count < 0 || count > capacity)
-                throw new InvalidDataException($"replay.bin has an impossible size ({count} of {capacity} exemplars of {featureLength} values)");
-            var memory = new ReplayMemory(featureLength, capacity, state);
-            int classes = r.ReadInt32();
-            if (classes < 0 || classes > 1 << 24)
-                throw new InvalidDataException($"replay.bin claims {classes} classes");
-            memory.seen = new long[classes];
-            for (int c = 0; c < classes; c++)
-                memory.seen[c] = r.ReadInt64();
-            memory.EnsureClass(Math.Max(classes - 1, 0));
-            for (int i = 0; i < count; i++)
-            {
-                int label = r.ReadInt32();
-                if (label < 0 || label >= classes)
-                    throw new InvalidDataException($"replay.bin has class index {label} for exemplar {i}, outside its {classes} classes");
-                memory.labels[i] = label;
-                memory.slotsByClass[label].Add(i);
-            }
-            int bytes = count * featureLength;
-            int read = 0;
-            while (read < bytes)
-            {
-                int n = r.Read(memory.pixels, read, bytes - read);
-                if (n == 0)
-                    throw new InvalidDataException("replay.bin is shorter than its header says");
-                read += n;
-            }
-            memory.Count = count;
-            memory.rng = state;
-            return memory;
+            expected = checked(HeaderBytes + (long)classes * sizeof(long) + (long)count * LabelBytes + (long)count * featureLength);
         }
-        catch (EndOfStreamException e)
+        catch (OverflowException e)
         {
-            throw new InvalidDataException("replay.bin is shorter than its header says", e);
+            throw Checkpoint.Fault(entry, "count", $"{count} exemplars of {featureLength} values overflow the size arithmetic", e);
         }
+        if (expected != length)
+            throw Checkpoint.Fault(entry, "length", $"is {length} bytes but its header ({count} exemplars of {featureLength} values, {classes} classes) needs exactly {expected}");
+        var memory = new ReplayMemory(featureLength, capacity, Math.Max(count, 1), state);
+        var body = new byte[checked((int)(expected - HeaderBytes))];
+        Checkpoint.ReadExactly(stream, body, entry);
+        if (stream.ReadByte() != -1)
+            throw Checkpoint.Fault(entry, "length", $"holds more than the {length} bytes its zip entry declares");
+        var b = body.AsSpan();
+        memory.seen = new long[classes];
+        for (int c = 0; c < classes; c++)
+        {
+            memory.seen[c] = BinaryPrimitives.ReadInt64LittleEndian(b[(c * 8)..]);
+            if (memory.seen[c] < 0)
+                throw Checkpoint.Fault(entry, $"seen[{c}]", $"is {memory.seen[c]}; a count of rows is not negative");
+        }
+        b = b[(classes * 8)..];
+        memory.EnsureClass(Math.Max(classes - 1, 0));
+        for (int i = 0; i < count; i++)
+        {
+            int label = BinaryPrimitives.ReadInt32LittleEndian(b[(i * 4)..]);
+            if (label < 0 || label >= classes)
+                throw Checkpoint.Fault(entry, $"labels[{i}]", $"is {label}, outside the memory's {classes} classes");
+            memory.labels[i] = label;
+            memory.slotsByClass[label].Add(i);
+        }
+        b[(count * 4)..].CopyTo(memory.pixels);
+        memory.Count = count;
+        memory.rng = state;
+        return memory;
     }
 }

@@ -1,70 +1,98 @@
 using System.Buffers.Binary;
+using System.Globalization;
 using System.IO.Compression;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using MLNet.Compression.Clustering;
+using MLNet.Compression.Distillation;
+using MLNet.Compression.Incremental;
 using MLNet.Compression.Networks;
+using MLNet.Compression.Quantization;
 
 namespace MLNet.Compression;
 
 /// <summary>
-/// Training state that ONNX does not carry: architecture, weights, class and column names, options, optimizer state.
-/// A zip with <c>checkpoint.json</c>, <c>weights.bin</c> (little-endian float32, layer by layer: weight then bias) and
-/// <c>optimizer.bin</c> (the optimizer's moment buffers, see <see cref="ParameterOptimizer.SaveState"/>). Version 2 adds, for
-/// models made by continued training, <c>replay.bin</c> (the exemplar memory, uint8 pixels) and <c>ewc.bin</c> (Fisher
-/// information and anchor weights) plus an <c>incremental</c> object in <c>checkpoint.json</c>; version 1 files (without
-/// them) still load.
+/// Training state that ONNX does not carry: architecture, weights, class and column names, options, optimizer state,
+/// compression recipe. A zip with <c>checkpoint.json</c> (typed, see <see cref="CheckpointDocument"/>), <c>weights.bin</c>
+/// (little-endian float32, layer by layer: weight then bias) and <c>optimizer.bin</c> (the optimizer's moment buffers, see
+/// <see cref="ParameterOptimizer.SaveState"/>); for models made by continued training also <c>replay.bin</c> (the exemplar
+/// memory) and <c>ewc.bin</c> (Fisher information and anchor weights). Version 3 stores every option, the recipe and each
+/// binary entry's length; versions 1 and 2 still load (their missing options take their defaults).
 /// </summary>
+/// <remarks>
+/// Reading validates everything before it is used: the format version, the options (through
+/// <see cref="NeuralNetworkOptions.Validate"/>, as new options are), the class names, the stored layer shapes against the
+/// architecture, and every binary entry's exact length, computed with checked arithmetic from the architecture and compared
+/// with the entry's uncompressed length before anything is allocated; reads are bounded by that length. Every failure is a
+/// <see cref="CheckpointException"/> naming the entry and the field.
+/// </remarks>
 internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> ClassNames, NeuralNetworkOptions Options, byte[]? OptimizerState, int Seed,
-    MLNet.Compression.Incremental.IncrementalState? Incremental = null)
+    IncrementalState? Incremental = null, CompressionRecipe? Recipe = null)
 {
-    public const int FormatVersion = 2;
+    /// <summary>The format version this library writes.</summary>
+    public const int FormatVersion = 3;
+
+    /// <summary>The oldest format version this library reads.</summary>
+    public const int OldestFormatVersion = 1;
+
+    public const string FormatName = "MLNet.Compression.Checkpoint";
+    public const string JsonEntry = "checkpoint.json";
+    public const string WeightsEntry = "weights.bin";
+    public const string OptimizerEntry = "optimizer.bin";
+
+    /// <summary>Largest checkpoint.json read (a real one is a few kilobytes).</summary>
+    internal const long MaxJsonBytes = 16L << 20;
 
     public static void Write(string path, Checkpoint cp) => AtomicFile.Write(path, stream =>
     {
         using var zip = new ZipArchive(stream, ZipArchiveMode.Create, leaveOpen: true);
-        var meta = new JsonObject
+        var o = cp.Options;
+        var layers = cp.Network.ParameterizedLayers.ToArray();
+        var doc = new CheckpointDocument
         {
-            ["format"] = "MLNet.Compression.Checkpoint",
-            ["version"] = FormatVersion,
-            ["architecture"] = ArchitectureJson.ToJson(cp.Network.Architecture),
-            ["classes"] = new JsonArray(cp.ClassNames.Select(c => (JsonNode?)JsonValue.Create(c)).ToArray()),
-            ["labelColumn"] = cp.Options.LabelColumnName,
-            ["featureColumn"] = cp.Options.FeatureColumnName,
-            ["seed"] = cp.Seed,
-            ["options"] = new JsonObject
+            Format = FormatName,
+            Version = FormatVersion,
+            Architecture = ArchitectureJson.ToJson(cp.Network.Architecture),
+            Classes = cp.ClassNames.ToList()!,
+            LabelColumn = o.LabelColumnName,
+            FeatureColumn = o.FeatureColumnName,
+            Seed = cp.Seed,
+            Options = new CheckpointOptions
             {
-                ["epochs"] = cp.Options.Epochs,
-                ["batchSize"] = cp.Options.BatchSize,
-                ["learningRate"] = cp.Options.LearningRate,
-                ["optimizer"] = cp.Options.Optimizer.ToString(),
-                ["learningRateSchedule"] = cp.Options.LearningRateSchedule.ToString(),
-                ["momentum"] = cp.Options.Momentum,
-                ["weightDecay"] = cp.Options.WeightDecay,
-                ["precision"] = cp.Options.Precision.ToString(),
-                ["device"] = cp.Options.Device.ToString(),
-                ["scoringBatchSize"] = cp.Options.ScoringBatchSize,
+                Epochs = o.Epochs,
+                BatchSize = o.BatchSize,
+                LearningRate = o.LearningRate,
+                Optimizer = o.Optimizer.ToString(),
+                LearningRateSchedule = o.LearningRateSchedule.ToString(),
+                Momentum = o.Momentum,
+                WeightDecay = o.WeightDecay,
+                Precision = o.Precision.ToString(),
+                Device = o.Device.ToString(),
+                ScoringBatchSize = o.ScoringBatchSize,
+                ValidationFraction = o.ValidationFraction,
+                EarlyStoppingPatience = o.EarlyStoppingPatience,
+                Seed = o.Seed,
+                Shuffle = o.Shuffle,
+                ProgressInterval = o.ProgressInterval,
             },
-            ["layers"] = new JsonArray(cp.Network.ParameterizedLayers.Select(l => (JsonNode?)new JsonObject
-            {
-                ["name"] = l.Name,
-                ["weightShape"] = new JsonArray(l.WeightShape.Select(d => (JsonNode?)JsonValue.Create(d)).ToArray()),
-                ["bias"] = l.Bias.Length,
-            }).ToArray()),
+            Layers = layers.Select(l => (CheckpointLayer?)new CheckpointLayer { Name = l.Name, WeightShape = l.WeightShape.ToList(), Bias = l.Bias.Length }).ToList(),
+            Weights = new CheckpointEntry { Bytes = layers.Sum(l => l.ParameterCount) * sizeof(float) },
+            Optimizer = cp.OptimizerState is { } st ? new CheckpointEntry { Bytes = st.LongLength } : null,
+            Recipe = RecipeToJson(cp.Recipe ?? CompressionRecipe.None),
         };
-        using (var s = zip.CreateEntry("weights.bin", CompressionLevel.Fastest).Open())
-            foreach (var layer in cp.Network.ParameterizedLayers)
+        using (var s = zip.CreateEntry(WeightsEntry, CompressionLevel.Fastest).Open())
+            foreach (var layer in layers)
             {
                 WriteFloats(s, layer.Weight);
                 WriteFloats(s, layer.Bias);
             }
         if (cp.OptimizerState is { } state)
-            using (var s = zip.CreateEntry("optimizer.bin", CompressionLevel.Fastest).Open())
+            using (var s = zip.CreateEntry(OptimizerEntry, CompressionLevel.Fastest).Open())
                 s.Write(state);
-        cp.Incremental?.WriteTo(zip, meta);
-        using (var s = zip.CreateEntry("checkpoint.json").Open())
-        using (var w = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true }))
-            meta.WriteTo(w);
+        doc.Incremental = cp.Incremental?.WriteTo(zip);
+        using (var s = zip.CreateEntry(JsonEntry).Open())
+            JsonSerializer.Serialize(s, doc, CheckpointJsonContext.Default.CheckpointDocument);
     });
 
     public static Checkpoint Read(string path)
@@ -74,61 +102,453 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
         try
         {
             using var zip = ZipFile.OpenRead(path);
-            var metaEntry = zip.GetEntry("checkpoint.json") ?? throw Bad(path, "it has no checkpoint.json entry");
-            JsonNode meta;
-            using (var s = metaEntry.Open())
-                meta = JsonNode.Parse(s) ?? throw Bad(path, "checkpoint.json is empty");
-            if ((string?)meta["format"] != "MLNet.Compression.Checkpoint")
-                throw Bad(path, "it is not an MLNet.Compression checkpoint");
-            int version = (int?)meta["version"] ?? 0;
-            if (version > FormatVersion)
-                throw Bad(path, $"it has format version {version}, newer than this library reads ({FormatVersion}); update MLNet.Compression");
-            var architecture = ArchitectureJson.FromJson(meta["architecture"] ?? throw Bad(path, "the architecture is missing"));
-            var classes = meta["classes"]!.AsArray().Select(c => (string)c!).ToArray();
-            var network = NetworkModel.Create(architecture, classes.Length);
-            var o = meta["options"]!;
-            var options = new NeuralNetworkOptions
-            {
-                Architecture = architecture,
-                LabelColumnName = (string)meta["labelColumn"]!,
-                FeatureColumnName = (string)meta["featureColumn"]!,
-                Epochs = (int)o["epochs"]!,
-                BatchSize = (int)o["batchSize"]!,
-                LearningRate = (double)o["learningRate"]!,
-                Optimizer = Enum.Parse<OptimizerKind>((string)o["optimizer"]!),
-                LearningRateSchedule = Enum.Parse<LearningRateSchedule>((string?)o["learningRateSchedule"] ?? nameof(LearningRateSchedule.Constant)),
-                Momentum = (double)o["momentum"]!,
-                WeightDecay = (double)o["weightDecay"]!,
-                Precision = Enum.Parse<TrainingPrecision>((string)o["precision"]!),
-                Device = TrainingDevice.Parse((string)o["device"]!),
-                ScoringBatchSize = (int)o["scoringBatchSize"]!,
-            };
-            using (var s = (zip.GetEntry("weights.bin") ?? throw Bad(path, "it has no weights.bin entry")).Open())
-                foreach (var layer in network.ParameterizedLayers)
-                {
-                    layer.Weight = ReadFloats(s, layer.Weight.Length, path);
-                    layer.Bias = ReadFloats(s, layer.Bias.Length, path);
-                }
-            byte[]? state = null;
-            if (zip.GetEntry("optimizer.bin") is { } opt)
-            {
-                using var s = opt.Open();
-                using var ms = new MemoryStream();
-                s.CopyTo(ms);
-                state = ms.ToArray();
-            }
-            var incremental = version >= 2 ? MLNet.Compression.Incremental.IncrementalState.ReadFrom(zip, meta, network) : null;
-            return new Checkpoint(network, classes, options, state, (int)meta["seed"]!, incremental);
+            return Read(zip);
         }
-        catch (Exception e) when (e is InvalidDataException or JsonException or NullReferenceException or FormatException or InvalidOperationException
-                                      or ArgumentException && e is not CheckpointException)
+        catch (CheckpointFormatException e)
         {
-            throw Bad(path, e.Message, e);
+            throw Bad(path, e.Entry, e.Field, e.Message, e.InnerException);
+        }
+        catch (JsonException e)
+        {
+            throw Bad(path, JsonEntry, e.Path, e.Message, e);
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException or NotSupportedException && e is not CheckpointException)
+        {
+            throw Bad(path, null, null, "it is not a readable zip archive (" + e.Message + ")", e);
         }
     }
 
-    private static CheckpointException Bad(string path, string what, Exception? inner = null) =>
-        new($"'{path}' is not a readable checkpoint: {what}. Write checkpoints with NeuralNetworkTransformer.SaveCheckpoint.", inner);
+    private static Checkpoint Read(ZipArchive zip)
+    {
+        var doc = ReadDocument(zip);
+        if (doc.Format != FormatName)
+            throw Fault(JsonEntry, "format", $"is '{doc.Format}', not '{FormatName}': this is not an MLNet.Compression checkpoint");
+        int version = doc.Version ?? throw Fault(JsonEntry, "version", "is missing");
+        if (version > FormatVersion)
+            throw Fault(JsonEntry, "version", $"is {version}, newer than this library reads ({FormatVersion}); update MLNet.Compression");
+        if (version < OldestFormatVersion)
+            throw Fault(JsonEntry, "version", $"is {version}; format versions start at {OldestFormatVersion}");
+        int seed = doc.Seed ?? throw Fault(JsonEntry, "seed", "is missing");
+
+        NetworkArchitecture architecture;
+        try
+        {
+            architecture = ArchitectureJson.FromJson(doc.Architecture ?? throw Fault(JsonEntry, "architecture", "is missing"));
+        }
+        catch (Exception e) when (e is FormatException or InvalidOperationException or ArgumentException or NullReferenceException
+                                      or OverflowException or JsonException)
+        {
+            throw Fault(JsonEntry, "architecture", e.Message, e);
+        }
+        var classes = ReadClasses(doc);
+        var options = ReadOptions(doc, architecture);
+
+        // Shapes: what checkpoint.json declares must equal what the architecture makes, and weights.bin must hold exactly
+        // that many bytes, all before a single weight is allocated.
+        var declared = ReadDeclaredLayers(doc);
+        var expected = ExpectedWeightShapes(architecture, classes.Length);
+        NetworkModel? network = expected is null ? CreateNetwork(architecture, classes.Length) : null;
+        expected ??= network!.ParameterizedLayers.Select(l => l.WeightShape).ToList();
+        if (expected.Count != declared.Count)
+            throw Fault(JsonEntry, "layers", $"declares {declared.Count} weighted layers but the architecture (with {classes.Length} classes) makes {expected.Count}");
+        long parameters = 0;
+        for (int i = 0; i < expected.Count; i++)
+        {
+            if (!expected[i].SequenceEqual(declared[i]))
+                throw Fault(JsonEntry, $"layers[{i}].weightShape",
+                    $"is [{string.Join(", ", declared[i])}] but the architecture (with {classes.Length} classes) makes [{string.Join(", ", expected[i])}] for that layer");
+            parameters = checked(parameters + Product(expected[i]) + expected[i][0]);
+        }
+        long weightBytes = checked(parameters * sizeof(float));
+        if (doc.Weights?.Bytes is { } declaredWeightBytes && declaredWeightBytes != weightBytes)
+            throw Fault(JsonEntry, "weights.bytes", $"is {declaredWeightBytes} but the layers hold {weightBytes} bytes of float32");
+        var weightsEntry = zip.GetEntry(WeightsEntry) ?? throw Fault(WeightsEntry, null, "is missing");
+        if (weightsEntry.Length != weightBytes)
+            throw Fault(WeightsEntry, "length", $"is {weightsEntry.Length} bytes but the layers in checkpoint.json need exactly {weightBytes}");
+
+        network ??= CreateNetwork(architecture, classes.Length);
+        var weighted = network.ParameterizedLayers.ToArray();
+        if (weighted.Length != expected.Count)
+            throw Fault(JsonEntry, "layers", $"declares {expected.Count} weighted layers but the network built from the architecture has {weighted.Length}");
+        for (int i = 0; i < weighted.Length; i++)
+            if (!weighted[i].WeightShape.SequenceEqual(expected[i]))
+                throw Fault(JsonEntry, $"layers[{i}].weightShape", $"does not match the network built from the architecture ([{string.Join(", ", weighted[i].WeightShape)}])");
+        using (var s = weightsEntry.Open())
+        {
+            foreach (var layer in weighted)
+            {
+                layer.Weight = ReadFloats(s, layer.Weight.Length, WeightsEntry);
+                layer.Bias = ReadFloats(s, layer.Bias.Length, WeightsEntry);
+            }
+            if (s.ReadByte() != -1)
+                throw Fault(WeightsEntry, "length", $"holds more than the {weightBytes} bytes its zip entry declares");
+        }
+
+        byte[]? state = null;
+        if (zip.GetEntry(OptimizerEntry) is { } opt)
+        {
+            var sizes = weighted.SelectMany(l => new long[] { l.Weight.Length, l.Bias.Length }).ToArray();
+            long max = ParameterOptimizer.MaxStateBytes(sizes);
+            if (doc.Optimizer?.Bytes is { } declaredBytes && declaredBytes != opt.Length)
+                throw Fault(JsonEntry, "optimizer.bytes", $"is {declaredBytes} but optimizer.bin holds {opt.Length} bytes");
+            if (opt.Length > max)
+                throw Fault(OptimizerEntry, "length", $"is {opt.Length} bytes, more than any optimizer state of this network can take ({max})");
+            state = ReadEntry(opt, OptimizerEntry);
+            ParameterOptimizer.ValidateState(state, sizes);
+        }
+        else if (doc.Optimizer is not null)
+            throw Fault(OptimizerEntry, null, "is missing but checkpoint.json's 'optimizer' declares it");
+
+        var incremental = version >= 2 ? IncrementalState.ReadFrom(zip, doc.Incremental, network) : null;
+        var recipe = ReadRecipe(doc.Recipe);
+        return new Checkpoint(network, classes, options, state, seed, incremental, recipe);
+    }
+
+    private static NetworkModel CreateNetwork(NetworkArchitecture architecture, int classes)
+    {
+        try
+        {
+            return NetworkModel.Create(architecture, classes);
+        }
+        catch (Exception e) when (e is ArgumentException or OverflowException)
+        {
+            throw Fault(JsonEntry, "architecture", e.Message, e);
+        }
+    }
+
+    private static CheckpointDocument ReadDocument(ZipArchive zip)
+    {
+        var entry = zip.GetEntry(JsonEntry) ?? throw Fault(JsonEntry, null, "is missing");
+        if (entry.Length > MaxJsonBytes)
+            throw Fault(JsonEntry, "length", $"is {entry.Length} bytes; a checkpoint's JSON is at most {MaxJsonBytes}");
+        var bytes = ReadEntry(entry, JsonEntry);
+        return JsonSerializer.Deserialize(bytes, CheckpointJsonContext.Default.CheckpointDocument)
+               ?? throw Fault(JsonEntry, null, "is the JSON value null");
+    }
+
+    private static string[] ReadClasses(CheckpointDocument doc)
+    {
+        var list = doc.Classes ?? throw Fault(JsonEntry, "classes", "is missing");
+        if (list.Count < 2)
+            throw Fault(JsonEntry, "classes", $"holds {list.Count} names; a classifier has at least two classes");
+        var seen = new Dictionary<string, int>(StringComparer.Ordinal);
+        var classes = new string[list.Count];
+        for (int i = 0; i < list.Count; i++)
+        {
+            var c = list[i];
+            if (string.IsNullOrEmpty(c))
+                throw Fault(JsonEntry, $"classes[{i}]", $"is {(c is null ? "null" : "empty")}; every class needs a name");
+            if (seen.TryGetValue(c, out int first))
+                throw Fault(JsonEntry, $"classes[{i}]", $"repeats '{c}' (also classes[{first}]); class names must be distinct");
+            seen[c] = i;
+            classes[i] = c;
+        }
+        return classes;
+    }
+
+    private static NeuralNetworkOptions ReadOptions(CheckpointDocument doc, NetworkArchitecture architecture)
+    {
+        var o = doc.Options ?? throw Fault(JsonEntry, "options", "is missing");
+        var d = new NeuralNetworkOptions();
+        var options = new NeuralNetworkOptions
+        {
+            Architecture = architecture,
+            LabelColumnName = doc.LabelColumn ?? throw Fault(JsonEntry, "labelColumn", "is missing"),
+            FeatureColumnName = doc.FeatureColumn ?? throw Fault(JsonEntry, "featureColumn", "is missing"),
+            Epochs = o.Epochs ?? throw Missing("options.epochs"),
+            BatchSize = o.BatchSize ?? throw Missing("options.batchSize"),
+            LearningRate = o.LearningRate ?? throw Missing("options.learningRate"),
+            Optimizer = ParseEnum<OptimizerKind>(o.Optimizer ?? throw Missing("options.optimizer"), "options.optimizer"),
+            LearningRateSchedule = o.LearningRateSchedule is null ? d.LearningRateSchedule : ParseEnum<LearningRateSchedule>(o.LearningRateSchedule, "options.learningRateSchedule"),
+            Momentum = o.Momentum ?? throw Missing("options.momentum"),
+            WeightDecay = o.WeightDecay ?? throw Missing("options.weightDecay"),
+            Precision = ParseEnum<TrainingPrecision>(o.Precision ?? throw Missing("options.precision"), "options.precision"),
+            Device = ParseDevice(o.Device ?? throw Missing("options.device")),
+            ScoringBatchSize = o.ScoringBatchSize ?? throw Missing("options.scoringBatchSize"),
+            // Not stored before version 3: the defaults, as those versions loaded them.
+            ValidationFraction = o.ValidationFraction ?? d.ValidationFraction,
+            EarlyStoppingPatience = o.EarlyStoppingPatience ?? d.EarlyStoppingPatience,
+            Seed = o.Seed,
+            Shuffle = o.Shuffle ?? d.Shuffle,
+            ProgressInterval = o.ProgressInterval ?? d.ProgressInterval,
+        };
+        try
+        {
+            options.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            string field = e.ParamName switch
+            {
+                nameof(NeuralNetworkOptions.Architecture) => "architecture",
+                nameof(NeuralNetworkOptions.LabelColumnName) => "labelColumn",
+                nameof(NeuralNetworkOptions.FeatureColumnName) => "featureColumn",
+                { } p => "options." + JsonNamingPolicy.CamelCase.ConvertName(p),
+                null => "options",
+            };
+            throw Fault(JsonEntry, field, e.Message, e);
+        }
+        return options;
+    }
+
+    private static TrainingDevice ParseDevice(string text)
+    {
+        try
+        {
+            return TrainingDevice.Parse(text);
+        }
+        catch (Exception e) when (e is FormatException or ArgumentException)
+        {
+            throw Fault(JsonEntry, "options.device", e.Message, e);
+        }
+    }
+
+    private static List<int[]> ReadDeclaredLayers(CheckpointDocument doc)
+    {
+        var layers = doc.Layers ?? throw Fault(JsonEntry, "layers", "is missing");
+        var shapes = new List<int[]>(Math.Min(layers.Count, 1024));
+        for (int i = 0; i < layers.Count; i++)
+        {
+            var l = layers[i] ?? throw Fault(JsonEntry, $"layers[{i}]", "is null");
+            var shape = l.WeightShape ?? throw Fault(JsonEntry, $"layers[{i}].weightShape", "is missing");
+            if (shape.Count is not (2 or 4) || shape.Any(x => x <= 0))
+                throw Fault(JsonEntry, $"layers[{i}].weightShape", $"is [{string.Join(", ", shape)}]; a weight shape has 2 or 4 positive sizes");
+            if (l.Bias != shape[0])
+                throw Fault(JsonEntry, $"layers[{i}].bias", $"is {l.Bias?.ToString(CultureInfo.InvariantCulture) ?? "missing"} but the weight has {shape[0]} output units");
+            shapes.Add(shape.ToArray());
+        }
+        return shapes;
+    }
+
+    /// <summary>
+    /// The weight shape of every weighted layer <see cref="NetworkModel.Create"/> makes from <paramref name="architecture"/>,
+    /// computed without allocating and with checked arithmetic, so a checkpoint's sizes can be checked before the network is
+    /// built. Null when the architecture is not valid (then <see cref="NetworkModel.Create"/> reports what is wrong).
+    /// </summary>
+    internal static List<int[]>? ExpectedWeightShapes(NetworkArchitecture architecture, int numClasses)
+    {
+        var shapes = new List<int[]>();
+        try
+        {
+            checked
+            {
+                int[] shape = architecture.InputShape.ToArray();
+                _ = Product(shape);
+                static int[] Flat(int[] s) => s.Length == 1 ? s : [Product(s)];
+                foreach (var spec in architecture.Layers)
+                {
+                    switch (spec)
+                    {
+                        case DenseLayer d when d.Units > 0:
+                            shape = Flat(shape);
+                            shapes.Add([d.Units, shape[0]]);
+                            shape = [d.Units];
+                            break;
+                        case Conv2dLayer c when shape.Length == 3 && c.OutChannels > 0 && c.KernelSize > 0 && c.Stride > 0 && c.Padding >= 0:
+                            int groups = c.Depthwise ? shape[0] : 1;
+                            shapes.Add([c.OutChannels, shape[0] / groups, c.KernelSize, c.KernelSize]);
+                            shape = [c.OutChannels, (shape[1] + 2 * c.Padding - c.KernelSize) / c.Stride + 1, (shape[2] + 2 * c.Padding - c.KernelSize) / c.Stride + 1];
+                            break;
+                        case MaxPool2dLayer p when shape.Length == 3 && p.KernelSize > 0 && p.Stride >= 0:
+                            int stride = p.Stride == 0 ? p.KernelSize : p.Stride;
+                            shape = [shape[0], (shape[1] - p.KernelSize) / stride + 1, (shape[2] - p.KernelSize) / stride + 1];
+                            break;
+                        case FlattenLayer:
+                            shape = Flat(shape);
+                            break;
+                        default:
+                            return null;
+                    }
+                    if (shape.Any(x => x <= 0))
+                        return null;
+                }
+                shapes.Add([numClasses, Flat(shape)[0]]);
+                foreach (var s in shapes)
+                    _ = Product(s);
+            }
+        }
+        catch (OverflowException e)
+        {
+            throw Fault(JsonEntry, "architecture", "its layer sizes overflow (a layer would hold more than 2^31 values)", e);
+        }
+        return shapes;
+    }
+
+    private static int Product(IEnumerable<int> shape) => shape.Aggregate(1, (a, b) => checked(a * b));
+
+    private static List<CheckpointRecipeStep?> RecipeToJson(CompressionRecipe recipe)
+    {
+        // Clustering first: quantization applied after clustering keeps it, clustering after quantization replaces it.
+        var steps = new List<CheckpointRecipeStep?>();
+        if (recipe.Clustering is { } c)
+            steps.Add(new CheckpointRecipeStep
+            {
+                Kind = "clustering",
+                Clustering = new CheckpointClustering
+                {
+                    ClusterCount = c.ClusterCount,
+                    LayerClusterCount = new Dictionary<string, int>(c.LayerClusterCount, StringComparer.Ordinal),
+                    KeepFloat = c.KeepFloat.ToList(),
+                    Initialization = c.Initialization.ToString(),
+                    MaxIterations = c.MaxIterations,
+                    Epochs = c.Epochs,
+                    LearningRate = c.LearningRate,
+                    BatchSize = c.BatchSize,
+                    Distillation = c.Distillation is not { } dd ? null : new CheckpointDistillation
+                    {
+                        Temperature = dd.Temperature,
+                        Alpha = dd.Alpha,
+                        TeacherScoreColumnName = dd.TeacherScoreColumnName,
+                        TeacherScoreKind = dd.TeacherScoreKind.ToString(),
+                        CacheTeacherOutputs = dd.CacheTeacherOutputs,
+                        CacheDirectory = dd.CacheDirectory,
+                    },
+                },
+            });
+        if (recipe.Quantization is { } q)
+            steps.Add(new CheckpointRecipeStep
+            {
+                Kind = "quantization",
+                Quantization = new CheckpointQuantization
+                {
+                    Mode = q.Mode.ToString(),
+                    PerChannel = q.PerChannel,
+                    BlockSize = q.BlockSize,
+                    Calibration = q.Calibration.ToString(),
+                    CalibrationRows = q.CalibrationRows,
+                    Percentile = q.Percentile,
+                    KeepFloat = q.KeepFloat.ToList(),
+                    QuantizationAwareTraining = q.QuantizationAwareTraining,
+                    QatEpochs = q.QatEpochs,
+                    QatLearningRate = q.QatLearningRate,
+                },
+            });
+        return steps;
+    }
+
+    private static CompressionRecipe ReadRecipe(List<CheckpointRecipeStep?>? steps)
+    {
+        if (steps is null)
+            return CompressionRecipe.None;
+        QuantizationOptions? quantization = null;
+        WeightClusteringOptions? clustering = null;
+        for (int i = 0; i < steps.Count; i++)
+        {
+            string at = $"recipe[{i}]";
+            var step = steps[i] ?? throw Fault(JsonEntry, at, "is null");
+            switch (step.Kind)
+            {
+                case "quantization":
+                    var q = step.Quantization ?? throw Fault(JsonEntry, at + ".quantization", "is missing");
+                    var qd = new QuantizationOptions();
+                    quantization = new QuantizationOptions
+                    {
+                        Mode = q.Mode is null ? qd.Mode : ParseEnum<QuantizationMode>(q.Mode, at + ".quantization.mode"),
+                        PerChannel = q.PerChannel ?? qd.PerChannel,
+                        BlockSize = q.BlockSize ?? qd.BlockSize,
+                        Calibration = q.Calibration is null ? qd.Calibration : ParseEnum<CalibrationMethod>(q.Calibration, at + ".quantization.calibration"),
+                        CalibrationRows = q.CalibrationRows ?? qd.CalibrationRows,
+                        Percentile = q.Percentile ?? qd.Percentile,
+                        KeepFloat = q.KeepFloat?.ToList() ?? [],
+                        QuantizationAwareTraining = q.QuantizationAwareTraining ?? qd.QuantizationAwareTraining,
+                        QatEpochs = q.QatEpochs ?? qd.QatEpochs,
+                        QatLearningRate = q.QatLearningRate,
+                    };
+                    Validated(quantization.Validate, at + ".quantization");
+                    break;
+                case "clustering":
+                    var c = step.Clustering ?? throw Fault(JsonEntry, at + ".clustering", "is missing");
+                    var cd = new WeightClusteringOptions();
+                    var dist = new DistillationOptions();
+                    if (c.Distillation is { } dj)
+                    {
+                        dist.Temperature = dj.Temperature ?? dist.Temperature;
+                        dist.Alpha = dj.Alpha ?? dist.Alpha;
+                        dist.TeacherScoreColumnName = dj.TeacherScoreColumnName ?? dist.TeacherScoreColumnName;
+                        dist.TeacherScoreKind = dj.TeacherScoreKind is null ? dist.TeacherScoreKind
+                            : ParseEnum<TeacherScoreKind>(dj.TeacherScoreKind, at + ".clustering.distillation.teacherScoreKind");
+                        dist.CacheTeacherOutputs = dj.CacheTeacherOutputs ?? dist.CacheTeacherOutputs;
+                        dist.CacheDirectory = dj.CacheDirectory;
+                    }
+                    clustering = new WeightClusteringOptions
+                    {
+                        ClusterCount = c.ClusterCount ?? cd.ClusterCount,
+                        LayerClusterCount = new Dictionary<string, int>(c.LayerClusterCount ?? [], StringComparer.Ordinal),
+                        KeepFloat = c.KeepFloat?.ToList() ?? [],
+                        Initialization = c.Initialization is null ? cd.Initialization : ParseEnum<CentroidInitialization>(c.Initialization, at + ".clustering.initialization"),
+                        MaxIterations = c.MaxIterations ?? cd.MaxIterations,
+                        Epochs = c.Epochs ?? cd.Epochs,
+                        LearningRate = c.LearningRate,
+                        BatchSize = c.BatchSize,
+                        Distillation = dist,
+                    };
+                    Validated(clustering.Validate, at + ".clustering");
+                    break;
+                default:
+                    throw Fault(JsonEntry, at + ".kind", $"is '{step.Kind}', a step this library does not know; update MLNet.Compression");
+            }
+        }
+        return new CompressionRecipe(quantization, clustering);
+    }
+
+    private static void Validated(Action validate, string at)
+    {
+        try
+        {
+            validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw Fault(JsonEntry, e.ParamName is { } p ? at + "." + JsonNamingPolicy.CamelCase.ConvertName(p) : at, e.Message, e);
+        }
+    }
+
+    private static T ParseEnum<T>(string text, string field) where T : struct, Enum
+    {
+        if (text.Length > 0 && !char.IsDigit(text[0]) && text[0] != '-' && Enum.TryParse<T>(text, ignoreCase: false, out var value) && Enum.IsDefined(value))
+            return value;
+        throw Fault(JsonEntry, field, $"is '{text}', not one of {string.Join(", ", Enum.GetNames<T>())}");
+    }
+
+    private static CheckpointFormatException Missing(string field) => Fault(JsonEntry, field, "is missing");
+
+    internal static CheckpointFormatException Fault(string entry, string? field, string what, Exception? inner = null) => new(entry, field, what, inner);
+
+    private static CheckpointException Bad(string path, string? entry, string? field, string what, Exception? inner = null)
+    {
+        string where = entry is null ? "" : field is null ? $"{entry}: " : $"{entry}, field '{field}': ";
+        return new CheckpointException(
+            $"'{path}' is not a usable checkpoint: {where}{what.TrimEnd('.')}. Write checkpoints with NeuralNetworkTransformer.SaveCheckpoint; " +
+            "a damaged or hand-edited checkpoint cannot be loaded.", entry, field, inner);
+    }
+
+    /// <summary>
+    /// Reads the whole of <paramref name="entry"/> into an array of its declared uncompressed length (the caller has bounded
+    /// it), failing when the data is shorter or longer than declared.
+    /// </summary>
+    internal static byte[] ReadEntry(ZipArchiveEntry entry, string name)
+    {
+        if (entry.Length > Array.MaxLength)
+            throw Fault(name, "length", $"is {entry.Length} bytes, too large to read");
+        var bytes = new byte[entry.Length];
+        using var s = entry.Open();
+        ReadExactly(s, bytes, name);
+        if (s.ReadByte() != -1)
+            throw Fault(name, "length", $"holds more than the {entry.Length} bytes its zip entry declares");
+        return bytes;
+    }
+
+    internal static void ReadExactly(Stream s, Span<byte> destination, string name)
+    {
+        int read = 0;
+        while (read < destination.Length)
+        {
+            int n = s.Read(destination[read..]);
+            if (n == 0)
+                throw Fault(name, "length", "is shorter than its zip entry declares");
+            read += n;
+        }
+    }
 
     private static void WriteFloats(Stream s, float[] values)
     {
@@ -145,18 +565,11 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
         }
     }
 
-    private static float[] ReadFloats(Stream s, int count, string path)
+    private static float[] ReadFloats(Stream s, int count, string name)
     {
         var result = new float[count];
         var bytes = MemoryMarshal.AsBytes(result.AsSpan());
-        int read = 0;
-        while (read < bytes.Length)
-        {
-            int n = s.Read(bytes[read..]);
-            if (n == 0)
-                throw Bad(path, "weights.bin is shorter than the architecture needs");
-            read += n;
-        }
+        ReadExactly(s, bytes, name);
         if (!BitConverter.IsLittleEndian)
             for (int i = 0; i < count; i++)
                 result[i] = BinaryPrimitives.ReadSingleLittleEndian(bytes.Slice(i * 4, 4));
@@ -164,7 +577,21 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
     }
 }
 
-/// <summary>Thrown when a checkpoint file cannot be read.</summary>
+/// <summary>A fault in one entry and field of a checkpoint; <see cref="Checkpoint.Read(string)"/> turns it into a <see cref="CheckpointException"/> naming the file.</summary>
+internal sealed class CheckpointFormatException : IOException
+{
+    public CheckpointFormatException(string entry, string? field, string message, Exception? inner = null) : base(message, inner)
+    {
+        Entry = entry;
+        Field = field;
+    }
+
+    public string Entry { get; }
+
+    public string? Field { get; }
+}
+
+/// <summary>Thrown when a checkpoint file cannot be read: it names the file, the zip entry and the field that is wrong.</summary>
 public sealed class CheckpointException : IOException
 {
     /// <summary>Creates the exception.</summary>
@@ -173,4 +600,21 @@ public sealed class CheckpointException : IOException
     public CheckpointException(string message, Exception? inner = null) : base(message, inner)
     {
     }
+
+    /// <summary>Creates the exception for a fault in one entry and field.</summary>
+    /// <param name="message">What is wrong and what to do.</param>
+    /// <param name="entryName">The zip entry at fault (for example <c>weights.bin</c>), or null when the file as a whole is.</param>
+    /// <param name="fieldName">The field at fault (for example <c>options.batchSize</c> or <c>length</c>), or null.</param>
+    /// <param name="inner">The underlying error, if any.</param>
+    public CheckpointException(string message, string? entryName, string? fieldName, Exception? inner = null) : base(message, inner)
+    {
+        EntryName = entryName;
+        FieldName = fieldName;
+    }
+
+    /// <summary>The zip entry at fault (<c>checkpoint.json</c>, <c>weights.bin</c>, <c>optimizer.bin</c>, <c>replay.bin</c>, <c>ewc.bin</c>), or null.</summary>
+    public string? EntryName { get; }
+
+    /// <summary>The field at fault within the entry (a JSON path such as <c>options.batchSize</c>, or <c>length</c>), or null.</summary>
+    public string? FieldName { get; }
 }

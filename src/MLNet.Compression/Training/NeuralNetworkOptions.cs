@@ -71,8 +71,18 @@ public sealed class NeuralNetworkOptions
     /// <summary>Returns a shallow copy.</summary>
     public NeuralNetworkOptions Clone() => (NeuralNetworkOptions)MemberwiseClone();
 
+    /// <summary>
+    /// Checks every setting and throws naming the bad one. New options (at <c>Fit</c>) and options loaded from a checkpoint
+    /// both go through here.
+    /// </summary>
     internal void Validate()
     {
+        if (!Enum.IsDefined(Optimizer))
+            throw new ArgumentOutOfRangeException(nameof(Optimizer), Optimizer, "NeuralNetworkOptions.Optimizer is not a known optimizer.");
+        if (!Enum.IsDefined(LearningRateSchedule))
+            throw new ArgumentOutOfRangeException(nameof(LearningRateSchedule), LearningRateSchedule, "NeuralNetworkOptions.LearningRateSchedule is not a known schedule.");
+        if (!Enum.IsDefined(Precision))
+            throw new ArgumentOutOfRangeException(nameof(Precision), Precision, "NeuralNetworkOptions.Precision is not a known precision.");
         if (Architecture is null)
             throw new ArgumentNullException(nameof(Architecture), "NeuralNetworkOptions.Architecture must be set.");
         if (string.IsNullOrWhiteSpace(LabelColumnName))
@@ -85,11 +95,11 @@ public sealed class NeuralNetworkOptions
             throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "NeuralNetworkOptions.BatchSize must be positive.");
         if (!(LearningRate > 0) || double.IsInfinity(LearningRate))
             throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "NeuralNetworkOptions.LearningRate must be a positive number.");
-        if (Momentum < 0 || Momentum >= 1)
+        if (!(Momentum >= 0 && Momentum < 1))
             throw new ArgumentOutOfRangeException(nameof(Momentum), Momentum, "NeuralNetworkOptions.Momentum must be in [0, 1).");
-        if (WeightDecay < 0)
-            throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "NeuralNetworkOptions.WeightDecay must be 0 or more.");
-        if (ValidationFraction < 0 || ValidationFraction >= 1)
+        if (!(WeightDecay >= 0) || double.IsInfinity(WeightDecay))
+            throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "NeuralNetworkOptions.WeightDecay must be a finite number, 0 or more.");
+        if (!(ValidationFraction >= 0 && ValidationFraction < 1))
             throw new ArgumentOutOfRangeException(nameof(ValidationFraction), ValidationFraction, "NeuralNetworkOptions.ValidationFraction must be in [0, 1).");
         if (EarlyStoppingPatience < 0)
             throw new ArgumentOutOfRangeException(nameof(EarlyStoppingPatience), EarlyStoppingPatience, "NeuralNetworkOptions.EarlyStoppingPatience must be 0 or more.");

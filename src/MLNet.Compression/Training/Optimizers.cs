@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -61,6 +62,73 @@ internal abstract class ParameterOptimizer : IDisposable
     public abstract long StateBytes { get; }
 
     public abstract byte[] SaveState();
+
+    /// <summary>
+    /// The largest state <see cref="SaveState"/> writes for parameters of <paramref name="sizes"/> values each (Adam's, two
+    /// buffers per parameter), computed with checked arithmetic.
+    /// </summary>
+    internal static long MaxStateBytes(IReadOnlyList<long> sizes)
+    {
+        checked
+        {
+            long bytes = 1 + 4 + sizeof(long) + sizeof(int); // "adam" with its length byte, step count, parameter count
+            foreach (var n in sizes)
+                bytes += 2 * (sizeof(int) + n * sizeof(float));
+            return bytes;
+        }
+    }
+
+    /// <summary>
+    /// Checks that <paramref name="state"/> is a whole optimizer state (Adam or SGD, as <see cref="SaveState"/> writes it)
+    /// for parameters of exactly <paramref name="sizes"/> values, in that order, with no bytes left over. Allocates nothing;
+    /// throws a <see cref="CheckpointFormatException"/> on <c>optimizer.bin</c> naming the field that is wrong.
+    /// </summary>
+    /// <returns>The optimizer kind ("adam" or "sgd").</returns>
+    internal static string ValidateState(ReadOnlySpan<byte> state, IReadOnlyList<long> sizes)
+    {
+        const string entry = Checkpoint.OptimizerEntry;
+        int at = 0;
+        ReadOnlySpan<byte> Take(ReadOnlySpan<byte> all, int count, string field)
+        {
+            if (count < 0 || all.Length - at < count)
+                throw Checkpoint.Fault(entry, field, $"ends at byte {all.Length}, before the {count} bytes of '{field}' at byte {at}");
+            var slice = all.Slice(at, count);
+            at += count;
+            return slice;
+        }
+        int nameLength = Take(state, 1, "kind")[0];
+        var kind = System.Text.Encoding.ASCII.GetString(Take(state, nameLength, "kind"));
+        if (kind is not ("adam" or "sgd"))
+            throw Checkpoint.Fault(entry, "kind", $"is '{kind}', not 'adam' or 'sgd'");
+        long steps = BinaryPrimitives.ReadInt64LittleEndian(Take(state, sizeof(long), "steps"));
+        if (steps < 0)
+            throw Checkpoint.Fault(entry, "steps", $"is {steps}; a step count is not negative");
+        int count = BinaryPrimitives.ReadInt32LittleEndian(Take(state, sizeof(int), "parameters"));
+        if (count != sizes.Count)
+            throw Checkpoint.Fault(entry, "parameters", $"is {count} but the network has {sizes.Count} parameter tensors");
+        for (int i = 0; i < count; i++)
+        {
+            int buffers = 2;
+            if (kind == "sgd")
+            {
+                byte present = Take(state, 1, $"tensor[{i}].present")[0];
+                if (present > 1)
+                    throw Checkpoint.Fault(entry, $"tensor[{i}].present", $"is {present}, not 0 or 1");
+                buffers = present;
+            }
+            for (int b = 0; b < buffers; b++)
+            {
+                string field = $"tensor[{i}].values";
+                int n = BinaryPrimitives.ReadInt32LittleEndian(Take(state, sizeof(int), field));
+                if (n != sizes[i])
+                    throw Checkpoint.Fault(entry, field, $"declares {n} values for a parameter of {sizes[i]}");
+                Take(state, checked(n * sizeof(float)), field);
+            }
+        }
+        if (at != state.Length)
+            throw Checkpoint.Fault(entry, "length", $"holds {state.Length - at} bytes after the last tensor");
+        return kind;
+    }
 
     public abstract void LoadState(byte[] state);
 

@@ -1,0 +1,217 @@
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+
+namespace MLNet.Compression;
+
+// The typed form of checkpoint.json. One class serves every format version: fields a version does not have stay null
+// and fall back to their defaults; fields this library does not know (a newer minor addition) are ignored. Enumerations
+// are stored by name (as version 2 did) and parsed by the reader, so an unknown name is reported with its field.
+
+/// <summary>checkpoint.json: what the checkpoint holds and how large each binary entry is.</summary>
+internal sealed class CheckpointDocument
+{
+    public string? Format { get; set; }
+
+    public int? Version { get; set; }
+
+    /// <summary>The architecture in <see cref="ArchitectureJson"/>'s form.</summary>
+    public JsonNode? Architecture { get; set; }
+
+    public List<string?>? Classes { get; set; }
+
+    public string? LabelColumn { get; set; }
+
+    public string? FeatureColumn { get; set; }
+
+    /// <summary>The seed the model was trained with (resolved; <see cref="CheckpointOptions.Seed"/> is the option as set).</summary>
+    public int? Seed { get; set; }
+
+    public CheckpointOptions? Options { get; set; }
+
+    /// <summary>The weighted layers in <c>weights.bin</c>'s order, with their shapes.</summary>
+    public List<CheckpointLayer?>? Layers { get; set; }
+
+    /// <summary>Version 3: the length of <c>weights.bin</c>.</summary>
+    public CheckpointEntry? Weights { get; set; }
+
+    /// <summary>Version 3: the length of <c>optimizer.bin</c> (absent when the model has no optimizer state).</summary>
+    public CheckpointEntry? Optimizer { get; set; }
+
+    public CheckpointIncremental? Incremental { get; set; }
+
+    /// <summary>
+    /// Version 3: the export encodings re-applied after the weights change, one step per encoding, in order. A new kind of
+    /// step is one more optional member of <see cref="CheckpointRecipeStep"/>.
+    /// </summary>
+    public List<CheckpointRecipeStep?>? Recipe { get; set; }
+}
+
+/// <summary>Every persistable <see cref="NeuralNetworkOptions"/> property except the architecture and column names (stored beside).</summary>
+internal sealed class CheckpointOptions
+{
+    public int? Epochs { get; set; }
+
+    public int? BatchSize { get; set; }
+
+    public double? LearningRate { get; set; }
+
+    public string? Optimizer { get; set; }
+
+    public string? LearningRateSchedule { get; set; }
+
+    public double? Momentum { get; set; }
+
+    public double? WeightDecay { get; set; }
+
+    public string? Precision { get; set; }
+
+    public string? Device { get; set; }
+
+    public int? ScoringBatchSize { get; set; }
+
+    public double? ValidationFraction { get; set; }
+
+    public int? EarlyStoppingPatience { get; set; }
+
+    /// <summary>The option as set (null: drawn from the context).</summary>
+    public int? Seed { get; set; }
+
+    public bool? Shuffle { get; set; }
+
+    public int? ProgressInterval { get; set; }
+}
+
+/// <summary>One weighted layer as stored: its name, weight shape and bias length.</summary>
+internal sealed class CheckpointLayer
+{
+    public string? Name { get; set; }
+
+    public List<int>? WeightShape { get; set; }
+
+    public int? Bias { get; set; }
+}
+
+/// <summary>A binary entry's declared (uncompressed) length in bytes.</summary>
+internal sealed class CheckpointEntry
+{
+    public long? Bytes { get; set; }
+}
+
+/// <summary>The <c>incremental</c> object: what continued training carries.</summary>
+internal sealed class CheckpointIncremental
+{
+    public int? Increments { get; set; }
+
+    public CheckpointReplay? Replay { get; set; }
+
+    public CheckpointEwc? Ewc { get; set; }
+}
+
+/// <summary>The replay memory's header, repeated from <c>replay.bin</c>.</summary>
+internal sealed class CheckpointReplay
+{
+    public int? Exemplars { get; set; }
+
+    public int? Capacity { get; set; }
+
+    public int? FeatureLength { get; set; }
+
+    /// <summary>Bytes of the stored exemplars (pixels and class indices), not the entry's length.</summary>
+    public long? Bytes { get; set; }
+}
+
+/// <summary>The EWC state's header.</summary>
+internal sealed class CheckpointEwc
+{
+    public int? Tasks { get; set; }
+
+    /// <summary>Bytes of Fisher and anchor values, not the entry's length.</summary>
+    public long? Bytes { get; set; }
+}
+
+/// <summary>
+/// One re-applicable export encoding. Exactly one member is set and <see cref="Kind"/> names it ("quantization",
+/// "clustering"); a later step kind adds a member and a kind name.
+/// </summary>
+internal sealed class CheckpointRecipeStep
+{
+    public string? Kind { get; set; }
+
+    public CheckpointQuantization? Quantization { get; set; }
+
+    public CheckpointClustering? Clustering { get; set; }
+}
+
+/// <summary>Every persistable <see cref="Quantization.QuantizationOptions"/> property (not <c>Progress</c>, a callback).</summary>
+internal sealed class CheckpointQuantization
+{
+    public string? Mode { get; set; }
+
+    public bool? PerChannel { get; set; }
+
+    public int? BlockSize { get; set; }
+
+    public string? Calibration { get; set; }
+
+    public int? CalibrationRows { get; set; }
+
+    public double? Percentile { get; set; }
+
+    public List<string>? KeepFloat { get; set; }
+
+    public bool? QuantizationAwareTraining { get; set; }
+
+    public int? QatEpochs { get; set; }
+
+    public double? QatLearningRate { get; set; }
+}
+
+/// <summary>
+/// Every persistable <see cref="Clustering.WeightClusteringOptions"/> property (not <c>Progress</c> or <c>Teacher</c>,
+/// which are live objects).
+/// </summary>
+internal sealed class CheckpointClustering
+{
+    public int? ClusterCount { get; set; }
+
+    public Dictionary<string, int>? LayerClusterCount { get; set; }
+
+    public List<string>? KeepFloat { get; set; }
+
+    public string? Initialization { get; set; }
+
+    public int? MaxIterations { get; set; }
+
+    public int? Epochs { get; set; }
+
+    public double? LearningRate { get; set; }
+
+    public int? BatchSize { get; set; }
+
+    public CheckpointDistillation? Distillation { get; set; }
+}
+
+/// <summary>Every <see cref="Distillation.DistillationOptions"/> property.</summary>
+internal sealed class CheckpointDistillation
+{
+    public double? Temperature { get; set; }
+
+    public double? Alpha { get; set; }
+
+    public string? TeacherScoreColumnName { get; set; }
+
+    public string? TeacherScoreKind { get; set; }
+
+    public bool? CacheTeacherOutputs { get; set; }
+
+    public string? CacheDirectory { get; set; }
+}
+
+/// <summary>Source-generated (de)serialisation of checkpoint.json: camelCase names, nulls left out, unknown fields ignored.</summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, ReadCommentHandling = System.Text.Json.JsonCommentHandling.Skip,
+    NumberHandling = JsonNumberHandling.Strict, MaxDepth = 64)]
+[JsonSerializable(typeof(CheckpointDocument))]
+internal sealed partial class CheckpointJsonContext : JsonSerializerContext
+{
+}
