@@ -378,10 +378,12 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
 
     private static List<CheckpointRecipeStep?> RecipeToJson(CompressionRecipe recipe)
     {
-        // Clustering first: quantization applied after clustering keeps it, clustering after quantization replaces it.
+        // The steps in the order they were applied (CompressionRecipe.Then keeps only the ones still in force).
         var steps = new List<CheckpointRecipeStep?>();
-        if (recipe.Clustering is { } c)
-            steps.Add(new CheckpointRecipeStep
+        foreach (var step in recipe.Steps)
+        {
+            if (step is ClusterStep { Options: var c })
+                steps.Add(new CheckpointRecipeStep
             {
                 Kind = "clustering",
                 Clustering = new CheckpointClustering
@@ -405,8 +407,8 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                     },
                 },
             });
-        if (recipe.Quantization is { } q)
-            steps.Add(new CheckpointRecipeStep
+            else if (step is QuantizeStep { Options: var q })
+                steps.Add(new CheckpointRecipeStep
             {
                 Kind = "quantization",
                 Quantization = new CheckpointQuantization
@@ -423,6 +425,9 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                     QatLearningRate = q.QatLearningRate,
                 },
             });
+            else
+                throw new NotSupportedException($"The compression step {step.GetType().Name} has no checkpoint form.");
+        }
         return steps;
     }
 
@@ -430,8 +435,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
     {
         if (steps is null)
             return CompressionRecipe.None;
-        QuantizationOptions? quantization = null;
-        WeightClusteringOptions? clustering = null;
+        var recipe = CompressionRecipe.None;
         for (int i = 0; i < steps.Count; i++)
         {
             string at = $"recipe[{i}]";
@@ -441,7 +445,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                 case "quantization":
                     var q = step.Quantization ?? throw Fault(JsonEntry, at + ".quantization", "is missing");
                     var qd = new QuantizationOptions();
-                    quantization = new QuantizationOptions
+                    var quantization = new QuantizationOptions
                     {
                         Mode = q.Mode is null ? qd.Mode : ParseEnum<QuantizationMode>(q.Mode, at + ".quantization.mode"),
                         PerChannel = q.PerChannel ?? qd.PerChannel,
@@ -455,6 +459,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                         QatLearningRate = q.QatLearningRate,
                     };
                     Validated(quantization.Validate, at + ".quantization");
+                    recipe = recipe.Then(new QuantizeStep(quantization));
                     break;
                 case "clustering":
                     var c = step.Clustering ?? throw Fault(JsonEntry, at + ".clustering", "is missing");
@@ -470,7 +475,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                         dist.CacheTeacherOutputs = dj.CacheTeacherOutputs ?? dist.CacheTeacherOutputs;
                         dist.CacheDirectory = dj.CacheDirectory;
                     }
-                    clustering = new WeightClusteringOptions
+                    var clustering = new WeightClusteringOptions
                     {
                         ClusterCount = c.ClusterCount ?? cd.ClusterCount,
                         LayerClusterCount = new Dictionary<string, int>(c.LayerClusterCount ?? [], StringComparer.Ordinal),
@@ -483,12 +488,13 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                         Distillation = dist,
                     };
                     Validated(clustering.Validate, at + ".clustering");
+                    recipe = recipe.Then(new ClusterStep(clustering));
                     break;
                 default:
                     throw Fault(JsonEntry, at + ".kind", $"is '{step.Kind}', a step this library does not know; update MLNet.Compression");
             }
         }
-        return new CompressionRecipe(quantization, clustering);
+        return recipe;
     }
 
     private static void Validated(Action validate, string at)

@@ -14,7 +14,7 @@ internal sealed class CheckpointDocument
 
     public int? Version { get; set; }
 
-    /// <summary>The architecture in <see cref="ArchitectureJson"/>'s form.</summary>
+    /// <summary>The architecture in <see cref="Networks.ArchitectureJson"/>'s form.</summary>
     public JsonNode? Architecture { get; set; }
 
     public List<string?>? Classes { get; set; }
