@@ -130,7 +130,7 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
 
     internal static NeuralNetworkTransformer Create(MLContext ml, NetworkModel network, IReadOnlyList<string> classNames, NeuralNetworkOptions options,
         DataViewSchema inputSchema, TrainingResult? training, int seed, OnnxExportOptions? exportOptions = null, long? residentWeightBytes = null,
-        CompressionRecipe? recipe = null)
+        CompressionRecipe? recipe = null, byte[]? onnx = null)
     {
         exportOptions = new OnnxExportOptions
         {
@@ -140,7 +140,8 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
             Metadata = exportOptions?.Metadata,
             LayerEmitter = exportOptions?.LayerEmitter ?? OnnxLayerEmitter.Default,
         };
-        var onnx = OnnxExporter.Export(network, exportOptions);
+        // A model restored from a checkpoint brings the exact export it scored with (quantized or not).
+        onnx ??= OnnxExporter.Export(network, exportOptions);
         var chainSchema = ChainInputSchema(inputSchema, options.FeatureColumnName, network.InputLength);
         // Built on first use (saving, schema propagation, PredictionEngine): it creates an ONNX Runtime session of its own.
         var chain = new Lazy<ITransformer>(() => OnnxScoringChain.Build(ml, onnx, chainSchema, options.FeatureColumnName, classNames),
@@ -215,7 +216,8 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
     /// <summary>
     /// Saves what ONNX does not carry, so training or compression can continue later: the architecture, the weights,
     /// the class names and column names, every training option (except the <c>Progress</c> callback), the optimizer state,
-    /// the compression recipe (quantization and clustering settings, re-applied by continued training) and, for a model made
+    /// the compression recipe (quantization and clustering settings, re-applied by continued training), the compression
+    /// history, the exported ONNX model exactly as it scores and, for a model made
     /// by continued training, its replay memory and EWC state. Written to a temporary file and moved into place.
     /// </summary>
     /// <param name="path">Destination file (a zip).</param>
@@ -223,14 +225,16 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         ObjectDisposedException.ThrowIf(disposed, this);
-        Checkpoint.Write(path, new Checkpoint(Network, ClassNames, TrainingOptions, OptimizerState, Seed, IncrementalState, Recipe));
+        Checkpoint.Write(path, new Checkpoint(Network, ClassNames, TrainingOptions, OptimizerState, Seed, IncrementalState, Recipe, OnnxBytes, CompressionHistory));
     }
 
     /// <summary>
     /// Loads a checkpoint written by <see cref="SaveCheckpoint"/> (format versions 1 to 3). Everything is validated before it
     /// is used: format version, options, class names, layer shapes against the architecture, and the exact length of every
-    /// binary entry, checked before anything is allocated. The loaded model exports float weights; its recipe is kept, so
-    /// continued training re-applies quantization or clustering.
+    /// binary entry, checked before anything is allocated. A version-3 checkpoint carries the exact ONNX export the model
+    /// scored with, so the loaded model scores identically in every encoding (quantized, sparse, clustered); older
+    /// checkpoints are exported again as float32. The recipe and the compression history are kept, so continued training
+    /// re-applies quantization or clustering.
     /// </summary>
     /// <param name="ml">The context.</param>
     /// <param name="path">The checkpoint file.</param>
@@ -242,9 +246,10 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         var cp = Checkpoint.Read(path);
         var schema = new DataViewSchema.Builder();
         schema.AddColumn(cp.Options.FeatureColumnName, new VectorDataViewType(NumberDataViewType.Single, cp.Network.InputLength));
-        var result = Create(ml, cp.Network, cp.ClassNames, cp.Options, schema.ToSchema(), null, cp.Seed);
-        return new NeuralNetworkTransformer(ml, result.Network, result.ClassNames, result.TrainingOptions, result.OnnxBytes, result.chain, null,
+        var result = Create(ml, cp.Network, cp.ClassNames, cp.Options, schema.ToSchema(), null, cp.Seed, onnx: cp.Onnx);
+        var loaded = new NeuralNetworkTransformer(ml, result.Network, result.ClassNames, result.TrainingOptions, result.OnnxBytes, result.chain, null,
             cp.OptimizerState, cp.Seed, result.Memory, cp.Recipe, cp.Incremental);
+        return cp.History is { } history ? loaded.WithCompressionHistory(history) : loaded;
     }
 
     /// <summary>Releases the ONNX Runtime sessions.</summary>

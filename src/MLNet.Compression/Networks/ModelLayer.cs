@@ -105,9 +105,13 @@ internal abstract class ParameterizedLayer : ModelLayer
                 $"Layer '{name}' would have {string.Join(" x ", weightShape)} weights, more than one array holds ({Array.MaxLength:N0}); use fewer units, channels or a smaller kernel.",
                 "architecture", e);
         }
-        Weight = new float[count];
-        Bias = new float[weightShape[0]];
+        weightCount = (int)count;
     }
+
+    // Allocated on first use, so that a network can be resolved (shapes checked against a file's sizes) before any weight exists.
+    private readonly int weightCount;
+    private float[]? weight;
+    private float[]? bias;
 
     public override bool HasParameters => true;
 
@@ -116,19 +120,30 @@ internal abstract class ParameterizedLayer : ModelLayer
 
     public Activation Activation { get; }
 
-    /// <summary>Row-major weights in <see cref="WeightShape"/> layout.</summary>
-    public float[] Weight { get; set; }
+    /// <summary>Row-major weights in <see cref="WeightShape"/> layout (zeros until set; allocated on first use).</summary>
+    public float[] Weight
+    {
+        get => weight ??= new float[weightCount];
+        set => weight = value;
+    }
 
-    /// <summary>One bias per output unit or channel.</summary>
-    public float[] Bias { get; set; }
+    /// <summary>One bias per output unit or channel (zeros until set; allocated on first use).</summary>
+    public float[] Bias
+    {
+        get => bias ??= new float[WeightShape[0]];
+        set => bias = value;
+    }
+
+    /// <summary>Number of weights the shape holds (known without allocating them).</summary>
+    public int WeightCount => weightCount;
 
     /// <summary>Number of output units (dense) or filters (conv): the first weight dimension.</summary>
     public int OutputUnits => WeightShape[0];
 
     /// <summary>Weights per output unit or filter.</summary>
-    public int FanIn => Weight.Length / WeightShape[0];
+    public int FanIn => weightCount / WeightShape[0];
 
-    public long ParameterCount => Weight.Length + Bias.Length;
+    public long ParameterCount => (long)weightCount + WeightShape[0];
 
     public override string? UnitsNotRemovable => null;
 

@@ -8,6 +8,7 @@ using MLNet.Compression.Clustering;
 using MLNet.Compression.Distillation;
 using MLNet.Compression.Incremental;
 using MLNet.Compression.Networks;
+using MLNet.Compression.Networks.Heads;
 using MLNet.Compression.Quantization;
 
 namespace MLNet.Compression;
@@ -28,8 +29,12 @@ namespace MLNet.Compression;
 /// <see cref="CheckpointException"/> naming the entry and the field.
 /// </remarks>
 internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> ClassNames, NeuralNetworkOptions Options, byte[]? OptimizerState, int Seed,
-    IncrementalState? Incremental = null, CompressionRecipe? Recipe = null)
+    IncrementalState? Incremental = null, CompressionRecipe? Recipe = null, byte[]? Onnx = null,
+    IReadOnlyList<CompressionStageReport>? History = null)
 {
+    /// <summary>How the compression history is written: the reports' own System.Text.Json contracts.</summary>
+    private static readonly JsonSerializerOptions HistoryJson = new() { WriteIndented = false };
+
     /// <summary>The format version this library writes.</summary>
     public const int FormatVersion = 3;
 
@@ -40,6 +45,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
     public const string JsonEntry = "checkpoint.json";
     public const string WeightsEntry = "weights.bin";
     public const string OptimizerEntry = "optimizer.bin";
+    public const string OnnxEntry = "model.onnx";
 
     /// <summary>Largest checkpoint.json read (a real one is a few kilobytes).</summary>
     internal const long MaxJsonBytes = 16L << 20;
@@ -80,7 +86,13 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
             Weights = new CheckpointEntry { Bytes = layers.Sum(l => l.ParameterCount) * sizeof(float) },
             Optimizer = cp.OptimizerState is { } st ? new CheckpointEntry { Bytes = st.LongLength } : null,
             Recipe = RecipeToJson(cp.Recipe ?? CompressionRecipe.None),
+            Head = cp.Network.HeadKind == OutputHeadKind.Multiclass ? null : cp.Network.HeadKind.ToString(),
+            Onnx = cp.Onnx is { } onnxBytes ? new CheckpointEntry { Bytes = onnxBytes.LongLength } : null,
+            History = cp.History is { Count: > 0 } history ? JsonSerializer.SerializeToNode(history, HistoryJson) : null,
         };
+        if (cp.Onnx is { } onnx)
+            using (var s = zip.CreateEntry(OnnxEntry, CompressionLevel.Fastest).Open())
+                s.Write(onnx);
         using (var s = zip.CreateEntry(WeightsEntry, CompressionLevel.Fastest).Open())
             foreach (var layer in layers)
             {
@@ -146,9 +158,10 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
         // Shapes: what checkpoint.json declares must equal what the architecture makes, and weights.bin must hold exactly
         // that many bytes, all before a single weight is allocated.
         var declared = ReadDeclaredLayers(doc);
-        var expected = ExpectedWeightShapes(architecture, classes.Length);
-        NetworkModel? network = expected is null ? CreateNetwork(architecture, classes.Length) : null;
-        expected ??= network!.ParameterizedLayers.Select(l => l.WeightShape).ToList();
+        // NetworkModel.Create resolves every layer's shape without allocating its weights (they are allocated on first use).
+        var headKind = doc.Head is null ? OutputHeadKind.Multiclass : ParseEnum<OutputHeadKind>(doc.Head, "head");
+        var network = CreateNetwork(architecture, classes.Length, headKind);
+        var expected = network.ParameterizedLayers.Select(l => l.WeightShape).ToList();
         if (expected.Count != declared.Count)
             throw Fault(JsonEntry, "layers", $"declares {declared.Count} weighted layers but the architecture (with {classes.Length} classes) makes {expected.Count}");
         long parameters = 0;
@@ -166,19 +179,13 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
         if (weightsEntry.Length != weightBytes)
             throw Fault(WeightsEntry, "length", $"is {weightsEntry.Length} bytes but the layers in checkpoint.json need exactly {weightBytes}");
 
-        network ??= CreateNetwork(architecture, classes.Length);
         var weighted = network.ParameterizedLayers.ToArray();
-        if (weighted.Length != expected.Count)
-            throw Fault(JsonEntry, "layers", $"declares {expected.Count} weighted layers but the network built from the architecture has {weighted.Length}");
-        for (int i = 0; i < weighted.Length; i++)
-            if (!weighted[i].WeightShape.SequenceEqual(expected[i]))
-                throw Fault(JsonEntry, $"layers[{i}].weightShape", $"does not match the network built from the architecture ([{string.Join(", ", weighted[i].WeightShape)}])");
         using (var s = weightsEntry.Open())
         {
             foreach (var layer in weighted)
             {
-                layer.Weight = ReadFloats(s, layer.Weight.Length, WeightsEntry);
-                layer.Bias = ReadFloats(s, layer.Bias.Length, WeightsEntry);
+                layer.Weight = ReadFloats(s, layer.WeightCount, WeightsEntry);
+                layer.Bias = ReadFloats(s, layer.OutputUnits, WeightsEntry);
             }
             if (s.ReadByte() != -1)
                 throw Fault(WeightsEntry, "length", $"holds more than the {weightBytes} bytes its zip entry declares");
@@ -187,7 +194,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
         byte[]? state = null;
         if (zip.GetEntry(OptimizerEntry) is { } opt)
         {
-            var sizes = weighted.SelectMany(l => new long[] { l.Weight.Length, l.Bias.Length }).ToArray();
+            var sizes = weighted.SelectMany(l => new long[] { l.WeightCount, l.OutputUnits }).ToArray();
             long max = ParameterOptimizer.MaxStateBytes(sizes);
             if (doc.Optimizer?.Bytes is { } declaredBytes && declaredBytes != opt.Length)
                 throw Fault(JsonEntry, "optimizer.bytes", $"is {declaredBytes} but optimizer.bin holds {opt.Length} bytes");
@@ -201,14 +208,61 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
 
         var incremental = version >= 2 ? IncrementalState.ReadFrom(zip, doc.Incremental, network) : null;
         var recipe = ReadRecipe(doc.Recipe);
-        return new Checkpoint(network, classes, options, state, seed, incremental, recipe);
+        var onnx = ReadOnnx(zip, doc, network, classes.Length, weightBytes);
+        var history = ReadHistory(doc);
+        return new Checkpoint(network, classes, options, state, seed, incremental, recipe, onnx, history);
     }
 
-    private static NetworkModel CreateNetwork(NetworkArchitecture architecture, int classes)
+    private static byte[]? ReadOnnx(ZipArchive zip, CheckpointDocument doc, NetworkModel network, int classCount, long weightBytes)
+    {
+        var entry = zip.GetEntry(OnnxEntry);
+        if (entry is null)
+            return doc.Onnx is null ? null : throw Fault(OnnxEntry, null, "is missing but checkpoint.json's 'onnx' declares it");
+        if (doc.Onnx?.Bytes is not { } declared || declared != entry.Length)
+            throw Fault(JsonEntry, "onnx.bytes", $"is {doc.Onnx?.Bytes?.ToString(CultureInfo.InvariantCulture) ?? "missing"} but model.onnx holds {entry.Length} bytes");
+        // An export holds at most the float32 weights plus its graph; anything larger is not this model's.
+        long max = checked(weightBytes + (16L << 20));
+        if (entry.Length > max)
+            throw Fault(OnnxEntry, "length", $"is {entry.Length} bytes, more than an export of this network can take ({max})");
+        var onnx = ReadEntry(entry, OnnxEntry);
+        MLNet.Compression.Onnx.OnnxModelSignature sig;
+        try
+        {
+            sig = MLNet.Compression.Onnx.OnnxExporter.ReadSignature(onnx);
+        }
+        catch (ArgumentException e)
+        {
+            throw Fault(OnnxEntry, null, e.Message, e);
+        }
+        if (sig.InputLength != network.InputLength)
+            throw Fault(OnnxEntry, "input", $"takes {sig.InputLength} features but the architecture takes {network.InputLength}");
+        if (sig.Head != network.HeadKind || sig.ClassCount != classCount)
+            throw Fault(OnnxEntry, "output", $"is a {sig.Head} model with {sig.ClassCount} outputs but checkpoint.json describes a {network.HeadKind} model with {classCount} classes");
+        return onnx;
+    }
+
+    private static IReadOnlyList<CompressionStageReport>? ReadHistory(CheckpointDocument doc)
+    {
+        if (doc.History is null)
+            return null;
+        try
+        {
+            var history = doc.History.Deserialize<List<CompressionStageReport>>(HistoryJson);
+            if (history is null || history.Any(r => r is null))
+                throw Fault(JsonEntry, "history", "holds a null report");
+            return history;
+        }
+        catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException)
+        {
+            throw Fault(JsonEntry, "history", e.Message, e);
+        }
+    }
+
+    private static NetworkModel CreateNetwork(NetworkArchitecture architecture, int classes, OutputHeadKind headKind)
     {
         try
         {
-            return NetworkModel.Create(architecture, classes);
+            return NetworkModel.Create(architecture, classes, headKind);
         }
         catch (Exception e) when (e is ArgumentException or OverflowException)
         {
@@ -320,60 +374,6 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
         return shapes;
     }
 
-    /// <summary>
-    /// The weight shape of every weighted layer <see cref="NetworkModel.Create"/> makes from <paramref name="architecture"/>,
-    /// computed without allocating and with checked arithmetic, so a checkpoint's sizes can be checked before the network is
-    /// built. Null when the architecture is not valid (then <see cref="NetworkModel.Create"/> reports what is wrong).
-    /// </summary>
-    internal static List<int[]>? ExpectedWeightShapes(NetworkArchitecture architecture, int numClasses)
-    {
-        var shapes = new List<int[]>();
-        try
-        {
-            checked
-            {
-                int[] shape = architecture.InputShape.ToArray();
-                _ = Product(shape);
-                static int[] Flat(int[] s) => s.Length == 1 ? s : [Product(s)];
-                foreach (var spec in architecture.Layers)
-                {
-                    switch (spec)
-                    {
-                        case DenseLayer d when d.Units > 0:
-                            shape = Flat(shape);
-                            shapes.Add([d.Units, shape[0]]);
-                            shape = [d.Units];
-                            break;
-                        case Conv2dLayer c when shape.Length == 3 && c.OutChannels > 0 && c.KernelSize > 0 && c.Stride > 0 && c.Padding >= 0:
-                            int groups = c.Depthwise ? shape[0] : 1;
-                            shapes.Add([c.OutChannels, shape[0] / groups, c.KernelSize, c.KernelSize]);
-                            shape = [c.OutChannels, (shape[1] + 2 * c.Padding - c.KernelSize) / c.Stride + 1, (shape[2] + 2 * c.Padding - c.KernelSize) / c.Stride + 1];
-                            break;
-                        case MaxPool2dLayer p when shape.Length == 3 && p.KernelSize > 0 && p.Stride >= 0:
-                            int stride = p.Stride == 0 ? p.KernelSize : p.Stride;
-                            shape = [shape[0], (shape[1] - p.KernelSize) / stride + 1, (shape[2] - p.KernelSize) / stride + 1];
-                            break;
-                        case FlattenLayer:
-                            shape = Flat(shape);
-                            break;
-                        default:
-                            return null;
-                    }
-                    if (shape.Any(x => x <= 0))
-                        return null;
-                }
-                shapes.Add([numClasses, Flat(shape)[0]]);
-                foreach (var s in shapes)
-                    _ = Product(s);
-            }
-        }
-        catch (OverflowException e)
-        {
-            throw Fault(JsonEntry, "architecture", "its layer sizes overflow (a layer would hold more than 2^31 values)", e);
-        }
-        return shapes;
-    }
-
     private static int Product(IEnumerable<int> shape) => shape.Aggregate(1, (a, b) => checked(a * b));
 
     private static List<CheckpointRecipeStep?> RecipeToJson(CompressionRecipe recipe)
@@ -396,6 +396,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                     Epochs = c.Epochs,
                     LearningRate = c.LearningRate,
                     BatchSize = c.BatchSize,
+                    ProgressInterval = c.ProgressInterval,
                     Distillation = c.Distillation is not { } dd ? null : new CheckpointDistillation
                     {
                         Temperature = dd.Temperature,
@@ -423,6 +424,8 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                     QuantizationAwareTraining = q.QuantizationAwareTraining,
                     QatEpochs = q.QatEpochs,
                     QatLearningRate = q.QatLearningRate,
+                    BatchSize = q.BatchSize,
+                    ProgressInterval = q.ProgressInterval,
                 },
             });
             else
@@ -457,6 +460,8 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                         QuantizationAwareTraining = q.QuantizationAwareTraining ?? qd.QuantizationAwareTraining,
                         QatEpochs = q.QatEpochs ?? qd.QatEpochs,
                         QatLearningRate = q.QatLearningRate,
+                        BatchSize = q.BatchSize,
+                        ProgressInterval = q.ProgressInterval,
                     };
                     Validated(quantization.Validate, at + ".quantization");
                     recipe = recipe.Then(new QuantizeStep(quantization));
@@ -485,6 +490,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                         Epochs = c.Epochs ?? cd.Epochs,
                         LearningRate = c.LearningRate,
                         BatchSize = c.BatchSize,
+                        ProgressInterval = c.ProgressInterval,
                         Distillation = dist,
                     };
                     Validated(clustering.Validate, at + ".clustering");

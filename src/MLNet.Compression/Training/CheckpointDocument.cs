@@ -44,6 +44,22 @@ internal sealed class CheckpointDocument
     /// step is one more optional member of <see cref="CheckpointRecipeStep"/>.
     /// </summary>
     public List<CheckpointRecipeStep?>? Recipe { get; set; }
+
+    /// <summary>Version 3: the output head (absent: multiclass, as every earlier checkpoint was).</summary>
+    public string? Head { get; set; }
+
+    /// <summary>
+    /// Version 3: the length of <c>model.onnx</c>, the exported model exactly as it scored when saved (quantized, sparse or
+    /// clustered), so a loaded checkpoint scores identically without re-calibrating. Absent in older checkpoints (their
+    /// models are exported again, as float32).
+    /// </summary>
+    public CheckpointEntry? Onnx { get; set; }
+
+    /// <summary>
+    /// Version 3: <see cref="NeuralNetworkTransformer.CompressionHistory"/>, the reports of the stages that made the model, in
+    /// their own System.Text.Json form (polymorphic on <c>$stage</c>).
+    /// </summary>
+    public JsonNode? History { get; set; }
 }
 
 /// <summary>Every persistable <see cref="NeuralNetworkOptions"/> property except the architecture and column names (stored beside).</summary>
@@ -145,6 +161,10 @@ internal sealed class CheckpointRecipeStep
 /// <summary>Every persistable <see cref="Quantization.QuantizationOptions"/> property (not <c>Progress</c>, a callback).</summary>
 internal sealed class CheckpointQuantization
 {
+    public int? BatchSize { get; set; }
+
+    public int? ProgressInterval { get; set; }
+
     public string? Mode { get; set; }
 
     public bool? PerChannel { get; set; }
@@ -172,6 +192,8 @@ internal sealed class CheckpointQuantization
 /// </summary>
 internal sealed class CheckpointClustering
 {
+    public int? ProgressInterval { get; set; }
+
     public int? ClusterCount { get; set; }
 
     public Dictionary<string, int>? LayerClusterCount { get; set; }
