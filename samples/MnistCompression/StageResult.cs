@@ -76,7 +76,7 @@ internal static class StageEvaluator
             double rowsPerSecond = labels.Length / Math.Max(sw.Elapsed.TotalSeconds, 1e-9);
 
             progress.Step("saving zip and checkpoint");
-            ml.Model.Save(model, context.Train.Schema, zipPath);
+            ml.Model.SaveAtomically(model, context.Train.Schema, zipPath);
             model.SaveCheckpoint(context.OutputPath(name + ".checkpoint"));
 
             progress.Step("reloading the zip and comparing");
