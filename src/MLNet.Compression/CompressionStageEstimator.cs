@@ -71,3 +71,39 @@ public abstract class CompressionStageEstimator : IEstimator<NeuralNetworkTransf
         return model;
     }
 }
+
+/// <summary>
+/// A stage with its own options class and report type: keeps a validated copy of the options, hands out copies, and exposes
+/// the report of the last <see cref="CompressionStageEstimator.Fit"/>.
+/// </summary>
+/// <typeparam name="TOptions">The stage's options class.</typeparam>
+/// <typeparam name="TReport">The stage's report, also the last entry of its model's <see cref="NeuralNetworkTransformer.CompressionHistory"/>.</typeparam>
+public abstract class CompressionStageEstimator<TOptions, TReport> : CompressionStageEstimator
+    where TOptions : class
+    where TReport : CompressionStageReport
+{
+    private readonly TOptions settings;
+    private readonly Func<TOptions, TOptions> clone;
+
+    private protected CompressionStageEstimator(MLContext? ml, IEstimator<NeuralNetworkTransformer>? inner, NeuralNetworkTransformer? fitted,
+        TOptions options, Action<TOptions> validate, Func<TOptions, TOptions> clone)
+        : base(ml, inner, fitted)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        validate(options);
+        settings = clone(options);
+        this.clone = clone;
+    }
+
+    /// <summary>A copy of the options this estimator uses.</summary>
+    public TOptions Options => clone(settings);
+
+    /// <summary>
+    /// What the last <see cref="CompressionStageEstimator.Fit"/> did (the same report is the last entry of that model's
+    /// <see cref="NeuralNetworkTransformer.CompressionHistory"/>). Null before the first fit.
+    /// </summary>
+    public TReport? Report => (TReport?)LastReport;
+
+    /// <summary>The options this estimator uses (validated, not to be changed).</summary>
+    private protected TOptions Settings => settings;
+}

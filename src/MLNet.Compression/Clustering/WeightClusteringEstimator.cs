@@ -19,31 +19,20 @@ namespace MLNet.Compression.Clustering;
 /// codebook plus one uint8 index per weight (per non-zero weight, with a uint8 gap, for pruned layers), rebuilt in the graph
 /// with Gather. Two ways in: <c>estimator.ClusterWeights(options)</c> (chained: fits the estimator, then clusters) and
 /// <c>mlContext.Compression().ClusterWeights(fittedModel, options)</c> (post-training; the model is not changed).
-/// After <see cref="CompressionStageEstimator.Fit"/>, <see cref="Report"/> gives distinct values, bits per weight and bytes per layer.
+/// After <see cref="CompressionStageEstimator.Fit"/>, <c>Report</c> gives distinct values, bits per weight and bytes per layer.
 /// </summary>
-public sealed class WeightClusteringEstimator : CompressionStageEstimator
+public sealed class WeightClusteringEstimator : CompressionStageEstimator<WeightClusteringOptions, WeightClusteringReport>
 {
     private const string Stage = "cluster";
-    private readonly WeightClusteringOptions options;
 
     internal WeightClusteringEstimator(MLContext? ml, IEstimator<NeuralNetworkTransformer>? inner, NeuralNetworkTransformer? fitted, WeightClusteringOptions options)
-        : base(ml, inner, fitted)
+        : base(ml, inner, fitted, options, o => o.Validate(), o => o.Clone())
     {
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        this.options = options.Clone();
         if (fitted is not null)
-            CheckLayerNames(fitted.Network, this.options); // fail before any data is read
+            CheckLayerNames(fitted.Network, Settings); // fail before any data is read
     }
 
-    /// <summary>A copy of the options this estimator uses.</summary>
-    public WeightClusteringOptions Options => options.Clone();
 
-    /// <summary>
-    /// What the last <see cref="CompressionStageEstimator.Fit"/> produced: per-layer clusters, distinct values, bits and bytes (the
-    /// same report is the last entry of that model's <see cref="NeuralNetworkTransformer.CompressionHistory"/>). Null before the first fit.
-    /// </summary>
-    public WeightClusteringReport? Report => (WeightClusteringReport?)LastReport;
 
     /// <summary>Clusters <paramref name="network"/>'s layers in place (weights replaced by their centroids) and returns the clusters by layer.</summary>
     internal static Dictionary<string, LayerClusters> ClusterLayers(NetworkModel network, WeightClusteringOptions options, int seed)
@@ -71,22 +60,22 @@ public sealed class WeightClusteringEstimator : CompressionStageEstimator
         var source = fittedSource!;
         var log = new ContextLog(context, "ClusterWeights");
         var network = source.Network.Clone();
-        CheckLayerNames(network, options);
+        CheckLayerNames(network, Settings);
         SchemaValidation.FeatureColumn(input.Schema, source.FeatureColumnName, network.InputLength);
         var distinctBefore = network.ParameterizedLayers.ToDictionary(l => l.Name, l => CountDistinctNonZero(l.Weight), StringComparer.Ordinal);
-        var clusters = ClusterLayers(network, options, source.Seed);
+        var clusters = ClusterLayers(network, Settings, source.Seed);
         log.Info($"Clustered {clusters.Count} layer(s) of {network.Architecture.Name}: " +
                  string.Join(", ", clusters.Select(c => $"{c.Key} {c.Value.Centroids.Length} values ({c.Value.Iterations} iterations)")) + ".");
 
         TrainingResult? result = null;
-        if (options.Epochs > 0)
+        if (Settings.Epochs > 0)
         {
-            var tuning = options.Derive(source.TrainingOptions);
+            var tuning = Settings.Derive(source.TrainingOptions);
             log.Info($"Fine-tuning the shared values with tied gradients: {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}.");
-            using var guidance = TeacherGuidance.ForFineTuning(context, options.Teacher, options.Distillation, input, source, tuning, "WeightClusteringOptions.Teacher", log);
+            using var guidance = TeacherGuidance.ForFineTuning(context, Settings.Teacher, Settings.Distillation, input, source, tuning, "WeightClusteringOptions.Teacher", log);
             using var tied = new TiedGradients(network, clusters);
             var hooks = new TrainingHooks { BeforeStep = tied.Apply, TargetColumnName = guidance?.TargetColumnName, Loss = guidance is null ? null : guidance.Loss };
-            result = new TrainingSession(context, tuning, Stage, options.CancellationToken).Run(guidance?.Data ?? input, network, source.Seed, null, hooks);
+            result = new TrainingSession(context, tuning, Stage, Settings.CancellationToken).Run(guidance?.Data ?? input, network, source.Seed, null, hooks);
             network = result.Model;
             clusters = Snap(network, clusters);
         }
@@ -95,14 +84,14 @@ public sealed class WeightClusteringEstimator : CompressionStageEstimator
         var resultOptions = source.TrainingOptions.Clone();
         resultOptions.Architecture = network.Architecture;
         var model = NeuralNetworkTransformer.Create(context, network, source.ClassNames, resultOptions, input.Schema, result, source.Seed,
-            new OnnxExportOptions { LayerEmitter = emitter }, null, source.Recipe.Then(new ClusterStep(options.Clone())));
+            new OnnxExportOptions { LayerEmitter = emitter }, null, source.Recipe.Then(new ClusterStep(Settings.Clone())));
         var report = new WeightClusteringReport(network.ParameterizedLayers.Select(l =>
         {
             var info = emitter.Describe(l);
-            int requested = clusters.ContainsKey(l.Name) ? options.ClustersFor(l.Name) : 0;
+            int requested = clusters.ContainsKey(l.Name) ? Settings.ClustersFor(l.Name) : 0;
             return new LayerClusteringStats(l.Name, requested, info.Clusters, distinctBefore[l.Name], CountDistinctNonZero(l.Weight), info.Elements,
                 info.NonZeros, info.Encoding.ToString(), info.Elements * sizeof(float), info.StoredBytes);
-        }).ToArray(), model.OnnxBytes.LongLength, options.Epochs, result?.Steps ?? 0);
+        }).ToArray(), model.OnnxBytes.LongLength, Settings.Epochs, result?.Steps ?? 0);
         log.Info(report.ToString());
         return (model, report);
     }

@@ -15,40 +15,30 @@ namespace MLNet.Compression.Distillation;
 /// the rows the student is reading (the data is never held in memory), or once into a disk cache with
 /// <see cref="DistillationOptions.CacheTeacherOutputs"/>. Create it with <c>mlContext.Compression().Distill(...)</c>.
 /// </summary>
-public sealed class DistillationEstimator : CompressionStageEstimator
+public sealed class DistillationEstimator : CompressionStageEstimator<DistillationOptions, DistillationReport>
 {
     private const string Stage = "distill";
     private readonly MLContext ml;
     private readonly ITransformer teacher;
     private readonly NeuralNetworkOptions student;
-    private readonly DistillationOptions options;
 
     internal DistillationEstimator(MLContext ml, ITransformer teacher, NeuralNetworkOptions studentOptions, DistillationOptions options)
-        : base(ml ?? throw new ArgumentNullException(nameof(ml)), null, null)
+        : base(ml ?? throw new ArgumentNullException(nameof(ml)), null, null, options, o => o.Validate(), o => o.Clone())
     {
         ArgumentNullException.ThrowIfNull(ml);
         ArgumentNullException.ThrowIfNull(teacher);
         ArgumentNullException.ThrowIfNull(studentOptions);
         ArgumentNullException.ThrowIfNull(options);
         studentOptions.Validate();
-        options.Validate();
         this.ml = ml;
         this.teacher = teacher;
         student = studentOptions.Clone();
-        this.options = options.Clone();
     }
 
-    /// <summary>A copy of the distillation options.</summary>
-    public DistillationOptions Options => options.Clone();
 
     /// <summary>A copy of the student's training options.</summary>
     public NeuralNetworkOptions StudentOptions => student.Clone();
 
-    /// <summary>
-    /// What the last <see cref="CompressionStageEstimator.Fit"/> did: how the teacher's scores were read, cache size, time (the
-    /// same report is the student's <see cref="NeuralNetworkTransformer.CompressionHistory"/>). Null before the first fit.
-    /// </summary>
-    public DistillationReport? Report => (DistillationReport?)LastReport;
 
     /// <inheritdoc />
     private protected override NeuralNetworkOptions OutputOptions => student;
@@ -62,7 +52,7 @@ public sealed class DistillationEstimator : CompressionStageEstimator
         var classNames = SchemaValidation.ClassNames(label, classCount);
 
         var sw = Stopwatch.StartNew();
-        using var guidance = TeacherGuidance.Create(ml, teacher, options, input, student.FeatureColumnName, student.LabelColumnName, classCount, "teacher", log);
+        using var guidance = TeacherGuidance.Create(ml, teacher, Settings, input, student.FeatureColumnName, student.LabelColumnName, classCount, "teacher", log);
         int seed = student.Seed ?? NeuralNetworkTrainer.DrawSeed(ml);
         var network = NetworkModel.Create(student.Architecture, classCount);
         NeuralNetworkTrainer.InitializeWeights(network, seed);
@@ -70,11 +60,11 @@ public sealed class DistillationEstimator : CompressionStageEstimator
         tuning.FeatureColumnName = guidance.FeatureColumnName;
         tuning.LabelColumnName = guidance.LabelColumnName;
         var hooks = new TrainingHooks { TargetColumnName = guidance.TargetColumnName, Loss = guidance.Loss };
-        log.Info($"Distilling into {student.Architecture.Name} ({network.ParameterCount:N0} parameters): T={options.Temperature}, alpha={options.Alpha}, " +
+        log.Info($"Distilling into {student.Architecture.Name} ({network.ParameterCount:N0} parameters): T={Settings.Temperature}, alpha={Settings.Alpha}, " +
                  $"{student.Epochs} epoch(s).");
         var result = new TrainingSession(ml, tuning, Stage).Run(guidance.Data, network, seed, null, hooks);
         var model = NeuralNetworkTransformer.Create(ml, result.Model, classNames, student, input.Schema, result, seed);
-        var report = new DistillationReport(options.Temperature, options.Alpha, guidance.ScoreKind, guidance.TargetColumnName, guidance.CacheBytes,
+        var report = new DistillationReport(Settings.Temperature, Settings.Alpha, guidance.ScoreKind, guidance.TargetColumnName, guidance.CacheBytes,
             network.ParameterCount, result.History.Count, sw.Elapsed.TotalSeconds);
         log.Info(report.ToString());
         return (model, report);

@@ -26,33 +26,22 @@ namespace MLNet.Compression.Incremental;
 /// <para>Compression survives: weights that are exactly zero in the previous model (pruning) stay zero, and a quantized
 /// previous model is quantized again with its options at the end.</para>
 /// </remarks>
-public sealed class ContinueTrainingEstimator : CompressionStageEstimator
+public sealed class ContinueTrainingEstimator : CompressionStageEstimator<ContinueTrainingOptions, ContinueTrainingReport>
 {
     private const string Stage = "continue";
     private readonly NeuralNetworkTransformer previous;
-    private readonly ContinueTrainingOptions options;
 
     internal ContinueTrainingEstimator(MLContext? ml, NeuralNetworkTransformer previous, ContinueTrainingOptions options)
-        : base(ml, null, previous ?? throw new ArgumentNullException(nameof(previous)))
+        : base(ml, null, previous ?? throw new ArgumentNullException(nameof(previous)), options, o => o.Validate(), o => o.Clone())
     {
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
         this.previous = previous;
-        this.options = options.Clone();
         if (options.Strategies.HasFlag(ContinualStrategies.Replay))
             _ = options.ReplayBudget.CapacityFor(previous.Network.InputLength); // a budget too small for one exemplar fails now
         if (options.PreviousData is { } prior)
             CheckFeatures(prior, previous, "ContinueTrainingOptions.PreviousData");
     }
 
-    /// <summary>A copy of the options this estimator uses.</summary>
-    public ContinueTrainingOptions Options => options.Clone();
 
-    /// <summary>
-    /// What the last <see cref="CompressionStageEstimator.Fit"/> did and the memory the result carries (the same report is the last
-    /// entry of that model's <see cref="NeuralNetworkTransformer.CompressionHistory"/>). Null before the first fit.
-    /// </summary>
-    public ContinueTrainingReport? Report => (ContinueTrainingReport?)LastReport;
 
     /// <summary>
     /// Continues training a copy of the previous model on <paramref name="input"/> (the new data: the previous model's feature
@@ -63,7 +52,7 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator
     {
         var sw = Stopwatch.StartNew();
         var log = new ContextLog(context, "ContinueTraining");
-        var strategies = options.Strategies;
+        var strategies = Settings.Strategies;
         bool replayOn = strategies.HasFlag(ContinualStrategies.Replay);
         bool lwfOn = strategies.HasFlag(ContinualStrategies.LearningWithoutForgetting);
         bool ewcOn = strategies.HasFlag(ContinualStrategies.ElasticWeightConsolidation);
@@ -84,7 +73,7 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator
         // Network (grown when new classes appear) and optimizer state.
         var network = ClassGrowth.GrowOutput(prevNetwork, merged.Length, seed);
         bool grown = merged.Length > oldClasses;
-        byte[]? optimizerState = options.ReuseOptimizerState ? previous.OptimizerState : null;
+        byte[]? optimizerState = Settings.ReuseOptimizerState ? previous.OptimizerState : null;
         if (optimizerState is not null && grown)
         {
             optimizerState = ClassGrowth.GrowOptimizerState(optimizerState, network.ParameterizedLayers.Last().FanIn, oldClasses, merged.Length);
@@ -98,13 +87,13 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator
         ReplayMemory? memory = null;
         if (replayOn)
         {
-            int capacity = options.ReplayBudget.CapacityFor(featureLength);
+            int capacity = Settings.ReplayBudget.CapacityFor(featureLength);
             if (carried?.Replay is { } kept && kept.FeatureLength == featureLength)
                 memory = kept.Clone();
             else
             {
                 memory = new ReplayMemory(featureLength, capacity, unchecked((ulong)(uint)seed * 0x9E3779B97F4A7C15UL + 1));
-                if (options.PreviousData is { } prior)
+                if (Settings.PreviousData is { } prior)
                     Scan(PreviousView(prior, merged), memory, null, "ContinueTrainingOptions.PreviousData");
                 else
                     log.Warning("Replay: the previous model carries no replay memory and ContinueTrainingOptions.PreviousData is not set, so this increment " +
@@ -119,8 +108,8 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator
         {
             if (carried?.Ewc is { } e && e.Matches(prevNetwork))
                 ewc = e;
-            else if (options.PreviousData is { } prior)
-                ewc = EwcState.Estimate(prevNetwork, prior, featureName, options.EwcFisherRows, seed);
+            else if (Settings.PreviousData is { } prior)
+                ewc = EwcState.Estimate(prevNetwork, prior, featureName, Settings.EwcFisherRows, seed);
             else
                 throw new ArgumentException(
                     "ContinueTrainingOptions.Strategies includes ElasticWeightConsolidation, but the previous model carries no Fisher information " +
@@ -144,20 +133,20 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator
             var held = memory.CountsPerClass();
             int newClasses = newCounts.Count(n => n > 0);
             int onlyInMemory = Enumerable.Range(0, held.Length).Count(c => held[c] > 0 && (c >= newCounts.Length || newCounts[c] == 0));
-            fraction = options.ReplayFraction ?? Math.Min(0.95, Math.Max(
+            fraction = Settings.ReplayFraction ?? Math.Min(0.95, Math.Max(
                 (double)onlyInMemory / (onlyInMemory + newClasses),
                 (double)memory.Count / (memory.Count + newRows)));
         }
         var view = new IncrementalDataView(input, labelName, featureName, featureLength, map, merged, fraction > 0 ? memory : null, fraction, seed);
 
         // Training options: the previous model's, with this increment's epochs, rate and batch size.
-        var tuning = options.Derive(previous.TrainingOptions);
+        var tuning = Settings.Derive(previous.TrainingOptions);
         tuning.Architecture = network.Architecture;
 
         long zerosBefore = CountZeros(prevNetwork);
-        using var masks = options.KeepSparsity && zerosBefore > 0 ? new ExactZeroMasks() : null;
-        using var penalty = ewc is null || options.EwcLambda == 0 ? null : new EwcPenalty(ewc, options.EwcLambda);
-        using var teacher = lwfOn ? new LwfTeacher(prevNetwork, options.LwfTemperature, options.LwfWeight) : null;
+        using var masks = Settings.KeepSparsity && zerosBefore > 0 ? new ExactZeroMasks() : null;
+        using var penalty = ewc is null || Settings.EwcLambda == 0 ? null : new EwcPenalty(ewc, Settings.EwcLambda);
+        using var teacher = lwfOn ? new LwfTeacher(prevNetwork, Settings.LwfTemperature, Settings.LwfWeight) : null;
         var hooks = new TrainingHooks
         {
             BeforeTraining = net =>
@@ -174,13 +163,13 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator
         log.Info($"Continuing {network.Architecture.Name} on {newRows:N0} new rows ({strategies}), {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}" +
                  (fraction > 0 ? $", {fraction:P0} of each batch replayed from {memory!.Count:N0} exemplars" : string.Empty) +
                  (optimizerState is not null ? ", from the previous optimizer state." : "."));
-        var result = new TrainingSession(context, tuning, Stage, options.CancellationToken).Run(view, network, seed, optimizerState, hooks);
+        var result = new TrainingSession(context, tuning, Stage, Settings.CancellationToken).Run(view, network, seed, optimizerState, hooks);
         int replayed = fraction > 0 ? memory!.Count : 0;
 
         // What the next increment needs: EWC adds this task's Fisher information.
         EwcState? nextEwc = null;
         if (ewcOn)
-            nextEwc = EwcState.Combine(ewc, EwcState.Estimate(result.Model, input, featureName, options.EwcFisherRows, seed), options.EwcDecay);
+            nextEwc = EwcState.Combine(ewc, EwcState.Estimate(result.Model, input, featureName, Settings.EwcFisherRows, seed), Settings.EwcDecay);
         var state = new IncrementalState(nextMemory, nextEwc, increment);
 
         // The new model, with whatever encoding steps the previous one carries (clustering, quantization) done again.
@@ -193,7 +182,7 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator
             using var trained = NeuralNetworkTransformer.Create(context, result.Model, merged, resultOptions, input.Schema, result, previous.Seed,
                 recipe: CompressionRecipe.None);
             // Calibration (and quantization-aware fine-tuning, if the recipe asks for it) reads the same mixed view as training.
-            var reapplied = recipe.Reapply(context, trained, view, options.CancellationToken, log);
+            var reapplied = recipe.Reapply(context, trained, view, Settings.CancellationToken, log);
             model = reapplied.WithIncrementalState(state, result.OptimizerState);
         }
         else
@@ -218,7 +207,7 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator
             MaskedZeroWeights = masks?.MaskedWeights ?? 0,
             ZeroWeights = (zerosBefore, CountZeros(model.Network)),
             Requantized = recipe.Quantization?.Mode,
-            EwcPenalty = ewc is null ? null : EwcPenalty.Value(ewc, result.Model, options.EwcLambda),
+            EwcPenalty = ewc is null ? null : EwcPenalty.Value(ewc, result.Model, Settings.EwcLambda),
             Parameters = model.ParameterCount,
             ModelBytes = model.Memory.ArtifactBytes,
             ReplayBytes = nextMemory?.Bytes ?? 0,

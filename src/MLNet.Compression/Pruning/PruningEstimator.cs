@@ -13,32 +13,20 @@ namespace MLNet.Compression.Pruning;
 /// removes whole neurons or filters in one shot and fine-tunes the smaller network. Two ways in:
 /// <c>trainer.Prune(options)</c> (fits the trainer on the data, then prunes) and
 /// <c>mlContext.Compression().Prune(fittedModel, options)</c> (prunes a model that is already trained; it is not changed).
-/// After <see cref="CompressionStageEstimator.Fit"/>, <see cref="Report"/> says how sparse each layer became and whether the schedule finished.
+/// After <see cref="CompressionStageEstimator.Fit"/>, <c>Report</c> says how sparse each layer became and whether the schedule finished.
 /// </summary>
-public sealed class PruningEstimator : CompressionStageEstimator
+public sealed class PruningEstimator : CompressionStageEstimator<PruningOptions, PruningReport>
 {
     private const string Stage = "prune";
-    private readonly PruningOptions options;
 
     internal PruningEstimator(MLContext? ml, IEstimator<NeuralNetworkTransformer>? inner, NeuralNetworkTransformer? fitted, PruningOptions options)
-        : base(ml, inner, fitted)
+        : base(ml, inner, fitted, options, o => o.Validate(), o => o.Clone())
     {
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        this.options = options.Clone();
         if (fitted is not null)
-            Plan(fitted.Network, this.options); // layer names and "nothing to prune" are known now: fail before any data is read
+            Plan(fitted.Network, Settings); // layer names and "nothing to prune" are known now: fail before any data is read
     }
 
-    /// <summary>A copy of the options this estimator uses.</summary>
-    public PruningOptions Options => options.Clone();
 
-    /// <summary>
-    /// What the last <see cref="CompressionStageEstimator.Fit"/> reached: per-layer sparsity and targets, steps run, whether the
-    /// schedule finished (the same report is the last entry of that model's <see cref="NeuralNetworkTransformer.CompressionHistory"/>).
-    /// Null before the first fit.
-    /// </summary>
-    public PruningReport? Report => (PruningReport?)LastReport;
 
     /// <inheritdoc />
     private protected override (NeuralNetworkTransformer, CompressionStageReport) Apply(MLContext context, NeuralNetworkTransformer? fittedSource, IDataView input)
@@ -46,19 +34,19 @@ public sealed class PruningEstimator : CompressionStageEstimator
         var source = fittedSource!;
         var log = new ContextLog(context, "Prune");
         var original = source.Network;
-        var plan = Plan(original, options);
-        var tuning = options.Derive(source.TrainingOptions);
-        var schedule = options.Schedule;
-        log.Info($"Pruning {original.Architecture.Name} ({options.Granularity}, {schedule}) of layers " +
+        var plan = Plan(original, Settings);
+        var tuning = Settings.Derive(source.TrainingOptions);
+        var schedule = Settings.Schedule;
+        log.Info($"Pruning {original.Architecture.Name} ({Settings.Granularity}, {schedule}) of layers " +
                  $"{string.Join(", ", plan.Where(p => p.Pruned).Select(p => p.Layer.Name))}; fine-tuning {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}.");
 
-        using var guidance = TeacherGuidance.ForFineTuning(context, options.Teacher, options.Distillation, input, source, tuning, "PruningOptions.Teacher", log);
+        using var guidance = TeacherGuidance.ForFineTuning(context, Settings.Teacher, Settings.Distillation, input, source, tuning, "PruningOptions.Teacher", log);
         var data = guidance?.Data ?? input;
 
         TrainingResult result;
         NetworkModel network;
         bool completed = true;
-        if (options.Granularity == PruningGranularity.StructuredNeurons)
+        if (Settings.Granularity == PruningGranularity.StructuredNeurons)
         {
             var keep = new Dictionary<string, int[]>(StringComparer.Ordinal);
             foreach (var p in plan.Where(p => p.Pruned && p.Target > 0))
@@ -66,13 +54,13 @@ public sealed class PruningEstimator : CompressionStageEstimator
             network = StructuredPruning.RemoveUnits(original, keep);
             tuning.Architecture = network.Architecture;
             var guided = new TrainingHooks { TargetColumnName = guidance?.TargetColumnName, Loss = guidance is null ? null : guidance.Loss };
-            result = new TrainingSession(context, tuning, Stage, options.CancellationToken).Run(data, network, source.Seed, null, guided);
+            result = new TrainingSession(context, tuning, Stage, Settings.CancellationToken).Run(data, network, source.Seed, null, guided);
         }
         else
         {
             network = original.Clone();
             var targets = plan.Where(p => p.Pruned)
-                .Select(p => new MagnitudeMasks.Target(p.ModuleIndex, p.Layer.Name, options.Granularity == PruningGranularity.Global ? p.Override : p.Target))
+                .Select(p => new MagnitudeMasks.Target(p.ModuleIndex, p.Layer.Name, Settings.Granularity == PruningGranularity.Global ? p.Override : p.Target))
                 .ToArray();
             using var masks = new MagnitudeMasks(schedule, targets, plan.Length);
             var hooks = new TrainingHooks
@@ -82,7 +70,7 @@ public sealed class PruningEstimator : CompressionStageEstimator
                 TargetColumnName = guidance?.TargetColumnName,
                 Loss = guidance is null ? null : guidance.Loss,
             };
-            result = new TrainingSession(context, tuning, Stage, options.CancellationToken).Run(data, network, source.Seed, null, hooks);
+            result = new TrainingSession(context, tuning, Stage, Settings.CancellationToken).Run(data, network, source.Seed, null, hooks);
             completed = schedule.CompletesWithin(result.Steps);
         }
 
@@ -148,15 +136,15 @@ public sealed class PruningEstimator : CompressionStageEstimator
     private PruningReport BuildReport(LayerPlan[] plan, NetworkModel pruned, long steps, bool completed)
     {
         var now = pruned.ParameterizedLayers.ToArray();
-        bool global = options.Granularity == PruningGranularity.Global;
+        bool global = Settings.Granularity == PruningGranularity.Global;
         var stats = plan.Select((p, i) => PruningReport.Stats(now[i], p.Layer, global ? p.Override : p.Target)).ToArray();
-        double? target = options.Granularity switch
+        double? target = Settings.Granularity switch
         {
-            PruningGranularity.Global => options.Schedule.FinalSparsity,
+            PruningGranularity.Global => Settings.Schedule.FinalSparsity,
             PruningGranularity.PerLayer => plan.Sum(p => (p.Target ?? 0) * p.Layer.Weight.LongLength) / plan.Sum(p => (double)p.Layer.Weight.LongLength),
             _ => null,
         };
-        long? end = options.Granularity == PruningGranularity.StructuredNeurons || options.Schedule.EndStep == -1 ? null : options.Schedule.EndStep;
-        return new PruningReport(stats, target, steps, end, completed, options.Granularity);
+        long? end = Settings.Granularity == PruningGranularity.StructuredNeurons || Settings.Schedule.EndStep == -1 ? null : Settings.Schedule.EndStep;
+        return new PruningReport(stats, target, steps, end, completed, Settings.Granularity);
     }
 }

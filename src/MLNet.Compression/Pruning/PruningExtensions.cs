@@ -11,7 +11,7 @@ public static class PruningExtensions
     /// </summary>
     /// <param name="estimator">The estimator that trains the network.</param>
     /// <param name="options">Schedule, granularity, layers to keep dense, per-layer targets and fine-tuning settings.</param>
-    /// <returns>An estimator whose <c>Fit</c> returns the pruned model; its <see cref="PruningEstimator.Report"/> says what was reached.</returns>
+    /// <returns>An estimator whose <c>Fit</c> returns the pruned model; its <c>Report</c> says what was reached.</returns>
     public static PruningEstimator Prune(this IEstimator<NeuralNetworkTransformer> estimator, PruningOptions options)
     {
         ArgumentNullException.ThrowIfNull(estimator);

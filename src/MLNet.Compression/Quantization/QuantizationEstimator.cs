@@ -17,31 +17,20 @@ namespace MLNet.Compression.Quantization;
 /// <see cref="NeuralNetworkTrainer"/>. Weights that are exactly zero (pruned) stay exactly zero. Two ways in:
 /// <c>trainer.Quantize(options)</c> (fits the trainer on the data, then quantizes) and
 /// <c>mlContext.Compression().Quantize(fittedModel, options)</c> (quantizes a model that is already trained; it is not changed).
-/// After <see cref="CompressionStageEstimator.Fit"/>, <see cref="Report"/> gives the encoding, size and activation range of every layer.
+/// After <see cref="CompressionStageEstimator.Fit"/>, <c>Report</c> gives the encoding, size and activation range of every layer.
 /// </summary>
-public sealed class QuantizationEstimator : CompressionStageEstimator
+public sealed class QuantizationEstimator : CompressionStageEstimator<QuantizationOptions, QuantizationReport>
 {
     private const string Stage = "quantize";
-    private readonly QuantizationOptions options;
 
     internal QuantizationEstimator(MLContext? ml, IEstimator<NeuralNetworkTransformer>? inner, NeuralNetworkTransformer? fitted, QuantizationOptions options)
-        : base(ml, inner, fitted)
+        : base(ml, inner, fitted, options, o => o.Validate(), o => o.Clone())
     {
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        this.options = options.Clone();
         if (fitted is not null)
-            CheckLayerNames(fitted.Network, this.options); // fail before any data is read
+            CheckLayerNames(fitted.Network, Settings); // fail before any data is read
     }
 
-    /// <summary>A copy of the options this estimator uses.</summary>
-    public QuantizationOptions Options => options.Clone();
 
-    /// <summary>
-    /// What the last <see cref="CompressionStageEstimator.Fit"/> produced: per-layer encodings, sizes and activation ranges (the
-    /// same report is the last entry of that model's <see cref="NeuralNetworkTransformer.CompressionHistory"/>). Null before the first fit.
-    /// </summary>
-    public QuantizationReport? Report => (QuantizationReport?)LastReport;
 
     /// <inheritdoc />
     private protected override (NeuralNetworkTransformer, CompressionStageReport) Apply(MLContext context, NeuralNetworkTransformer? fittedSource, IDataView input)
@@ -49,41 +38,41 @@ public sealed class QuantizationEstimator : CompressionStageEstimator
         var source = fittedSource!;
         var log = new ContextLog(context, "Quantize");
         var network = source.Network.Clone();
-        CheckLayerNames(network, options);
+        CheckLayerNames(network, Settings);
         SchemaValidation.FeatureColumn(input.Schema, source.FeatureColumnName, network.InputLength);
-        var keepFloat = new HashSet<string>(options.KeepFloat, StringComparer.Ordinal);
-        bool calibrate = options.Mode == QuantizationMode.Int8Static;
+        var keepFloat = new HashSet<string>(Settings.KeepFloat, StringComparer.Ordinal);
+        bool calibrate = Settings.Mode == QuantizationMode.Int8Static;
 
         TrainingResult? result = null;
-        if (options.QuantizationAwareTraining && options.QatEpochs > 0)
+        if (Settings.QuantizationAwareTraining && Settings.QatEpochs > 0)
         {
-            var tuning = options.Derive(source.TrainingOptions);
+            var tuning = Settings.Derive(source.TrainingOptions);
             // Activation ranges start from the float model's observed ranges and follow a moving average during training.
             var initial = calibrate
-                ? Calibration.Run(network, input, source.LabelColumnName, source.FeatureColumnName, CalibrationMethod.MinMax, options.CalibrationRows).Ranges
+                ? Calibration.Run(network, input, source.LabelColumnName, source.FeatureColumnName, CalibrationMethod.MinMax, Settings.CalibrationRows).Ranges
                 : null;
             log.Info($"Quantization-aware fine-tuning of {network.Architecture.Name}: {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}, " +
-                     $"int8 weights ({(options.PerChannel ? "per channel" : "per tensor")})" + (calibrate ? " and activations." : "."));
-            using var fakeQuant = new FakeQuantTraining(network, options.PerChannel, keepFloat, initial);
-            result = new TrainingSession(context, tuning, Stage, options.CancellationToken).Run(input, network, source.Seed, null, fakeQuant.Hooks());
+                     $"int8 weights ({(Settings.PerChannel ? "per channel" : "per tensor")})" + (calibrate ? " and activations." : "."));
+            using var fakeQuant = new FakeQuantTraining(network, Settings.PerChannel, keepFloat, initial);
+            result = new TrainingSession(context, tuning, Stage, Settings.CancellationToken).Run(input, network, source.Seed, null, fakeQuant.Hooks());
             network = result.Model;
         }
 
         CalibrationResult? calibration = null;
         if (calibrate)
         {
-            calibration = Calibration.Run(network, input, source.LabelColumnName, source.FeatureColumnName, options.Calibration,
-                options.CalibrationRows, options.Percentile);
-            log.Info($"Calibrated the input ranges of {calibration.Ranges.Count} layer(s) on {calibration.Rows:N0} row(s) ({options.Calibration}).");
+            calibration = Calibration.Run(network, input, source.LabelColumnName, source.FeatureColumnName, Settings.Calibration,
+                Settings.CalibrationRows, Settings.Percentile);
+            log.Info($"Calibrated the input ranges of {calibration.Ranges.Count} layer(s) on {calibration.Rows:N0} row(s) ({Settings.Calibration}).");
         }
 
-        var spec = new QuantizationSpec(options.Mode, options.PerChannel, options.BlockSize, calibration?.Ranges, keepFloat.ToArray());
+        var spec = new QuantizationSpec(Settings.Mode, Settings.PerChannel, Settings.BlockSize, calibration?.Ranges, keepFloat.ToArray());
         var exportOptions = QuantizedExport.Options(network, spec);
         var weights = QuantizedExport.Describe(network, spec);
         var resultOptions = source.TrainingOptions.Clone();
         resultOptions.Architecture = network.Architecture;
         var model = NeuralNetworkTransformer.Create(context, network, source.ClassNames, resultOptions, input.Schema, result, source.Seed,
-            exportOptions, weights.ResidentBytes, source.Recipe.Then(new QuantizeStep(options.Clone())));
+            exportOptions, weights.ResidentBytes, source.Recipe.Then(new QuantizeStep(Settings.Clone())));
         var report = BuildReport(network, weights, calibration, result is not null, model.OnnxBytes.LongLength);
         log.Info(report.ToString());
         return (model, report);
@@ -100,7 +89,7 @@ public sealed class QuantizationEstimator : CompressionStageEstimator
             return new LayerQuantizationStats(l.Name, e.Encoding, e.Compute, l.ParameterCount, l.ParameterCount * sizeof(float), e.Bytes,
                 e.ResidentWeightBytes + e.BiasBytes, range?.Min, range?.Max, seen?.Min, seen?.Max);
         }).ToArray();
-        return new QuantizationReport(options.Mode, options.PerChannel, options.Mode == QuantizationMode.Int4WeightOnly ? options.BlockSize : null,
+        return new QuantizationReport(Settings.Mode, Settings.PerChannel, Settings.Mode == QuantizationMode.Int4WeightOnly ? Settings.BlockSize : null,
             calibration?.Method, calibration?.Rows ?? 0, qat, layers, onnxBytes);
     }
 

@@ -11,7 +11,7 @@ public static class QuantizationExtensions
     /// </summary>
     /// <param name="estimator">The estimator that trains the network.</param>
     /// <param name="options">Mode, weight granularity, calibration and quantization-aware training settings.</param>
-    /// <returns>An estimator whose <c>Fit</c> returns the quantized model; its <see cref="QuantizationEstimator.Report"/> says what was stored.</returns>
+    /// <returns>An estimator whose <c>Fit</c> returns the quantized model; its <c>Report</c> says what was stored.</returns>
     public static QuantizationEstimator Quantize(this IEstimator<NeuralNetworkTransformer> estimator, QuantizationOptions options)
     {
         ArgumentNullException.ThrowIfNull(estimator);
