@@ -3,6 +3,7 @@ using Microsoft.ML.Data;
 using MLNet.Compression.Memory;
 using MLNet.Compression.Networks;
 using MLNet.Compression.Onnx;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression;
 

@@ -7,6 +7,8 @@ using MLNet.Compression.Data;
 using MLNet.Compression.Networks;
 using TorchSharp;
 using static TorchSharp.torch;
+using MLNet.Compression.Training;
+using MLNet.Compression.Native;
 
 namespace MLNet.Compression.Benchmarks;
 

@@ -8,6 +8,7 @@ using MLNet.Compression.Networks;
 using MLNet.Compression.Onnx;
 using TorchSharp;
 using static TorchSharp.torch;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Clustering;
 

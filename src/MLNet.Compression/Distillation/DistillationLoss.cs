@@ -2,6 +2,7 @@ using MLNet.Compression.Networks;
 using MLNet.Compression.Networks.Heads;
 using TorchSharp;
 using static TorchSharp.torch;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Distillation;
 

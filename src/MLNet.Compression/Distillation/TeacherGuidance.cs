@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using static TorchSharp.torch;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Distillation;
 

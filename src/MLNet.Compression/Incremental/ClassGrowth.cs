@@ -1,4 +1,5 @@
 using MLNet.Compression.Networks;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Incremental;
 

@@ -4,6 +4,8 @@ using Microsoft.ML.Data;
 using MLNet.Compression.Networks;
 using TorchSharp;
 using static TorchSharp.torch;
+using MLNet.Compression.Native;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Incremental;
 

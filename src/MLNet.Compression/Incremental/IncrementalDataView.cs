@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNet.Compression.Onnx;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Incremental;
 

@@ -2,6 +2,7 @@ using MLNet.Compression.Distillation;
 using MLNet.Compression.Networks;
 using TorchSharp;
 using static TorchSharp.torch;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Incremental;
 

@@ -1,5 +1,6 @@
 using System.IO.Compression;
 using MLNet.Compression.Networks;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Incremental;
 

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Incremental;
 

@@ -1,6 +1,6 @@
 using TorchSharp;
 
-namespace MLNet.Compression;
+namespace MLNet.Compression.Native;
 
 /// <summary>Loads libtorch once and turns a load failure into an exception that says how to fix it.</summary>
 internal static class TorchNative

@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Pruning;
 

@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using MLNet.Compression.Networks;
 using MLNet.Compression.Distillation;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Pruning;
 

@@ -1,6 +1,8 @@
 using Microsoft.ML;
 using MLNet.Compression.Networks;
 using static TorchSharp.torch;
+using MLNet.Compression.Training;
+using MLNet.Compression.Native;
 
 namespace MLNet.Compression.Quantization;
 

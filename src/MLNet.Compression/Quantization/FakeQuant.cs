@@ -1,6 +1,7 @@
 using MLNet.Compression.Networks;
 using TorchSharp;
 using static TorchSharp.torch;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Quantization;
 

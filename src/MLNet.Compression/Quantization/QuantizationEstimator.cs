@@ -4,6 +4,7 @@ using System.Text.Json.Serialization;
 using Microsoft.ML;
 using MLNet.Compression.Memory;
 using MLNet.Compression.Networks;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Quantization;
 

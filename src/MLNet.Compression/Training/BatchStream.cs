@@ -1,7 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
-namespace MLNet.Compression;
+namespace MLNet.Compression.Training;
 
 /// <summary>
 /// Streams (features, class index) batches from an <see cref="IDataView"/> through one row cursor into buffers that are

@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 
-namespace MLNet.Compression;
+namespace MLNet.Compression.Training;
 
 // The typed form of checkpoint.json. One class serves every format version: fields a version does not have stay null
 // and fall back to their defaults; fields this library does not know (a newer minor addition) are ignored. Enumerations

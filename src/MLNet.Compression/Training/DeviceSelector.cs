@@ -1,6 +1,7 @@
 using TorchSharp;
+using MLNet.Compression.Native;
 
-namespace MLNet.Compression;
+namespace MLNet.Compression.Training;
 
 /// <summary>What the process can see of CUDA; an interface so device selection is testable on machines without a GPU.</summary>
 internal interface ICudaInfo

@@ -3,7 +3,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace MLNet.Compression;
+namespace MLNet.Compression.Training;
 
 /// <summary>
 /// Adam and SGD with momentum written over TorchSharp tensor operations. TorchSharp's own optimizers pass doubles that

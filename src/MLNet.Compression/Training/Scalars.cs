@@ -1,6 +1,6 @@
 using TorchSharp;
 
-namespace MLNet.Compression;
+namespace MLNet.Compression.Training;
 
 /// <summary>
 /// Long-lived scalars for TorchSharp calls. Overloads such as <c>add_(Tensor)</c> or <c>add_(Scalar)</c> create their

@@ -3,7 +3,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace MLNet.Compression;
+namespace MLNet.Compression.Training;
 
 /// <summary>
 /// Sees, and may replace, the input and the weight of every parameterized layer during <see cref="TorchNetwork.Forward(Tensor, ILayerInterceptor)"/>

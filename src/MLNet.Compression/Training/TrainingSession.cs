@@ -7,8 +7,9 @@ using MLNet.Compression.Networks.Heads;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using MLNet.Compression.Native;
 
-namespace MLNet.Compression;
+namespace MLNet.Compression.Training;
 
 /// <summary>Hooks that compression stages plug into the shared training loop.</summary>
 internal sealed class TrainingHooks

@@ -13,6 +13,7 @@ using MLNet.Compression.Tests.Training;
 using Xunit;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Tests.Networks;
 

@@ -10,6 +10,7 @@ using MLNet.Compression.Tests.Onnx;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Tests.Networks;
 

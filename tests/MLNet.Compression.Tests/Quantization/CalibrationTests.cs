@@ -5,6 +5,7 @@ using MLNet.Compression.Quantization;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Tests.Quantization;
 

@@ -5,6 +5,7 @@ using MLNet.Compression.Networks;
 using TorchSharp;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Tests.Training;
 

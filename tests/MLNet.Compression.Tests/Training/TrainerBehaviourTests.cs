@@ -5,6 +5,7 @@ using MLNet.Compression.Memory;
 using MLNet.Compression.Networks;
 using TorchSharp;
 using Xunit.Abstractions;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Tests.Training;
 

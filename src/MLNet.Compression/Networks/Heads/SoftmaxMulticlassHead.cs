@@ -5,6 +5,7 @@ using MLNet.Compression.Onnx;
 using MLNet.Compression.Onnx.Proto;
 using TorchSharp;
 using static TorchSharp.torch;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Networks.Heads;
 

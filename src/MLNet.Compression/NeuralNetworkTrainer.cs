@@ -3,6 +3,8 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using MLNet.Compression.Networks;
 using MLNet.Compression.Networks.Heads;
+using MLNet.Compression.Native;
+using MLNet.Compression.Training;
 
 namespace MLNet.Compression;
 
