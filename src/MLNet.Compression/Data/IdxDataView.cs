@@ -34,9 +34,9 @@ public sealed class IdxDataView : IDataView
     private static readonly float[] PixelToFloat = CreatePixelTable();
 
     private readonly byte[] _labels;
-    private readonly string _rawImagesPath;
+    private readonly string rawImagesPath;
     private readonly int _pixels;
-    private long _imageBytesRead;
+    private long imageBytesRead;
 
     /// <summary>Opens a pair of IDX files, validating both headers, their sizes, the row counts and every label.</summary>
     /// <param name="imagesPath">IDX image file (magic 0x00000803), raw or gzip-compressed.</param>
@@ -74,7 +74,7 @@ public sealed class IdxDataView : IDataView
         {
             string cacheDirectory = options.DecompressionCacheDirectory ?? Path.Combine(CachePaths.LibraryRoot(), "idx");
             const string GzipNote = " (The file is gzip-compressed; sizes are after decompression, and a truncated or corrupt gzip stream also ends here.)";
-            _rawImagesPath = CachePaths.DecompressedCopy(imagesPath, cacheDirectory, IdxFormat.ImageHeaderSize, bytes =>
+            rawImagesPath = CachePaths.DecompressedCopy(imagesPath, cacheDirectory, IdxFormat.ImageHeaderSize, bytes =>
             {
                 try
                 {
@@ -97,11 +97,11 @@ public sealed class IdxDataView : IDataView
                     throw new IdxFormatException(imagesPath, e.Message + GzipNote, e);
                 }
             });
-            header = IdxFormat.ReadImageHeader(_rawImagesPath, imagesPath, options.ExpectedImageHeight, options.ExpectedImageWidth);
+            header = IdxFormat.ReadImageHeader(rawImagesPath, imagesPath, options.ExpectedImageHeight, options.ExpectedImageWidth);
         }
         else
         {
-            _rawImagesPath = imagesPath;
+            rawImagesPath = imagesPath;
             header = IdxFormat.ReadImageHeader(imagesPath, imagesPath, options.ExpectedImageHeight, options.ExpectedImageWidth);
         }
 
@@ -141,7 +141,7 @@ public sealed class IdxDataView : IDataView
     public DataViewSchema Schema { get; }
 
     /// <summary>Total image bytes read from disk by all cursors of this view (diagnostics and tests).</summary>
-    internal long ImageBytesRead => Interlocked.Read(ref _imageBytesRead);
+    internal long ImageBytesRead => Interlocked.Read(ref imageBytesRead);
 
     /// <inheritdoc/>
     public long? GetRowCount() => _labels.Length;
@@ -240,18 +240,18 @@ public sealed class IdxDataView : IDataView
         private readonly int _end;
         private readonly long _batch;
         private readonly int _pixels;
-        private readonly Delegate _labelGetter;
-        private readonly Delegate _featureGetter;
-        private readonly ValueGetter<DataViewRowId> _idGetter;
+        private readonly Delegate labelGetter;
+        private readonly Delegate featureGetter;
+        private readonly ValueGetter<DataViewRowId> idGetter;
 
         private SafeFileHandle? _handle;
-        private byte[]? _buffer;
-        private int _bufferFirstRow = -1;
-        private int _bufferRows;
-        private long _position = -1;
-        private int _next;
+        private byte[]? buffer;
+        private int bufferFirstRow = -1;
+        private int bufferRows;
+        private long position = -1;
+        private int next;
         private int _row = -1;
-        private bool _done;
+        private bool done;
 
         public Cursor(IdxDataView parent, bool[] active, int[]? order, int start, int end, long batch)
         {
@@ -260,35 +260,35 @@ public sealed class IdxDataView : IDataView
             _order = order;
             _start = start;
             _end = end;
-            _next = start;
+            next = start;
             _batch = batch;
             _pixels = parent._pixels;
-            _labelGetter = (ValueGetter<uint>)GetLabel;
-            _featureGetter = (ValueGetter<VBuffer<float>>)GetFeatures;
-            _idGetter = GetId;
+            labelGetter = (ValueGetter<uint>)GetLabel;
+            featureGetter = (ValueGetter<VBuffer<float>>)GetFeatures;
+            idGetter = GetId;
         }
 
         public override DataViewSchema Schema => _parent.Schema;
 
-        public override long Position => _position;
+        public override long Position => position;
 
         public override long Batch => _batch;
 
         public override bool MoveNext()
         {
-            if (_done)
+            if (done)
                 return false;
-            if (_next >= _end)
+            if (next >= _end)
             {
-                _done = true;
-                _position = -1;
+                done = true;
+                position = -1;
                 _row = -1;
                 ReleaseFile();
                 return false;
             }
-            _row = _order is null ? _next : _order[_next];
-            _next++;
-            _position++;
+            _row = _order is null ? next : _order[next];
+            next++;
+            position++;
             return true;
         }
 
@@ -304,21 +304,21 @@ public sealed class IdxDataView : IDataView
             if (!_active[column.Index])
                 throw new InvalidOperationException(
                     $"Column '{column.Name}' was requested but is not active in this cursor. Include it in the columns passed to GetRowCursor.");
-            Delegate getter = column.Index == LabelIndex ? _labelGetter : _featureGetter;
+            Delegate getter = column.Index == LabelIndex ? labelGetter : featureGetter;
             if (getter is ValueGetter<TValue> typed)
                 return typed;
             throw new InvalidOperationException(
                 $"Invalid TValue in GetGetter for column '{column.Name}': '{typeof(TValue)}', expected type: '{column.Type.RawType}'.");
         }
 
-        public override ValueGetter<DataViewRowId> GetIdGetter() => _idGetter;
+        public override ValueGetter<DataViewRowId> GetIdGetter() => idGetter;
 
         protected override void Dispose(bool disposing)
         {
             if (disposing)
             {
-                _done = true;
-                _position = -1;
+                done = true;
+                position = -1;
                 _row = -1;
                 ReleaseFile();
             }
@@ -329,9 +329,9 @@ public sealed class IdxDataView : IDataView
         {
             _handle?.Dispose();
             _handle = null;
-            _buffer = null;
-            _bufferFirstRow = -1;
-            _bufferRows = 0;
+            buffer = null;
+            bufferFirstRow = -1;
+            bufferRows = 0;
         }
 
         private void CheckRow()
@@ -390,10 +390,10 @@ public sealed class IdxDataView : IDataView
 
         private ReadOnlySpan<byte> ImageBytes(int row)
         {
-            if (row >= _bufferFirstRow && row < _bufferFirstRow + _bufferRows)
-                return _buffer.AsSpan((row - _bufferFirstRow) * _pixels, _pixels);
+            if (row >= bufferFirstRow && row < bufferFirstRow + bufferRows)
+                return buffer.AsSpan((row - bufferFirstRow) * _pixels, _pixels);
 
-            _handle ??= File.OpenHandle(_parent._rawImagesPath, FileMode.Open, FileAccess.Read, FileShare.Read,
+            _handle ??= File.OpenHandle(_parent.rawImagesPath, FileMode.Open, FileAccess.Read, FileShare.Read,
                 _order is null ? FileOptions.SequentialScan : FileOptions.RandomAccess);
             int rows;
             if (_order is null)
@@ -407,18 +407,18 @@ public sealed class IdxDataView : IDataView
                 rows = 1;
             }
             int bytes = rows * _pixels;
-            if (_buffer is null || _buffer.Length < bytes)
-                _buffer = new byte[_order is null ? Math.Max(bytes, Math.Max(1, SequentialBlockBytes / _pixels) * _pixels) : bytes];
+            if (buffer is null || buffer.Length < bytes)
+                buffer = new byte[_order is null ? Math.Max(bytes, Math.Max(1, SequentialBlockBytes / _pixels) * _pixels) : bytes];
             long offset = IdxFormat.ImageHeaderSize + (long)row * _pixels;
-            int read = IdxFormat.ReadFully(_handle, _buffer.AsSpan(0, bytes), offset);
-            Interlocked.Add(ref _parent._imageBytesRead, read);
+            int read = IdxFormat.ReadFully(_handle, buffer.AsSpan(0, bytes), offset);
+            Interlocked.Add(ref _parent.imageBytesRead, read);
             if (read < bytes)
                 throw new IdxFormatException(_parent.ImagesPath,
                     $"IDX image file '{_parent.ImagesPath}' became shorter while it was being read (row {row}: expected {bytes} bytes at offset {offset}, got {read}). " +
                     "Do not modify the file while a data view uses it; re-create the view.");
-            _bufferFirstRow = row;
-            _bufferRows = rows;
-            return _buffer.AsSpan(0, _pixels);
+            bufferFirstRow = row;
+            bufferRows = rows;
+            return buffer.AsSpan(0, _pixels);
         }
     }
 }

@@ -105,9 +105,9 @@ public static class MnistDataset
 
     private sealed class Acquisition(MnistOptions options)
     {
-        private readonly List<string> _failures = [];
-        private readonly Dictionary<MnistFileSpec, string> _resolved = [];
-        private readonly string _cacheDirectory = Path.GetFullPath(options.CacheDirectory ?? DefaultCacheDirectory);
+        private readonly List<string> failures = [];
+        private readonly Dictionary<MnistFileSpec, string> resolved = [];
+        private readonly string cacheDirectory = Path.GetFullPath(options.CacheDirectory ?? DefaultCacheDirectory);
 
         public string[] Run(IReadOnlyList<MnistFileSpec> files)
         {
@@ -117,20 +117,20 @@ public static class MnistDataset
             TryHttp(pending);
             if (pending.Count > 0)
                 throw BuildException(pending);
-            return files.Select(f => _resolved[f]).ToArray();
+            return files.Select(f => resolved[f]).ToArray();
         }
 
         private void Fail(string source, MnistFileSpec? file, string reason, bool log = true)
         {
             string line = file is null ? $"{source}: {reason}" : $"{source}: {file.Name}: {reason}";
-            _failures.Add(line);
+            failures.Add(line);
             if (log)
                 options.Log?.Invoke($"MNIST: {line}; trying the next source.");
         }
 
         private void Resolve(List<MnistFileSpec> pending, MnistFileSpec file, string path, string source)
         {
-            _resolved[file] = path;
+            resolved[file] = path;
             pending.Remove(file);
             options.Log?.Invoke($"MNIST: {file.Name} from {source}: '{path}' (SHA-256 verified).");
         }
@@ -170,7 +170,7 @@ public static class MnistDataset
                     {
                         if (IdxFormat.IsGzipFile(path))
                         {
-                            string cached = Path.Combine(_cacheDirectory, file.Name);
+                            string cached = Path.Combine(cacheDirectory, file.Name);
                             if (Verify(cached, file) is null)
                             {
                                 result = cached;
@@ -201,7 +201,7 @@ public static class MnistDataset
                     }
                     reasons.Add(reason!);
                 }
-                if (!_resolved.ContainsKey(file))
+                if (!resolved.ContainsKey(file))
                     Fail(source, file, reasons.Count == 0
                         ? $"not found in '{directory}' (looked for {string.Join(", ", candidates.Distinct())})"
                         : string.Join("; ", reasons));
@@ -210,10 +210,10 @@ public static class MnistDataset
 
         private void TryCache(List<MnistFileSpec> pending)
         {
-            string source = $"2. cache '{_cacheDirectory}' (MnistOptions.CacheDirectory or MLNET_COMPRESSION_CACHE)";
+            string source = $"2. cache '{cacheDirectory}' (MnistOptions.CacheDirectory or MLNET_COMPRESSION_CACHE)";
             foreach (var file in pending.ToArray())
             {
-                string path = Path.Combine(_cacheDirectory, file.Name);
+                string path = Path.Combine(cacheDirectory, file.Name);
                 string? reason;
                 try
                 {
@@ -288,8 +288,8 @@ public static class MnistDataset
             string? temp = null;
             try
             {
-                Directory.CreateDirectory(_cacheDirectory);
-                temp = CachePaths.NewTempPath(_cacheDirectory, file.Name + ".gz");
+                Directory.CreateDirectory(cacheDirectory);
+                temp = CachePaths.NewTempPath(cacheDirectory, file.Name + ".gz");
                 using (var timeout = new CancellationTokenSource(options.HttpTimeout))
                 {
                     try
@@ -344,8 +344,8 @@ public static class MnistDataset
         private string? Materialize(Stream source, MnistFileSpec file, out string? path)
         {
             path = null;
-            Directory.CreateDirectory(_cacheDirectory);
-            string temp = CachePaths.NewTempPath(_cacheDirectory, file.Name);
+            Directory.CreateDirectory(cacheDirectory);
+            string temp = CachePaths.NewTempPath(cacheDirectory, file.Name);
             try
             {
                 long length = 0;
@@ -369,7 +369,7 @@ public static class MnistDataset
                     return $"content has {length} bytes, expected {file.Length}";
                 if (!string.Equals(actual, file.Sha256, StringComparison.OrdinalIgnoreCase))
                     return $"checksum mismatch: SHA-256 {actual}, expected {file.Sha256}";
-                string final = Path.Combine(_cacheDirectory, file.Name);
+                string final = Path.Combine(cacheDirectory, file.Name);
                 File.Move(temp, final, overwrite: true);
                 var info = new FileInfo(final);
                 Verified[info.FullName] = Identity(info);
@@ -388,7 +388,7 @@ public static class MnistDataset
             message.Append("Could not obtain a verified copy of the MNIST file(s) ")
                 .Append(string.Join(", ", pending.Select(f => f.Name)))
                 .AppendLine(". Every source was tried, in order:");
-            foreach (string line in _failures)
+            foreach (string line in failures)
                 message.Append("  - ").AppendLine(line);
             message.AppendLine("To fix, do one of:")
                 .Append("  - put the files (raw or .gz, from https://ossci-datasets.s3.amazonaws.com/mnist/) in a directory and set MNIST_DIR ")
@@ -399,7 +399,7 @@ public static class MnistDataset
                 .Append("Expected files (uncompressed): ")
                 .Append(string.Join("; ", pending.Select(f => $"{f.Name} {f.Length} bytes, SHA-256 {f.Sha256}")))
                 .Append('.');
-            return new MnistAcquisitionException(message.ToString(), _failures.ToArray());
+            return new MnistAcquisitionException(message.ToString(), failures.ToArray());
         }
     }
 }

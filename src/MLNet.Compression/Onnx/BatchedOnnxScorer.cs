@@ -16,15 +16,15 @@ namespace MLNet.Compression.Onnx;
 internal sealed class BatchedOnnxScorer : IDisposable
 {
     private readonly InferenceSession _session;
-    private readonly RunOptions _runOptions = new();
-    private readonly string[] _inputNames;
-    private readonly string[] _outputNames;
+    private readonly RunOptions runOptions = new();
+    private readonly string[] inputNames;
+    private readonly string[] outputNames;
     private readonly object _lock = new();
-    private readonly int[] _outputWidths;
+    private readonly int[] outputWidths;
     private float[] _input = [];
     private float[][] _outputs;
-    private bool _disposed;
-    private long _rowsScored;
+    private bool disposed;
+    private long rowsScored;
 
     /// <summary>
     /// Creates a session over <paramref name="onnx"/> (an exported network, see <see cref="OnnxExporter"/>); it fetches the
@@ -60,12 +60,12 @@ internal sealed class BatchedOnnxScorer : IDisposable
             }
         }
         _session = new InferenceSession(onnx, options);
-        _inputNames = [Signature.InputName];
+        inputNames = [Signature.InputName];
         var outputs = Signature.OutputHead.BatchedOutputs(Signature);
-        _outputNames = outputs.Select(o => o.Name).ToArray();
-        _outputWidths = outputs.Select(o => o.Width).ToArray();
-        _outputs = _outputNames.Select(_ => Array.Empty<float>()).ToArray();
-        OutputWidth = _outputWidths.Sum();
+        outputNames = outputs.Select(o => o.Name).ToArray();
+        outputWidths = outputs.Select(o => o.Width).ToArray();
+        _outputs = outputNames.Select(_ => Array.Empty<float>()).ToArray();
+        OutputWidth = outputWidths.Sum();
     }
 
     /// <summary>The model's input and output names and sizes.</summary>
@@ -87,7 +87,7 @@ internal sealed class BatchedOnnxScorer : IDisposable
     public bool UsesGpu { get; }
 
     /// <summary>Total rows scored so far (diagnostics: shows whether a view computed its outputs).</summary>
-    public long RowsScored => Interlocked.Read(ref _rowsScored);
+    public long RowsScored => Interlocked.Read(ref rowsScored);
 
     /// <summary>Why CUDA was not used although requested (fallback to CPU), or null.</summary>
     public string? FallbackReason { get; }
@@ -109,13 +109,13 @@ internal sealed class BatchedOnnxScorer : IDisposable
             return;
         lock (_lock)
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
+            ObjectDisposedException.ThrowIf(disposed, this);
             if (_input.Length < inLen)
             {
                 // Pinned (POH) so ONNX Runtime reads and writes them in place; grown only when a bigger block arrives.
                 _input = GC.AllocateUninitializedArray<float>(checked((int)inLen), pinned: true);
                 for (int k = 0; k < _outputs.Length; k++)
-                    _outputs[k] = GC.AllocateUninitializedArray<float>(checked(rows * _outputWidths[k]), pinned: true);
+                    _outputs[k] = GC.AllocateUninitializedArray<float>(checked(rows * outputWidths[k]), pinned: true);
             }
             features[..(int)inLen].CopyTo(_input);
             using var input = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _input.AsMemory(0, (int)inLen), [rows, InputLength]);
@@ -123,9 +123,9 @@ internal sealed class BatchedOnnxScorer : IDisposable
             try
             {
                 for (int k = 0; k < outputs.Length; k++)
-                    outputs[k] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _outputs[k].AsMemory(0, rows * _outputWidths[k]),
-                        [rows, _outputWidths[k]]);
-                _session.Run(_runOptions, _inputNames, [input], _outputNames, outputs);
+                    outputs[k] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _outputs[k].AsMemory(0, rows * outputWidths[k]),
+                        [rows, outputWidths[k]]);
+                _session.Run(runOptions, inputNames, [input], outputNames, outputs);
             }
             finally
             {
@@ -137,11 +137,11 @@ internal sealed class BatchedOnnxScorer : IDisposable
             else
             {
                 // Side by side per row: row r holds output 0's values, then output 1's, ...
-                for (int k = 0, offset = 0; k < _outputs.Length; offset += _outputWidths[k], k++)
+                for (int k = 0, offset = 0; k < _outputs.Length; offset += outputWidths[k], k++)
                     for (int r = 0; r < rows; r++)
-                        _outputs[k].AsSpan(r * _outputWidths[k], _outputWidths[k]).CopyTo(probabilities.Slice(r * OutputWidth + offset, _outputWidths[k]));
+                        _outputs[k].AsSpan(r * outputWidths[k], outputWidths[k]).CopyTo(probabilities.Slice(r * OutputWidth + offset, outputWidths[k]));
             }
-            Interlocked.Add(ref _rowsScored, rows);
+            Interlocked.Add(ref rowsScored, rows);
         }
     }
 
@@ -150,11 +150,11 @@ internal sealed class BatchedOnnxScorer : IDisposable
     {
         lock (_lock)
         {
-            if (_disposed)
+            if (disposed)
                 return;
-            _disposed = true;
+            disposed = true;
             _session.Dispose();
-            _runOptions.Dispose();
+            runOptions.Dispose();
         }
     }
 }

@@ -22,9 +22,9 @@ internal sealed class BatchedScoringDataView : IDataView
 {
     private readonly IDataView _source;
     private readonly BatchedOnnxScorer _scorer;
-    private readonly int _featureIndex;
+    private readonly int featureIndex;
     private readonly int _blockSize;
-    private readonly int _firstOutputIndex;
+    private readonly int firstOutputIndex;
     private readonly IReadOnlyList<ScoredColumn> _columns;
 
     /// <summary>Wraps <paramref name="source"/>; throws if <paramref name="featureColumnName"/> is not vector&lt;float, InputLength&gt;.</summary>
@@ -40,7 +40,7 @@ internal sealed class BatchedScoringDataView : IDataView
         ArgumentException.ThrowIfNullOrWhiteSpace(featureColumnName);
         ArgumentOutOfRangeException.ThrowIfLessThan(blockSize, 1);
         _columns = scorer.Signature.OutputHead.ScoredColumns(scorer.Signature, classNames);
-        _featureIndex = OnnxScoringColumns.ValidateFeatureColumn(source.Schema, featureColumnName, scorer.InputLength);
+        featureIndex = OnnxScoringColumns.ValidateFeatureColumn(source.Schema, featureColumnName, scorer.InputLength);
         _source = source;
         _scorer = scorer;
         _blockSize = blockSize;
@@ -50,7 +50,7 @@ internal sealed class BatchedScoringDataView : IDataView
         foreach (var column in _columns)
             builder.AddColumn(column.Name, column.Type, column.Annotations);
         Schema = builder.ToSchema();
-        _firstOutputIndex = source.Schema.Count;
+        firstOutputIndex = source.Schema.Count;
     }
 
     /// <inheritdoc />
@@ -67,15 +67,15 @@ internal sealed class BatchedScoringDataView : IDataView
     {
         ArgumentNullException.ThrowIfNull(columnsNeeded);
         var needed = columnsNeeded.Select(c => c.Index).ToHashSet();
-        var sourceColumns = needed.Where(i => i < _firstOutputIndex).Select(i => _source.Schema[i]).ToArray();
-        var active = _columns.Select((_, k) => needed.Contains(_firstOutputIndex + k)).ToArray();
+        var sourceColumns = needed.Where(i => i < firstOutputIndex).Select(i => _source.Schema[i]).ToArray();
+        var active = _columns.Select((_, k) => needed.Contains(firstOutputIndex + k)).ToArray();
         int? seed = rand is not null && _source.CanShuffle ? rand.Next() : null;
         var main = _source.GetRowCursor(sourceColumns, seed is { } s1 ? new Random(s1) : null);
         DataViewRowCursor? ahead = null;
         try
         {
             if (active.Any(a => a))
-                ahead = _source.GetRowCursor([_source.Schema[_featureIndex]], seed is { } s2 ? new Random(s2) : null);
+                ahead = _source.GetRowCursor([_source.Schema[featureIndex]], seed is { } s2 ? new Random(s2) : null);
             return new Cursor(this, main, ahead, active, checkIds: seed is not null);
         }
         catch
@@ -95,16 +95,16 @@ internal sealed class BatchedScoringDataView : IDataView
         private readonly BatchedScoringDataView _parent;
         private readonly DataViewRowCursor _main;
         private readonly DataViewRowCursor? _ahead;
-        private readonly ValueGetter<VBuffer<float>>? _featureGetter;
+        private readonly ValueGetter<VBuffer<float>>? featureGetter;
         private readonly bool[] _active;
-        private readonly int _inputLength, _width;
-        private readonly float[] _features = [], _outputs = [];
+        private readonly int inputLength, _width;
+        private readonly float[] features = [], _outputs = [];
         private readonly DataViewRowId[] _ids = [];
-        private readonly ValueGetter<DataViewRowId>? _aheadId, _mainId;
+        private readonly ValueGetter<DataViewRowId>? aheadId, _mainId;
         private VBuffer<float> _row;
-        private long _aheadRows;      // rows the look-ahead cursor has moved past
-        private long _blockStart = -1; // position of the first row in the scored block
-        private int _blockRows;
+        private long aheadRows;      // rows the look-ahead cursor has moved past
+        private long blockStart = -1; // position of the first row in the scored block
+        private int blockRows;
 
         public Cursor(BatchedScoringDataView parent, DataViewRowCursor main, DataViewRowCursor? ahead, bool[] active, bool checkIds)
         {
@@ -112,17 +112,17 @@ internal sealed class BatchedScoringDataView : IDataView
             _main = main;
             _ahead = ahead;
             _active = active;
-            _inputLength = parent._scorer.InputLength;
+            inputLength = parent._scorer.InputLength;
             _width = parent._scorer.OutputWidth;
             if (ahead is not null)
             {
-                _featureGetter = ahead.GetGetter<VBuffer<float>>(parent._source.Schema[parent._featureIndex]);
-                _features = new float[(long)parent._blockSize * _inputLength];
+                featureGetter = ahead.GetGetter<VBuffer<float>>(parent._source.Schema[parent.featureIndex]);
+                features = new float[(long)parent._blockSize * inputLength];
                 _outputs = new float[(long)parent._blockSize * _width];
                 if (checkIds)
                 {
                     _ids = new DataViewRowId[parent._blockSize];
-                    _aheadId = ahead.GetIdGetter();
+                    aheadId = ahead.GetIdGetter();
                     _mainId = main.GetIdGetter();
                 }
             }
@@ -140,16 +140,16 @@ internal sealed class BatchedScoringDataView : IDataView
 
         public override bool IsColumnActive(DataViewSchema.Column column)
         {
-            if (column.Index >= _parent._firstOutputIndex)
-                return _active[column.Index - _parent._firstOutputIndex];
+            if (column.Index >= _parent.firstOutputIndex)
+                return _active[column.Index - _parent.firstOutputIndex];
             return _main.IsColumnActive(_main.Schema[column.Index]);
         }
 
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
-            if (column.Index < _parent._firstOutputIndex)
+            if (column.Index < _parent.firstOutputIndex)
                 return _main.GetGetter<TValue>(_main.Schema[column.Index]);
-            int k = column.Index - _parent._firstOutputIndex;
+            int k = column.Index - _parent.firstOutputIndex;
             if (k < _active.Length && _active[k])
             {
                 var scored = _parent._columns[k];
@@ -168,8 +168,8 @@ internal sealed class BatchedScoringDataView : IDataView
             if (pos < 0)
                 throw new InvalidOperationException("The cursor is not on a row; call MoveNext first.");
             int row;
-            if (pos >= _blockStart && pos < _blockStart + _blockRows)
-                row = (int)(pos - _blockStart);
+            if (pos >= blockStart && pos < blockStart + blockRows)
+                row = (int)(pos - blockStart);
             else
             {
                 ScoreBlockAt(pos);
@@ -191,29 +191,29 @@ internal sealed class BatchedScoringDataView : IDataView
         {
             var ahead = _ahead!;
             // Skip rows whose outputs were never read (no feature reads for them).
-            while (_aheadRows < pos)
+            while (aheadRows < pos)
             {
                 if (!ahead.MoveNext())
                     throw SourceChanged();
-                _aheadRows++;
+                aheadRows++;
             }
             int n = 0;
             while (n < _parent._blockSize && ahead.MoveNext())
             {
-                _aheadRows++;
-                _aheadId?.Invoke(ref _ids[n]);
-                _featureGetter!(ref _row);
-                if (_row.Length != _inputLength)
+                aheadRows++;
+                aheadId?.Invoke(ref _ids[n]);
+                featureGetter!(ref _row);
+                if (_row.Length != inputLength)
                     throw new InvalidOperationException(
-                        $"Row {_aheadRows - 1} of feature column '{_parent._source.Schema[_parent._featureIndex].Name}' has {_row.Length} values; the model needs {_inputLength}.");
-                _row.CopyTo(_features.AsSpan(n * _inputLength, _inputLength));
+                        $"Row {aheadRows - 1} of feature column '{_parent._source.Schema[_parent.featureIndex].Name}' has {_row.Length} values; the model needs {inputLength}.");
+                _row.CopyTo(features.AsSpan(n * inputLength, inputLength));
                 n++;
             }
             if (n == 0)
                 throw SourceChanged();
-            _parent._scorer.Score(_features.AsSpan(0, n * _inputLength), n, _outputs.AsSpan(0, n * _width));
-            _blockStart = pos;
-            _blockRows = n;
+            _parent._scorer.Score(features.AsSpan(0, n * inputLength), n, _outputs.AsSpan(0, n * _width));
+            blockStart = pos;
+            blockRows = n;
         }
 
         /// <summary>The head's batched outputs of the current row (scores its block first when needed).</summary>

@@ -21,7 +21,7 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
     private readonly Dictionary<string, string> _next = new(StringComparer.Ordinal);
 
     // Int8Static: the DequantizeLinear output already carrying a layer's input quantization (emitted after the previous activation).
-    private readonly Dictionary<string, string> _quantizedInput = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> quantizedInput = new(StringComparer.Ordinal);
 
     private readonly bool sparse;
 
@@ -137,12 +137,12 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
             return y;
         // QuantizeInput reuses it when it reaches the next layer unchanged (only layers that emit no node lie between).
         var dq = QuantizeDequantize(graph, next, y);
-        _quantizedInput[next] = dq;
+        quantizedInput[next] = dq;
         return dq;
     }
 
     private string QuantizeInput(OnnxGraphBuilder graph, ParameterizedLayer layer, string input) =>
-        _quantizedInput.TryGetValue(layer.Name, out var dq) && dq == input ? input : QuantizeDequantize(graph, layer.Name, input);
+        quantizedInput.TryGetValue(layer.Name, out var dq) && dq == input ? input : QuantizeDequantize(graph, layer.Name, input);
 
     private string QuantizeDequantize(OnnxGraphBuilder graph, string layerName, string input)
     {
