@@ -83,7 +83,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                 ProgressInterval = o.ProgressInterval,
             },
             Layers = layers.Select(l => (CheckpointLayer?)new CheckpointLayer { Name = l.Name, WeightShape = l.WeightShape.ToList(), Bias = l.Bias.Length }).ToList(),
-            Weights = new CheckpointEntry { Bytes = layers.Sum(l => l.ParameterCount) * sizeof(float) },
+            Weights = new CheckpointEntry { Bytes = cp.Network.ParameterCount * sizeof(float) },
             Optimizer = cp.OptimizerState is { } st ? new CheckpointEntry { Bytes = st.LongLength } : null,
             Recipe = RecipeToJson(cp.Recipe ?? CompressionRecipe.None),
             Head = cp.Network.HeadKind == OutputHeadKind.Multiclass ? null : cp.Network.HeadKind.ToString(),
@@ -158,28 +158,24 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
         // Shapes: what checkpoint.json declares must equal what the architecture makes, and weights.bin must hold exactly
         // that many bytes, all before a single weight is allocated.
         var declared = ReadDeclaredLayers(doc);
-        // NetworkModel.Create resolves every layer's shape without allocating its weights (they are allocated on first use).
         var headKind = doc.Head is null ? OutputHeadKind.Multiclass : ParseEnum<OutputHeadKind>(doc.Head, "head");
+        // NetworkModel.Create resolves every layer's shape (each weight count checked against the largest array) without
+        // allocating its weights: they are allocated on first use, below, once weights.bin is known to hold exactly them.
         var network = CreateNetwork(architecture, classes.Length, headKind);
-        var expected = network.ParameterizedLayers.Select(l => l.WeightShape).ToList();
-        if (expected.Count != declared.Count)
-            throw Fault(JsonEntry, "layers", $"declares {declared.Count} weighted layers but the architecture (with {classes.Length} classes) makes {expected.Count}");
-        long parameters = 0;
-        for (int i = 0; i < expected.Count; i++)
-        {
-            if (!expected[i].SequenceEqual(declared[i]))
+        var weighted = network.ParameterizedLayers.ToArray();
+        if (weighted.Length != declared.Count)
+            throw Fault(JsonEntry, "layers", $"declares {declared.Count} weighted layers but the architecture (with {classes.Length} classes) makes {weighted.Length}");
+        for (int i = 0; i < weighted.Length; i++)
+            if (!weighted[i].WeightShape.SequenceEqual(declared[i]))
                 throw Fault(JsonEntry, $"layers[{i}].weightShape",
-                    $"is [{string.Join(", ", declared[i])}] but the architecture (with {classes.Length} classes) makes [{string.Join(", ", expected[i])}] for that layer");
-            parameters = checked(parameters + Product(expected[i]) + expected[i][0]);
-        }
-        long weightBytes = checked(parameters * sizeof(float));
+                    $"is [{string.Join(", ", declared[i])}] but the architecture (with {classes.Length} classes) makes [{string.Join(", ", weighted[i].WeightShape)}] for that layer");
+        long weightBytes = checked(network.ParameterCount * sizeof(float));
         if (doc.Weights?.Bytes is { } declaredWeightBytes && declaredWeightBytes != weightBytes)
             throw Fault(JsonEntry, "weights.bytes", $"is {declaredWeightBytes} but the layers hold {weightBytes} bytes of float32");
         var weightsEntry = zip.GetEntry(WeightsEntry) ?? throw Fault(WeightsEntry, null, "is missing");
         if (weightsEntry.Length != weightBytes)
             throw Fault(WeightsEntry, "length", $"is {weightsEntry.Length} bytes but the layers in checkpoint.json need exactly {weightBytes}");
 
-        var weighted = network.ParameterizedLayers.ToArray();
         using (var s = weightsEntry.Open())
         {
             foreach (var layer in weighted)
@@ -373,8 +369,6 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
         }
         return shapes;
     }
-
-    private static int Product(IEnumerable<int> shape) => shape.Aggregate(1, (a, b) => checked(a * b));
 
     private static List<CheckpointRecipeStep?> RecipeToJson(CompressionRecipe recipe)
     {
