@@ -50,8 +50,42 @@ public sealed class NeuralNetworkOptions
     /// <summary>Seed for weight initialisation, shuffling and the validation split; default: drawn from the MLContext's seed.</summary>
     public int? Seed { get; set; }
 
-    /// <summary>Whether each epoch visits the rows in a new random order (when the data view can shuffle). Default true.</summary>
+    /// <summary>
+    /// Whether each epoch visits the rows in a new random order, drawn from the seed. Default true. A data view that can shuffle
+    /// (e.g. <c>LoadMnist</c>, binary IDataView files) is shuffled by its own cursor; one that cannot (<c>LoadFromTextFile</c>,
+    /// <c>LoadFromEnumerable</c>) is shuffled by the trainer: its rows are cached in memory when they fit
+    /// <see cref="ShuffleCacheLimitBytes"/> (a full shuffle each epoch), otherwise they pass through a shuffle buffer of
+    /// <see cref="ShuffleBufferRows"/> rows. The log says which. False keeps the data's own order.
+    /// </summary>
     public bool Shuffle { get; set; } = true;
+
+    /// <summary>
+    /// The most memory, in bytes, the trainer uses to cache the rows of a data view that cannot shuffle itself, so that every epoch
+    /// visits them in a full random order. Rows are kept compactly (4 bytes per feature and target value, 8 per label), so the
+    /// default, 256 MiB, holds about 85,000 rows of 784 features. Larger data falls back to the shuffle buffer
+    /// (<see cref="ShuffleBufferRows"/>). 0 never caches.
+    /// </summary>
+    public long ShuffleCacheLimitBytes { get; set; } = DefaultShuffleCacheLimitBytes;
+
+    /// <summary>
+    /// Rows held by the shuffle buffer used when a data view cannot shuffle itself and its rows exceed
+    /// <see cref="ShuffleCacheLimitBytes"/>: each row read replaces one drawn uniformly from the buffer. Larger buffers mix rows
+    /// from further apart (a file sorted by label needs a buffer that spans several classes). Default 16,384.
+    /// </summary>
+    public int ShuffleBufferRows { get; set; } = DefaultShuffleBufferRows;
+
+    /// <summary>
+    /// TorchSharp's intra-op threads while this network trains on the CPU. Default (null): <see cref="DefaultThreads"/>.
+    /// The setting is process-wide in libtorch: it is applied when training starts and the previous value comes back when the
+    /// last concurrent training in the process ends; trainings that overlap share one value (the latest one set).
+    /// </summary>
+    public int? Threads { get; set; }
+
+    /// <summary>
+    /// Stops training: checked before every batch; once cancelled, <c>Fit</c> throws <see cref="OperationCanceledException"/>
+    /// within one batch and returns no model. Not kept in checkpoints or in the fitted model's options. Default: none.
+    /// </summary>
+    public CancellationToken CancellationToken { get; set; }
 
     /// <summary>The device. Default <see cref="TrainingDevice.Auto"/>: CUDA when available, else CPU.</summary>
     public TrainingDevice Device { get; set; } = TrainingDevice.Auto;
@@ -68,6 +102,21 @@ public sealed class NeuralNetworkOptions
     /// <summary>Rows per ONNX Runtime call when the fitted model scores in-process. Default 1024.</summary>
     public int ScoringBatchSize { get; set; } = 1024;
 
+    /// <summary>The default of <see cref="ShuffleCacheLimitBytes"/>: 256 MiB.</summary>
+    public const long DefaultShuffleCacheLimitBytes = 256L << 20;
+
+    /// <summary>The default of <see cref="ShuffleBufferRows"/>: 16,384 rows.</summary>
+    public const int DefaultShuffleBufferRows = 16_384;
+
+    /// <summary>
+    /// The intra-op threads used when <see cref="Threads"/> is null: 1. Measured for the networks this library trains (MLPs and
+    /// small CNNs on batches of about 128 rows) on a shared 2-core machine: one thread per training was as fast as more when
+    /// the machine was idle and did not collapse when two trainings (or a training and a scoring service) shared the cores,
+    /// where libtorch's default (one per core) did. Set <see cref="Threads"/> higher for large convolutional networks on a
+    /// machine of your own.
+    /// </summary>
+    public const int DefaultThreads = 1;
+
     /// <summary>Returns a shallow copy.</summary>
     public NeuralNetworkOptions Clone() => (NeuralNetworkOptions)MemberwiseClone();
 
@@ -75,8 +124,19 @@ public sealed class NeuralNetworkOptions
     /// Checks every setting and throws naming the bad one. New options (at <c>Fit</c>) and options loaded from a checkpoint
     /// both go through here.
     /// </summary>
-    internal void Validate()
+    internal void Validate() => Check(forTraining: false);
+
+    /// <summary>
+    /// <see cref="Validate"/> for options a trainer is about to train with: also demands at least one epoch (a trainer refuses to
+    /// return an untrained model, while options restored from a stage that did not fine-tune may say 0).
+    /// </summary>
+    internal void ValidateForTraining() => Check(forTraining: true);
+
+    private void Check(bool forTraining)
     {
+        if (forTraining && Epochs < 1)
+            throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs,
+                "NeuralNetworkOptions.Epochs must be 1 or more: with 0 the trainer would return an untrained network.");
         if (!Enum.IsDefined(Optimizer))
             throw new ArgumentOutOfRangeException(nameof(Optimizer), Optimizer, "NeuralNetworkOptions.Optimizer is not a known optimizer.");
         if (!Enum.IsDefined(LearningRateSchedule))
@@ -91,6 +151,14 @@ public sealed class NeuralNetworkOptions
             throw new ArgumentException("NeuralNetworkOptions.FeatureColumnName must name a column.", nameof(FeatureColumnName));
         if (Epochs < 0)
             throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "NeuralNetworkOptions.Epochs must be 0 or more.");
+        if (ShuffleCacheLimitBytes < 0)
+            throw new ArgumentOutOfRangeException(nameof(ShuffleCacheLimitBytes), ShuffleCacheLimitBytes,
+                "NeuralNetworkOptions.ShuffleCacheLimitBytes must be 0 (never cache) or more.");
+        if (ShuffleBufferRows < 1)
+            throw new ArgumentOutOfRangeException(nameof(ShuffleBufferRows), ShuffleBufferRows, "NeuralNetworkOptions.ShuffleBufferRows must be 1 or more.");
+        if (Threads is < 1)
+            throw new ArgumentOutOfRangeException(nameof(Threads), Threads,
+                "NeuralNetworkOptions.Threads must be 1 or more, or null for the default (NeuralNetworkOptions.DefaultThreads).");
         if (BatchSize <= 0)
             throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "NeuralNetworkOptions.BatchSize must be positive.");
         if (!(LearningRate > 0) || double.IsInfinity(LearningRate))
@@ -144,4 +212,26 @@ public sealed record TrainingProgress(string Stage, int Epoch, int Epochs, long 
 /// <param name="ValidationAccuracy">Validation accuracy, when a validation split is used.</param>
 /// <param name="Seconds">Wall-clock seconds of the epoch.</param>
 /// <param name="Rows">Training rows seen.</param>
-public sealed record EpochMetrics(int Epoch, double Loss, double Accuracy, double? ValidationLoss, double? ValidationAccuracy, double Seconds, long Rows);
+/// <param name="SkippedRows">
+/// Rows left out of this epoch's training and validation because a feature (or a target column) was NaN or infinite, or the
+/// label was missing; the log warns when it is above 0.
+/// </param>
+/// <param name="RowOrder">How the rows were ordered this epoch (shuffled by the data view, by the trainer's cache or buffer, or in the data's order).</param>
+public sealed record EpochMetrics(int Epoch, double Loss, double Accuracy, double? ValidationLoss, double? ValidationAccuracy, double Seconds, long Rows,
+    long SkippedRows = 0, RowOrder RowOrder = RowOrder.DataOrder);
+
+/// <summary>How the training rows of an epoch were ordered.</summary>
+public enum RowOrder
+{
+    /// <summary>The data view's own order (<see cref="NeuralNetworkOptions.Shuffle"/> is false).</summary>
+    DataOrder,
+
+    /// <summary>Shuffled by the data view's cursor (the view can shuffle).</summary>
+    ShuffledByDataView,
+
+    /// <summary>The view cannot shuffle; its rows were cached in memory and shuffled fully (within <see cref="NeuralNetworkOptions.ShuffleCacheLimitBytes"/>).</summary>
+    ShuffledInMemory,
+
+    /// <summary>The view cannot shuffle and its rows exceed the cache limit; they passed through a shuffle buffer of <see cref="NeuralNetworkOptions.ShuffleBufferRows"/> rows.</summary>
+    ShuffleBuffer,
+}

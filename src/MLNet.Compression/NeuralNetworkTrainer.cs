@@ -25,7 +25,7 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
     {
         ArgumentNullException.ThrowIfNull(ml);
         ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
+        options.ValidateForTraining();
         this.ml = ml;
         this.options = options.Clone();
         this.head = OutputHead.For(head);
@@ -46,14 +46,38 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
     public NeuralNetworkTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        SchemaValidation.FeatureColumn(input.Schema, options.FeatureColumnName, options.Architecture.InputLength);
+        options.CancellationToken.ThrowIfCancellationRequested();
+        var architecture = options.Architecture.ForFeatures(input.Schema, options.FeatureColumnName);
+        EnsureHasRows(input);
         var label = head.ValidateLabel(input.Schema, options.LabelColumnName, out int classCount);
         var classNames = head.ClassNames(label, classCount);
         int seed = options.Seed ?? DrawSeed(ml);
-        var model = NetworkModel.Create(options.Architecture, classCount, head.Kind);
+        var model = NetworkModel.Create(architecture, classCount, head.Kind);
         InitializeWeights(model, seed);
-        var result = new TrainingSession(ml, options).Run(input, model, seed);
-        return NeuralNetworkTransformer.Create(ml, result.Model, classNames, options, input.Schema, result, seed);
+        var result = new TrainingSession(ml, options, cancellation: options.CancellationToken).Run(input, model, seed);
+        var trained = options.Clone();
+        trained.Architecture = architecture;
+        trained.CancellationToken = default;
+        return NeuralNetworkTransformer.Create(ml, result.Model, classNames, trained, input.Schema, result, seed);
+    }
+
+    /// <summary>Throws when <paramref name="input"/> has no rows, before the label's key count (1 for an empty view) is judged.</summary>
+    internal static void EnsureHasRows(IDataView input)
+    {
+        if (input.GetRowCount() is long count)
+        {
+            if (count > 0)
+                return;
+        }
+        else
+        {
+            using var cursor = input.GetRowCursor([]);
+            if (cursor.MoveNext())
+                return;
+        }
+        throw new ArgumentException(
+            "The training data has no rows. Check the file or collection it was loaded from, and any filters (e.g. FilterRowsByColumn) before the trainer.",
+            nameof(input));
     }
 
     /// <summary>Initialises weights the way PyTorch does for Linear and Conv2d layers, from <paramref name="seed"/>.</summary>

@@ -38,6 +38,7 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         Network = network;
         ClassNames = classNames.ToArray();
         TrainingOptions = options.Clone();
+        TrainingOptions.CancellationToken = default; // a live token is not part of the model
         OnnxBytes = onnx;
         this.chain = chain;
         TrainingHistory = history ?? training?.History ?? [];

@@ -48,14 +48,14 @@ public sealed class DistillationEstimator : CompressionStageEstimator<Distillati
     private protected override (NeuralNetworkTransformer, CompressionStageReport) Apply(MLContext context, NeuralNetworkTransformer? source, IDataView input)
     {
         var log = new ContextLog(ml, "Distill");
-        SchemaValidation.FeatureColumn(input.Schema, student.FeatureColumnName, student.Architecture.InputLength);
+        var architecture = student.Architecture.ForFeatures(input.Schema, student.FeatureColumnName);
         var label = SchemaValidation.LabelColumn(input.Schema, student.LabelColumnName, out int classCount);
         var classNames = SchemaValidation.ClassNames(label, classCount);
 
         var sw = Stopwatch.StartNew();
         using var guidance = TeacherGuidance.Create(ml, teacher, Settings, input, student.FeatureColumnName, student.LabelColumnName, classCount, "teacher", log);
         int seed = student.Seed ?? NeuralNetworkTrainer.DrawSeed(ml);
-        var network = NetworkModel.Create(student.Architecture, classCount);
+        var network = NetworkModel.Create(architecture, classCount);
         NeuralNetworkTrainer.InitializeWeights(network, seed);
         var tuning = student.Clone();
         tuning.FeatureColumnName = guidance.FeatureColumnName;
@@ -63,8 +63,10 @@ public sealed class DistillationEstimator : CompressionStageEstimator<Distillati
         var hooks = new TrainingHooks { TargetColumnName = guidance.TargetColumnName, Loss = guidance.Loss };
         log.Info($"Distilling into {student.Architecture.Name} ({network.ParameterCount:N0} parameters): T={Settings.Temperature}, alpha={Settings.Alpha}, " +
                  $"{student.Epochs} epoch(s).");
-        var result = new TrainingSession(ml, tuning, Stage).Run(guidance.Data, network, seed, null, hooks);
-        var model = NeuralNetworkTransformer.Create(ml, result.Model, classNames, student, input.Schema, result, seed);
+        var result = new TrainingSession(ml, tuning, Stage, student.CancellationToken).Run(guidance.Data, network, seed, null, hooks);
+        var trained = student.Clone();
+        trained.Architecture = architecture;
+        var model = NeuralNetworkTransformer.Create(ml, result.Model, classNames, trained, input.Schema, result, seed);
         var report = new DistillationReport(Settings.Temperature, Settings.Alpha, guidance.ScoreKind, guidance.TargetColumnName, guidance.CacheBytes,
             network.ParameterCount, result.History.Count, sw.Elapsed.TotalSeconds);
         log.Info(report.ToString());

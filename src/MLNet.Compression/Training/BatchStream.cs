@@ -72,55 +72,75 @@ internal sealed class BatchStream
     }
 
     /// <summary>
-    /// Reads one pass over the data. Rows with a missing label (for the multiclass head: key 0) are skipped; the output head
-    /// turns each label into its training target (<see cref="Networks.Heads.OutputHead.CreateLabelReader"/>). <paramref name="include"/> selects
-    /// rows by id (for a validation split); <paramref name="rand"/> shuffles when the view supports it.
+    /// The most bytes the in-memory shuffle cache may take (for a view that cannot shuffle); 0 never caches. Default
+    /// <see cref="NeuralNetworkOptions.DefaultShuffleCacheLimitBytes"/>.
+    /// </summary>
+    public long ShuffleCacheLimitBytes { get; init; } = NeuralNetworkOptions.DefaultShuffleCacheLimitBytes;
+
+    /// <summary>Rows in the shuffle buffer used when the cache does not fit. Default <see cref="NeuralNetworkOptions.DefaultShuffleBufferRows"/>.</summary>
+    public int ShuffleBufferRows { get; init; } = NeuralNetworkOptions.DefaultShuffleBufferRows;
+
+    /// <summary>How the rows of the last (or current) <see cref="Read"/> are ordered.</summary>
+    public RowOrder LastOrder { get; private set; }
+
+    /// <summary>Rows of the last <see cref="Read"/> skipped because a feature or target value was NaN or infinite.</summary>
+    public long LastSkippedNonFinite { get; private set; }
+
+    /// <summary>Rows of the last <see cref="Read"/> skipped because the label was missing.</summary>
+    public long LastSkippedMissingLabel { get; private set; }
+
+    /// <summary>Rows of the last <see cref="Read"/> that were read (skipped or not), after the row-id selection.</summary>
+    public long LastRowsRead { get; private set; }
+
+    /// <summary>Bytes one cached row takes: its features and targets as float, its label as long.</summary>
+    public long CachedRowBytes => ((long)FeatureLength + TargetLength) * sizeof(float) + sizeof(long);
+
+    private RowCache? cache;
+    private Func<DataViewRowId, bool>? cacheSelection;
+    private bool cacheTooLarge;
+
+    /// <summary>
+    /// Reads one pass over the data. Rows with a missing label (for the multiclass head: key 0) or a NaN or infinite feature
+    /// (or target) value are skipped and counted (<see cref="LastSkippedMissingLabel"/>, <see cref="LastSkippedNonFinite"/>); the
+    /// output head turns each label into its training target (<see cref="Networks.Heads.OutputHead.CreateLabelReader"/>).
+    /// <paramref name="include"/> selects rows by id (for a validation split). <paramref name="rand"/> (null: the data's order)
+    /// shuffles: through the cursor when the view can shuffle, else through an in-memory cache of the selected rows (a full
+    /// permutation per pass, when they fit <see cref="ShuffleCacheLimitBytes"/>) or a shuffle buffer of
+    /// <see cref="ShuffleBufferRows"/> rows. Every selected row is visited exactly once per pass, in an order that depends
+    /// only on the data and <paramref name="rand"/>'s seed.
     /// </summary>
     public IEnumerable<Batch> Read(int batchSize, Random? rand, Func<DataViewRowId, bool>? include)
     {
-        var batch = new Batch(batchSize, FeatureLength, TargetLength);
-        var columns = targetColumn is { } t ? new[] { labelColumn, featureColumn, t } : new[] { labelColumn, featureColumn };
-        using var cursor = data.GetRowCursor(columns, data.CanShuffle ? rand : null);
-        var targetGetter = targetColumn is { } tc ? cursor.GetGetter<VBuffer<float>>(tc) : null;
-        VBuffer<float> target = default;
-        var readLabel = head.CreateLabelReader(cursor, labelColumn, ClassCount);
-        var featureGetter = cursor.GetGetter<VBuffer<float>>(featureColumn);
-        var idGetter = include is null ? null : cursor.GetIdGetter();
-        VBuffer<float> features = default;
-        DataViewRowId id = default;
-        int n = 0;
-        while (cursor.MoveNext())
+        if (rand is null || data.CanShuffle)
         {
-            if (idGetter is not null)
-            {
-                idGetter(ref id);
-                if (!include!(id))
-                    continue;
-            }
-            long label = readLabel();
-            if (label < 0)
-                continue;
-            featureGetter(ref features);
-            if (features.Length != FeatureLength)
-                throw new InvalidDataException($"Row {cursor.Position} of column '{featureColumn.Name}' has {features.Length} values, expected {FeatureLength}.");
-            var dst = batch.Features.AsSpan(n * FeatureLength, FeatureLength);
-            if (features.IsDense)
-                features.GetValues().CopyTo(dst);
-            else
-            {
-                dst.Clear();
-                var values = features.GetValues();
-                var indices = features.GetIndices();
-                for (int i = 0; i < values.Length; i++)
-                    dst[indices[i]] = values[i];
-            }
-            if (targetGetter is not null)
-            {
-                targetGetter(ref target);
-                if (target.Length != TargetLength)
-                    throw new InvalidDataException($"Row {cursor.Position} of column '{targetColumn!.Value.Name}' has {target.Length} values, expected {TargetLength}.");
-                target.CopyTo(batch.Targets.AsSpan(n * TargetLength, TargetLength));
-            }
+            LastOrder = rand is null ? RowOrder.DataOrder : RowOrder.ShuffledByDataView;
+            return ReadCursor(batchSize, rand, include);
+        }
+        if (!cacheTooLarge && ShuffleCacheLimitBytes > 0 && (cache is null || !ReferenceEquals(cacheSelection, include)))
+        {
+            cache = RowCache.TryBuild(this, include, ShuffleCacheLimitBytes);
+            cacheSelection = include;
+            cacheTooLarge = cache is null;
+        }
+        if (cache is not null && ReferenceEquals(cacheSelection, include))
+        {
+            LastOrder = RowOrder.ShuffledInMemory;
+            LastRowsRead = cache.RowsRead;
+            LastSkippedNonFinite = cache.SkippedNonFinite;
+            LastSkippedMissingLabel = cache.SkippedMissingLabel;
+            return cache.Read(batchSize, rand);
+        }
+        LastOrder = RowOrder.ShuffleBuffer;
+        return ReadBuffered(batchSize, rand, include);
+    }
+
+    private IEnumerable<Batch> ReadCursor(int batchSize, Random? rand, Func<DataViewRowId, bool>? include)
+    {
+        var batch = new Batch(batchSize, FeatureLength, TargetLength);
+        using var reader = new RowReader(this, rand, include);
+        int n = 0;
+        while (reader.MoveNext(batch.Features.AsSpan(n * FeatureLength, FeatureLength), batch.Targets.AsSpan(n * TargetLength, TargetLength), out long label))
+        {
             batch.Labels[n] = label;
             if (++n == batchSize)
             {
@@ -133,6 +153,274 @@ internal sealed class BatchStream
         {
             batch.Count = n;
             yield return batch;
+        }
+    }
+
+    /// <summary>
+    /// A streaming shuffle for views that cannot shuffle and do not fit the cache: the first <see cref="ShuffleBufferRows"/> rows
+    /// fill a buffer; each later row takes the place of one drawn uniformly from the buffer, which goes into the batch; at the end
+    /// the rest of the buffer follows in a random order.
+    /// </summary>
+    private IEnumerable<Batch> ReadBuffered(int batchSize, Random rand, Func<DataViewRowId, bool>? include)
+    {
+        int f = FeatureLength, t = TargetLength, capacity = ShuffleBufferRows;
+        var features = new float[(long)capacity * f];
+        var targets = new float[(long)capacity * t];
+        var labels = new long[capacity];
+        var rowFeatures = new float[f];
+        var rowTargets = new float[t];
+        var batch = new Batch(batchSize, f, t);
+        using var reader = new RowReader(this, null, include);
+        int held = 0, n = 0;
+        while (reader.MoveNext(rowFeatures, rowTargets, out long label))
+        {
+            int slot;
+            if (held < capacity)
+                slot = held++;
+            else
+            {
+                slot = rand.Next(capacity);
+                Copy(slot, features, targets, labels, batch, n);
+                if (++n == batchSize)
+                {
+                    batch.Count = n;
+                    yield return batch;
+                    n = 0;
+                }
+            }
+            rowFeatures.CopyTo(features.AsSpan(slot * f, f));
+            rowTargets.CopyTo(targets.AsSpan(slot * t, t));
+            labels[slot] = label;
+        }
+        var rest = Permutation(held, rand);
+        foreach (int slot in rest)
+        {
+            Copy(slot, features, targets, labels, batch, n);
+            if (++n == batchSize)
+            {
+                batch.Count = n;
+                yield return batch;
+                n = 0;
+            }
+        }
+        if (n > 0)
+        {
+            batch.Count = n;
+            yield return batch;
+        }
+    }
+
+    private void Copy(int row, float[] features, float[] targets, long[] labels, Batch batch, int n)
+    {
+        int f = FeatureLength, t = TargetLength;
+        features.AsSpan(row * f, f).CopyTo(batch.Features.AsSpan(n * f, f));
+        targets.AsSpan(row * t, t).CopyTo(batch.Targets.AsSpan(n * t, t));
+        batch.Labels[n] = labels[row];
+    }
+
+    /// <summary>A uniformly random permutation of 0..<paramref name="count"/>−1 (Fisher–Yates), drawn from <paramref name="rand"/>.</summary>
+    internal static int[] Permutation(int count, Random rand)
+    {
+        var order = new int[count];
+        for (int i = 0; i < count; i++)
+            order[i] = i;
+        for (int i = count - 1; i > 0; i--)
+        {
+            int j = rand.Next(i + 1);
+            (order[i], order[j]) = (order[j], order[i]);
+        }
+        return order;
+    }
+
+    /// <summary>
+    /// One cursor over the selected columns that copies each usable row's features, targets and label into spans the caller
+    /// gives, skipping (and counting, into the stream's <c>Last*</c> counters) rows without a label or with a non-finite value.
+    /// </summary>
+    private sealed class RowReader : IDisposable
+    {
+        private readonly BatchStream stream;
+        private readonly DataViewRowCursor cursor;
+        private readonly Networks.Heads.LabelReader readLabel;
+        private readonly ValueGetter<VBuffer<float>> featureGetter;
+        private readonly ValueGetter<VBuffer<float>>? targetGetter;
+        private readonly ValueGetter<DataViewRowId>? idGetter;
+        private readonly Func<DataViewRowId, bool>? include;
+        private VBuffer<float> features;
+        private VBuffer<float> target;
+        private DataViewRowId id;
+
+        public RowReader(BatchStream stream, Random? rand, Func<DataViewRowId, bool>? include)
+        {
+            this.stream = stream;
+            this.include = include;
+            var columns = stream.targetColumn is { } t ? new[] { stream.labelColumn, stream.featureColumn, t } : new[] { stream.labelColumn, stream.featureColumn };
+            cursor = stream.data.GetRowCursor(columns, rand);
+            targetGetter = stream.targetColumn is { } tc ? cursor.GetGetter<VBuffer<float>>(tc) : null;
+            readLabel = stream.head.CreateLabelReader(cursor, stream.labelColumn, stream.ClassCount);
+            featureGetter = cursor.GetGetter<VBuffer<float>>(stream.featureColumn);
+            idGetter = include is null ? null : cursor.GetIdGetter();
+            stream.LastRowsRead = 0;
+            stream.LastSkippedMissingLabel = 0;
+            stream.LastSkippedNonFinite = 0;
+        }
+
+        /// <summary>Moves to the next usable row and copies it; false at the end.</summary>
+        public bool MoveNext(Span<float> featureDst, Span<float> targetDst, out long label)
+        {
+            while (cursor.MoveNext())
+            {
+                if (idGetter is not null)
+                {
+                    idGetter(ref id);
+                    if (!include!(id))
+                        continue;
+                }
+                stream.LastRowsRead++;
+                label = readLabel();
+                if (label < 0)
+                {
+                    stream.LastSkippedMissingLabel++;
+                    continue;
+                }
+                featureGetter(ref features);
+                if (features.Length != stream.FeatureLength)
+                    throw new InvalidDataException(
+                        $"Row {cursor.Position} of column '{stream.featureColumn.Name}' has {features.Length} values, expected {stream.FeatureLength}.");
+                var values = features.GetValues();
+                if (!AllFinite(values))
+                {
+                    stream.LastSkippedNonFinite++;
+                    continue;
+                }
+                if (features.IsDense)
+                    values.CopyTo(featureDst);
+                else
+                {
+                    featureDst.Clear();
+                    var indices = features.GetIndices();
+                    for (int i = 0; i < values.Length; i++)
+                        featureDst[indices[i]] = values[i];
+                }
+                if (targetGetter is not null)
+                {
+                    targetGetter(ref target);
+                    if (target.Length != stream.TargetLength)
+                        throw new InvalidDataException(
+                            $"Row {cursor.Position} of column '{stream.targetColumn!.Value.Name}' has {target.Length} values, expected {stream.TargetLength}.");
+                    if (!AllFinite(target.GetValues()))
+                    {
+                        stream.LastSkippedNonFinite++;
+                        continue;
+                    }
+                    target.CopyTo(targetDst);
+                }
+                return true;
+            }
+            label = 0;
+            return false;
+        }
+
+        public void Dispose() => cursor.Dispose();
+
+        private static bool AllFinite(ReadOnlySpan<float> values)
+        {
+            foreach (var v in values)
+                if (!float.IsFinite(v))
+                    return false;
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// The selected, usable rows of a view that cannot shuffle, held compactly in chunks of plain arrays (features and targets as
+    /// float, labels as long), so each pass can visit them in a fresh random permutation.
+    /// </summary>
+    private sealed class RowCache
+    {
+        private readonly int chunkRows;
+        private readonly BatchStream stream;
+        private readonly List<float[]> features = new();
+        private readonly List<float[]> targets = new();
+        private readonly List<long[]> labels = new();
+
+        private RowCache(BatchStream stream)
+        {
+            this.stream = stream;
+            chunkRows = Math.Max(1, Math.Min(4096, Array.MaxLength / Math.Max(1, Math.Max(stream.FeatureLength, stream.TargetLength))));
+        }
+
+        public int Count { get; private set; }
+
+        public long RowsRead { get; private set; }
+
+        public long SkippedNonFinite { get; private set; }
+
+        public long SkippedMissingLabel { get; private set; }
+
+        /// <summary>Reads every selected row into a cache; null (nothing kept) as soon as the rows exceed <paramref name="limitBytes"/>.</summary>
+        public static RowCache? TryBuild(BatchStream stream, Func<DataViewRowId, bool>? include, long limitBytes)
+        {
+            long rowBytes = stream.CachedRowBytes;
+            if (stream.data.GetRowCount() is long known && include is null && known * rowBytes > limitBytes)
+                return null;
+            long allowed = Math.Min(limitBytes / rowBytes, Array.MaxLength);
+            var cache = new RowCache(stream);
+            int f = stream.FeatureLength, t = stream.TargetLength;
+            using var reader = new RowReader(stream, null, include);
+            while (true)
+            {
+                if (cache.Count >= allowed)
+                {
+                    // Full: the rows fit only if there is no other usable row.
+                    if (reader.MoveNext(new float[f], new float[t], out _))
+                        return null;
+                    break;
+                }
+                int within = cache.Count % cache.chunkRows;
+                if (within == 0)
+                {
+                    // Only the last chunk may be shorter (when the limit ends inside it), so row / cache.chunkRows still finds a row's chunk.
+                    int rows = (int)Math.Min(cache.chunkRows, allowed - cache.Count);
+                    cache.features.Add(new float[rows * f]);
+                    cache.targets.Add(new float[rows * t]);
+                    cache.labels.Add(new long[rows]);
+                }
+                int chunk = cache.Count / cache.chunkRows;
+                if (!reader.MoveNext(cache.features[chunk].AsSpan(within * f, f), cache.targets[chunk].AsSpan(within * t, t), out long label))
+                    break;
+                cache.labels[chunk][within] = label;
+                cache.Count++;
+            }
+            cache.RowsRead = stream.LastRowsRead;
+            cache.SkippedNonFinite = stream.LastSkippedNonFinite;
+            cache.SkippedMissingLabel = stream.LastSkippedMissingLabel;
+            return cache;
+        }
+
+        /// <summary>One pass over the cached rows in a permutation drawn from <paramref name="rand"/>.</summary>
+        public IEnumerable<Batch> Read(int batchSize, Random rand)
+        {
+            int f = stream.FeatureLength, t = stream.TargetLength;
+            var batch = new Batch(batchSize, f, t);
+            int n = 0;
+            foreach (int row in Permutation(Count, rand))
+            {
+                int chunk = row / chunkRows, within = row % chunkRows;
+                features[chunk].AsSpan(within * f, f).CopyTo(batch.Features.AsSpan(n * f, f));
+                targets[chunk].AsSpan(within * t, t).CopyTo(batch.Targets.AsSpan(n * t, t));
+                batch.Labels[n] = labels[chunk][row % chunkRows];
+                if (++n == batchSize)
+                {
+                    batch.Count = n;
+                    yield return batch;
+                    n = 0;
+                }
+            }
+            if (n > 0)
+            {
+                batch.Count = n;
+                yield return batch;
+            }
         }
     }
 

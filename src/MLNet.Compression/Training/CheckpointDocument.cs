@@ -95,6 +95,13 @@ internal sealed class CheckpointOptions
     public bool? Shuffle { get; set; }
 
     public int? ProgressInterval { get; set; }
+
+    public long? ShuffleCacheLimitBytes { get; set; }
+
+    public int? ShuffleBufferRows { get; set; }
+
+    /// <summary>The option as set (null: the default).</summary>
+    public int? Threads { get; set; }
 }
 
 /// <summary>One weighted layer as stored: its name, weight shape and bias length.</summary>

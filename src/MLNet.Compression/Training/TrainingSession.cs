@@ -83,17 +83,27 @@ internal sealed class TrainingSession
         ICudaInfo? cuda = null)
     {
         TorchNative.EnsureLoaded();
+        if (options.Epochs < 1)
+            throw new ArgumentOutOfRangeException(nameof(options), options.Epochs,
+                $"NeuralNetworkOptions.Epochs must be 1 or more to train ({stage}); it is {options.Epochs}.");
+        cancellation.ThrowIfCancellationRequested();
         var log = new ContextLog(ml, stage == "train" ? nameof(NeuralNetworkTrainer) : stage);
         var resolved = DeviceSelector.Resolve(options.Device, cuda ?? TorchCudaInfo.Instance, ml.GpuDeviceId, ml.FallbackToCpu);
         if (resolved.Warning is not null)
             log.Warning(resolved.Warning);
         var device = resolved.ToTorch();
         var head = model.Head;
-        var stream = new BatchStream(data, options.LabelColumnName, options.FeatureColumnName, model.InputLength, hooks?.TargetColumnName, head);
+        var stream = new BatchStream(data, options.LabelColumnName, options.FeatureColumnName, model.InputLength, hooks?.TargetColumnName, head)
+        {
+            ShuffleCacheLimitBytes = options.ShuffleCacheLimitBytes,
+            ShuffleBufferRows = options.ShuffleBufferRows,
+        };
         if (stream.ClassCount != model.NumClasses)
             throw new ArgumentOutOfRangeException(nameof(data),
                 $"The label column '{options.LabelColumnName}' has {stream.ClassCount} classes but the network has {model.NumClasses} outputs.");
 
+        int threads = options.Threads ?? NeuralNetworkOptions.DefaultThreads;
+        using var threadScope = resolved.IsCuda ? null : TorchThreads.Use(threads);
         var peak = PeakMemory.Start();
         using var gpuPeak = resolved.IsCuda ? GpuMemory.TrackPeak(resolved.Index) : null;
         var sw = Stopwatch.StartNew();
@@ -134,7 +144,10 @@ internal sealed class TrainingSession
         Func<DataViewRowId, bool>? trainRows = valFraction > 0 ? id => !BatchStream.IsHeldOut(id, seed, valFraction) : null;
         Func<DataViewRowId, bool>? valRows = valFraction > 0 ? id => BatchStream.IsHeldOut(id, seed, valFraction) : null;
         log.Info($"Training {model.Architecture.Name} ({model.ParameterCount:N0} parameters) on {resolved} in {options.Precision}, " +
-                 $"{options.Epochs} epoch(s), batch {options.BatchSize}, {options.Optimizer} lr={options.LearningRate}.");
+                 $"{options.Epochs} epoch(s), batch {options.BatchSize}, {options.Optimizer} lr={options.LearningRate}" +
+                 (resolved.IsCuda ? "." : $", {threads} CPU thread(s)."));
+        RowOrder? loggedOrder = null;
+        bool warnedSkipped = false;
 
         for (int epoch = 1; epoch <= options.Epochs; epoch++)
         {
@@ -146,8 +159,15 @@ internal sealed class TrainingSession
             double lossSum = 0;
             long correct = 0, rows = 0;
             var rand = options.Shuffle ? new Random(unchecked(seed * 31 + epoch)) : null;
+            int stepInEpoch = 0;
             foreach (var batch in stream.Read(options.BatchSize, rand, trainRows))
             {
+                stepInEpoch++;
+                if (loggedOrder != stream.LastOrder)
+                {
+                    loggedOrder = stream.LastOrder;
+                    log.Info(DescribeOrder(stream, data));
+                }
                 cancellation.ThrowIfCancellationRequested(); // within one batch of the request; the caller's model is untouched
                 using (var scope = NewDisposeScope())
                 {
@@ -159,6 +179,13 @@ internal sealed class TrainingSession
                     var loss = hooks?.Loss is { } customLoss ? customLoss(logits, y, batch) : head.Loss(logits, y);
                     if (hooks?.ExtraLoss is { } extra)
                         loss = loss.add(extra(logits, batch), Scalars.One);
+                    float lossValue = loss.item<float>();
+                    if (!float.IsFinite(lossValue))
+                        throw new InvalidOperationException(
+                            $"Training ({stage}) stopped: the loss became {lossValue} at epoch {epoch}, step {stepInEpoch} of the epoch (step {step + 1} " +
+                            $"overall), with learning rate {optimizer.LearningRate}. The weights diverged or the input holds extreme values: " +
+                            "try a lower learning rate (NeuralNetworkOptions.LearningRate, e.g. 10 times lower), normalize the features " +
+                            "(ml.Transforms.NormalizeMinMax or NormalizeMeanVariance), or Precision = Float32. No model was returned.");
                     optimizer.ZeroGrad();
                     if (compute is not null)
                         foreach (var p in computeParams)
@@ -184,7 +211,7 @@ internal sealed class TrainingSession
                     hooks?.AfterStep?.Invoke(step, master);
                     if (compute is not null && hooks?.AfterStep is not null)
                         CopyWeights(master, compute);
-                    lossSum += loss.item<float>() * batch.Count;
+                    lossSum += lossValue * batch.Count;
                     correct += head.CorrectCount(logits, y).item<long>();
                     rows += batch.Count;
                 }
@@ -192,15 +219,36 @@ internal sealed class TrainingSession
                     options.Progress.Report(new TrainingProgress(stage, epoch, options.Epochs, step, rows, lossSum / rows, (double)correct / rows,
                         rows / Math.Max(epochWatch.Elapsed.TotalSeconds, 1e-9), false));
             }
+            cancellation.ThrowIfCancellationRequested();
+            long trainRead = stream.LastRowsRead, skippedNonFinite = stream.LastSkippedNonFinite, skippedNoLabel = stream.LastSkippedMissingLabel;
             if (rows == 0)
                 throw new ArgumentException(
-                    $"The training data has no rows with a label in column '{options.LabelColumnName}'" +
-                    (valFraction > 0 ? " outside the validation split" : string.Empty) + ". Check the data view and the label column.", nameof(data));
+                    (trainRead == 0
+                        ? $"The training data has no rows" + (valFraction > 0 ? " outside the validation split" : string.Empty) + "."
+                        : $"None of the {trainRead:N0} training rows" + (valFraction > 0 ? " outside the validation split" : string.Empty) +
+                          $" can be used: {skippedNonFinite:N0} have a NaN or infinite value in '{options.FeatureColumnName}'" +
+                          (hooks?.TargetColumnName is { } tcn ? $" or '{tcn}'" : string.Empty) +
+                          $", {skippedNoLabel:N0} have a missing label in '{options.LabelColumnName}'.") +
+                    " Check the data view: replace missing values (ml.Transforms.ReplaceMissingValues) or filter them out " +
+                    "(ml.Data.FilterRowsByMissingValues), and give every row a label.", nameof(data));
             double? valLoss = null, valAcc = null;
             if (valRows is not null)
+            {
                 (valLoss, valAcc) = Evaluate(net, head, stream, valRows, device, lowPrecision, model.InputLength);
+                skippedNonFinite += stream.LastSkippedNonFinite;
+                skippedNoLabel += stream.LastSkippedMissingLabel;
+            }
+            long skipped = skippedNonFinite + skippedNoLabel;
+            if (skipped > 0 && !warnedSkipped)
+            {
+                warnedSkipped = true;
+                log.Warning($"Skipped {skipped:N0} row(s) of each pass: {skippedNonFinite:N0} with a NaN or infinite value in '{options.FeatureColumnName}'" +
+                            (hooks?.TargetColumnName is { } tc ? $" or '{tc}'" : string.Empty) +
+                            $", {skippedNoLabel:N0} with a missing label in '{options.LabelColumnName}'. They are counted in EpochMetrics.SkippedRows " +
+                            "(the model's TrainingHistory); replace or filter missing values to train on them.");
+            }
             var seconds = epochWatch.Elapsed.TotalSeconds;
-            var metrics = new EpochMetrics(epoch, lossSum / rows, (double)correct / rows, valLoss, valAcc, seconds, rows);
+            var metrics = new EpochMetrics(epoch, lossSum / rows, (double)correct / rows, valLoss, valAcc, seconds, rows, skipped, loggedOrder ?? stream.LastOrder);
             history.Add(metrics);
             gpuPeak?.Sample();
             options.Progress?.Report(new TrainingProgress(stage, epoch, options.Epochs, step, rows, metrics.Loss, metrics.Accuracy, rows / seconds, true, valAcc));
@@ -231,11 +279,47 @@ internal sealed class TrainingSession
                     target.Weight = source.Weight;
                     target.Bias = source.Bias;
                 }
+        EnsureFinite(model, stage);
         var state = optimizer.SaveState();
         gpuPeak?.Sample();
         return new TrainingResult(model, history, state, step, sw.Elapsed.TotalSeconds, peak.PeakBytes(), gpuPeak?.PeakBytes,
             resolved.ToString(), options.Precision);
     }
+
+    /// <summary>Throws when a weight or bias of <paramref name="model"/> is NaN or infinite: such a model is never returned.</summary>
+    internal static void EnsureFinite(NetworkModel model, string stage)
+    {
+        foreach (var layer in model.ParameterizedLayers)
+        {
+            int bad = CountNonFinite(layer.Weight) + CountNonFinite(layer.Bias);
+            if (bad > 0)
+                throw new InvalidOperationException(
+                    $"Training ({stage}) produced {bad:N0} NaN or infinite weight(s) in layer '{layer.Name}'; no model was returned. " +
+                    "The training diverged: try a lower learning rate (NeuralNetworkOptions.LearningRate) and normalized features.");
+        }
+    }
+
+    private static int CountNonFinite(float[] values)
+    {
+        int n = 0;
+        foreach (var v in values)
+            if (!float.IsFinite(v))
+                n++;
+        return n;
+    }
+
+    private static string DescribeOrder(BatchStream stream, IDataView data) => stream.LastOrder switch
+    {
+        RowOrder.DataOrder => "Rows are read in the data's order (Shuffle is off).",
+        RowOrder.ShuffledByDataView => "Rows are shuffled by the data view each epoch.",
+        RowOrder.ShuffledInMemory =>
+            $"The data view cannot shuffle ({data.GetType().Name}); its rows are cached in memory " +
+            $"({stream.CachedRowBytes:N0} bytes per row, limit ShuffleCacheLimitBytes = {stream.ShuffleCacheLimitBytes:N0}) and shuffled fully each epoch.",
+        _ =>
+            $"The data view cannot shuffle ({data.GetType().Name}) and its rows exceed ShuffleCacheLimitBytes = {stream.ShuffleCacheLimitBytes:N0} " +
+            $"({stream.CachedRowBytes:N0} bytes per row); rows pass through a shuffle buffer of {stream.ShuffleBufferRows:N0} rows " +
+            "(raise ShuffleCacheLimitBytes or ShuffleBufferRows for a better mix, e.g. on a file sorted by label).",
+    };
 
     private static (double Loss, double Accuracy) Evaluate(TorchNetwork net, OutputHead head, BatchStream stream, Func<DataViewRowId, bool> rowsToUse,
         Device device, ScalarType? lowPrecision, int inputLength)
