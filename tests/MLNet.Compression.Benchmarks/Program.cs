@@ -7,6 +7,13 @@ using MLNet.Compression.Benchmarks;
 //   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --filter '*' --quick   (one iteration each, smoke test)
 //   add --in-process to skip BenchmarkDotNet's child-project build (InProcessEmitToolchain)
 // Results: BenchmarkDotNet.Artifacts/results/*-report-github.md in the working directory.
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --concurrent-training [--rows 20000] [--threads 1,2,default]
+//     (a benchmark mode, not BenchmarkDotNet: one training alone vs two at once, per TorchSharp thread setting; see ConcurrentTrainingBenchmark)
+if (args.Contains("--concurrent-training", StringComparer.Ordinal))
+{
+    ConcurrentTrainingBenchmark.Run(args);
+    return;
+}
 var quick = args.Contains("--quick", StringComparer.Ordinal);
 BenchmarkSettings.Quick = quick;
 BenchmarkSettings.InProcess = args.Contains("--in-process", StringComparer.Ordinal);

@@ -83,9 +83,6 @@ internal sealed class TrainingSession
         ICudaInfo? cuda = null)
     {
         TorchNative.EnsureLoaded();
-        if (options.Epochs < 1)
-            throw new ArgumentOutOfRangeException(nameof(options), options.Epochs,
-                $"NeuralNetworkOptions.Epochs must be 1 or more to train ({stage}); it is {options.Epochs}.");
         cancellation.ThrowIfCancellationRequested();
         var log = new ContextLog(ml, stage == "train" ? nameof(NeuralNetworkTrainer) : stage);
         var resolved = DeviceSelector.Resolve(options.Device, cuda ?? TorchCudaInfo.Instance, ml.GpuDeviceId, ml.FallbackToCpu);

@@ -138,6 +138,10 @@ public sealed class CheckpointRoundTripTests
             Progress = new Progress<TrainingProgress>(),
             ProgressInterval = 7,
             ScoringBatchSize = 333,
+            ShuffleCacheLimitBytes = 12_345_678,
+            ShuffleBufferRows = 999,
+            Threads = 3,
+            CancellationToken = Cancelled(),
         };
         AssertEveryPropertyDiffers(new NeuralNetworkOptions(), options);
         var quantization = new QuantizationOptions
