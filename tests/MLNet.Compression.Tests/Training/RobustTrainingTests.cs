@@ -160,6 +160,42 @@ public sealed class RobustTrainingTests
         Assert.Contains("no rows", Assert.Throws<ArgumentException>(() => ml.Compression().NeuralNetwork(Options()).Fit(none)).Message);
     }
 
+    [Fact]
+    public void TheThreadSettingHoldsWhileAnyTrainingRunsAndIsRestoredAfterTheLast()
+    {
+        MLNet.Compression.Native.TorchNative.EnsureLoaded();
+        int original = get_num_threads();
+        try
+        {
+            set_num_threads(3);
+            var first = TorchThreads.Use(1);
+            Assert.Equal(1, get_num_threads());
+            var second = TorchThreads.Use(2); // overlapping trainings share one process-wide value: the latest
+            Assert.Equal(2, get_num_threads());
+            first.Dispose();
+            Assert.Equal(2, get_num_threads()); // the first to finish does not pull the value from under the second
+            first.Dispose();                    // disposing twice counts once
+            second.Dispose();
+            Assert.Equal(3, get_num_threads());
+
+            var ml = new MLContext(seed: 1);
+            var (train, _, _) = Gaussian(ml, 300);
+            int during = 0;
+            var options = Options(epochs: 1);
+            options.Threads = 2;
+            options.ProgressInterval = 1;
+            options.Progress = new SyncProgress<TrainingProgress>(_ => during = get_num_threads());
+            using (ml.Compression().NeuralNetwork(options).Fit(train))
+                Assert.Equal(2, during);
+            Assert.Equal(3, get_num_threads());
+            Assert.Equal("Threads", Assert.Throws<ArgumentOutOfRangeException>(() => ml.Compression().NeuralNetwork(new NeuralNetworkOptions { Threads = 0 })).ParamName);
+        }
+        finally
+        {
+            set_num_threads(original);
+        }
+    }
+
     private sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
     {
         public void Report(T value) => report(value);
