@@ -80,6 +80,12 @@ internal sealed class BatchStream
     /// <summary>Rows in the shuffle buffer used when the cache does not fit. Default <see cref="NeuralNetworkOptions.DefaultShuffleBufferRows"/>.</summary>
     public int ShuffleBufferRows { get; init; } = NeuralNetworkOptions.DefaultShuffleBufferRows;
 
+    /// <summary>
+    /// Stops a pass between rows (checked every 1,024 rows read), so that building the shuffle cache or filling the shuffle buffer
+    /// of a large view can be cancelled too, not only the training steps.
+    /// </summary>
+    public CancellationToken Cancellation { get; init; }
+
     /// <summary>How the rows of the last (or current) <see cref="Read"/> are ordered.</summary>
     public RowOrder LastOrder { get; private set; }
 
@@ -248,6 +254,7 @@ internal sealed class BatchStream
         private VBuffer<float> features;
         private VBuffer<float> target;
         private DataViewRowId id;
+        private long visited;
 
         public RowReader(BatchStream stream, Random? rand, Func<DataViewRowId, bool>? include)
         {
@@ -269,6 +276,8 @@ internal sealed class BatchStream
         {
             while (cursor.MoveNext())
             {
+                if ((++visited & 1023) == 0)
+                    stream.Cancellation.ThrowIfCancellationRequested();
                 if (idGetter is not null)
                 {
                     idGetter(ref id);

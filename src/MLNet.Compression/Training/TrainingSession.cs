@@ -94,6 +94,7 @@ internal sealed class TrainingSession
         {
             ShuffleCacheLimitBytes = options.ShuffleCacheLimitBytes,
             ShuffleBufferRows = options.ShuffleBufferRows,
+            Cancellation = cancellation,
         };
         if (stream.ClassCount != model.NumClasses)
             throw new ArgumentOutOfRangeException(nameof(data),
@@ -163,7 +164,7 @@ internal sealed class TrainingSession
                 if (loggedOrder != stream.LastOrder)
                 {
                     loggedOrder = stream.LastOrder;
-                    log.Info(DescribeOrder(stream, data));
+                    log.Info(DescribeOrder(stream));
                 }
                 cancellation.ThrowIfCancellationRequested(); // within one batch of the request; the caller's model is untouched
                 using (var scope = NewDisposeScope())
@@ -305,15 +306,15 @@ internal sealed class TrainingSession
         return n;
     }
 
-    private static string DescribeOrder(BatchStream stream, IDataView data) => stream.LastOrder switch
+    private static string DescribeOrder(BatchStream stream) => stream.LastOrder switch
     {
         RowOrder.DataOrder => "Rows are read in the data's order (Shuffle is off).",
         RowOrder.ShuffledByDataView => "Rows are shuffled by the data view each epoch.",
         RowOrder.ShuffledInMemory =>
-            $"The data view cannot shuffle ({data.GetType().Name}); its rows are cached in memory " +
+            "The data view cannot shuffle (as LoadFromTextFile and LoadFromEnumerable views cannot); its rows are cached in memory " +
             $"({stream.CachedRowBytes:N0} bytes per row, limit ShuffleCacheLimitBytes = {stream.ShuffleCacheLimitBytes:N0}) and shuffled fully each epoch.",
         _ =>
-            $"The data view cannot shuffle ({data.GetType().Name}) and its rows exceed ShuffleCacheLimitBytes = {stream.ShuffleCacheLimitBytes:N0} " +
+            $"The data view cannot shuffle and its rows exceed ShuffleCacheLimitBytes = {stream.ShuffleCacheLimitBytes:N0} " +
             $"({stream.CachedRowBytes:N0} bytes per row); rows pass through a shuffle buffer of {stream.ShuffleBufferRows:N0} rows " +
             "(raise ShuffleCacheLimitBytes or ShuffleBufferRows for a better mix, e.g. on a file sorted by label).",
     };

@@ -139,6 +139,37 @@ public sealed class RobustTrainingTests
         Assert.False(model.TrainingOptions.CancellationToken.CanBeCanceled);
     }
 
+    private sealed class KeyedRow
+    {
+        [KeyType(5)]
+        public uint Label { get; set; }
+
+        [VectorType(GaussianClasses.Dimensions)]
+        public float[] Features { get; set; } = [];
+    }
+
+    [Fact]
+    public void CancellationAlsoStopsTheShuffleCacheWhileItFills()
+    {
+        var ml = new MLContext(seed: 1);
+        using var cts = new CancellationTokenSource();
+        int produced = 0;
+        IEnumerable<KeyedRow> Rows()
+        {
+            for (int i = 0; i < 100_000; i++)
+            {
+                if (++produced == 3000)
+                    cts.Cancel();
+                yield return new KeyedRow { Label = (uint)(i % 4) + 1, Features = new float[GaussianClasses.Dimensions] };
+            }
+        }
+        var options = Options();
+        options.CancellationToken = cts.Token;
+        // LoadFromEnumerable cannot shuffle: the first epoch starts by caching the rows, and the token stops that pass.
+        Assert.ThrowsAny<OperationCanceledException>(() => ml.Compression().NeuralNetwork(options).Fit(ml.Data.LoadFromEnumerable(Rows())));
+        Assert.InRange(produced, 3000, 3000 + 1100);
+    }
+
     [Fact]
     public void ZeroEpochsAndEmptyDataAreRejectedSayingWhy()
     {
