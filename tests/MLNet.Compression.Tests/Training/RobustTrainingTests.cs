@@ -139,6 +139,39 @@ public sealed class RobustTrainingTests
         Assert.False(model.TrainingOptions.CancellationToken.CanBeCanceled);
     }
 
+    [Fact]
+    public void ACancelledDistillationLeavesNoTeacherCacheBehind()
+    {
+        var ml = new MLContext(seed: 1);
+        var (train, _, _) = Gaussian(ml, 2000);
+        using var teacher = ml.Compression().NeuralNetwork(Options(epochs: 1)).Fit(train);
+        var cache = Directory.CreateTempSubdirectory("mlnet-cancel-");
+        try
+        {
+            using var cts = new CancellationTokenSource();
+            var student = Options(epochs: 3);
+            student.Architecture = NetworkArchitecture.Mlp(8);
+            student.ProgressInterval = 1;
+            student.CancellationToken = cts.Token;
+            bool sawCache = false;
+            student.Progress = new SyncProgress<TrainingProgress>(p =>
+            {
+                sawCache |= cache.EnumerateFiles("*", SearchOption.AllDirectories).Any();
+                if (p.Step == 5)
+                    cts.Cancel();
+            });
+            var distill = ml.Compression().Distill(teacher, student,
+                new MLNet.Compression.Distillation.DistillationOptions { CacheTeacherOutputs = true, CacheDirectory = cache.FullName });
+            Assert.ThrowsAny<OperationCanceledException>(() => distill.Fit(train));
+            Assert.True(sawCache, "The teacher cache was never written, so this test proves nothing.");
+            Assert.Empty(cache.EnumerateFileSystemInfos("*", SearchOption.AllDirectories));
+        }
+        finally
+        {
+            cache.Delete(recursive: true);
+        }
+    }
+
     private sealed class KeyedRow
     {
         [KeyType(5)]
