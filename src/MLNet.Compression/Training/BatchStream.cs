@@ -460,8 +460,9 @@ internal static class SchemaValidation
                 "Convert it with ml.Transforms.Conversion.ConvertType or ml.Transforms.Concatenate.");
         if (expectedLength > 0 && vt.Size != expectedLength)
             throw new ArgumentOutOfRangeException(nameof(name),
-                $"The feature column '{name}' has {vt.Size} values per row but the network's input shape needs {expectedLength}. " +
-                "Choose an architecture whose input matches the data (e.g. NetworkArchitecture.Mlp(inputLength, ...)).");
+                $"The feature column '{name}' has {vt.Size} values per row but the network reads {expectedLength}. " +
+                "Give it data prepared by the same transforms as the data it was trained on; to train a new network on this data, " +
+                "NetworkArchitecture.Mlp(hidden...) takes its input size from the feature column.");
         return column;
     }
 
