@@ -180,7 +180,7 @@ internal sealed class TrainingSession
                     float lossValue = loss.item<float>();
                     if (!float.IsFinite(lossValue))
                         throw new InvalidOperationException(
-                            $"Training ({stage}) stopped: the loss became {lossValue} at epoch {epoch}, step {stepInEpoch} of the epoch (step {step + 1} " +
+                            $"Training ({stage}) stopped: the loss became {(float.IsNaN(lossValue) ? "NaN" : "infinite")} at epoch {epoch}, step {stepInEpoch} of the epoch (step {step + 1} " +
                             $"overall), with learning rate {optimizer.LearningRate}. The weights diverged or the input holds extreme values: " +
                             "try a lower learning rate (NeuralNetworkOptions.LearningRate, e.g. 10 times lower), normalize the features " +
                             "(ml.Transforms.NormalizeMinMax or NormalizeMeanVariance), or Precision = Float32. No model was returned.");
