@@ -57,6 +57,9 @@ return root.Parse(args).Invoke();
 static int Run(SampleSettings settings)
 {
     var clock = Stopwatch.StartNew();
+    // In a log file or CI there is no terminal width to fit: lay the table out wide, as the main job does.
+    if (!AnsiConsole.Profile.Capabilities.Interactive || Console.IsOutputRedirected)
+        AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 200);
     Directory.CreateDirectory(settings.OutputDirectory);
     var results = new List<TaskResult>();
     foreach (string task in settings.Tasks)
@@ -180,7 +183,12 @@ namespace TabularClassification
     public sealed record ResultsDocument(int SchemaVersion, string Package, int Seed, bool CatalogTrainers, int ProcessorCount, double Seconds,
         IReadOnlyList<TaskResult> Tasks)
     {
-        private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
+        private static readonly JsonSerializerOptions JsonOptions = new()
+        {
+            WriteIndented = true,
+            PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+            Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping, // "°C" and ">" as they are
+        };
 
         /// <summary>Writes the document to a temporary file beside <paramref name="path"/>, then moves it into place.</summary>
         /// <param name="path">results.json.</param>

