@@ -72,9 +72,20 @@ public static class TaskRunner
         long zipBytes = new FileInfo(zipPath).Length;
 
         ITransformer loaded = ml.Model.Load(zipPath, out _);
-        double reloaded = evaluate(ml, loaded.Transform(test))[metricName];
-        var engine = ml.Model.CreatePredictionEngine<TInput, TOutput>(loaded);
-        var predictions = examples.Select(e => describe(e, engine.Predict(e))).ToArray();
+        double reloaded;
+        string[] predictions;
+        try
+        {
+            reloaded = evaluate(ml, loaded.Transform(test))[metricName];
+            using var engine = ml.Model.CreatePredictionEngine<TInput, TOutput>(loaded);
+            predictions = examples.Select(e => describe(e, engine.Predict(e))).ToArray();
+        }
+        finally
+        {
+            // The network's transformers hold ONNX Runtime sessions: release them now, not at exit.
+            (loaded as IDisposable)?.Dispose();
+            (model as IDisposable)?.Dispose();
+        }
         return new TrainerRow(trainer, "ok", metrics[metricName], metrics, reloaded, zipFile, zipBytes, trainSeconds, predictions, null);
     }
 
