@@ -84,7 +84,7 @@ public sealed class VegaDatasetsTests
         try
         {
             // A cache holding the right tarball and a tampered penguins.json: the file is extracted again and checked.
-            File.Copy(Path.Combine(VegaDatasets.CacheDirectory(), VegaDatasets.TarballName), Path.Combine(cache, VegaDatasets.TarballName));
+            File.Copy(VegaDatasets.EnsureTarball(), Path.Combine(cache, VegaDatasets.TarballName));
             Directory.CreateDirectory(Path.Combine(cache, "3.2.1"));
             File.WriteAllText(Path.Combine(cache, "3.2.1", "penguins.json"), "[]");
             string folder = VegaDatasets.EnsureSourceFiles(cacheDirectory: cache, npmExecutable: "/nonexistent/npm");

@@ -147,9 +147,7 @@ public static class VegaDatasets
         try
         {
             Directory.CreateDirectory(folder);
-            string tarball = Path.Combine(cache, TarballName);
-            if (!HasSha256(tarball, TarballSha256))
-                FetchTarball(tarball, npmExecutable, timeout ?? DefaultTimeout, log);
+            string tarball = EnsureTarball(log, npmExecutable, timeout, cache);
             using (var archive = new FileStream(tarball, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16))
             using (var gzip = new GZipStream(archive, CompressionMode.Decompress))
             using (var tar = new TarReader(gzip))
@@ -173,6 +171,34 @@ public static class VegaDatasets
             return folder;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or FormatException)
+        {
+            throw Failure($"{e.GetType().Name}: {e.Message}", cache);
+        }
+    }
+
+    /// <summary>
+    /// Makes <c>&lt;cache&gt;/vega-datasets-3.2.1.tgz</c> available with the right SHA-256: kept when it is, else fetched
+    /// again with <c>npm pack vega-datasets@3.2.1</c>.
+    /// </summary>
+    /// <param name="log">Receives a line about what was done; may be <see langword="null"/>.</param>
+    /// <param name="npmExecutable">The npm CLI; default: <c>npm</c> found on <c>PATH</c>.</param>
+    /// <param name="timeout">Time allowed for <c>npm pack</c>; default <see cref="DefaultTimeout"/>.</param>
+    /// <param name="cacheDirectory">The cache folder; default <see cref="CacheDirectory"/>.</param>
+    /// <returns>The tarball's path.</returns>
+    /// <exception cref="InvalidOperationException">npm is missing or failed, or the checksum is wrong; the message says what to do.</exception>
+    public static string EnsureTarball(Action<string>? log = null, string? npmExecutable = null, TimeSpan? timeout = null, string? cacheDirectory = null)
+    {
+        string cache = Path.GetFullPath(cacheDirectory ?? CacheDirectory());
+        string tarball = Path.Combine(cache, TarballName);
+        if (HasSha256(tarball, TarballSha256))
+            return tarball;
+        try
+        {
+            Directory.CreateDirectory(cache);
+            FetchTarball(tarball, npmExecutable, timeout ?? DefaultTimeout, log);
+            return tarball;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw Failure($"{e.GetType().Name}: {e.Message}", cache);
         }
