@@ -18,11 +18,11 @@ public sealed record NetworkSettings(int[] HiddenLayers, int Epochs, int BatchSi
 /// <remarks>
 /// INTEGRATION: the catalog trainers (<c>ml.BinaryClassification.Trainers.NeuralNetwork</c>,
 /// <c>ml.MulticlassClassification.Trainers.NeuralNetwork</c>, <c>ml.Regression.Trainers.NeuralNetwork</c>) are not in this
-/// branch yet. The calls below are written against their announced API and compiled only when the symbol
-/// <c>CATALOG_TRAINERS</c> is defined: add <c>&lt;DefineConstants&gt;$(DefineConstants);CATALOG_TRAINERS&lt;/DefineConstants&gt;</c>
-/// to TabularClassification.csproj once they are merged (then delete the <c>#else</c> branches and this remark).
-/// Until then the binary and regression rows of "ours" are reported as pending, and the multiclass row uses
-/// <c>ml.Compression().NeuralNetwork(...)</c>, which exists today.
+/// branch yet. The calls below are written against their API and compiled only when the symbol <c>CATALOG_TRAINERS</c> is
+/// defined, which TabularClassification.csproj does when src/MLNet.Compression/NeuralNetworkCatalogExtensions.cs exists;
+/// once they are merged, define it unconditionally (or delete the <c>#else</c> branches and this remark). Without them
+/// the binary and regression rows of "ours" are reported as pending (results.json: <c>catalogTrainers: false</c>), and
+/// the multiclass row uses <c>ml.Compression().NeuralNetwork(...)</c>.
 /// </remarks>
 public static class NeuralNetworkTrainers
 {

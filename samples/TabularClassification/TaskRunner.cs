@@ -58,7 +58,7 @@ public static class TaskRunner
         if (pipeline is null)
         {
             return new TrainerRow(trainer, "pending-integration", null, null, null, null, null, null, [],
-                "needs the catalog trainer (define CATALOG_TRAINERS in TabularClassification.csproj once it is merged)");
+                "needs the catalog trainer (NeuralNetworkCatalogExtensions.cs; see TabularClassification.csproj)");
         }
 
         // Model Builder's generated code: Fit, Evaluate, Save; a consuming app then Loads and predicts.
