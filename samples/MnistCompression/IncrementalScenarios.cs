@@ -208,7 +208,8 @@ internal static class IncrementalScenarios
             if (only is not null ? !only.Contains(config.Name) : quick && !config.InQuick)
                 continue;
             var seeds = config.Seeds ?? [1];
-            // The other seeds first, so that the row itself (the first seed) carries the mean and spread.
+            // The row itself (the first seed) first; its model waits while the other seeds run, so that the row carries their mean and spread.
+            var (main, final) = RunSplit(config, seeds[0]);
             var seedRows = new List<IncrementalRow>();
             foreach (int seed in seeds.Skip(1))
             {
@@ -217,7 +218,6 @@ internal static class IncrementalScenarios
                 onFinal?.Invoke(row, model);
                 model.Dispose();
             }
-            var (main, final) = RunSplit(config, seeds[0]);
             if (seedRows.Count > 0)
             {
                 var all = new[] { main.Accuracy }.Concat(seedRows.Select(r => r.Accuracy)).ToArray();

@@ -37,7 +37,8 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
     {
         this.previous = previous;
         if (options.Strategies.HasFlag(ContinualStrategies.Replay))
-            _ = options.ReplayBudget.CapacityFor(previous.Network.InputLength); // a budget too small for one exemplar fails now
+            _ = options.ReplayBudget.CapacityFor(previous.Network.InputLength, options.ReplayEncoding,
+                options.ReplayLogitWeight > 0 ? previous.Network.NumClasses : 0, 0); // a budget too small for one exemplar fails now
         if (options.PreviousData is { } prior)
             CheckFeatures(prior, previous, "ContinueTrainingOptions.PreviousData");
     }
