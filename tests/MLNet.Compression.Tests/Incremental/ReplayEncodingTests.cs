@@ -269,6 +269,16 @@ public sealed class ReplayOptionsTests : IClassFixture<IncrementFixture>
         Assert.Equal(memory.LogitLength, back.LogitLength);
         for (int s = 0; s < memory.Count; s++)
             Assert.True(memory.LogitsAt(s).SequenceEqual(back.LogitsAt(s)), $"exemplar {s}'s outputs differ");
+        // checkpoint.json repeats the encoding and the stored outputs; a value that disagrees with replay.bin is named.
+        foreach (var (field, value) in new[] { ("bits", 4), ("logitLength", 8), ("clampedValues", 3) })
+        {
+            string edited = dir[$"der-{field}.checkpoint"];
+            File.Copy(dir["der.checkpoint"], edited);
+            MLNet.Compression.Tests.Training.CheckpointCorruption.EditJson(edited, j => j["incremental"]!["replay"]![field] = value);
+            var e = Assert.Throws<CheckpointException>(() => NeuralNetworkTransformer.LoadCheckpoint(ml, edited));
+            Assert.Equal("checkpoint.json", e.EntryName);
+            Assert.Equal($"incremental.replay.{field}", e.FieldName);
+        }
         // And the next increment from the loaded model trains exactly as from the in-memory one.
         var next = ml.Data.TakeRows(ml.Data.SkipRows(TestMnist.LoadTrain(ml), 2000), 300);
         var chained = Options(1);
