@@ -119,7 +119,9 @@ static int Run(MainJobSettings settings, IReadOnlyList<IMainJobStage> stages)
                 if (sized.Count > 0)
                     Charts.AccuracyVsSize(sized, context.OutputPath("accuracy-vs-size.png"));
                 Charts.TrainingCurves(results, context.OutputPath("training-curves.png"));
-                ui.Info($"Wrote {context.OutputPath("accuracy-vs-size.png")} and {context.OutputPath("training-curves.png")}");
+                ui.Info(sized.Count > 0
+                    ? $"Wrote {context.OutputPath("accuracy-vs-size.png")} and {context.OutputPath("training-curves.png")}"
+                    : $"Wrote {context.OutputPath("training-curves.png")}");
                 if (ContinualCharts.SplitMnist(results, context.OutputPath("continual-learning.png")))
                     ui.Info($"Wrote {context.OutputPath("continual-learning.png")}");
             }
