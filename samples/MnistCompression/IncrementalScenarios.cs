@@ -30,13 +30,54 @@ using MLNet.Compression.Networks;
 internal sealed record IncrementalRow(string Name, double Accuracy, long Parameters, long ModelBytes, long ReplayBytes, long EwcBytes, double Seconds,
     string Architecture, string Strategy, IReadOnlyList<double> AccuracyAfterStep, IReadOnlyList<long> BytesAfterStep,
     IReadOnlyList<double>? OldIncrementAccuracyAfterStep = null, IReadOnlyList<double>? TaskAccuracy = null, IReadOnlyList<double>? Forgetting = null,
-    double? AverageForgetting = null);
+    double? AverageForgetting = null)
+{
+    /// <summary>Split-MNIST: accuracy on the classes seen so far (tasks 0..t) after each task t.</summary>
+    public IReadOnlyList<double>? SeenClassAccuracyAfterStep { get; init; }
+
+    /// <summary>Split-MNIST: bytes of the replay memory (and EWC state) carried after each task (0 after the first).</summary>
+    public IReadOnlyList<long>? MemoryBytesAfterStep { get; init; }
+
+    /// <summary>Split-MNIST: exemplars held after each task.</summary>
+    public IReadOnlyList<int>? ExemplarsAfterStep { get; init; }
+
+    /// <summary>Split-MNIST replay: bits per feature, selection and DER++ weights, e.g. "4-bit reservoir" or "8-bit herding + DER++ (α 0.5, β 1)".</summary>
+    public string? Memory { get; init; }
+
+    /// <summary>The replay budget in bytes (null without replay).</summary>
+    public long? MemoryBudgetBytes { get; init; }
+
+    /// <summary>Final accuracy per seed when the row was repeated over seeds (the first is this row's own).</summary>
+    public IReadOnlyList<double>? SeedAccuracies { get; init; }
+
+    /// <summary>The seed of this run.</summary>
+    public int Seed { get; init; } = 1;
+}
+
+/// <summary>One Split-MNIST configuration.</summary>
+/// <param name="Name">Row name.</param>
+/// <param name="Strategies">Continual strategies.</param>
+/// <param name="Bits">Replay encoding (bits per feature).</param>
+/// <param name="Selection">Replay selection.</param>
+/// <param name="LogitWeight">DER++'s α (0: no logit replay).</param>
+/// <param name="LabelWeight">DER++'s β.</param>
+/// <param name="Seeds">Seeds to run (the first gives the row itself; the others rows named "-seed{n}").</param>
+/// <param name="InQuick">Whether <c>--quick</c> runs it (with its first seed only).</param>
+internal sealed record SplitMnistConfig(string Name, ContinualStrategies Strategies, int Bits = 8, ExemplarSelection Selection = ExemplarSelection.Reservoir,
+    double LogitWeight = 0, double LabelWeight = 1, int[]? Seeds = null, bool InQuick = false)
+{
+    /// <summary>"8-bit reservoir", "1-bit herding + DER++ (α 0.5, β 1)"; null without replay.</summary>
+    public string? Memory => Strategies.HasFlag(ContinualStrategies.Replay)
+        ? $"{Bits}-bit {Selection.ToString().ToLowerInvariant()}" + (LogitWeight > 0 ? $" + DER++ (α {LogitWeight:G3}, β {LabelWeight:G3})" : string.Empty)
+        : null;
+}
 
 /// <summary>
 /// The incremental-learning scenarios of the main job, self-contained: the original recipe (train on rows 0-999, continue on
 /// rows 1,000-1,999, compared with joint training on rows 0-1,999) and class-incremental Split-MNIST (tasks {0,1}, {2,3},
 /// {4,5}, {6,7}, {8,9}; each task's label re-keyed on its own rows, so the output layer grows by two classes per task) with
-/// plain fine-tuning, LwF, EWC and replay (at most 1,000 exemplars). <c>quick</c> runs a reduced version (about 15 s).
+/// plain fine-tuning, LwF, EWC and replay within 788,000 bytes (see <see cref="SplitMnistConfigs"/>). <c>quick</c> runs a reduced version of the
+/// original recipe and the fine-tuning, LwF, EWC and 8-bit replay rows only (one seed, 1,000 rows per task).
 /// </summary>
 internal static class IncrementalScenarios
 {
@@ -115,6 +156,28 @@ internal static class IncrementalScenarios
         return rows;
     }
 
+    /// <summary>Every Split-MNIST replay row holds at most this many bytes of exemplars: 1,000 MNIST rows at 8 bits (788 B each).</summary>
+    public const long ReplayBudgetBytes = 788_000;
+
+    /// <summary>
+    /// The Split-MNIST rows: plain fine-tuning, LwF, EWC, and replay within <see cref="ReplayBudgetBytes"/> at 8 bits (today's
+    /// row), 4, 2 and 1 bit (reservoir), with herding, with DER++'s logit replay, and the best combination measured; today's and
+    /// the best row also run with seeds 2 and 3.
+    /// </summary>
+    public static readonly SplitMnistConfig[] SplitMnistConfigs =
+    [
+        new("split-mnist-finetune", ContinualStrategies.None, InQuick: true),
+        new("split-mnist-lwf", ContinualStrategies.LearningWithoutForgetting, InQuick: true),
+        new("split-mnist-ewc", ContinualStrategies.ElasticWeightConsolidation, InQuick: true),
+        new("split-mnist-replay", ContinualStrategies.Replay, Seeds: [1, 2, 3], InQuick: true),
+        new("split-mnist-replay-4bit", ContinualStrategies.Replay, Bits: 4),
+        new("split-mnist-replay-2bit", ContinualStrategies.Replay, Bits: 2),
+        new("split-mnist-replay-1bit", ContinualStrategies.Replay, Bits: 1),
+        new("split-mnist-replay-herding", ContinualStrategies.Replay, Selection: ExemplarSelection.Herding),
+        new("split-mnist-replay-der", ContinualStrategies.Replay, LogitWeight: 0.5),
+        new("split-mnist-replay-best", ContinualStrategies.Replay, Bits: 2, LogitWeight: 0.5, Seeds: [1, 2, 3]),
+    ];
+
     /// <summary>Class-incremental Split-MNIST with each strategy; accuracy is the final average over all ten classes.</summary>
     public static List<IncrementalRow> SplitMnist(MLContext ml, IDataView train, IDataView test, TrainingDevice device, bool quick, Action<string> log,
         IReadOnlyCollection<string>? only = null, Action<IncrementalRow, NeuralNetworkTransformer>? onFinal = null)
@@ -128,6 +191,7 @@ internal static class IncrementalScenarios
             return Rekey(ml, quick ? ml.Data.TakeRows(rows, rowsPerTask) : rows);
         }).ToArray();
         var taskTests = Enumerable.Range(0, 5).Select(t => Digits(ml, test, 2 * t, 2 * t + 1)).ToArray();
+        var taskSizes = taskTests.Select(t => (double)t.GetColumn<uint>("Label").Count()).ToArray();
         var options = new NeuralNetworkOptions
         {
             Architecture = NetworkArchitecture.Mlp(400, 400), // van de Ven & Tolias's Split-MNIST network
@@ -139,23 +203,50 @@ internal static class IncrementalScenarios
             Device = device,
             Seed = 1, // every strategy starts from the same first-task model
         };
-        var strategies = new (string Name, ContinualStrategies Strategies)[]
-        {
-            ("split-mnist-finetune", ContinualStrategies.None),
-            ("split-mnist-lwf", ContinualStrategies.LearningWithoutForgetting),
-            ("split-mnist-ewc", ContinualStrategies.ElasticWeightConsolidation),
-            ("split-mnist-replay", ContinualStrategies.Replay),
-        };
         var rows = new List<IncrementalRow>();
-        foreach (var (name, strategy) in strategies)
+        foreach (var config in SplitMnistConfigs)
         {
-            if (only is not null && !only.Contains(name))
+            if (only is not null ? !only.Contains(config.Name) : quick && !config.InQuick)
                 continue;
+            int[] seeds = quick ? [1] : config.Seeds ?? [1]; // --quick: today's four rows, one seed, as before
+            // The row itself (the first seed) first; its model waits while the other seeds run, so that the row carries their mean and spread.
+            var (main, final) = RunSplit(config, seeds[0]);
+            var seedRows = new List<IncrementalRow>();
+            foreach (int seed in seeds.Skip(1))
+            {
+                var (row, model) = RunSplit(config with { Name = $"{config.Name}-seed{seed}" }, seed);
+                seedRows.Add(row);
+                onFinal?.Invoke(row, model);
+                model.Dispose();
+            }
+            if (seedRows.Count > 0)
+            {
+                var all = new[] { main.Accuracy }.Concat(seedRows.Select(r => r.Accuracy)).ToArray();
+                main = main with { SeedAccuracies = all };
+                double mean = all.Average(), spread = Math.Sqrt(all.Sum(a => (a - mean) * (a - mean)) / (all.Length - 1));
+                log($"[{config.Name}] over seeds {string.Join(", ", seeds)}: {string.Join(" ", all.Select(a => a.ToString("P2")))}; mean {mean:P2}, standard deviation {spread * 100:F2} points");
+            }
+            rows.Add(main);
+            rows.AddRange(seedRows);
+            onFinal?.Invoke(main, final);
+            final.Dispose();
+        }
+        return rows;
+
+        (IncrementalRow Row, NeuralNetworkTransformer Model) RunSplit(SplitMnistConfig config, int seed)
+        {
+            string name = config.Name;
+            var strategy = config.Strategies;
             var sw = Stopwatch.StartNew();
             var accuracy = new List<double>();
+            var seen = new List<double>();
             var bytes = new List<long>();
+            var memoryBytes = new List<long>();
+            var exemplars = new List<int>();
             var perTask = new double[5, 5]; // [after step, task]
-            NeuralNetworkTransformer model = ml.Compression().NeuralNetwork(options).Fit(tasks[0]);
+            var seeded = options.Clone();
+            seeded.Seed = seed;
+            NeuralNetworkTransformer model = ml.Compression().NeuralNetwork(seeded).Fit(tasks[0]);
             double seconds = sw.Elapsed.TotalSeconds;
             ContinueTrainingReport? report = null;
             Record(0);
@@ -167,7 +258,11 @@ internal static class IncrementalScenarios
                     Strategies = strategy,
                     Epochs = options.Epochs,
                     PreviousData = tasks[0], // seeds replay / EWC from the first task; later tasks use what the model carries
-                    ReplayBudget = ReplayBudget.Rows(1000),
+                    ReplayBudget = ReplayBudget.Bytes(ReplayBudgetBytes), // 1,000 exemplars at 8 bits
+                    ReplayEncoding = ExemplarEncoding.Bits(config.Bits),
+                    ReplaySelection = config.Selection,
+                    ReplayLogitWeight = config.LogitWeight,
+                    ReplayLabelWeight = config.LabelWeight,
                 });
                 var next = estimator.Fit(tasks[t]);
                 seconds += sw.Elapsed.TotalSeconds;
@@ -178,25 +273,35 @@ internal static class IncrementalScenarios
             }
             var finalTask = Enumerable.Range(0, 5).Select(j => perTask[4, j]).ToArray();
             var forgetting = Enumerable.Range(0, 4).Select(j => Enumerable.Range(j, 4 - j).Max(s => perTask[s, j]) - perTask[4, j]).ToArray();
-            rows.Add(new(name, accuracy[^1], model.ParameterCount, model.Memory.ArtifactBytes, report?.ReplayBytes ?? 0, report?.EwcBytes ?? 0, seconds,
-                options.Architecture.Name, strategy.ToString(), accuracy.ToArray(), bytes.ToArray(), null, finalTask, forgetting, forgetting.Average()));
+            var row = new IncrementalRow(name, accuracy[^1], model.ParameterCount, model.Memory.ArtifactBytes, report?.ReplayBytes ?? 0, report?.EwcBytes ?? 0, seconds,
+                options.Architecture.Name, strategy.ToString(), accuracy.ToArray(), bytes.ToArray(), null, finalTask, forgetting, forgetting.Average())
+            {
+                SeenClassAccuracyAfterStep = seen.ToArray(),
+                MemoryBytesAfterStep = memoryBytes.ToArray(),
+                ExemplarsAfterStep = exemplars.ToArray(),
+                Memory = config.Memory,
+                MemoryBudgetBytes = strategy.HasFlag(ContinualStrategies.Replay) ? ReplayBudgetBytes : null,
+                Seed = seed,
+            };
             log($"[{name}] final accuracy over ten classes {accuracy[^1]:P2}; per task {string.Join(" ", finalTask.Select(a => a.ToString("P1")))}; " +
                 $"forgetting {string.Join(" ", forgetting.Select(f => f.ToString("P1")))} (mean {forgetting.Average():P1}); " +
-                $"bytes after each step {string.Join(" ", bytes.Select(b => b.ToString("N0")))}; {seconds:F1} s");
-            onFinal?.Invoke(rows[^1], model);
-            model.Dispose();
+                $"exemplars {string.Join(" ", exemplars)}; memory bytes after each step {string.Join(" ", memoryBytes.Select(b => b.ToString("N0")))}; " +
+                $"model + memory {string.Join(" ", bytes.Select(b => b.ToString("N0")))}; {seconds:F1} s");
+            return (row, model);
 
             void Record(int step)
             {
                 accuracy.Add(Accuracy(model, test));
                 bytes.Add(report?.TotalBytes ?? model.Memory.ArtifactBytes); // model + replay + EWC after an increment
+                memoryBytes.Add((report?.ReplayBytes ?? 0) + (report?.EwcBytes ?? 0));
+                exemplars.Add(report?.ExemplarsHeld ?? 0);
                 for (int j = 0; j <= step; j++)
                     perTask[step, j] = Accuracy(model, taskTests[j]);
-                log($"  {name} after task {step} ({2 * step},{2 * step + 1}): accuracy over ten classes {accuracy[^1]:P2}, " +
+                seen.Add(Enumerable.Range(0, step + 1).Sum(j => perTask[step, j] * taskSizes[j]) / Enumerable.Range(0, step + 1).Sum(j => taskSizes[j]));
+                log($"  {name} after task {step} ({2 * step},{2 * step + 1}): accuracy over ten classes {accuracy[^1]:P2}, on the classes seen {seen[^1]:P2}, " +
                     $"tasks so far {string.Join(" ", Enumerable.Range(0, step + 1).Select(j => perTask[step, j].ToString("P1")))}");
             }
         }
-        return rows;
     }
 
     /// <summary>Rows whose digit is in [first, last] (MNIST's key label; margins hold whichever point of a key's interval the filter tests).</summary>

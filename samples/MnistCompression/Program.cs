@@ -115,9 +115,15 @@ static int Run(MainJobSettings settings, IReadOnlyList<IMainJobStage> stages)
         {
             try
             {
-                Charts.AccuracyVsSize(results, context.OutputPath("accuracy-vs-size.png"));
+                var sized = results.Where(r => !ContinualCharts.IsContinual(r)).ToList(); // the continual rows have their own chart
+                if (sized.Count > 0)
+                    Charts.AccuracyVsSize(sized, context.OutputPath("accuracy-vs-size.png"));
                 Charts.TrainingCurves(results, context.OutputPath("training-curves.png"));
-                ui.Info($"Wrote {context.OutputPath("accuracy-vs-size.png")} and {context.OutputPath("training-curves.png")}");
+                ui.Info(sized.Count > 0
+                    ? $"Wrote {context.OutputPath("accuracy-vs-size.png")} and {context.OutputPath("training-curves.png")}"
+                    : $"Wrote {context.OutputPath("training-curves.png")}");
+                if (ContinualCharts.SplitMnist(results, context.OutputPath("continual-learning.png")))
+                    ui.Info($"Wrote {context.OutputPath("continual-learning.png")}");
             }
             catch (Exception ex) when (ex is TypeInitializationException or DllNotFoundException)
             {

@@ -37,7 +37,8 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
     {
         this.previous = previous;
         if (options.Strategies.HasFlag(ContinualStrategies.Replay))
-            _ = options.ReplayBudget.CapacityFor(previous.Network.InputLength); // a budget too small for one exemplar fails now
+            _ = options.ReplayBudget.CapacityFor(previous.Network.InputLength, options.ReplayEncoding,
+                options.ReplayLogitWeight > 0 ? previous.Network.NumClasses : 0, 0); // a budget too small for one exemplar fails now
         if (options.PreviousData is { } prior)
             CheckFeatures(prior, previous, "ContinueTrainingOptions.PreviousData");
     }
@@ -85,22 +86,55 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
             log.Info($"The new data adds class(es) {string.Join(", ", merged.Skip(oldClasses))}: the output layer grows from {oldClasses} to {merged.Length} rows.");
 
         // The replay memory (a copy: the previous model keeps its own).
+        var encoding = Settings.ReplayEncoding;
+        bool herding = Settings.ReplaySelection == ExemplarSelection.Herding;
+        bool logitReplay = replayOn && Settings.ReplayLogitWeight > 0;
         ReplayMemory? memory = null;
         if (replayOn)
         {
-            int capacity = Settings.ReplayBudget.CapacityFor(featureLength);
             if (carried?.Replay is { } kept && kept.FeatureLength == featureLength)
-                memory = kept.Clone();
+            {
+                if (kept.Bits != encoding.BitsPerFeature || kept.Ordered != herding)
+                {
+                    if (kept.Bits != encoding.BitsPerFeature)
+                        log.Info($"Replay: the carried memory stores {kept.Bits}-bit exemplars; they are re-encoded at {encoding}.");
+                    memory = kept.Reencoded(encoding.BitsPerFeature, herding);
+                }
+                else
+                    memory = kept.Clone();
+            }
             else
             {
-                memory = new ReplayMemory(featureLength, capacity, unchecked((ulong)(uint)seed * 0x9E3779B97F4A7C15UL + 1));
+                memory = new ReplayMemory(featureLength, Settings.ReplayBudget.CapacityFor(featureLength, encoding, 0, 0),
+                    unchecked((ulong)(uint)seed * 0x9E3779B97F4A7C15UL + 1), encoding.BitsPerFeature, 0, herding);
                 if (Settings.PreviousData is { } prior)
-                    Scan(PreviousView(prior, merged), memory, null, "ContinueTrainingOptions.PreviousData");
+                {
+                    var priorView = PreviousView(prior, merged);
+                    var (min, max) = ExemplarTools.Range(priorView);
+                    memory.Widen(min, max);
+                    int priorCapacity = CapacityOf(memory, memory.LogitLength);
+                    memory.Resize(priorCapacity);
+                    if (herding)
+                    {
+                        var priorPools = new Dictionary<int, ReplayMemory>();
+                        Scan(priorView, null, null, "ContinueTrainingOptions.PreviousData", memory, priorPools, PoolCapacity(priorCapacity, oldClasses));
+                        ExemplarTools.Herd(memory, priorPools, prevNetwork, priorCapacity);
+                    }
+                    else
+                        Scan(priorView, memory, null, "ContinueTrainingOptions.PreviousData");
+                }
                 else
                     log.Warning("Replay: the previous model carries no replay memory and ContinueTrainingOptions.PreviousData is not set, so this increment " +
                                 "has nothing to replay; the memory is filled from the new data for the next increment.");
             }
-            memory.Resize(capacity);
+            if (logitReplay)
+            {
+                // Exemplars stored without outputs (PreviousData, or a memory from increments without logit replay) get the previous model's.
+                memory.GrowLogits(oldClasses);
+                ExemplarTools.FillLogits(memory, prevNetwork);
+                memory.GrowLogits(merged.Length);
+            }
+            memory.Resize(CapacityOf(memory, memory.LogitLength));
         }
 
         // EWC's Fisher information of the earlier tasks.
@@ -124,7 +158,27 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
         // gets this increment's rows; training replays only the earlier ones). Features that cannot be stored fail here.
         var nextMemory = memory?.Clone();
         var newCounts = new long[merged.Length];
-        Scan(new IncrementalDataView(input, labelName, featureName, featureLength, map, merged, null, 0, seed), nextMemory, newCounts, "The new data");
+        var newView = new IncrementalDataView(input, labelName, featureName, featureLength, map, merged, null, 0, seed);
+        Dictionary<int, ReplayMemory>? pools = null;
+        int nextCapacity = 0;
+        long clampedBefore = nextMemory?.ClampedValues ?? 0;
+        bool widened = false;
+        if (nextMemory is not null)
+        {
+            // Ranges first (one pass), so that the stored exemplars are re-encoded at most once per increment.
+            var (min, max) = ExemplarTools.Range(newView);
+            widened = nextMemory.Widen(min, max);
+            nextCapacity = CapacityOf(nextMemory, nextMemory.LogitLength);
+            nextMemory.Resize(nextCapacity);
+            if (herding)
+                pools = new Dictionary<int, ReplayMemory>();
+        }
+        if (widened)
+            log.Info("Replay: the new data lies outside some features' stored ranges; the ranges were widened and the stored exemplars re-encoded.");
+        if (herding && nextMemory is not null)
+            Scan(newView, null, newCounts, "The new data", nextMemory, pools, PoolCapacity(nextCapacity, merged.Length));
+        else
+            Scan(newView, nextMemory, newCounts, "The new data");
         long newRows = newCounts.Sum();
         if (newRows == 0)
             throw new ArgumentException($"The new data has no rows with a label in column '{labelName}'. Pass the rows to continue training on.", nameof(input));
@@ -138,7 +192,8 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
                 (double)onlyInMemory / (onlyInMemory + newClasses),
                 (double)memory.Count / (memory.Count + newRows)));
         }
-        var view = new IncrementalDataView(input, labelName, featureName, featureLength, map, merged, fraction > 0 ? memory : null, fraction, seed);
+        bool derTerm = logitReplay && fraction > 0;
+        var view = new IncrementalDataView(input, labelName, featureName, featureLength, map, merged, fraction > 0 ? memory : null, fraction, seed, derTerm);
 
         // Training options: the previous model's, with this increment's epochs, rate and batch size.
         var tuning = Settings.Derive(previous.TrainingOptions);
@@ -148,6 +203,7 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
         using var masks = Settings.KeepSparsity && zerosBefore > 0 ? new ExactZeroMasks() : null;
         using var penalty = ewc is null || Settings.EwcLambda == 0 ? null : new EwcPenalty(ewc, Settings.EwcLambda);
         using var teacher = lwfOn ? new LwfTeacher(prevNetwork, Settings.LwfTemperature, Settings.LwfWeight) : null;
+        using var der = derTerm ? new LogitReplayLoss(Settings.ReplayLogitWeight, Settings.ReplayLabelWeight) : null;
         var hooks = new TrainingHooks
         {
             BeforeTraining = net =>
@@ -160,12 +216,26 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
             BeforeStep = penalty is null ? null : penalty.AddGradient,
             Forward = teacher is null ? null : teacher.Forward,
             Loss = teacher is null ? null : (logits, y, _) => teacher.Loss(logits, y),
+            TargetColumnName = der is null ? null : IncrementalDataView.TargetsColumnName,
+            ExtraLoss = der is null ? null : der.Loss,
         };
         log.Info($"Continuing {network.Architecture.Name} on {newRows:N0} new rows ({strategies}), {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}" +
                  (fraction > 0 ? $", {fraction:P0} of each batch replayed from {memory!.Count:N0} exemplars" : string.Empty) +
                  (optimizerState is not null ? ", from the previous optimizer state." : "."));
         var result = new TrainingSession(context, tuning, Stage, Settings.CancellationToken).Run(view, network, seed, optimizerState, hooks);
         int replayed = fraction > 0 ? memory!.Count : 0;
+
+        // The next memory: herding chooses the new classes' exemplars with the trained network; logit replay stores its outputs.
+        if (nextMemory is not null)
+        {
+            if (pools is not null)
+                ExemplarTools.Herd(nextMemory, pools, result.Model, nextCapacity);
+            if (logitReplay)
+                ExemplarTools.FillLogits(nextMemory, result.Model);
+            long clamped = nextMemory.ClampedValues - clampedBefore;
+            if (clamped > 0)
+                log.Warning($"Replay: {clamped:N0} feature value(s) of the new data lay outside the stored ranges (infinite values) and were clamped into them.");
+        }
 
         // What the next increment needs: EWC adds this task's Fisher information.
         EwcState? nextEwc = null;
@@ -212,6 +282,10 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
             Parameters = model.ParameterCount,
             ModelBytes = model.Memory.ArtifactBytes,
             ReplayBytes = nextMemory?.Bytes ?? 0,
+            ReplayBitsPerFeature = nextMemory?.Bits,
+            ReplaySelection = Settings.ReplaySelection,
+            ExemplarsHeld = nextMemory?.Count ?? 0,
+            ClampedValues = nextMemory?.ClampedValues ?? 0,
             ReplayBudgetBytes = nextMemory?.CapacityBytes ?? 0,
             ExemplarsPerClass = Enumerable.Range(0, counts.Length).Where(c => counts[c] > 0).ToDictionary(c => merged[c], c => counts[c]),
             EwcBytes = nextEwc?.Bytes ?? 0,
@@ -252,16 +326,22 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
     /// One sequential pass over <paramref name="view"/>: counts the labelled rows per class into <paramref name="counts"/>
     /// (when given) and offers every labelled row to <paramref name="memory"/> (when given).
     /// </summary>
-    private static void Scan(IncrementalDataView view, ReplayMemory? memory, long[]? counts, string what)
+    /// <remarks>
+    /// For herding, rows go instead to a per-class candidate pool (a uniform sample of at most <paramref name="poolCapacity"/> rows,
+    /// stored like <paramref name="herdingMemory"/>'s exemplars) and are counted as seen by <paramref name="herdingMemory"/>.
+    /// </remarks>
+    private static void Scan(IncrementalDataView view, ReplayMemory? memory, long[]? counts, string what,
+        ReplayMemory? herdingMemory = null, Dictionary<int, ReplayMemory>? pools = null, int poolCapacity = 0)
     {
         var label = view.Schema[0];
         var features = view.Schema[1];
-        using var cursor = view.GetRowCursor(memory is null ? [label] : [label, features]);
+        bool read = memory is not null || pools is not null;
+        using var cursor = view.GetRowCursor(read ? [label, features] : [label]);
         var getLabel = cursor.GetGetter<uint>(label);
-        var getFeatures = memory is null ? null : cursor.GetGetter<VBuffer<float>>(features);
+        var getFeatures = read ? cursor.GetGetter<VBuffer<float>>(features) : null;
         uint key = 0;
         VBuffer<float> values = default;
-        var dense = memory is null ? [] : new float[view.FeatureLength];
+        var dense = read ? new float[view.FeatureLength] : [];
         while (cursor.MoveNext())
         {
             getLabel(ref key);
@@ -269,13 +349,29 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
                 continue;
             if (counts is not null)
                 counts[key - 1]++;
-            if (memory is null)
+            if (!read)
                 continue;
             getFeatures!(ref values);
             values.CopyTo(dense);
-            memory.Offer(dense, (int)key - 1, () => $"Row {cursor.Position} of {what}");
+            if (memory is not null)
+                memory.Offer(dense, (int)key - 1, () => $"Row {cursor.Position} of {what}");
+            if (pools is not null)
+            {
+                int c = (int)key - 1;
+                if (!pools.TryGetValue(c, out var pool))
+                    pools[c] = pool = herdingMemory!.EmptyLike(poolCapacity, false);
+                herdingMemory!.CountSeen(c);
+                pool.Offer(dense, c, () => $"Row {cursor.Position} of {what}");
+            }
         }
     }
+
+    /// <summary>Exemplars the budget allows for <paramref name="memory"/>'s layout and ranges with <paramref name="logitLength"/> outputs each.</summary>
+    private int CapacityOf(ReplayMemory memory, int logitLength) =>
+        Settings.ReplayBudget.CapacityFor(memory.FeatureLength, Settings.ReplayEncoding, logitLength, memory.RangeBytes);
+
+    /// <summary>Candidates herding considers per class: at least 2,000 rows and 4 times the class's share of the memory.</summary>
+    private static int PoolCapacity(int capacity, int classes) => Math.Max(2000, 4 * (capacity / Math.Max(1, classes)));
 
     private static long CountZeros(NetworkModel network) => network.ParameterizedLayers.Sum(l => (long)l.Weight.Count(w => w == 0f));
 }

@@ -99,13 +99,35 @@ public sealed record ContinueTrainingReport : CompressionStageReport
     [JsonInclude]
     public long ModelBytes { get; internal init; }
 
-    /// <summary>Bytes of the replay memory the new model carries (uint8 pixels plus a 4-byte class index per exemplar).</summary>
+    /// <summary>
+    /// Bytes of the replay memory the new model carries: per exemplar its packed features, a 4-byte class index and, with logit
+    /// replay, 2 bytes per class; plus 8 bytes per feature for the ranges when some range is not [0, 1].
+    /// </summary>
     [JsonInclude]
     public long ReplayBytes { get; internal init; }
 
     /// <summary>The most bytes the replay memory may hold under its budget.</summary>
     [JsonInclude]
     public long ReplayBudgetBytes { get; internal init; }
+
+    /// <summary>Bits per feature of the stored exemplars (<see cref="ContinueTrainingOptions.ReplayEncoding"/>), or null without replay.</summary>
+    [JsonInclude]
+    public int? ReplayBitsPerFeature { get; internal init; }
+
+    /// <summary>How the memory chose its exemplars.</summary>
+    [JsonInclude]
+    public ExemplarSelection ReplaySelection { get; internal init; }
+
+    /// <summary>Exemplars the new model carries.</summary>
+    [JsonInclude]
+    public int ExemplarsHeld { get; internal init; }
+
+    /// <summary>
+    /// Feature values clamped into their stored range so far (over all increments): values that could not widen a range
+    /// (infinite ones). Ranges otherwise widen to cover the data, so this is normally 0.
+    /// </summary>
+    [JsonInclude]
+    public long ClampedValues { get; internal init; }
 
     /// <summary>Exemplars the new model carries, per class name.</summary>
     [JsonInclude]
@@ -149,6 +171,8 @@ public sealed record ContinueTrainingReport : CompressionStageReport
             sb.Append(c, $"; EWC penalty {p:G4}");
         sb.AppendLine();
         sb.Append(c, $"memory carried: model {MemoryReport.FormatBytes(ModelBytes)} + replay {MemoryReport.FormatBytes(ReplayBytes)}");
+        if (ReplayBitsPerFeature is { } bits)
+            sb.Append(c, $" ({ExemplarsHeld:N0} {bits}-bit exemplars, {ReplaySelection}{(ClampedValues > 0 ? $", {ClampedValues:N0} values clamped" : string.Empty)})");
         sb.Append(c, $" (budget {MemoryReport.FormatBytes(ReplayBudgetBytes)}) + EWC {MemoryReport.FormatBytes(EwcBytes)} = {MemoryReport.FormatBytes(TotalBytes)}");
         sb.Append(c, $" (bound {MemoryReport.FormatBytes(BoundBytes)}); {Seconds:F1} s");
         return sb.ToString();

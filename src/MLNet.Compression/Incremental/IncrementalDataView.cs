@@ -18,6 +18,8 @@ namespace MLNet.Compression.Incremental;
 /// the permutation of exemplars comes from the cursor's <see cref="Random"/> (or, without one, from the seed and the number of
 /// cursors opened so far, so each epoch replays in a new order).
 /// Memory: one decoded exemplar (features as float) besides the source cursor.
+/// With logit replay a third column, <see cref="TargetsColumnName"/>, holds 1 + classes values per row: 1 and the exemplar's
+/// stored outputs (NaN for classes they do not cover) for an exemplar, 0 and NaN for a new row.
 /// </remarks>
 internal sealed class IncrementalDataView : IDataView
 {
@@ -28,7 +30,11 @@ internal sealed class IncrementalDataView : IDataView
     private readonly ReplayMemory? replay;
     private readonly double exemplarsPerRow;
     private readonly int seed;
+    private readonly int targetLength;
     private int cursorsOpened;
+
+    /// <summary>The name of the replay-target column (present only with logit replay).</summary>
+    public const string TargetsColumnName = "__ReplayTargets";
 
     /// <param name="source">The new data.</param>
     /// <param name="labelColumnName">Its key-typed label column (also the output's name).</param>
@@ -39,8 +45,9 @@ internal sealed class IncrementalDataView : IDataView
     /// <param name="replay">Exemplars to mix in, or null.</param>
     /// <param name="replayFraction">Share of rows that are exemplars, in [0, 1).</param>
     /// <param name="seed">Seed for the exemplar order when a cursor is opened without a <see cref="Random"/>.</param>
+    /// <param name="replayTargets">Whether to add the replay-target column (logit replay).</param>
     public IncrementalDataView(IDataView source, string labelColumnName, string featureColumnName, int featureLength, int[] labelMap,
-        IReadOnlyList<string> classNames, ReplayMemory? replay, double replayFraction, int seed)
+        IReadOnlyList<string> classNames, ReplayMemory? replay, double replayFraction, int seed, bool replayTargets = false)
     {
         this.source = source;
         sourceFeatures = SchemaValidation.FeatureColumn(source.Schema, featureColumnName, featureLength);
@@ -54,6 +61,11 @@ internal sealed class IncrementalDataView : IDataView
         var builder = new DataViewSchema.Builder();
         builder.AddColumn(labelColumnName, new KeyDataViewType(typeof(uint), classNames.Count), OnnxScoringColumns.KeyValuesAnnotations(classNames));
         builder.AddColumn(featureColumnName, new VectorDataViewType(NumberDataViewType.Single, featureLength));
+        if (replayTargets)
+        {
+            targetLength = 1 + classNames.Count;
+            builder.AddColumn(TargetsColumnName, new VectorDataViewType(NumberDataViewType.Single, targetLength));
+        }
         Schema = builder.ToSchema();
         FeatureLength = featureLength;
     }
@@ -74,10 +86,11 @@ internal sealed class IncrementalDataView : IDataView
             cols.Add(sourceLabel);
         if (needed.Contains(1))
             cols.Add(sourceFeatures);
+        // The target column needs no source column: a new row's targets are constant.
         var inner = source.GetRowCursor(cols, source.CanShuffle ? rand : null);
         // Without a Random (a source that cannot shuffle) each pass still gets its own exemplar order.
         int pass = Interlocked.Increment(ref cursorsOpened);
-        return new Cursor(this, inner, needed.Contains(0), needed.Contains(1), rand is null ? new Random(unchecked(seed + 7919 * pass)) : new Random(rand.Next()));
+        return new Cursor(this, inner, needed.Contains(0), needed.Contains(1), targetLength > 0 && needed.Contains(2), rand is null ? new Random(unchecked(seed + 7919 * pass)) : new Random(rand.Next()));
     }
 
     public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) =>
@@ -87,7 +100,7 @@ internal sealed class IncrementalDataView : IDataView
     {
         private readonly IncrementalDataView parent;
         private readonly DataViewRowCursor inner;
-        private readonly bool label, features;
+        private readonly bool label, features, targets;
         private readonly ValueGetter<uint>? innerLabel;
         private readonly ValueGetter<VBuffer<float>>? innerFeatures;
         private readonly ValueGetter<DataViewRowId> innerId;
@@ -101,12 +114,13 @@ internal sealed class IncrementalDataView : IDataView
         private long exemplarsServed;
         private bool done;
 
-        public Cursor(IncrementalDataView parent, DataViewRowCursor inner, bool label, bool features, Random rand)
+        public Cursor(IncrementalDataView parent, DataViewRowCursor inner, bool label, bool features, bool targets, Random rand)
         {
             this.parent = parent;
             this.inner = inner;
             this.label = label;
             this.features = features;
+            this.targets = targets;
             this.rand = rand;
             innerLabel = label ? inner.GetGetter<uint>(parent.sourceLabel) : null;
             innerFeatures = features ? inner.GetGetter<VBuffer<float>>(parent.sourceFeatures) : null;
@@ -158,7 +172,13 @@ internal sealed class IncrementalDataView : IDataView
             return true;
         }
 
-        public override bool IsColumnActive(DataViewSchema.Column column) => column.Index == 0 ? label : column.Index == 1 && features;
+        public override bool IsColumnActive(DataViewSchema.Column column) => column.Index switch
+        {
+            0 => label,
+            1 => features,
+            2 => targets,
+            _ => false,
+        };
 
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
@@ -191,6 +211,24 @@ internal sealed class IncrementalDataView : IDataView
                     }
                     var editor = VBufferEditor.Create(ref value, decoded.Length);
                     decoded.CopyTo(editor.Values);
+                    value = editor.Commit();
+                };
+                return getter as ValueGetter<TValue> ?? throw new InvalidOperationException($"Column '{column.Name}' is a vector of Single, not {typeof(TValue)}.");
+            }
+            if (column.Index == 2 && targets)
+            {
+                ValueGetter<VBuffer<float>> getter = (ref VBuffer<float> value) =>
+                {
+                    var editor = VBufferEditor.Create(ref value, parent.targetLength);
+                    var v = editor.Values;
+                    v.Fill(float.NaN);
+                    v[0] = slot >= 0 ? 1f : 0f;
+                    if (slot >= 0)
+                    {
+                        var stored = parent.replay!.LogitsAt(slot);
+                        for (int i = 0; i < stored.Length && i + 1 < v.Length; i++)
+                            v[i + 1] = (float)stored[i];
+                    }
                     value = editor.Commit();
                 };
                 return getter as ValueGetter<TValue> ?? throw new InvalidOperationException($"Column '{column.Name}' is a vector of Single, not {typeof(TValue)}.");

@@ -12,7 +12,7 @@ namespace MLNet.Compression.Incremental;
 /// </summary>
 internal sealed record IncrementalState(ReplayMemory? Replay, EwcState? Ewc, int Increments)
 {
-    /// <summary>Bytes of the replay memory as stored (pixels and class indices).</summary>
+    /// <summary>Bytes of the replay memory as stored (packed features, class indices, stored outputs, ranges).</summary>
     public long ReplayBytes => Replay?.Bytes ?? 0;
 
     /// <summary>Bytes of the EWC state (Fisher and anchor, float32).</summary>
@@ -24,7 +24,16 @@ internal sealed record IncrementalState(ReplayMemory? Replay, EwcState? Ewc, int
         var info = new CheckpointIncremental { Increments = Increments };
         if (Replay is { } replay)
         {
-            info.Replay = new CheckpointReplay { Exemplars = replay.Count, Capacity = replay.Capacity, FeatureLength = replay.FeatureLength, Bytes = replay.Bytes };
+            info.Replay = new CheckpointReplay
+            {
+                Exemplars = replay.Count,
+                Capacity = replay.Capacity,
+                FeatureLength = replay.FeatureLength,
+                Bytes = replay.Bytes,
+                Bits = replay.Bits,
+                LogitLength = replay.LogitLength,
+                ClampedValues = replay.ClampedValues,
+            };
             using var s = zip.CreateEntry(ReplayEntry, CompressionLevel.Fastest).Open();
             replay.Write(s);
         }
@@ -67,6 +76,9 @@ internal sealed record IncrementalState(ReplayMemory? Replay, EwcState? Ewc, int
             Same(r.Capacity, replay.Capacity, "incremental.replay.capacity");
             Same(r.FeatureLength, replay.FeatureLength, "incremental.replay.featureLength");
             Same(r.Bytes, replay.Bytes, "incremental.replay.bytes");
+            Same(r.Bits, replay.Bits, "incremental.replay.bits");
+            Same(r.LogitLength, replay.LogitLength, "incremental.replay.logitLength");
+            Same(r.ClampedValues, replay.ClampedValues, "incremental.replay.clampedValues");
         }
         else if (zip.GetEntry(ReplayEntry) is not null)
             throw Checkpoint.Fault(Checkpoint.JsonEntry, "incremental.replay", "is missing but the checkpoint holds replay.bin");

@@ -139,8 +139,17 @@ internal sealed class CheckpointReplay
 
     public int? FeatureLength { get; set; }
 
-    /// <summary>Bytes of the stored exemplars (pixels and class indices), not the entry's length.</summary>
+    /// <summary>Bytes of the stored exemplars (packed features, class indices, stored outputs, ranges), not the entry's length.</summary>
     public long? Bytes { get; set; }
+
+    /// <summary>Bits per feature (absent in checkpoints written before exemplar encodings: 8).</summary>
+    public int? Bits { get; set; }
+
+    /// <summary>Network outputs stored per exemplar (logit replay; absent: 0).</summary>
+    public int? LogitLength { get; set; }
+
+    /// <summary>Feature values clamped into their ranges so far (absent: 0).</summary>
+    public long? ClampedValues { get; set; }
 }
 
 /// <summary>The EWC state's header.</summary>

@@ -279,7 +279,7 @@ public sealed class ContinueTrainingTests : IClassFixture<IncrementFixture>
         for (int i = 0; i < state.Replay.Count; i++)
         {
             Assert.Equal(state.Replay.LabelAt(i), back.Replay.LabelAt(i));
-            Assert.True(state.Replay.PixelsAt(i).SequenceEqual(back.Replay.PixelsAt(i)), $"exemplar {i} differs");
+            Assert.True(state.Replay.CodesAt(i).SequenceEqual(back.Replay.CodesAt(i)), $"exemplar {i} differs");
         }
         for (int i = 0; i < state.Ewc.Fisher.Length; i++)
         {
@@ -410,15 +410,16 @@ public sealed class ContinueTrainingTests : IClassFixture<IncrementFixture>
         Assert.Contains("100 values per row", sizeError.Message);
         Assert.Contains("784", sizeError.Message);
 
-        // Features outside [0, 1] cannot be stored as uint8 exemplars.
-        var bright = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 20).Select(i => new SmallRow { Label = (uint)(i % 10 + 1), Features = Enumerable.Repeat(2f, 784).ToArray() }),
+        // A missing (NaN) feature cannot be stored as an exemplar (values outside [0, 1] can: ReplayOptionsTests).
+        var missing = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 20).Select(i => new SmallRow { Label = (uint)(i % 10 + 1), Features = Enumerable.Repeat(i == 7 ? float.NaN : 0.5f, 784).ToArray() }),
             SmallRow.Schema(ml, 784));
-        var range = Assert.Throws<InvalidDataException>(() => ml.Compression().ContinueTraining(model, new ContinueTrainingOptions
+        var nan = Assert.Throws<InvalidDataException>(() => ml.Compression().ContinueTraining(model, new ContinueTrainingOptions
         {
             Strategies = ContinualStrategies.Replay,
             Epochs = 1,
-        }).Fit(bright));
-        Assert.Contains("[0, 1]", range.Message);
+        }).Fit(missing));
+        Assert.Contains("NaN", nan.Message);
+        Assert.Contains("Row 7", nan.Message);
 
         // EWC on a model that carries no Fisher information, without PreviousData.
         var ewc = Assert.Throws<ArgumentException>(() => ml.Compression().ContinueTraining(model, new ContinueTrainingOptions
