@@ -52,8 +52,12 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
         int seed = options.Seed ?? DrawSeed(ml);
         var model = NetworkModel.Create(options.Architecture, classCount, head.Kind);
         InitializeWeights(model, seed);
-        var result = new TrainingSession(ml, options).Run(input, model, seed);
-        return NeuralNetworkTransformer.Create(ml, result.Model, classNames, options, input.Schema, result, seed);
+        var budget = Memory.MemoryBudget.Choose(options, classCount); // null without MemoryBudgetBytes
+        if (budget is not null)
+            new ContextLog(ml, nameof(NeuralNetworkTrainer)).Info(budget.Message);
+        var trained = budget?.Options ?? options;
+        var result = new TrainingSession(ml, trained).Run(input, model, seed);
+        return NeuralNetworkTransformer.Create(ml, result.Model, classNames, trained, input.Schema, result, seed);
     }
 
     /// <summary>Initialises weights the way PyTorch does for Linear and Conv2d layers, from <paramref name="seed"/>.</summary>

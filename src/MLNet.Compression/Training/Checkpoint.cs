@@ -81,6 +81,9 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                 Seed = o.Seed,
                 Shuffle = o.Shuffle,
                 ProgressInterval = o.ProgressInterval,
+                Augmentation = Augmentation.CheckpointAugmentation.From(o.Augmentation),
+                MemoryBudgetBytes = o.MemoryBudgetBytes,
+                AllowLowerPrecisionForBudget = o.AllowLowerPrecisionForBudget,
             },
             Layers = layers.Select(l => (CheckpointLayer?)new CheckpointLayer { Name = l.Name, WeightShape = l.WeightShape.ToList(), Bias = l.Bias.Length }).ToList(),
             Weights = new CheckpointEntry { Bytes = cp.Network.ParameterCount * sizeof(float) },
@@ -321,6 +324,9 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
             Seed = o.Seed,
             Shuffle = o.Shuffle ?? d.Shuffle,
             ProgressInterval = o.ProgressInterval ?? d.ProgressInterval,
+            Augmentation = Augmentation.CheckpointAugmentation.To(o.Augmentation),
+            MemoryBudgetBytes = o.MemoryBudgetBytes,
+            AllowLowerPrecisionForBudget = o.AllowLowerPrecisionForBudget ?? d.AllowLowerPrecisionForBudget,
         };
         try
         {

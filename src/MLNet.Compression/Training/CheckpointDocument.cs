@@ -95,6 +95,12 @@ internal sealed class CheckpointOptions
     public bool? Shuffle { get; set; }
 
     public int? ProgressInterval { get; set; }
+
+    public Augmentation.CheckpointAugmentation? Augmentation { get; set; }
+
+    public long? MemoryBudgetBytes { get; set; }
+
+    public bool? AllowLowerPrecisionForBudget { get; set; }
 }
 
 /// <summary>One weighted layer as stored: its name, weight shape and bias length.</summary>

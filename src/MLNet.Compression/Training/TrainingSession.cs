@@ -136,6 +136,7 @@ internal sealed class TrainingSession
         log.Info($"Training {model.Architecture.Name} ({model.ParameterCount:N0} parameters) on {resolved} in {options.Precision}, " +
                  $"{options.Epochs} epoch(s), batch {options.BatchSize}, {options.Optimizer} lr={options.LearningRate}.");
 
+        var augmenter = Augmentation.ImageAugmenter.Create(options.Augmentation, model.Architecture, seed); // training batches only
         for (int epoch = 1; epoch <= options.Epochs; epoch++)
         {
             net.train();
@@ -153,6 +154,7 @@ internal sealed class TrainingSession
                 {
                     var x = tensor(batch.Features, [batch.Capacity, model.InputLength]).narrow(0, 0, batch.Count).to(device);
                     var y = tensor(batch.Labels, [batch.Capacity]).narrow(0, 0, batch.Count).to(device);
+                    x = augmenter?.Apply(x, epoch, step) ?? x;
                     if (lowPrecision is not null)
                         x = x.to(lowPrecision.Value);
                     var logits = (hooks?.Forward is { } forward ? forward(net, x) : net.forward(x)).to(ScalarType.Float32);

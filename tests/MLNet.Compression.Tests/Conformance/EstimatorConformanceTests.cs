@@ -44,6 +44,9 @@ public sealed class ConformanceFixture : IDisposable
         Precision = TrainingPrecision.Float32,
         ProgressInterval = 7,
         ScoringBatchSize = 100,
+        Augmentation = ImageAugmentation.Affine(1, 5).WithImageShape(1, 28, 28),
+        MemoryBudgetBytes = 1L << 30,
+        AllowLowerPrecisionForBudget = true,
     };
 
     public MLContext Context { get; }

@@ -138,6 +138,9 @@ public sealed class CheckpointRoundTripTests
             Progress = new Progress<TrainingProgress>(),
             ProgressInterval = 7,
             ScoringBatchSize = 333,
+            Augmentation = ImageAugmentation.Affine(1.5, 7, (0.95, 1.05)).WithElastic(20, 3).WithImageShape(1, 28, 28),
+            MemoryBudgetBytes = 123_456_789,
+            AllowLowerPrecisionForBudget = true,
         };
         AssertEveryPropertyDiffers(new NeuralNetworkOptions(), options);
         var quantization = new QuantizationOptions
