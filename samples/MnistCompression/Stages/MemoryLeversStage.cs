@@ -221,9 +221,15 @@ internal sealed class MemoryLeversStage : IMainJobStage
                 {
                     var data = ml.Data.TakeRows(context.Train, (long)batch * steps);
                     var estimate = MemoryReport.Estimate(Options(batch), 10);
-                    long before = TrimmedResidentBytes();
-                    using var model = ml.Compression().NeuralNetwork(Options(batch)).Fit(data);
-                    long measured = (model.Memory.PeakTrainingBytes ?? 0) - before;
+                    // The median of three runs: a single run's peak varies by up to a fifth (allocator and thread timing).
+                    var runs = new List<long>();
+                    for (int repeat = 0; repeat < (context.Quick ? 1 : 3); repeat++)
+                    {
+                        long before = TrimmedResidentBytes();
+                        using var model = ml.Compression().NeuralNetwork(Options(batch)).Fit(data);
+                        runs.Add((model.Memory.PeakTrainingBytes ?? 0) - before);
+                    }
+                    long measured = runs.Order().ElementAt(runs.Count / 2);
                     results.Add(new ZooMeasurement(architecture.Name, batch, estimate.TotalBytes, measured, (double)estimate.TotalBytes / Math.Max(1, measured)));
                 }
             }

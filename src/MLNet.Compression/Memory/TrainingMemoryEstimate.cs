@@ -46,6 +46,14 @@ public sealed class TrainingMemoryEstimate
             InputBufferBytes = 2 * ((long)batchSize * model.InputLength * sizeof(float) + (long)batchSize * sizeof(long));
             // At the end: the weights written back into the model and the optimizer state serialised for the checkpoint.
             WriteBackBytes = ParameterBytes + OptimizerStateBytes;
+            // Depthwise (grouped) convolutions: the CPU backend's backward pass works on copies of the layer's input and output
+            // in its own blocked layout; the largest such pair is alive at once.
+            long workspace = 0;
+            foreach (var conv in model.Layers.OfType<ConvModelLayer>())
+                if (conv.Groups > 1)
+                    workspace = Math.Max(workspace, ModelLayer.ShapeSize(conv.InputShape) + ModelLayer.ShapeSize(conv.OutputShape));
+            WorkspaceBytes = workspace * batchSize * element;
+            RuntimeOverheadBytes = RuntimeOverhead;
         }
     }
 
@@ -91,11 +99,23 @@ public sealed class TrainingMemoryEstimate
     /// <summary>The trained weights copied back into the model and the optimizer state serialised when the run ends.</summary>
     public long WriteBackBytes { get; }
 
-    /// <summary>Bytes that depend on the batch size (activations, backward transients, input buffers).</summary>
-    public long BatchBytes => ActivationBytesPerBatch + BackwardTransientBytes + InputBufferBytes;
+    /// <summary>Depthwise convolutions only: the backward pass's copies of the largest such layer's input and output, for one batch.</summary>
+    public long WorkspaceBytes { get; }
+
+    /// <summary>
+    /// What any training run adds regardless of the network (the autograd engine, allocator caches and the data-reading buffers):
+    /// 3 MiB, measured on the CPU backend as the smallest networks' excess over the other terms.
+    /// </summary>
+    public long RuntimeOverheadBytes { get; }
+
+    /// <summary>Bytes that depend on the batch size (activations, backward transients, depthwise workspace, input buffers).</summary>
+    public long BatchBytes => ActivationBytesPerBatch + BackwardTransientBytes + WorkspaceBytes + InputBufferBytes;
 
     /// <summary>The whole estimate: what a training run adds to the process at its peak.</summary>
-    public long TotalBytes => ParameterBytes + GradientBytes + OptimizerStateBytes + LowPrecisionBytes + BatchBytes + WriteBackBytes;
+    public long TotalBytes => ParameterBytes + GradientBytes + OptimizerStateBytes + LowPrecisionBytes + BatchBytes + WriteBackBytes + RuntimeOverheadBytes;
+
+    /// <summary>The constant of <see cref="RuntimeOverheadBytes"/>.</summary>
+    internal const long RuntimeOverhead = 3L << 20;
 
     /// <inheritdoc />
     public override string ToString()
@@ -112,8 +132,11 @@ public sealed class TrainingMemoryEstimate
             Row($"  activations {l.Layer}", l.Bytes);
         Row("activations per batch (all)", ActivationBytesPerBatch);
         Row("backward transients", BackwardTransientBytes);
+        if (WorkspaceBytes > 0)
+            Row("depthwise backward workspace", WorkspaceBytes);
         Row("input buffers", InputBufferBytes);
         Row("written back at the end", WriteBackBytes);
+        Row("runtime overhead", RuntimeOverheadBytes);
         Row("total", TotalBytes);
         return sb.ToString();
     }

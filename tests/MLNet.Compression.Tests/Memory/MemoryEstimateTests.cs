@@ -26,7 +26,13 @@ public sealed class MemoryEstimateTests
         Assert.Equal(2 * 4 * 5 * 4, e.BackwardTransientBytes); // widest layer: 4 units
         Assert.Equal(2 * (5 * 3 * 4 + 5 * 8), e.InputBufferBytes);
         Assert.Equal(104 + 208, e.WriteBackBytes);
-        Assert.Equal(104 + 104 + 208 + 380 + 160 + 200 + 312, e.TotalBytes);
+        Assert.Equal(0, e.WorkspaceBytes); // no depthwise convolution
+        Assert.Equal(3L << 20, e.RuntimeOverheadBytes);
+        Assert.Equal(104 + 104 + 208 + 380 + 160 + 200 + 312 + (3L << 20), e.TotalBytes);
+
+        // The depthwise CNN's largest depthwise pair: 32x14x14 in, 32x7x7 out (stride 2) = 7,840 values per row.
+        var depthwise = MemoryReport.Estimate(NetworkArchitecture.DepthwiseSeparable(), 10, 8);
+        Assert.Equal(7840L * 8 * 4, depthwise.WorkspaceBytes);
 
         var sgd = MemoryReport.Estimate(NetworkArchitecture.Mlp([4], 3), 2, 5, OptimizerKind.Sgd, TrainingPrecision.BFloat16, momentum: 0);
         Assert.Equal(0, sgd.OptimizerStateBytes);
