@@ -7,6 +7,12 @@ using MLNet.Compression.Benchmarks;
 //   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --filter '*' --quick   (one iteration each, smoke test)
 //   add --in-process to skip BenchmarkDotNet's child-project build (InProcessEmitToolchain)
 // Results: BenchmarkDotNet.Artifacts/results/*-report-github.md in the working directory.
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --memory-estimate [--repeats N]
+//     (training memory estimate vs measured, one fresh process per configuration; prints a markdown table)
+if (args.Length > 0 && args[0] == "--memory-estimate")
+    return MLNet.Compression.Benchmarks.MemoryEstimateMeasurement.Run(args);
+if (args.Length > 0 && args[0] == "--memory-probe")
+    return MLNet.Compression.Benchmarks.MemoryEstimateMeasurement.Probe(args);
 var quick = args.Contains("--quick", StringComparer.Ordinal);
 BenchmarkSettings.Quick = quick;
 BenchmarkSettings.InProcess = args.Contains("--in-process", StringComparer.Ordinal);
@@ -14,3 +20,4 @@ var rest = args.Where(a => a is not ("--quick" or "--in-process")).ToArray();
 Console.WriteLine($"Load average before: {BenchmarkSettings.LoadAverage()} ({Environment.ProcessorCount} cores){(quick ? ", quick mode" : string.Empty)}");
 BenchmarkSwitcher.FromAssembly(typeof(BenchmarkSettings).Assembly).Run(rest, BenchmarkSettings.CreateConfig());
 Console.WriteLine($"Load average after: {BenchmarkSettings.LoadAverage()}");
+return 0;

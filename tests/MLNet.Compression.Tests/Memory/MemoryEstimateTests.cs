@@ -27,8 +27,8 @@ public sealed class MemoryEstimateTests
         Assert.Equal(2 * (5 * 3 * 4 + 5 * 8), e.InputBufferBytes);
         Assert.Equal(104 + 208, e.WriteBackBytes);
         Assert.Equal(0, e.WorkspaceBytes); // no depthwise convolution
-        Assert.Equal(3L << 20, e.RuntimeOverheadBytes);
-        Assert.Equal(104 + 104 + 208 + 380 + 160 + 200 + 312 + (3L << 20), e.TotalBytes);
+        Assert.Equal(5L << 20, e.RuntimeOverheadBytes);
+        Assert.Equal(104 + 104 + 208 + 380 + 160 + 200 + 312 + (5L << 20), e.TotalBytes);
 
         // The depthwise CNN's largest depthwise pair: 32x14x14 in, 32x7x7 out (stride 2) = 7,840 values per row.
         var depthwise = MemoryReport.Estimate(NetworkArchitecture.DepthwiseSeparable(), 10, 8);
