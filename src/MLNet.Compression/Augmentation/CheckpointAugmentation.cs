@@ -37,16 +37,26 @@ internal sealed class CheckpointAugmentation
         Width = a.Width,
     };
 
-    /// <summary>The augmentation, checked by the same rules as a new one (an error names the bad setting).</summary>
+    /// <summary>
+    /// The augmentation, checked by the same rules as a new one; a bad stored value throws a
+    /// <see cref="Training.CheckpointFormatException"/> naming the field (<c>options.augmentation.maxRotationDegrees</c>, ...).
+    /// </summary>
     public static ImageAugmentation? To(CheckpointAugmentation? c)
     {
         if (c is null)
             return null;
-        var a = ImageAugmentation.Affine(c.MaxShiftPixels, c.MaxRotationDegrees, (c.MinScale, c.MaxScale));
-        if (c.ElasticAlpha > 0 || c.ElasticSigma > 0)
-            a = a.WithElastic(c.ElasticAlpha, c.ElasticSigma);
-        if (c.Channels != 0 || c.Height != 0 || c.Width != 0)
-            a = a.WithImageShape(c.Channels, c.Height, c.Width);
-        return a;
+        try
+        {
+            var a = ImageAugmentation.Affine(c.MaxShiftPixels, c.MaxRotationDegrees, (c.MinScale, c.MaxScale));
+            if (c.ElasticAlpha > 0 || c.ElasticSigma > 0)
+                a = a.WithElastic(c.ElasticAlpha, c.ElasticSigma);
+            if (c.Channels != 0 || c.Height != 0 || c.Width != 0)
+                a = a.WithImageShape(c.Channels, c.Height, c.Width);
+            return a;
+        }
+        catch (ArgumentException e)
+        {
+            throw Training.Checkpoint.Fault(Training.Checkpoint.JsonEntry, "options.augmentation" + (e.ParamName is { } p ? "." + p : string.Empty), e.Message, e);
+        }
     }
 }
