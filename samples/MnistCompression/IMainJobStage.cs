@@ -30,6 +30,7 @@ internal static class StageRegistry
         new DistillStage(),
         new DeepCompressionStage(),
         new IncrementalStage(),
+        new MemoryLeversStage(),
     ];
 
     /// <summary>The registered stage names, in run order.</summary>

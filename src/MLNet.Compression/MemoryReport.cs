@@ -85,6 +85,41 @@ public sealed class MemoryReport
     /// <summary>Total training-time bytes for weights, gradients, optimizer state and one batch of activations.</summary>
     public long TrainingBytes => ParameterBytes + LowPrecisionWeightBytes + GradientBytes + OptimizerStateBytes + ActivationBytesPerBatch;
 
+    /// <summary>
+    /// Estimates, before any training, the memory a training run adds to the process: parameters, gradients, optimizer state,
+    /// the activations of one batch by layer, backward-pass transients, input buffers and the copies written back at the end.
+    /// </summary>
+    /// <param name="architecture">The network (its input shape gives the input size).</param>
+    /// <param name="classCount">Classes of the label (output units).</param>
+    /// <param name="batchSize">Rows per batch.</param>
+    /// <param name="optimizer">The optimizer (Adam keeps two moments per parameter, SGD with momentum one).</param>
+    /// <param name="precision">The training precision (16-bit activations and a 16-bit weight copy in mixed precision).</param>
+    /// <param name="momentum">SGD's momentum (0: no momentum buffer). Ignored for Adam.</param>
+    public static TrainingMemoryEstimate Estimate(NetworkArchitecture architecture, int classCount, int batchSize,
+        OptimizerKind optimizer = OptimizerKind.Adam, TrainingPrecision precision = TrainingPrecision.Float32, double momentum = 0.9)
+    {
+        ArgumentNullException.ThrowIfNull(architecture);
+        if (classCount <= 0)
+            throw new ArgumentOutOfRangeException(nameof(classCount), classCount, "The class count must be positive.");
+        if (batchSize <= 0)
+            throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "The batch size must be positive.");
+        if (!Enum.IsDefined(optimizer))
+            throw new ArgumentOutOfRangeException(nameof(optimizer), optimizer, "Not a known optimizer.");
+        if (!Enum.IsDefined(precision))
+            throw new ArgumentOutOfRangeException(nameof(precision), precision, "Not a known precision.");
+        var model = NetworkModel.Create(architecture, classCount);
+        return new TrainingMemoryEstimate(model, batchSize, optimizer, precision, momentum);
+    }
+
+    /// <summary>Estimates the training memory of <paramref name="options"/> for a label of <paramref name="classCount"/> classes.</summary>
+    /// <param name="options">Architecture, batch size, optimizer, momentum and precision are read from here.</param>
+    /// <param name="classCount">Classes of the label.</param>
+    public static TrainingMemoryEstimate Estimate(NeuralNetworkOptions options, int classCount)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return Estimate(options.Architecture, classCount, options.BatchSize, options.Optimizer, options.Precision, options.Momentum);
+    }
+
     internal static long ActivationElements(NetworkModel model)
     {
         long total = model.InputLength;

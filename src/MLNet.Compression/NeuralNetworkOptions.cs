@@ -117,6 +117,27 @@ public sealed class NeuralNetworkOptions
     /// </summary>
     public const int DefaultThreads = 1;
 
+    /// <summary>
+    /// Random image distortions applied to every training batch (never when scoring), for example
+    /// <c>ImageAugmentation.Affine(maxShiftPixels: 2, maxRotationDegrees: 10, scale: (0.9, 1.1)).WithElastic()</c>. Null (default): none.
+    /// The features must be images: a convolutional architecture's input shape, or a shape given with <see cref="ImageAugmentation.WithImageShape"/>.
+    /// </summary>
+    public ImageAugmentation? Augmentation { get; set; }
+
+    /// <summary>
+    /// Training memory budget in bytes (null, the default: none). Before training, the trainer estimates the memory of each candidate
+    /// batch size with <see cref="MemoryReport.Estimate(NeuralNetworkOptions, int)"/> and trains with the largest one not above <see cref="BatchSize"/> whose
+    /// estimate fits (in bfloat16 instead when <see cref="AllowLowerPrecisionForBudget"/> is set and that fits a larger batch); it logs the
+    /// choice and throws when nothing fits.
+    /// </summary>
+    public long? MemoryBudgetBytes { get; set; }
+
+    /// <summary>
+    /// Whether <see cref="MemoryBudgetBytes"/> may also lower the precision to <see cref="TrainingPrecision.BFloat16"/> (mixed precision,
+    /// float32 master weights, half the activation memory) when that fits a larger batch than float32 does (or the only one). Default false.
+    /// </summary>
+    public bool AllowLowerPrecisionForBudget { get; set; }
+
     /// <summary>Returns a shallow copy.</summary>
     public NeuralNetworkOptions Clone() => (NeuralNetworkOptions)MemberwiseClone();
 
@@ -177,6 +198,13 @@ public sealed class NeuralNetworkOptions
             throw new ArgumentOutOfRangeException(nameof(ProgressInterval), ProgressInterval, "NeuralNetworkOptions.ProgressInterval must be positive.");
         if (ScoringBatchSize <= 0)
             throw new ArgumentOutOfRangeException(nameof(ScoringBatchSize), ScoringBatchSize, "NeuralNetworkOptions.ScoringBatchSize must be positive.");
+        if (MemoryBudgetBytes is <= 0)
+            throw new ArgumentOutOfRangeException(nameof(MemoryBudgetBytes), MemoryBudgetBytes, "NeuralNetworkOptions.MemoryBudgetBytes must be positive (or null for no budget).");
+        if (Augmentation is not null)
+        {
+            Augmentation.Validate();
+            Augmentation.ResolveShape(Architecture.InputShape);
+        }
     }
 }
 

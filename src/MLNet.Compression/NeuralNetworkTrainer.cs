@@ -54,9 +54,16 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
         int seed = options.Seed ?? DrawSeed(ml);
         var model = NetworkModel.Create(architecture, classCount, head.Kind);
         InitializeWeights(model, seed);
-        var result = new TrainingSession(ml, options, cancellation: options.CancellationToken).Run(input, model, seed);
-        var trained = options.Clone();
-        trained.Architecture = architecture;
+        var resolved = options.Clone();
+        resolved.Architecture = architecture;
+        var budget = Memory.MemoryBudget.Choose(resolved, classCount); // null without MemoryBudgetBytes
+        if (budget is not null)
+        {
+            new ContextLog(ml, nameof(NeuralNetworkTrainer)).Info(budget.Message);
+            resolved = budget.Options;
+        }
+        var result = new TrainingSession(ml, resolved, cancellation: options.CancellationToken).Run(input, model, seed);
+        var trained = resolved.Clone();
         trained.CancellationToken = default;
         return NeuralNetworkTransformer.Create(ml, result.Model, classNames, trained, input.Schema, result, seed);
     }

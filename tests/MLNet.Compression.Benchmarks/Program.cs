@@ -12,8 +12,14 @@ using MLNet.Compression.Benchmarks;
 if (args.Contains("--concurrent-training", StringComparer.Ordinal))
 {
     ConcurrentTrainingBenchmark.Run(args);
-    return;
+    return 0;
 }
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --memory-estimate [--repeats N]
+//     (training memory estimate vs measured, one fresh process per configuration; prints a markdown table)
+if (args.Length > 0 && args[0] == "--memory-estimate")
+    return MLNet.Compression.Benchmarks.MemoryEstimateMeasurement.Run(args);
+if (args.Length > 0 && args[0] == "--memory-probe")
+    return MLNet.Compression.Benchmarks.MemoryEstimateMeasurement.Probe(args);
 var quick = args.Contains("--quick", StringComparer.Ordinal);
 BenchmarkSettings.Quick = quick;
 BenchmarkSettings.InProcess = args.Contains("--in-process", StringComparer.Ordinal);
@@ -21,3 +27,4 @@ var rest = args.Where(a => a is not ("--quick" or "--in-process")).ToArray();
 Console.WriteLine($"Load average before: {BenchmarkSettings.LoadAverage()} ({Environment.ProcessorCount} cores){(quick ? ", quick mode" : string.Empty)}");
 BenchmarkSwitcher.FromAssembly(typeof(BenchmarkSettings).Assembly).Run(rest, BenchmarkSettings.CreateConfig());
 Console.WriteLine($"Load average after: {BenchmarkSettings.LoadAverage()}");
+return 0;

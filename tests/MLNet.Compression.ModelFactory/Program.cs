@@ -26,6 +26,8 @@ using MLNet.Compression.Tooling;
 
 if (args.Length > 0 && args[0] == "--save-loop")
     return SaveLoop(args);
+if (args.Length > 0 && args[0] == "--pca")
+    return PcaModelFactory.Run(args);
 
 const int ExpectedRows = 200;
 const int HiddenUnits = 64;

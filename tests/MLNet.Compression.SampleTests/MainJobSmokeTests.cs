@@ -34,6 +34,7 @@ public sealed class MainJobSmokeTests(QuickRunFixture quick) : IClassFixture<Qui
         "clustered", "distilled-student-alone", "distilled", "deep-compression",
         "incremental-initial", "incremental-increment", "incremental-joint",
         "split-mnist-finetune", "split-mnist-lwf", "split-mnist-ewc", "split-mnist-replay",
+        "lenet5-augmented", "lenet5-6k-augmented", "lenet5-6k", "pca-32-mlp", "pca-64-mlp", "pca-128-mlp", "memory-budget", "bfloat16",
     ];
 
     [Fact]
@@ -56,7 +57,7 @@ public sealed class MainJobSmokeTests(QuickRunFixture quick) : IClassFixture<Qui
         Assert.True(root.GetProperty("seconds").GetDouble() > 0);
         Assert.True(root.GetProperty("machine").GetProperty("processorCount").GetInt32() > 0);
         Assert.Equal(10_000, root.GetProperty("trainRows").GetInt64());
-        Assert.Equal(new[] { "train", "prune", "quantize", "cluster", "distill", "deep-compression", "incremental" }, root.GetProperty("selectedStages").EnumerateArray().Select(e => e.GetString() ?? "").ToArray());
+        Assert.Equal(new[] { "train", "prune", "quantize", "cluster", "distill", "deep-compression", "incremental", "memory-levers" }, root.GetProperty("selectedStages").EnumerateArray().Select(e => e.GetString() ?? "").ToArray());
         Assert.Empty(root.GetProperty("failedStages").EnumerateObject());
 
         var rows = root.GetProperty("stages").EnumerateArray().ToDictionary(r => r.GetProperty("name").GetString()!);
@@ -87,7 +88,7 @@ public sealed class MainJobSmokeTests(QuickRunFixture quick) : IClassFixture<Qui
             long referenceArtifact = row.GetProperty("referenceArtifactBytes").GetInt64();
             Assert.Equal((double)referenceArtifact / artifact, row.GetProperty("compressionRatio").GetDouble(), 6);
             bool incremental = name.StartsWith("incremental-", StringComparison.Ordinal) || name.StartsWith("split-mnist-", StringComparison.Ordinal);
-            Assert.Equal(incremental ? name : name.StartsWith("lenet5-", StringComparison.Ordinal) ? "lenet5-baseline" : "baseline",
+            Assert.Equal(incremental ? name : name.StartsWith("lenet5-", StringComparison.Ordinal) || name == "bfloat16" ? "lenet5-baseline" : "baseline",
                 row.GetProperty("compressionReference").GetString());
         }
 
@@ -141,7 +142,7 @@ public sealed class MainJobStageSelectionTests
             var run = MainJobProcess.Run(dir, "--stages", "clusters", "--out", dir);
             Assert.Equal(2, run.ExitCode);
             Assert.Contains("'clusters' is not a stage", run.Output);
-            Assert.Contains("Available stages: train, prune, quantize, cluster, distill, deep-compression, incremental", run.Output);
+            Assert.Contains("Available stages: train, prune, quantize, cluster, distill, deep-compression, incremental, memory-levers", run.Output);
             Assert.False(File.Exists(Path.Combine(dir, "results.json")));
         }
         finally

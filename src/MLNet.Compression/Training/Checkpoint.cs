@@ -84,6 +84,9 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                 ShuffleCacheLimitBytes = o.ShuffleCacheLimitBytes,
                 ShuffleBufferRows = o.ShuffleBufferRows,
                 Threads = o.Threads,
+                Augmentation = Augmentation.CheckpointAugmentation.From(o.Augmentation),
+                MemoryBudgetBytes = o.MemoryBudgetBytes,
+                AllowLowerPrecisionForBudget = o.AllowLowerPrecisionForBudget,
             },
             Layers = layers.Select(l => (CheckpointLayer?)new CheckpointLayer { Name = l.Name, WeightShape = l.WeightShape.ToList(), Bias = l.Bias.Length }).ToList(),
             Weights = new CheckpointEntry { Bytes = cp.Network.ParameterCount * sizeof(float) },
@@ -327,6 +330,9 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
             ShuffleCacheLimitBytes = o.ShuffleCacheLimitBytes ?? d.ShuffleCacheLimitBytes,
             ShuffleBufferRows = o.ShuffleBufferRows ?? d.ShuffleBufferRows,
             Threads = o.Threads,
+            Augmentation = Augmentation.CheckpointAugmentation.To(o.Augmentation),
+            MemoryBudgetBytes = o.MemoryBudgetBytes,
+            AllowLowerPrecisionForBudget = o.AllowLowerPrecisionForBudget ?? d.AllowLowerPrecisionForBudget,
         };
         try
         {

@@ -102,6 +102,12 @@ internal sealed class CheckpointOptions
 
     /// <summary>The option as set (null: the default).</summary>
     public int? Threads { get; set; }
+
+    public Augmentation.CheckpointAugmentation? Augmentation { get; set; }
+
+    public long? MemoryBudgetBytes { get; set; }
+
+    public bool? AllowLowerPrecisionForBudget { get; set; }
 }
 
 /// <summary>One weighted layer as stored: its name, weight shape and bias length.</summary>

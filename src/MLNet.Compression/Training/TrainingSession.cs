@@ -147,6 +147,7 @@ internal sealed class TrainingSession
         RowOrder? loggedOrder = null;
         bool warnedSkipped = false;
 
+        var augmenter = Augmentation.ImageAugmenter.Create(options.Augmentation, model.Architecture, seed); // training batches only
         for (int epoch = 1; epoch <= options.Epochs; epoch++)
         {
             net.train();
@@ -171,6 +172,7 @@ internal sealed class TrainingSession
                 {
                     var x = tensor(batch.Features, [batch.Capacity, model.InputLength]).narrow(0, 0, batch.Count).to(device);
                     var y = tensor(batch.Labels, [batch.Capacity]).narrow(0, 0, batch.Count).to(device);
+                    x = augmenter?.Apply(x, epoch, step) ?? x;
                     if (lowPrecision is not null)
                         x = x.to(lowPrecision.Value);
                     var logits = (hooks?.Forward is { } forward ? forward(net, x) : net.forward(x)).to(ScalarType.Float32);

@@ -47,6 +47,9 @@ public sealed class ConformanceFixture : IDisposable
         ShuffleCacheLimitBytes = 1 << 20,
         ShuffleBufferRows = 500,
         Threads = 1,
+        Augmentation = ImageAugmentation.Affine(1, 5).WithImageShape(1, 28, 28),
+        MemoryBudgetBytes = 1L << 30,
+        AllowLowerPrecisionForBudget = true,
     };
 
     public MLContext Context { get; }

@@ -142,6 +142,9 @@ public sealed class CheckpointRoundTripTests
             ShuffleBufferRows = 999,
             Threads = 3,
             CancellationToken = Cancelled(),
+            Augmentation = ImageAugmentation.Affine(1.5, 7, (0.95, 1.05)).WithElastic(20, 3).WithImageShape(1, 28, 28),
+            MemoryBudgetBytes = 123_456_789,
+            AllowLowerPrecisionForBudget = true,
         };
         AssertEveryPropertyDiffers(new NeuralNetworkOptions(), options);
         var quantization = new QuantizationOptions
@@ -295,6 +298,11 @@ public sealed class CheckpointCorruptionTests
         ["progressInterval -3"] = (p => CheckpointCorruption.EditJson(p, j => j["options"]!["progressInterval"] = -3), "checkpoint.json", "options.progressInterval"),
         ["unknown optimizer"] = (p => CheckpointCorruption.EditJson(p, j => j["options"]!["optimizer"] = "Lion"), "checkpoint.json", "options.optimizer"),
         ["optimizer as a number"] = (p => CheckpointCorruption.EditJson(p, j => j["options"]!["optimizer"] = "7"), "checkpoint.json", "options.optimizer"),
+        ["augmentation rotation 500"] = (p => CheckpointCorruption.EditJson(p, j => j["options"]!["augmentation"] = new JsonObject { ["maxRotationDegrees"] = 500 }),
+            "checkpoint.json", "options.augmentation.maxRotationDegrees"),
+        ["augmentation of 20x20 images on 784 features"] = (p => CheckpointCorruption.EditJson(p, j => j["options"]!["augmentation"] =
+            new JsonObject { ["maxShiftPixels"] = 2, ["channels"] = 1, ["height"] = 20, ["width"] = 20 }), "checkpoint.json", "options.augmentation"),
+        ["memoryBudgetBytes -1"] = (p => CheckpointCorruption.EditJson(p, j => j["options"]!["memoryBudgetBytes"] = -1), "checkpoint.json", "options.memoryBudgetBytes"),
         ["batchSize missing"] = (p => CheckpointCorruption.EditJson(p, j => j["options"]!.AsObject().Remove("batchSize")), "checkpoint.json", "options.batchSize"),
         ["epochs as text"] = (p => CheckpointCorruption.EditJson(p, j => j["options"]!["epochs"] = "ten"), "checkpoint.json", "$.options.epochs"),
         ["class names all '7'"] = (p => CheckpointCorruption.EditJson(p, j => j["classes"] = new JsonArray(Enumerable.Range(0, 10).Select(_ => (JsonNode?)"7").ToArray())), "checkpoint.json", "classes[1]"),

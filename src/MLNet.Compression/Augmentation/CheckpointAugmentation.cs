@@ -1,0 +1,62 @@
+namespace MLNet.Compression.Augmentation;
+
+/// <summary>
+/// <see cref="ImageAugmentation"/> as a checkpoint stores it (<c>options.augmentation</c> in <c>checkpoint.json</c>), so continued
+/// training and the fine-tuning stages of a reloaded model distort their batches as the model's own training did.
+/// </summary>
+internal sealed class CheckpointAugmentation
+{
+    public double MaxShiftPixels { get; set; }
+
+    public double MaxRotationDegrees { get; set; }
+
+    public double MinScale { get; set; } = 1;
+
+    public double MaxScale { get; set; } = 1;
+
+    public double ElasticAlpha { get; set; }
+
+    public double ElasticSigma { get; set; }
+
+    public int Channels { get; set; }
+
+    public int Height { get; set; }
+
+    public int Width { get; set; }
+
+    public static CheckpointAugmentation? From(ImageAugmentation? a) => a is null ? null : new CheckpointAugmentation
+    {
+        MaxShiftPixels = a.MaxShiftPixels,
+        MaxRotationDegrees = a.MaxRotationDegrees,
+        MinScale = a.MinScale,
+        MaxScale = a.MaxScale,
+        ElasticAlpha = a.ElasticAlpha,
+        ElasticSigma = a.ElasticSigma,
+        Channels = a.Channels,
+        Height = a.Height,
+        Width = a.Width,
+    };
+
+    /// <summary>
+    /// The augmentation, checked by the same rules as a new one; a bad stored value throws a
+    /// <see cref="Training.CheckpointFormatException"/> naming the field (<c>options.augmentation.maxRotationDegrees</c>, ...).
+    /// </summary>
+    public static ImageAugmentation? To(CheckpointAugmentation? c)
+    {
+        if (c is null)
+            return null;
+        try
+        {
+            var a = ImageAugmentation.Affine(c.MaxShiftPixels, c.MaxRotationDegrees, (c.MinScale, c.MaxScale));
+            if (c.ElasticAlpha > 0 || c.ElasticSigma > 0)
+                a = a.WithElastic(c.ElasticAlpha, c.ElasticSigma);
+            if (c.Channels != 0 || c.Height != 0 || c.Width != 0)
+                a = a.WithImageShape(c.Channels, c.Height, c.Width);
+            return a;
+        }
+        catch (ArgumentException e)
+        {
+            throw Training.Checkpoint.Fault(Training.Checkpoint.JsonEntry, "options.augmentation" + (e.ParamName is { } p ? "." + p : string.Empty), e.Message, e);
+        }
+    }
+}
