@@ -21,8 +21,18 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
     private readonly NeuralNetworkOptions options;
     private readonly OutputHead head;
 
-    internal NeuralNetworkTrainer(MLContext ml, NeuralNetworkOptions options, OutputHeadKind head = OutputHeadKind.Multiclass)
+    private readonly int[]? hiddenLayersOverFeatures;
+
+    /// <param name="ml">The context.</param>
+    /// <param name="options">The training options (copied).</param>
+    /// <param name="head">The task: which output head the network gets.</param>
+    /// <param name="hiddenLayersOverFeatures">
+    /// When set (the catalog's flat overloads), the architecture is an MLP with these hidden layers over as many inputs as the
+    /// feature column has, decided at <see cref="Fit"/>.
+    /// </param>
+    internal NeuralNetworkTrainer(MLContext ml, NeuralNetworkOptions options, OutputHeadKind head = OutputHeadKind.Multiclass, int[]? hiddenLayersOverFeatures = null)
     {
+        this.hiddenLayersOverFeatures = hiddenLayersOverFeatures?.ToArray();
         ArgumentNullException.ThrowIfNull(ml);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -46,6 +56,7 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
     public NeuralNetworkTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        var options = OptionsFor(input.Schema);
         SchemaValidation.FeatureColumn(input.Schema, options.FeatureColumnName, options.Architecture.InputLength);
         var label = head.ValidateLabel(input.Schema, options.LabelColumnName, out int classCount);
         var classNames = head.ClassNames(label, classCount);
@@ -54,6 +65,17 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
         InitializeWeights(model, seed);
         var result = new TrainingSession(ml, options).Run(input, model, seed);
         return NeuralNetworkTransformer.Create(ml, result.Model, classNames, options, input.Schema, result, seed);
+    }
+
+    /// <summary>The options with the architecture resolved against <paramref name="schema"/>'s feature column (flat catalog overloads).</summary>
+    private NeuralNetworkOptions OptionsFor(DataViewSchema schema)
+    {
+        if (hiddenLayersOverFeatures is null)
+            return options;
+        var features = SchemaValidation.FeatureColumn(schema, options.FeatureColumnName, 0);
+        var resolved = options.Clone();
+        resolved.Architecture = NetworkArchitecture.Mlp(hiddenLayersOverFeatures, ((VectorDataViewType)features.Type).Size);
+        return resolved;
     }
 
     /// <summary>Initialises weights the way PyTorch does for Linear and Conv2d layers, from <paramref name="seed"/>.</summary>
