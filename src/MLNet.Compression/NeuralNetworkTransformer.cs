@@ -133,12 +133,16 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         DataViewSchema inputSchema, TrainingResult? training, int seed, OnnxExportOptions? exportOptions = null, long? residentWeightBytes = null,
         CompressionRecipe? recipe = null, byte[]? onnx = null)
     {
+        // The label's key-value type (when numeric) travels in the ONNX metadata, and so in checkpoints, to the predicted label.
+        var metadata = exportOptions?.Metadata;
+        if (OnnxScoringColumns.ClassValueTypeName(inputSchema.GetColumnOrNull(options.LabelColumnName), classNames) is { } valueType)
+            metadata = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>()) { [OnnxScoringColumns.ClassValueTypeKey] = valueType };
         exportOptions = new OnnxExportOptions
         {
             InputName = options.FeatureColumnName,
             ClassNames = classNames.ToArray(),
             Opset = exportOptions?.Opset ?? OnnxExportOptions.DefaultOpset,
-            Metadata = exportOptions?.Metadata,
+            Metadata = metadata,
             LayerEmitter = exportOptions?.LayerEmitter ?? OnnxLayerEmitter.Default,
         };
         // A model restored from a checkpoint brings the exact export it scored with (quantized or not).

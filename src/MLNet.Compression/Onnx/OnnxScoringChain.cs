@@ -110,10 +110,21 @@ internal static class OnnxScoringChain
     /// <param name="outputColumn">The key column to produce.</param>
     /// <param name="classNames">One name per class index.</param>
     /// <param name="temporaries">Receives the columns to drop afterwards.</param>
+    /// <param name="valueTypeName">
+    /// The numeric type of the label's key values (<see cref="OnnxModelSignature.ClassValueType"/>), or null for text: the
+    /// key values of <paramref name="outputColumn"/> get this type, so <c>MapKeyToValue</c> gives back what the label was.
+    /// </param>
     public static IReadOnlyList<IEstimator<ITransformer>> IndexToKey(MLContext ml, string indexColumn, string outputColumn, IReadOnlyList<string> classNames,
-        List<string> temporaries)
+        List<string> temporaries, string? valueTypeName = null)
     {
         temporaries.AddRange([indexColumn, HashColumn, HashValueColumn, LabelTextColumn]);
+        if (OnnxScoringColumns.ParseClassValues(valueTypeName, classNames) is { } values)
+        {
+            var make = typeof(OnnxScoringChain).GetMethod(nameof(TypedIndexToKey), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+                .MakeGenericMethod(values.GetType().GetElementType()!);
+            if (make.Invoke(null, [ml, indexColumn, outputColumn, values]) is IReadOnlyList<IEstimator<ITransformer>> typed)
+                return typed;
+        }
         var (seed, table) = HashTable(ml, indexColumn, classNames.Count);
         return
         [
@@ -125,6 +136,53 @@ internal static class OnnxScoringChain
             ml.Transforms.Conversion.MapValueToKey(outputColumn, LabelTextColumn,
                 keyData: ml.Data.LoadFromEnumerable(classNames.Select(n => new ClassNameRow { Name = n }))),
         ];
+    }
+
+    /// <summary>
+    /// The typed form of <see cref="IndexToKey"/>: hash ──► MapValue (uint → class value, and the hash of index -1, a NaN
+    /// row, to a value that is no class) ──► MapValueToKey (keyData = the class values), so the key values have the label's
+    /// type and the NaN row gets the missing key 0. Null when no value outside the classes exists (then the text form is used).
+    /// </summary>
+    private static IReadOnlyList<IEstimator<ITransformer>>? TypedIndexToKey<T>(MLContext ml, string indexColumn, string outputColumn, T[] values)
+        where T : notnull
+    {
+        if (NotAClass(values) is not { } missing)
+            return null;
+        var (seed, table) = HashTable(ml, indexColumn, values.Length, includeMissing: true);
+        var pairs = values.Select((v, i) => new KeyValuePair<uint, T>(table[i], v)).Append(new KeyValuePair<uint, T>(table[^1], missing));
+        var keyData = ml.Data.LoadFromEnumerable(values.Select(v => new ClassValueRow<T> { Value = v }));
+        return
+        [
+            ml.Transforms.Conversion.Hash(new HashingEstimator.ColumnOptions(
+                HashColumn, indexColumn, HashBits, seed, useOrderedHashing: false, maximumNumberOfInverts: 0, combine: true)),
+            ml.Transforms.Conversion.ConvertType(HashValueColumn, HashColumn, DataKind.UInt32),
+            ml.Transforms.Conversion.MapValue(LabelTextColumn, pairs, HashValueColumn),
+            ml.Transforms.Conversion.MapValueToKey(outputColumn, LabelTextColumn, keyData: keyData),
+        ];
+    }
+
+    /// <summary>A value of T that is none of <paramref name="values"/> (one below the smallest, or one above the largest), or null.</summary>
+    private static T? NotAClass<T>(T[] values) where T : notnull
+    {
+        var numbers = values.Select(v => Convert.ToDecimal(v, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        foreach (var candidate in new[] { numbers.Min() - 1, numbers.Max() + 1 })
+        {
+            try
+            {
+                var value = (T)Convert.ChangeType(candidate, typeof(T), System.Globalization.CultureInfo.InvariantCulture);
+                if (!values.Contains(value))
+                    return value;
+            }
+            catch (OverflowException)
+            {
+            }
+        }
+        return default;
+    }
+
+    private sealed class ClassValueRow<T>
+    {
+        public T Value { get; set; } = default!;
     }
 
     /// <summary>
@@ -267,11 +325,15 @@ internal static class OnnxScoringChain
     /// The uint that Hash(Combine)+ConvertType gives for each class index 0..K-1 (as the vector&lt;long, 1&gt; OnnxTransformer
     /// produces), for the first seed that gives K distinct values.
     /// </summary>
-    private static (uint Seed, uint[] Table) HashTable(MLContext ml, string indexColumn, int classCount)
+    private static (uint Seed, uint[] Table) HashTable(MLContext ml, string indexColumn, int classCount, bool includeMissing = false)
     {
         var definition = SchemaDefinition.Create(typeof(IndexRow));
         definition[0].ColumnName = indexColumn;
-        var rows = ml.Data.LoadFromEnumerable(Enumerable.Range(0, classCount).Select(i => new IndexRow { Index = [i] }), definition);
+        var indices = Enumerable.Range(0, classCount).Select(i => (long)i);
+        if (includeMissing)
+            indices = indices.Append(-1L); // the NaN row's index, last
+        classCount += includeMissing ? 1 : 0;
+        var rows = ml.Data.LoadFromEnumerable(indices.Select(i => new IndexRow { Index = [i] }), definition);
         const uint firstSeed = 314489979; // HashingEstimator's default seed
         for (uint seed = firstSeed; seed < firstSeed + 64; seed++)
         {
