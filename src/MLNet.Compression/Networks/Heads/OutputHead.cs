@@ -157,6 +157,20 @@ internal abstract class OutputHead
     /// <summary>The graph output names this head will produce (reserved before the layers are emitted).</summary>
     public abstract IReadOnlyList<string> OutputNames(OnnxExportOptions options);
 
+    /// <summary>
+    /// Makes the last layer's <paramref name="outputs"/> NaN for a row with a NaN or infinite feature, whatever the weight
+    /// encoding: outputs + 0 · ReduceSum(input, axis 1). For finite features the values are unchanged (x + 0 = x), so float
+    /// exports score as before; but quantized encodings no longer turn a NaN row into a confident finite score (int8 dynamic
+    /// quantization saturates NaN activations to finite codes). Returns the new value's name.
+    /// </summary>
+    protected static string PropagateNonFinite(OnnxGraphBuilder g, string outputs, OnnxExportOptions options)
+    {
+        var sum = g.AddNode("ReduceSum", [options.InputName, g.AddInt64Initializer("feature_axis", [1L], [1])], "feature_sum",
+            new Dictionary<string, object> { ["keepdims"] = 1L });
+        var zero = g.AddNode("Mul", [sum, g.AddFloatInitializer("nan_probe_zero", [0f], [])], "nan_probe");
+        return g.AddNode("Add", [outputs, zero], "outputs_nan_checked");
+    }
+
     /// <summary>Adds the nodes after the last layer's <paramref name="outputs"/> and declares the graph outputs.</summary>
     public abstract void EmitOutputs(OnnxGraphBuilder g, string outputs, int classCount, OnnxExportOptions options);
 

@@ -130,6 +130,7 @@ internal sealed class RegressionHead : OutputHead
     /// <inheritdoc />
     public override void EmitOutputs(OnnxGraphBuilder g, string outputs, int classCount, OnnxExportOptions options)
     {
+        outputs = PropagateNonFinite(g, outputs, options);
         g.AddNodeWithReservedOutput("Identity", [outputs], options.ScoreName);
         g.AddOutput(options.ScoreName, TensorProto.Types.DataType.Float, [null, 1]);
     }

@@ -118,6 +118,7 @@ internal sealed class SigmoidBinaryHead : OutputHead
     /// <inheritdoc />
     public override void EmitOutputs(OnnxGraphBuilder g, string outputs, int classCount, OnnxExportOptions options)
     {
+        outputs = PropagateNonFinite(g, outputs, options);
         g.AddNodeWithReservedOutput("Identity", [outputs], options.ScoreName);
         var flat = g.AddNode("Reshape", [options.ScoreName, g.AddInt64Initializer("logit_flat_shape", [-1L], [1])], "logit_flat");
         var positive = g.AddNode("Greater", [flat, g.AddFloatInitializer("logit_threshold", [0f], [])], "logit_positive");

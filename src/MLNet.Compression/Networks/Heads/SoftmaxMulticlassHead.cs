@@ -103,6 +103,7 @@ internal sealed class SoftmaxMulticlassHead : OutputHead
     /// <inheritdoc />
     public override void EmitOutputs(OnnxGraphBuilder g, string outputs, int classCount, OnnxExportOptions options)
     {
+        outputs = PropagateNonFinite(g, outputs, options);
         g.AddNodeWithReservedOutput("Softmax", [outputs], options.ScoreName, new Dictionary<string, object> { ["axis"] = 1L });
         var argMax = g.AddNode("ArgMax", [options.ScoreName], "class_index",
             new Dictionary<string, object> { ["axis"] = 1L, ["keepdims"] = 0L, ["select_last_index"] = 0L });
