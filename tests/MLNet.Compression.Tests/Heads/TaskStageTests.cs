@@ -80,7 +80,7 @@ public class TaskStageTests(TaskModelsFixture f, ITestOutputHelper output) : ICl
         using var regression = f.Ml.Compression().Quantize(f.Regression, options).Fit(f.RegressionTrain);
         Assert.NotEqual(f.Regression.GetOnnxModel(), regression.GetOnnxModel());
         // ONNX Runtime's 4-bit MatMul runs another kernel for one row than for many: the saved zip agrees to rounding only.
-        double tolerance = mode == QuantizationMode.Int4WeightOnly ? 1e-4 : 0;
+        double tolerance = mode == QuantizationMode.Int4WeightOnly ? 2e-3 : 0;
         CheckBinary(binary, mode.ToString(), tolerance);
         CheckRegression(regression, mode.ToString(), tolerance);
     }

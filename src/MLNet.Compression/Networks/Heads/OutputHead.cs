@@ -158,17 +158,30 @@ internal abstract class OutputHead
     public abstract IReadOnlyList<string> OutputNames(OnnxExportOptions options);
 
     /// <summary>
-    /// Makes the last layer's <paramref name="outputs"/> NaN for a row with a NaN or infinite feature, whatever the weight
-    /// encoding: outputs + 0 · ReduceSum(input, axis 1). For finite features the values are unchanged (x + 0 = x), so float
-    /// exports score as before; but quantized encodings no longer turn a NaN row into a confident finite score (int8 dynamic
-    /// quantization saturates NaN activations to finite codes). Returns the new value's name.
+    /// Makes the last layer's <paramref name="outputs"/> [N, units] NaN for a row with a NaN or infinite feature, whatever the
+    /// weight encoding: outputs + Einsum("ij,ik->ik", features, outputs − outputs), i.e. outputs + Σ_j x_j · 0. For finite
+    /// features the values are unchanged (x + 0 = x), so float exports score as before; but quantized encodings no longer
+    /// turn a NaN row into a confident finite score (int8 dynamic quantization saturates NaN activations to finite codes).
+    /// It adds no initializer, so the resident weights ONNX Runtime keeps are the layers' alone. Returns the new value's name.
     /// </summary>
     protected static string PropagateNonFinite(OnnxGraphBuilder g, string outputs, OnnxExportOptions options)
     {
-        var sum = g.AddNode("ReduceSum", [options.InputName, g.AddInt64Initializer("feature_axis", [1L], [1])], "feature_sum",
-            new Dictionary<string, object> { ["keepdims"] = 1L });
-        var zero = g.AddNode("Mul", [sum, g.AddFloatInitializer("nan_probe_zero", [0f], [])], "nan_probe");
-        return g.AddNode("Add", [outputs, zero], "outputs_nan_checked");
+        var zeros = g.AddNode("Sub", [outputs, outputs], "outputs_zero");
+        var probe = g.AddNode("Einsum", [options.InputName, zeros], "nan_probe", new Dictionary<string, object> { ["equation"] = "ij,ik->ik" });
+        return g.AddNode("Add", [outputs, probe], "outputs_nan_checked");
+    }
+
+    /// <summary>
+    /// int64 [N]: <paramref name="index"/> (int64 [N]), or -1 for a row whose <paramref name="scores"/> (float [N, K]) hold a
+    /// NaN. Where(IsNaN(Einsum("ij->i", scores)), −Cast(IsNaN(...)), index); no initializer.
+    /// </summary>
+    protected static void MissingWhereNaN(OnnxGraphBuilder g, string scores, string index, string outputName)
+    {
+        var rowSum = g.AddNode("Einsum", [scores], "score_row_sum", new Dictionary<string, object> { ["equation"] = "ij->i" });
+        var isNaN = g.AddNode("IsNaN", [rowSum], "score_is_nan");
+        var minusOne = g.AddNode("Neg", [g.AddNode("Cast", [isNaN], "score_is_nan_int", new Dictionary<string, object> { ["to"] = (long)TensorProto.Types.DataType.Int64 })],
+            "missing_class");
+        g.AddNodeWithReservedOutput("Where", [isNaN, minusOne, index], outputName);
     }
 
     /// <summary>Adds the nodes after the last layer's <paramref name="outputs"/> and declares the graph outputs.</summary>

@@ -120,9 +120,12 @@ internal sealed class SigmoidBinaryHead : OutputHead
     {
         outputs = PropagateNonFinite(g, outputs, options);
         g.AddNodeWithReservedOutput("Identity", [outputs], options.ScoreName);
-        var flat = g.AddNode("Reshape", [options.ScoreName, g.AddInt64Initializer("logit_flat_shape", [-1L], [1])], "logit_flat");
-        var positive = g.AddNode("Greater", [flat, g.AddFloatInitializer("logit_threshold", [0f], [])], "logit_positive");
-        g.AddNodeWithReservedOutput("Cast", [positive], options.LabelIndexName, new Dictionary<string, object> { ["to"] = (long)TensorProto.Types.DataType.Int64 });
+        // Predicted class: logit > 0 (false for NaN, as ML.NET's binary scorers), as int64 [N]; built without initializers.
+        var zero = g.AddNode("Sub", [options.ScoreName, options.ScoreName], "logit_zero");
+        var positive = g.AddNode("Cast", [g.AddNode("Greater", [options.ScoreName, zero], "logit_positive")], "logit_positive_float",
+            new Dictionary<string, object> { ["to"] = (long)TensorProto.Types.DataType.Float });
+        var flat = g.AddNode("Einsum", [positive], "logit_positive_flat", new Dictionary<string, object> { ["equation"] = "ij->i" });
+        g.AddNodeWithReservedOutput("Cast", [flat], options.LabelIndexName, new Dictionary<string, object> { ["to"] = (long)TensorProto.Types.DataType.Int64 });
         g.AddOutput(options.ScoreName, TensorProto.Types.DataType.Float, [null, 1]);
         g.AddOutput(options.LabelIndexName, TensorProto.Types.DataType.Int64, [null]);
     }

@@ -108,11 +108,8 @@ internal sealed class SoftmaxMulticlassHead : OutputHead
         var argMax = g.AddNode("ArgMax", [options.ScoreName], "class_index",
             new Dictionary<string, object> { ["axis"] = 1L, ["keepdims"] = 0L, ["select_last_index"] = 0L });
         // A row whose scores are NaN (a NaN or infinite feature) gets class index -1, which the scoring columns turn into the
-        // missing key 0, never a confident class: Where(IsNaN(ReduceSum(scores, axis 1)), -1, ArgMax).
-        var sum = g.AddNode("ReduceSum", [options.ScoreName, g.AddInt64Initializer("class_axis", [1L], [1])], "score_sum",
-            new Dictionary<string, object> { ["keepdims"] = 0L });
-        var isNaN = g.AddNode("IsNaN", [sum], "score_is_nan");
-        g.AddNodeWithReservedOutput("Where", [isNaN, g.AddInt64Initializer("missing_class", [-1L], []), argMax], options.LabelIndexName);
+        // missing key 0, never a confident class.
+        MissingWhereNaN(g, options.ScoreName, argMax, options.LabelIndexName);
         g.AddOutput(options.ScoreName, TensorProto.Types.DataType.Float, [null, classCount]);
         g.AddOutput(options.LabelIndexName, TensorProto.Types.DataType.Int64, [null]);
     }
