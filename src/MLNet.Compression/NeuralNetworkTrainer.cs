@@ -9,11 +9,13 @@ using MLNet.Compression.Training;
 namespace MLNet.Compression;
 
 /// <summary>
-/// Trains a neural network classifier with TorchSharp on the CPU or CUDA, streaming batches from the input
-/// <see cref="IDataView"/>. Reads a key-typed label column and a known-size float vector feature column and produces a
-/// <see cref="NeuralNetworkTransformer"/> whose output has <c>Score</c> (class probabilities) and <c>PredictedLabel</c>
-/// (a key with the label's key values), so <c>mlContext.MulticlassClassification.Evaluate</c> works unchanged.
-/// Create it with <c>mlContext.Compression().NeuralNetwork(options)</c>.
+/// Trains a neural network with TorchSharp on the CPU or CUDA, streaming batches from the input <see cref="IDataView"/>, for
+/// the task its output head gives: multiclass (key label; <c>Score</c> = class probabilities, <c>PredictedLabel</c> = key with
+/// the label's key values), binary (Boolean label; <c>Score</c>, <c>Probability</c>, <c>PredictedLabel</c>) or regression
+/// (Single label; <c>Score</c>), so ML.NET's own <c>Evaluate</c> of that task works unchanged. Create it from ML.NET's
+/// catalogs (<c>ml.MulticlassClassification.Trainers.NeuralNetwork(...)</c>, <c>ml.BinaryClassification.Trainers...</c>,
+/// <c>ml.Regression.Trainers...</c>; see <see cref="NeuralNetworkCatalogExtensions"/>) or, for multiclass,
+/// <c>mlContext.Compression().NeuralNetwork(options)</c>.
 /// </summary>
 public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>, IHasMLContext
 {

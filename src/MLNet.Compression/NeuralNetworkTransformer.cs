@@ -11,7 +11,9 @@ namespace MLNet.Compression;
 /// A trained network. <see cref="Transform"/> scores in batches through ONNX Runtime; <c>mlContext.Model.Save</c> writes
 /// an ordinary ML.NET model zip (ONNX Runtime scoring plus built-in column conversions) that loads and scores in an
 /// application referencing only Microsoft.ML, Microsoft.ML.OnnxTransformer and ONNX Runtime, with no TorchSharp.
-/// Output columns: <c>Score</c> (vector of class probabilities) and <c>PredictedLabel</c> (key with the label's key values).
+/// Output columns, by task: multiclass <c>Score</c> (vector of class probabilities) and <c>PredictedLabel</c> (key with the
+/// label's key values); binary <c>Score</c> (raw logit), <c>Probability</c> and <c>PredictedLabel</c> (Boolean); regression
+/// <c>Score</c> (Single, in the label's units). A row with a NaN or infinite feature scores NaN and never gets a confident label.
 /// Training state that ONNX does not carry goes into <see cref="SaveCheckpoint"/>.
 /// </summary>
 public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
