@@ -9,11 +9,13 @@ using MLNet.Compression.Training;
 namespace MLNet.Compression;
 
 /// <summary>
-/// Trains a neural network classifier with TorchSharp on the CPU or CUDA, streaming batches from the input
-/// <see cref="IDataView"/>. Reads a key-typed label column and a known-size float vector feature column and produces a
-/// <see cref="NeuralNetworkTransformer"/> whose output has <c>Score</c> (class probabilities) and <c>PredictedLabel</c>
-/// (a key with the label's key values), so <c>mlContext.MulticlassClassification.Evaluate</c> works unchanged.
-/// Create it with <c>mlContext.Compression().NeuralNetwork(options)</c>.
+/// Trains a neural network with TorchSharp on the CPU or CUDA, streaming batches from the input <see cref="IDataView"/>, for
+/// the task its output head gives: multiclass (key label; <c>Score</c> = class probabilities, <c>PredictedLabel</c> = key with
+/// the label's key values), binary (Boolean label; <c>Score</c>, <c>Probability</c>, <c>PredictedLabel</c>) or regression
+/// (Single label; <c>Score</c>), so ML.NET's own <c>Evaluate</c> of that task works unchanged. Create it from ML.NET's
+/// catalogs (<c>ml.MulticlassClassification.Trainers.NeuralNetwork(...)</c>, <c>ml.BinaryClassification.Trainers...</c>,
+/// <c>ml.Regression.Trainers...</c>; see <see cref="NeuralNetworkCatalogExtensions"/>) or, for multiclass,
+/// <c>mlContext.Compression().NeuralNetwork(options)</c>.
 /// </summary>
 public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>, IHasMLContext
 {
@@ -21,8 +23,18 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
     private readonly NeuralNetworkOptions options;
     private readonly OutputHead head;
 
-    internal NeuralNetworkTrainer(MLContext ml, NeuralNetworkOptions options, OutputHeadKind head = OutputHeadKind.Multiclass)
+    private readonly int[]? hiddenLayersOverFeatures;
+
+    /// <param name="ml">The context.</param>
+    /// <param name="options">The training options (copied).</param>
+    /// <param name="head">The task: which output head the network gets.</param>
+    /// <param name="hiddenLayersOverFeatures">
+    /// When set (the catalog's flat overloads), the architecture is an MLP with these hidden layers over as many inputs as the
+    /// feature column has, decided at <see cref="Fit"/>.
+    /// </param>
+    internal NeuralNetworkTrainer(MLContext ml, NeuralNetworkOptions options, OutputHeadKind head = OutputHeadKind.Multiclass, int[]? hiddenLayersOverFeatures = null)
     {
+        this.hiddenLayersOverFeatures = hiddenLayersOverFeatures?.ToArray();
         ArgumentNullException.ThrowIfNull(ml);
         ArgumentNullException.ThrowIfNull(options);
         options.ValidateForTraining();
@@ -46,6 +58,7 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
     public NeuralNetworkTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        var options = OptionsFor(input.Schema);
         options.CancellationToken.ThrowIfCancellationRequested();
         var architecture = options.Architecture.ForFeatures(input.Schema, options.FeatureColumnName);
         EnsureHasRows(input);
@@ -85,6 +98,17 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
         throw new ArgumentException(
             "The training data has no rows. Check the file or collection it was loaded from, and any filters (e.g. FilterRowsByColumn) before the trainer.",
             nameof(input));
+    }
+
+    /// <summary>The options with the architecture resolved against <paramref name="schema"/>'s feature column (flat catalog overloads).</summary>
+    private NeuralNetworkOptions OptionsFor(DataViewSchema schema)
+    {
+        if (hiddenLayersOverFeatures is null)
+            return options;
+        var features = SchemaValidation.FeatureColumn(schema, options.FeatureColumnName, 0);
+        var resolved = options.Clone();
+        resolved.Architecture = NetworkArchitecture.Mlp(hiddenLayersOverFeatures, ((VectorDataViewType)features.Type).Size);
+        return resolved;
     }
 
     /// <summary>Initialises weights the way PyTorch does for Linear and Conv2d layers, from <paramref name="seed"/>.</summary>

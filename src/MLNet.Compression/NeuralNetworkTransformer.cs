@@ -11,7 +11,9 @@ namespace MLNet.Compression;
 /// A trained network. <see cref="Transform"/> scores in batches through ONNX Runtime; <c>mlContext.Model.Save</c> writes
 /// an ordinary ML.NET model zip (ONNX Runtime scoring plus built-in column conversions) that loads and scores in an
 /// application referencing only Microsoft.ML, Microsoft.ML.OnnxTransformer and ONNX Runtime, with no TorchSharp.
-/// Output columns: <c>Score</c> (vector of class probabilities) and <c>PredictedLabel</c> (key with the label's key values).
+/// Output columns, by task: multiclass <c>Score</c> (vector of class probabilities) and <c>PredictedLabel</c> (key with the
+/// label's key values); binary <c>Score</c> (raw logit), <c>Probability</c> and <c>PredictedLabel</c> (Boolean); regression
+/// <c>Score</c> (Single, in the label's units). A row with a NaN or infinite feature scores NaN and never gets a confident label.
 /// Training state that ONNX does not carry goes into <see cref="SaveCheckpoint"/>.
 /// </summary>
 public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
@@ -134,12 +136,16 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         DataViewSchema inputSchema, TrainingResult? training, int seed, OnnxExportOptions? exportOptions = null, long? residentWeightBytes = null,
         CompressionRecipe? recipe = null, byte[]? onnx = null)
     {
+        // The label's key-value type (when numeric) travels in the ONNX metadata, and so in checkpoints, to the predicted label.
+        var metadata = exportOptions?.Metadata;
+        if (OnnxScoringColumns.ClassValueTypeName(inputSchema.GetColumnOrNull(options.LabelColumnName), classNames) is { } valueType)
+            metadata = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>()) { [OnnxScoringColumns.ClassValueTypeKey] = valueType };
         exportOptions = new OnnxExportOptions
         {
             InputName = options.FeatureColumnName,
             ClassNames = classNames.ToArray(),
             Opset = exportOptions?.Opset ?? OnnxExportOptions.DefaultOpset,
-            Metadata = exportOptions?.Metadata,
+            Metadata = metadata,
             LayerEmitter = exportOptions?.LayerEmitter ?? OnnxLayerEmitter.Default,
         };
         // A model restored from a checkpoint brings the exact export it scored with (quantized or not).

@@ -89,7 +89,7 @@ public sealed class ModelFactoryFixture : IDisposable
         }
     }
 
-    private static string FindFactory()
+    internal static string FindFactory()
     {
         string? path = typeof(ModelFactoryFixture).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
             .FirstOrDefault(a => a.Key == FactoryPathMetadataKey)?.Value;

@@ -9,6 +9,14 @@
 // over all 10,000 test rows. Both files are written under temporary names and moved into place; expected.json last.
 // Exit codes: 0 success, 2 bad arguments, 1 any other failure.
 //
+//   dotnet MLNet.Compression.ModelFactory.dll --tasks <dir>
+//
+// Binary and regression mode (MLNet.Compression.DeploymentTests/TaskModelDeploymentTests): trains a binary classifier and a
+// regression on generated data with ml.BinaryClassification/Regression.Trainers.NeuralNetwork, quantizes each to int8
+// (Int8Dynamic), saves the four zips (binary-float32.zip, binary-int8.zip, regression-float32.zip, regression-int8.zip) and
+// writes <dir>/tasks.json: per zip, the feature rows of a generated test set (with NaN in one row) and what the trained
+// transformer gives for them in this process (Score, Probability, PredictedLabel; floats also as bit patterns).
+//
 //   dotnet MLNet.Compression.ModelFactory.dll --save-loop zip|checkpoint <file>
 //
 // Fault-injection mode (MLNet.Compression.Tests/Reliability): loads <file> (a model zip with ml.Model.Load, or a checkpoint
@@ -28,6 +36,8 @@ if (args.Length > 0 && args[0] == "--save-loop")
     return SaveLoop(args);
 if (args.Length > 0 && args[0] == "--pca")
     return PcaModelFactory.Run(args);
+if (args.Length > 0 && args[0] == "--tasks")
+    return Tasks(args);
 
 const int ExpectedRows = 200;
 const int HiddenUnits = 64;
@@ -207,6 +217,110 @@ static int SaveLoop(string[] args)
     }
 }
 
+static int Tasks(string[] args)
+{
+    if (args.Length != 2)
+    {
+        Console.Error.WriteLine("usage: MLNet.Compression.ModelFactory --tasks <dir>");
+        return 2;
+    }
+    try
+    {
+        string dir = Path.GetFullPath(args[1]);
+        Directory.CreateDirectory(dir);
+        var ml = new MLContext(seed: 1);
+        var rand = new Random(1);
+        const int features = 10, trainRows = 800, testRows = 60;
+        float[] Row() => Enumerable.Range(0, features).Select(_ => (float)(rand.NextDouble() * 2 - 1)).ToArray();
+        var trainX = Enumerable.Range(0, trainRows).Select(_ => Row()).ToArray();
+        var testX = Enumerable.Range(0, testRows).Select(_ => Row()).ToArray();
+        testX[7][2] = float.NaN; // a NaN row: NaN scores, PredictedLabel false, as ML.NET's own trainers
+        static bool Rule(float[] x) => x[0] + x[1] * x[2] - 0.5 * x[3] > 0;
+        static float Target(float[] x) => (float)(100 * (3 * Math.Sin(2 * x[0]) + 2 * x[1] * x[1] + x[2] * x[3]) + 500);
+        var definition = SchemaDefinition.Create(typeof(TaskRow));
+        definition["Features"].ColumnType = new VectorDataViewType(NumberDataViewType.Single, features);
+        var binaryDefinition = SchemaDefinition.Create(typeof(BinaryTaskRow));
+        binaryDefinition["Features"].ColumnType = new VectorDataViewType(NumberDataViewType.Single, features);
+        var binaryTrain = ml.Data.LoadFromEnumerable(trainX.Select(x => new BinaryTaskRow { Features = x, Label = Rule(x) }), binaryDefinition);
+        var regressionTrain = ml.Data.LoadFromEnumerable(trainX.Select(x => new TaskRow { Features = x, Label = Target(x) }), definition);
+        var binaryTest = ml.Data.LoadFromEnumerable(testX.Select(x => new BinaryTaskRow { Features = x, Label = !float.IsNaN(x[2]) && Rule(x) }), binaryDefinition);
+        var regressionTest = ml.Data.LoadFromEnumerable(testX.Select(x => new TaskRow { Features = x, Label = Target(x) }), definition);
+
+        using var binary = ml.BinaryClassification.Trainers.NeuralNetwork(hiddenLayers: [16], epochs: 8, batchSize: 32).Fit(binaryTrain);
+        using var regression = ml.Regression.Trainers.NeuralNetwork(hiddenLayers: [16], epochs: 8, batchSize: 32).Fit(regressionTrain);
+        var int8 = new MLNet.Compression.Quantization.QuantizationOptions { Mode = MLNet.Compression.Quantization.QuantizationMode.Int8Dynamic };
+        using var binaryInt8 = ml.Compression().Quantize(binary, int8).Fit(binaryTrain);
+        using var regressionInt8 = ml.Compression().Quantize(regression, int8).Fit(regressionTrain);
+        var models = new (string Name, NeuralNetworkTransformer Model, IDataView Train, IDataView Test, bool Binary)[]
+        {
+            ("binary-float32", binary, binaryTrain, binaryTest, true),
+            ("binary-int8", binaryInt8, binaryTrain, binaryTest, true),
+            ("regression-float32", regression, regressionTrain, regressionTest, false),
+            ("regression-int8", regressionInt8, regressionTrain, regressionTest, false),
+        };
+        foreach (var m in models)
+            WriteAtomically(Path.Combine(dir, m.Name + ".zip"), temp => ml.Model.Save(m.Model, m.Train.Schema, temp));
+        WriteAtomically(Path.Combine(dir, "tasks.json"), temp =>
+        {
+            using var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None);
+            using var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+            json.WriteStartObject();
+            json.WriteNumber("format", 1);
+            json.WriteNumber("features", features);
+            json.WriteStartArray("rows");
+            foreach (var x in testX)
+            {
+                json.WriteStartArray();
+                foreach (float v in x)
+                    json.WriteNumberValue(BitConverter.SingleToUInt32Bits(v));
+                json.WriteEndArray();
+            }
+            json.WriteEndArray();
+            json.WriteStartArray("models");
+            foreach (var m in models)
+            {
+                var scored = m.Model.Transform(m.Test);
+                json.WriteStartObject();
+                json.WriteString("name", m.Name);
+                json.WriteString("zip", m.Name + ".zip");
+                json.WriteBoolean("binary", m.Binary);
+                WriteBits(json, "scoreBits", scored.GetColumn<float>("Score"));
+                if (m.Binary)
+                {
+                    WriteBits(json, "probabilityBits", scored.GetColumn<float>("Probability"));
+                    json.WriteStartArray("predictedLabel");
+                    foreach (bool b in scored.GetColumn<bool>("PredictedLabel"))
+                        json.WriteBooleanValue(b);
+                    json.WriteEndArray();
+                    json.WriteNumber("auc", ml.BinaryClassification.Evaluate(scored).AreaUnderRocCurve);
+                }
+                else
+                {
+                    json.WriteNumber("rSquared", ml.Regression.Evaluate(ml.Data.FilterRowsByMissingValues(scored, "Score")).RSquared);
+                }
+                json.WriteEndObject();
+            }
+            json.WriteEndArray();
+            json.WriteEndObject();
+        });
+        Console.WriteLine($"wrote the binary and regression zips and tasks.json to {dir}");
+        return 0;
+    }
+    catch (Exception e)
+    {
+        Console.Error.WriteLine($"model factory (--tasks) failed: {e}");
+        return 1;
+    }
+}
+
+static void WriteBits(Utf8JsonWriter json, string name, IEnumerable<float> values)
+{
+    json.WriteStartArray(name);
+    foreach (float v in values)
+        json.WriteNumberValue(BitConverter.SingleToUInt32Bits(v));
+    json.WriteEndArray();
+}
+
 static int PositiveInt(string text, string name)
     => int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value) && value > 0
         ? value
@@ -226,4 +340,20 @@ static void WriteAtomically(string path, Action<string> write)
         if (File.Exists(temp))
             File.Delete(temp);
     }
+}
+
+/// <summary>A generated regression row (--tasks).</summary>
+internal sealed class TaskRow
+{
+    public float[] Features { get; set; } = [];
+
+    public float Label { get; set; }
+}
+
+/// <summary>A generated binary row (--tasks).</summary>
+internal sealed class BinaryTaskRow
+{
+    public float[] Features { get; set; } = [];
+
+    public bool Label { get; set; }
 }

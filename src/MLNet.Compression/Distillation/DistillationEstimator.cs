@@ -49,13 +49,15 @@ public sealed class DistillationEstimator : CompressionStageEstimator<Distillati
     {
         var log = new ContextLog(ml, "Distill");
         var architecture = student.Architecture.ForFeatures(input.Schema, student.FeatureColumnName);
-        var label = SchemaValidation.LabelColumn(input.Schema, student.LabelColumnName, out int classCount);
-        var classNames = SchemaValidation.ClassNames(label, classCount);
+        // The student's task follows its label: Boolean = binary, Single = regression, key = multiclass.
+        var head = Networks.Heads.OutputHead.ForLabel(input.Schema, student.LabelColumnName);
+        var label = head.ValidateLabel(input.Schema, student.LabelColumnName, out int classCount);
+        var classNames = head.ClassNames(label, classCount);
 
         var sw = Stopwatch.StartNew();
-        using var guidance = TeacherGuidance.Create(ml, teacher, Settings, input, student.FeatureColumnName, student.LabelColumnName, classCount, "teacher", log);
+        using var guidance = TeacherGuidance.Create(ml, teacher, Settings, input, student.FeatureColumnName, student.LabelColumnName, classCount, "teacher", log, head);
         int seed = student.Seed ?? NeuralNetworkTrainer.DrawSeed(ml);
-        var network = NetworkModel.Create(architecture, classCount);
+        var network = NetworkModel.Create(architecture, classCount, head.Kind);
         NeuralNetworkTrainer.InitializeWeights(network, seed);
         var tuning = student.Clone();
         tuning.FeatureColumnName = guidance.FeatureColumnName;

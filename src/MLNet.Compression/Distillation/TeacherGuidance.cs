@@ -48,7 +48,10 @@ internal sealed class TeacherGuidance : IDisposable
     /// <summary>The temperature and weights used.</summary>
     public DistillationOptions Options { get; }
 
-    /// <summary>The number of classes, the width of the teacher's scores.</summary>
+    /// <summary>The teacher's score column as the user named it (how Auto decides what it holds for a binary student).</summary>
+    public string ScoreColumn { get; init; } = "Score";
+
+    /// <summary>The width of the teacher's scores: the number of classes (one for a binary or regression student).</summary>
     public int ClassCount { get; }
 
     /// <summary>The student's output head, whose distillation loss <see cref="Loss"/> uses (default: multiclass).</summary>
@@ -69,9 +72,12 @@ internal sealed class TeacherGuidance : IDisposable
     /// <param name="classCount">The student's number of classes.</param>
     /// <param name="teacherName">How error messages name the teacher, e.g. <c>teacher</c> or <c>PruningOptions.Teacher</c>.</param>
     /// <param name="log">Where the cache is reported.</param>
+    /// <param name="head">The student's output head (default multiclass): the width of the teacher's scores and its distillation loss.</param>
     public static TeacherGuidance Create(MLContext ml, ITransformer teacher, DistillationOptions options, IDataView input, string featureColumn,
-        string labelColumn, int classCount, string teacherName, ContextLog log)
+        string labelColumn, int classCount, string teacherName, ContextLog log, Networks.Heads.OutputHead? head = null)
     {
+        head ??= Networks.Heads.OutputHead.Multiclass;
+        int width = head.OutputUnits(classCount);
         // The teacher's pipeline may rewrite the feature or label column (a normalizer, MapValueToKey): the student reads
         // copies taken before the teacher runs, so it learns from exactly the columns it will be scored on.
         string features = Unused(input.Schema, "DistillStudentFeatures"), labels = Unused(input.Schema, "DistillStudentLabel");
@@ -91,15 +97,28 @@ internal sealed class TeacherGuidance : IDisposable
             ?? throw new ArgumentException(
                 $"The {teacherName}'s output has no column '{options.TeacherScoreColumnName}'. Columns: {string.Join(", ", taught.Schema.Where(c => !c.IsHidden).Select(c => c.Name))}. " +
                 "Use a multiclass model (its scores are in 'Score') or set DistillationOptions.TeacherScoreColumnName.", teacherName);
+        string scoreName = score.Name;
+        if (width == 1 && score.Type == NumberDataViewType.Single)
+        {
+            // A binary or regression teacher's Score (or Probability) is a scalar: read it as a vector of one value.
+            scoreName = Unused(taught.Schema, "DistillTeacherScore");
+            taught = ml.Transforms.Concatenate(scoreName, score.Name).Fit(taught).Transform(taught);
+            score = taught.Schema[scoreName];
+        }
         if (score.Type is not VectorDataViewType { ItemType: NumberDataViewType } st || st.ItemType.RawType != typeof(float) || !st.IsKnownSize)
-            throw new ArgumentException($"The {teacherName}'s column '{score.Name}' has type {score.Type}; a known-size vector of Single (one score per class) is needed.", teacherName);
-        if (st.Size != classCount)
+            throw new ArgumentException($"The {teacherName}'s column '{score.Name}' has type {score.Type}; a known-size vector of Single (one score per class) is needed" +
+                (width == 1 ? ", or a Single for a binary or regression student." : "."), teacherName);
+        if (width == 1 && st.Size != 1)
+            throw new ArgumentException(
+                $"The {teacherName} gives {st.Size} scores per row in '{score.Name}' but the {head.Name} student needs one (its Score or Probability). " +
+                "Teacher and student must solve the same task.", teacherName);
+        if (width != 1 && st.Size != classCount)
             throw new ArgumentException(
                 $"The {teacherName} gives {st.Size} scores per row in '{score.Name}' but the label column '{labelColumn}' has {classCount} classes. " +
                 "Teacher and student must be trained on the same classes, in the same key order.", teacherName);
 
         if (!options.CacheTeacherOutputs)
-            return new TeacherGuidance(taught, features, labels, score.Name, 0, null, options, classCount);
+            return new TeacherGuidance(taught, features, labels, score.Name, 0, null, options, width) { Head = head, ScoreColumn = options.TeacherScoreColumnName };
         // <temp>/mlnet-compression (or the user's folder); the name carries this process's id, so a later run removes the
         // cache of a process that died before deleting it.
         string path = MLNet.Compression.Data.CachePaths.NewOwnedTempFile(MLNet.Compression.Data.CachePaths.TempFolder(options.CacheDirectory), "teacher", ".idv");
@@ -107,7 +126,7 @@ internal sealed class TeacherGuidance : IDisposable
         AtomicFile.Write(path, s => ml.Data.SaveAsBinary(selected, s, keepHidden: false));
         long bytes = new FileInfo(path).Length;
         log.Info($"Cached the teacher's outputs: {bytes:N0} bytes in {path}.");
-        return new TeacherGuidance(ml.Data.LoadFromBinary(path), features, labels, score.Name, bytes, path, options, classCount);
+        return new TeacherGuidance(ml.Data.LoadFromBinary(path), features, labels, score.Name, bytes, path, options, width) { Head = head, ScoreColumn = options.TeacherScoreColumnName };
     }
 
     /// <summary>
@@ -128,8 +147,7 @@ internal sealed class TeacherGuidance : IDisposable
         if (teacher is null)
             return null;
         var guidance = Create(ml, teacher, options, input, source.FeatureColumnName, source.TrainingOptions.LabelColumnName,
-            source.Network.NumClasses, teacherName, log);
-        guidance.Head = source.Network.Head;
+            source.Network.NumClasses, teacherName, log, source.Network.Head);
         tuning.FeatureColumnName = guidance.FeatureColumnName;
         tuning.LabelColumnName = guidance.LabelColumnName;
         log.Info($"The teacher guides the fine-tuning: T={options.Temperature}, alpha={options.Alpha}.");
@@ -163,7 +181,7 @@ internal sealed class TeacherGuidance : IDisposable
     {
         var t = tensor(batch.Targets, [batch.Capacity, ClassCount]).narrow(0, 0, batch.Count).to(logits.device);
         // Decided on the first batch and kept, so every batch is read the same way.
-        seen ??= DistillationLoss.LooksLikeProbabilities(t) ? TeacherScoreKind.Probabilities : TeacherScoreKind.Logits;
+        seen ??= Head.ResolveTeacherScoreKind(t, ScoreColumn);
         return Head.DistillationLoss(logits, t, labels, Options.Temperature, Options.Alpha, seen.Value);
     }
 

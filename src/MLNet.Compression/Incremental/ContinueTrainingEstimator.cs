@@ -36,6 +36,11 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
         : base(ml, null, previous ?? throw new ArgumentNullException(nameof(previous)), options, o => o.Validate(), o => o.Clone())
     {
         this.previous = previous;
+        if (previous.Network.HeadKind != Networks.Heads.OutputHeadKind.Multiclass)
+            throw new ArgumentException(
+                $"Continued training grows and replays classes, so it takes multiclass networks only; the previous model is a {previous.Network.Head.Name} network. " +
+                "To adapt a binary or regression network to new data, fine-tune it through a compression stage (e.g. Prune or Quantize with Epochs > 0) " +
+                "or train it again on the old and new rows together.", "previousModel");
         if (options.Strategies.HasFlag(ContinualStrategies.Replay))
             _ = options.ReplayBudget.CapacityFor(previous.Network.InputLength, options.ReplayEncoding,
                 options.ReplayLogitWeight > 0 ? previous.Network.NumClasses : 0, 0); // a budget too small for one exemplar fails now

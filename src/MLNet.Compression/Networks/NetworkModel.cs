@@ -44,8 +44,9 @@ internal sealed class NetworkModel
     public static NetworkModel Create(NetworkArchitecture architecture, int numClasses, Heads.OutputHeadKind headKind = Heads.OutputHeadKind.Multiclass)
     {
         ArgumentNullException.ThrowIfNull(architecture);
-        if (numClasses < 2)
-            throw new ArgumentOutOfRangeException(nameof(numClasses), numClasses, "A classifier needs at least two classes.");
+        if (numClasses < (headKind == Heads.OutputHeadKind.Regression ? 1 : 2))
+            throw new ArgumentOutOfRangeException(nameof(numClasses), numClasses,
+                headKind == Heads.OutputHeadKind.Regression ? "A regression has one output." : "A classifier needs at least two classes.");
         var resolver = new LayerResolver(architecture.InputShape.ToArray());
         for (int i = 0; i < architecture.Layers.Count; i++)
         {

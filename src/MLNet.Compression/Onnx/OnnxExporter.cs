@@ -138,7 +138,9 @@ internal static class OnnxExporter
         var inputDim = inputs[0].Type?.TensorType?.Shape?.Dim.LastOrDefault();
         if (inputDim is null || !inputDim.HasDimValue)
             throw new ArgumentException("The ONNX model's input and score output must have a fixed last dimension.", nameof(onnx));
-        return head.ReadSignature(graph, inputs[0].Name, checked((int)inputDim.DimValue));
+        var signature = head.ReadSignature(graph, inputs[0].Name, checked((int)inputDim.DimValue));
+        var valueType = model.MetadataProps.FirstOrDefault(p => p.Key == OnnxScoringColumns.ClassValueTypeKey)?.Value;
+        return valueType is null || OnnxScoringColumns.ClassValueType(valueType) is null ? signature : signature with { ClassValueType = valueType };
     }
 
     private static void AddMetadata(ModelProto proto, string key, string value) =>
@@ -155,6 +157,12 @@ internal static class OnnxExporter
 internal sealed record OnnxModelSignature(string InputName, int InputLength, string ScoreName, string LabelIndexName, int ClassCount,
     OutputHeadKind Head = OutputHeadKind.Multiclass)
 {
+    /// <summary>
+    /// The numeric type of the label's key values (metadata <see cref="OnnxScoringColumns.ClassValueTypeKey"/>, e.g. <c>Single</c>),
+    /// or null when they are text: the predicted label's key values get this type, so <c>MapKeyToValue</c> gives back what the label was.
+    /// </summary>
+    public string? ClassValueType { get; init; }
+
     /// <summary>The registered output head of <see cref="Head"/>.</summary>
     public OutputHead OutputHead => OutputHead.For(Head);
 }

@@ -37,6 +37,17 @@ internal static class OnnxScoringChain
     /// <summary>Name of the predicted label column.</summary>
     public const string PredictedLabelColumnName = "PredictedLabel";
 
+    /// <summary>Name of the binary head's probability column.</summary>
+    public const string ProbabilityColumnName = "Probability";
+
+    /// <summary>Slope of the fixed Platt calibrator that turns the binary head's logit into its probability: P = 1 / (1 + exp(slope · s + offset)).</summary>
+    public const double SigmoidSlope = -1;
+
+    /// <summary>Offset of that calibrator.</summary>
+    public const double SigmoidOffset = 0;
+
+    private const string ScoreVectorColumn = TempPrefix + "ScoreVector";
+
     private const string TempPrefix = "__mlnc_";
     private const string HashColumn = TempPrefix + "LabelHash";
     private const string HashValueColumn = TempPrefix + "LabelHashValue";
@@ -99,10 +110,21 @@ internal static class OnnxScoringChain
     /// <param name="outputColumn">The key column to produce.</param>
     /// <param name="classNames">One name per class index.</param>
     /// <param name="temporaries">Receives the columns to drop afterwards.</param>
+    /// <param name="valueTypeName">
+    /// The numeric type of the label's key values (<see cref="OnnxModelSignature.ClassValueType"/>), or null for text: the
+    /// key values of <paramref name="outputColumn"/> get this type, so <c>MapKeyToValue</c> gives back what the label was.
+    /// </param>
     public static IReadOnlyList<IEstimator<ITransformer>> IndexToKey(MLContext ml, string indexColumn, string outputColumn, IReadOnlyList<string> classNames,
-        List<string> temporaries)
+        List<string> temporaries, string? valueTypeName = null)
     {
         temporaries.AddRange([indexColumn, HashColumn, HashValueColumn, LabelTextColumn]);
+        if (OnnxScoringColumns.ParseClassValues(valueTypeName, classNames) is { } values)
+        {
+            var make = typeof(OnnxScoringChain).GetMethod(nameof(TypedIndexToKey), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+                .MakeGenericMethod(values.GetType().GetElementType()!);
+            if (make.Invoke(null, [ml, indexColumn, outputColumn, values]) is IReadOnlyList<IEstimator<ITransformer>> typed)
+                return typed;
+        }
         var (seed, table) = HashTable(ml, indexColumn, classNames.Count);
         return
         [
@@ -114,6 +136,160 @@ internal static class OnnxScoringChain
             ml.Transforms.Conversion.MapValueToKey(outputColumn, LabelTextColumn,
                 keyData: ml.Data.LoadFromEnumerable(classNames.Select(n => new ClassNameRow { Name = n }))),
         ];
+    }
+
+    /// <summary>
+    /// The typed form of <see cref="IndexToKey"/>: hash ──► MapValue (uint → class value, and the hash of index -1, a NaN
+    /// row, to a value that is no class) ──► MapValueToKey (keyData = the class values), so the key values have the label's
+    /// type and the NaN row gets the missing key 0. Null when no value outside the classes exists (then the text form is used).
+    /// </summary>
+    private static IReadOnlyList<IEstimator<ITransformer>>? TypedIndexToKey<T>(MLContext ml, string indexColumn, string outputColumn, T[] values)
+        where T : notnull
+    {
+        if (NotAClass(values) is not { } missing)
+            return null;
+        var (seed, table) = HashTable(ml, indexColumn, values.Length, includeMissing: true);
+        var pairs = values.Select((v, i) => new KeyValuePair<uint, T>(table[i], v)).Append(new KeyValuePair<uint, T>(table[^1], missing));
+        var keyData = ml.Data.LoadFromEnumerable(values.Select(v => new ClassValueRow<T> { Value = v }));
+        return
+        [
+            ml.Transforms.Conversion.Hash(new HashingEstimator.ColumnOptions(
+                HashColumn, indexColumn, HashBits, seed, useOrderedHashing: false, maximumNumberOfInverts: 0, combine: true)),
+            ml.Transforms.Conversion.ConvertType(HashValueColumn, HashColumn, DataKind.UInt32),
+            ml.Transforms.Conversion.MapValue(LabelTextColumn, pairs, HashValueColumn),
+            ml.Transforms.Conversion.MapValueToKey(outputColumn, LabelTextColumn, keyData: keyData),
+        ];
+    }
+
+    /// <summary>A value of T that is none of <paramref name="values"/> (one below the smallest, or one above the largest), or null.</summary>
+    private static T? NotAClass<T>(T[] values) where T : notnull
+    {
+        var numbers = values.Select(v => Convert.ToDecimal(v, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        foreach (var candidate in new[] { numbers.Min() - 1, numbers.Max() + 1 })
+        {
+            try
+            {
+                var value = (T)Convert.ChangeType(candidate, typeof(T), System.Globalization.CultureInfo.InvariantCulture);
+                if (!values.Contains(value))
+                    return value;
+            }
+            catch (OverflowException)
+            {
+            }
+        }
+        return default;
+    }
+
+    private sealed class ClassValueRow<T>
+    {
+        public T Value { get; set; } = default!;
+    }
+
+    /// <summary>
+    /// Built-in conversions from a one-value ONNX output (float [N, 1], read by OnnxTransformer as vector&lt;float, 1, 1&gt;) to
+    /// the scalar columns of ML.NET's regression or binary convention, made by ML.NET's own scorers so that a process with
+    /// only Microsoft.ML and Microsoft.ML.OnnxTransformer loads and scores them:
+    /// <code>
+    /// Expression "x => x"                 Score (ONNX) ──► __mlnc_ScoreVector: vector&lt;float, 1&gt; (1-D)
+    /// RegressionPredictionTransformer     __mlnc_ScoreVector ──► Score: Single        (linear model, weight 1, bias 0)
+    ///   or BinaryPredictionTransformer    __mlnc_ScoreVector ──► Score: Single, PredictedLabel: Boolean (Score &gt; 0)
+    /// PlattCalibratorTransformer (binary) Score ──► Probability: Single = 1 / (1 + exp(−Score)) (ml.BinaryClassification.Calibrators.Platt)
+    /// </code>
+    /// </summary>
+    /// <remarks>
+    /// Why: ML.NET 5.0's OnnxTransformer gives every tensor output a vector column (see the class remarks; a rank-0 output's
+    /// scalar getter throws), and no built-in transform turns a float vector of one slot into a Single: Expression,
+    /// ConvertType, DropSlots, normalizers and Concatenate keep the vector shape, and Hash (which does give a scalar) cannot be
+    /// inverted for a continuous value. ML.NET's prediction transformers do: their linear model scores a known-size feature
+    /// vector to a scalar Score (0 + 1·x, exact in float; NaN stays NaN), and the binary one adds PredictedLabel with the
+    /// same rule as every ML.NET binary trainer (score &gt; 0, so NaN gives false). Their constructors and the linear model
+    /// parameters' constructors are internal to Microsoft.ML, so they are created by reflection here
+    /// (<see cref="CreateLinearScorer"/>); what is saved is the ordinary transformer, which ML.NET saves and loads itself.
+    /// The linear model also checks its input type when the saved chain is bound, so a zip whose ONNX was swapped for one
+    /// with another output size fails at first use ("Schema mismatch for feature column"), as the multiclass shape guard does.
+    /// </remarks>
+    /// <param name="ml">The context.</param>
+    /// <param name="scoreColumn">The ONNX score output column (float [N, 1]).</param>
+    /// <param name="binary">Binary (Score, PredictedLabel, Probability) rather than regression (Score).</param>
+    /// <param name="temporaries">Receives the columns to drop afterwards.</param>
+    public static IReadOnlyList<IEstimator<ITransformer>> ScalarScore(MLContext ml, string scoreColumn, bool binary, List<string> temporaries)
+    {
+        // The ONNX output named Score is shadowed by the scorer's Score; it must not be dropped by name.
+        if (!string.Equals(scoreColumn, ScoreColumnName, StringComparison.Ordinal))
+            temporaries.Add(scoreColumn);
+        temporaries.Add(ScoreVectorColumn);
+        var steps = new List<IEstimator<ITransformer>>
+        {
+            ml.Transforms.Expression(ScoreVectorColumn, "x => x", scoreColumn),
+            new FixedTransformerEstimator(schema => CreateLinearScorer(ml, schema, ScoreVectorColumn, binary)),
+        };
+        if (binary)
+            steps.Add(ml.BinaryClassification.Calibrators.Platt(SigmoidSlope, SigmoidOffset, ScoreColumnName));
+        return steps;
+    }
+
+    /// <summary>What the saved chain's linear scorer computes from the network's output <paramref name="x"/>: 0 + 1·x.</summary>
+    public static float LinearScore(float x) => 0f + 1f * x;
+
+    /// <summary>What the saved chain's Platt calibrator computes from a score (ML.NET's formula; NaN stays NaN).</summary>
+    public static float SigmoidProbability(float score) =>
+        float.IsNaN(score) ? score : (float)(1 / (1 + Math.Exp(SigmoidSlope * score + SigmoidOffset)));
+
+    /// <summary>
+    /// ML.NET's regression or binary prediction transformer over a linear model with one weight of 1 and a bias of 0, reading
+    /// the known-size vector&lt;float, 1&gt; <paramref name="featureColumn"/> of <paramref name="schema"/>. Created through the
+    /// internal constructors of Microsoft.ML 5.0 (see <see cref="ScalarScore"/>); throws an <see cref="InvalidOperationException"/>
+    /// that names the missing member if another Microsoft.ML version has changed them.
+    /// </summary>
+    private static ITransformer CreateLinearScorer(MLContext ml, DataViewSchema schema, string featureColumn, bool binary)
+    {
+        const System.Reflection.BindingFlags flags = System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Public;
+        var env = (Microsoft.ML.Runtime.IHostEnvironment)ml;
+        Type modelType = binary ? typeof(Microsoft.ML.Trainers.LinearBinaryModelParameters) : typeof(Microsoft.ML.Trainers.LinearRegressionModelParameters);
+        Type transformerType = binary
+            ? typeof(BinaryPredictionTransformer<>).MakeGenericType(modelType)
+            : typeof(RegressionPredictionTransformer<>).MakeGenericType(modelType);
+        var modelCtor = modelType.GetConstructors(flags).FirstOrDefault(c => c.GetParameters() is { Length: >= 3 } p
+                && p[0].ParameterType == typeof(Microsoft.ML.Runtime.IHostEnvironment) && p[1].ParameterType == typeof(VBuffer<float>).MakeByRefType()
+                && p[2].ParameterType == typeof(float))
+            ?? throw new InvalidOperationException(
+                $"This version of Microsoft.ML has no {modelType.Name}(IHostEnvironment, in VBuffer<float>, float, ...) constructor, which the {(binary ? "binary" : "regression")} " +
+                "scoring chain needs. Use the Microsoft.ML version MLNet.Compression was built against.");
+        var modelArgs = new object?[modelCtor.GetParameters().Length];
+        modelArgs[0] = env;
+        modelArgs[1] = new VBuffer<float>(1, [1f]);
+        modelArgs[2] = 0f;
+        var model = modelCtor.Invoke(modelArgs);
+        var expected = binary
+            ? new[] { typeof(Microsoft.ML.Runtime.IHostEnvironment), modelType, typeof(DataViewSchema), typeof(string), typeof(float), typeof(string) }
+            : new[] { typeof(Microsoft.ML.Runtime.IHostEnvironment), modelType, typeof(DataViewSchema), typeof(string) };
+        var transformerCtor = transformerType.GetConstructor(flags, expected)
+            ?? throw new InvalidOperationException(
+                $"This version of Microsoft.ML has no {transformerType.Name}({string.Join(", ", expected.Select(t => t.Name))}) constructor, which the " +
+                $"{(binary ? "binary" : "regression")} scoring chain needs. Use the Microsoft.ML version MLNet.Compression was built against.");
+        object?[] args = binary ? [env, model, schema, featureColumn, 0f, ScoreColumnName] : [env, model, schema, featureColumn];
+        return (ITransformer)transformerCtor.Invoke(args);
+    }
+
+    /// <summary>An estimator that "fits" a transformer made for the input schema (a scorer with fixed parameters).</summary>
+    private sealed class FixedTransformerEstimator(Func<DataViewSchema, ITransformer> create) : IEstimator<ITransformer>
+    {
+        public ITransformer Fit(IDataView input) => create(input.Schema);
+
+        /// <summary>The input shape plus the columns the transformer adds (built over the vector&lt;float, 1&gt; it reads).</summary>
+        public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+        {
+            var builder = new DataViewSchema.Builder();
+            builder.AddColumn(ScoreVectorColumn, new VectorDataViewType(NumberDataViewType.Single, 1));
+            var probe = builder.ToSchema();
+            // SchemaShape.Create(DataViewSchema) is internal to Microsoft.ML, like the scorers themselves.
+            var toShape = typeof(SchemaShape).GetMethod("Create", System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.NonPublic,
+                    [typeof(DataViewSchema)])
+                ?? throw new InvalidOperationException("This version of Microsoft.ML has no SchemaShape.Create(DataViewSchema), which the scoring chain needs.");
+            var shape = (SchemaShape)toShape.Invoke(null, [create(probe).GetOutputSchema(probe)])!;
+            var added = shape.Where(c => c.Name != ScoreVectorColumn).ToArray();
+            return new SchemaShape(inputSchema.Where(c => !added.Any(a => a.Name == c.Name)).Concat(added));
+        }
     }
 
     /// <summary>
@@ -149,11 +325,15 @@ internal static class OnnxScoringChain
     /// The uint that Hash(Combine)+ConvertType gives for each class index 0..K-1 (as the vector&lt;long, 1&gt; OnnxTransformer
     /// produces), for the first seed that gives K distinct values.
     /// </summary>
-    private static (uint Seed, uint[] Table) HashTable(MLContext ml, string indexColumn, int classCount)
+    private static (uint Seed, uint[] Table) HashTable(MLContext ml, string indexColumn, int classCount, bool includeMissing = false)
     {
         var definition = SchemaDefinition.Create(typeof(IndexRow));
         definition[0].ColumnName = indexColumn;
-        var rows = ml.Data.LoadFromEnumerable(Enumerable.Range(0, classCount).Select(i => new IndexRow { Index = [i] }), definition);
+        var indices = Enumerable.Range(0, classCount).Select(i => (long)i);
+        if (includeMissing)
+            indices = indices.Append(-1L); // the NaN row's index, last
+        classCount += includeMissing ? 1 : 0;
+        var rows = ml.Data.LoadFromEnumerable(indices.Select(i => new IndexRow { Index = [i] }), definition);
         const uint firstSeed = 314489979; // HashingEstimator's default seed
         for (uint seed = firstSeed; seed < firstSeed + 64; seed++)
         {

@@ -33,7 +33,7 @@ internal static class Calibration
         ArgumentNullException.ThrowIfNull(data);
         if (rows <= 0)
             throw new ArgumentOutOfRangeException(nameof(rows), rows, "Calibration needs at least one row.");
-        var stream = new BatchStream(data, labelColumnName, featureColumnName, model.InputLength);
+        var stream = new BatchStream(data, labelColumnName, featureColumnName, model.InputLength, head: model.Head);
         var layers = model.ParameterizedLayers.ToArray();
         var min = Enumerable.Repeat(float.PositiveInfinity, layers.Length).ToArray();
         var max = Enumerable.Repeat(float.NegativeInfinity, layers.Length).ToArray();

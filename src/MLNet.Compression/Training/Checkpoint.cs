@@ -285,8 +285,11 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
     private static string[] ReadClasses(CheckpointDocument doc)
     {
         var list = doc.Classes ?? throw Fault(JsonEntry, "classes", "is missing");
-        if (list.Count < 2)
-            throw Fault(JsonEntry, "classes", $"holds {list.Count} names; a classifier has at least two classes");
+        bool regression = doc.Head == nameof(OutputHeadKind.Regression);
+        if (list.Count < (regression ? 1 : 2) || (regression && list.Count != 1))
+            throw Fault(JsonEntry, "classes", regression
+                ? $"holds {list.Count} names; a regression has exactly one output name"
+                : $"holds {list.Count} names; a classifier has at least two classes");
         var seen = new Dictionary<string, int>(StringComparer.Ordinal);
         var classes = new string[list.Count];
         for (int i = 0; i < list.Count; i++)

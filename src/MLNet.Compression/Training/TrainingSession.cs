@@ -102,6 +102,10 @@ internal sealed class TrainingSession
 
         int threads = options.Threads ?? NeuralNetworkOptions.DefaultThreads;
         using var threadScope = resolved.IsCuda ? null : TorchThreads.Use(threads);
+        // Regression: standardized targets for this run; the output layer is rewritten to match and back at the end (see TargetScaling).
+        var scaling = head.CreateTargetScaling(data, data.Schema[options.LabelColumnName]);
+        scaling?.ToStandardized(model);
+
         var peak = PeakMemory.Start();
         using var gpuPeak = resolved.IsCuda ? GpuMemory.TrackPeak(resolved.Index) : null;
         var sw = Stopwatch.StartNew();
@@ -173,6 +177,12 @@ internal sealed class TrainingSession
                     var x = tensor(batch.Features, [batch.Capacity, model.InputLength]).narrow(0, 0, batch.Count).to(device);
                     var y = tensor(batch.Labels, [batch.Capacity]).narrow(0, 0, batch.Count).to(device);
                     x = augmenter?.Apply(x, epoch, step) ?? x;
+                    if (scaling is not null)
+                    {
+                        y = scaling.Labels(y);
+                        if (hooks?.TargetColumnName is not null)
+                            scaling.StandardizeTargets(batch.Targets, batch.Count * stream.TargetLength);
+                    }
                     if (lowPrecision is not null)
                         x = x.to(lowPrecision.Value);
                     var logits = (hooks?.Forward is { } forward ? forward(net, x) : net.forward(x)).to(ScalarType.Float32);
@@ -234,7 +244,7 @@ internal sealed class TrainingSession
             double? valLoss = null, valAcc = null;
             if (valRows is not null)
             {
-                (valLoss, valAcc) = Evaluate(net, head, stream, valRows, device, lowPrecision, model.InputLength);
+                (valLoss, valAcc) = Evaluate(net, head, stream, valRows, device, lowPrecision, model.InputLength, scaling);
                 skippedNonFinite += stream.LastSkippedNonFinite;
                 skippedNoLabel += stream.LastSkippedMissingLabel;
             }
@@ -256,9 +266,10 @@ internal sealed class TrainingSession
                      (valAcc is null ? string.Empty : $", validation accuracy {valAcc:P2}") + $", {rows / seconds:N0} rows/s.");
             if (valAcc is not null && options.EarlyStoppingPatience > 0)
             {
-                if (valAcc > bestValAccuracy)
+                double valScore = head.ValidationScore(valLoss ?? double.NaN, valAcc.Value);
+                if (valScore > bestValAccuracy)
                 {
-                    bestValAccuracy = valAcc.Value;
+                    bestValAccuracy = valScore;
                     best = model.Clone();
                     master.StoreWeights(best);
                     sinceBest = 0;
@@ -279,6 +290,7 @@ internal sealed class TrainingSession
                     target.Weight = source.Weight;
                     target.Bias = source.Bias;
                 }
+        scaling?.ToLabelUnits(model);
         EnsureFinite(model, stage);
         var state = optimizer.SaveState();
         gpuPeak?.Sample();
@@ -322,7 +334,7 @@ internal sealed class TrainingSession
     };
 
     private static (double Loss, double Accuracy) Evaluate(TorchNetwork net, OutputHead head, BatchStream stream, Func<DataViewRowId, bool> rowsToUse,
-        Device device, ScalarType? lowPrecision, int inputLength)
+        Device device, ScalarType? lowPrecision, int inputLength, TargetScaling? scaling = null)
     {
         net.eval();
         using var noGrad = no_grad();
@@ -333,6 +345,8 @@ internal sealed class TrainingSession
             using var scope = NewDisposeScope();
             var x = tensor(batch.Features, [batch.Capacity, inputLength]).narrow(0, 0, batch.Count).to(device);
             var y = tensor(batch.Labels, [batch.Capacity]).narrow(0, 0, batch.Count).to(device);
+            if (scaling is not null)
+                y = scaling.Labels(y);
             if (lowPrecision is not null)
                 x = x.to(lowPrecision.Value);
             var logits = net.forward(x).to(ScalarType.Float32);

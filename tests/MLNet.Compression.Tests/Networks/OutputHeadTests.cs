@@ -97,13 +97,16 @@ public class OutputHeadTests
         var model = OnnxTestModels.Mlp();
         var proto = ModelProto.Parser.ParseFrom(OnnxExporter.Export(model, new OnnxExportOptions { ScoreName = "P", LabelIndexName = "I" }));
         var nodes = proto.Graph.Node;
-        Assert.Equal("Softmax", nodes[^2].OpType);
-        Assert.Equal(["P"], nodes[^2].Output);
-        Assert.Equal(1L, nodes[^2].Attribute.Single(a => a.Name == "axis").I);
-        Assert.Equal("ArgMax", nodes[^1].OpType);
-        Assert.Equal(["P"], nodes[^1].Input);
+        // Softmax into P, ArgMax of P, and the missing class -1 for a row whose scores are NaN: Where(IsNaN(Σ P), −1, ArgMax) into I.
+        Assert.Equal("Softmax", nodes[^7].OpType);
+        Assert.Equal(["P"], nodes[^7].Output);
+        Assert.Equal(1L, nodes[^7].Attribute.Single(a => a.Name == "axis").I);
+        Assert.Equal("ArgMax", nodes[^6].OpType);
+        Assert.Equal(["P"], nodes[^6].Input);
+        Assert.Equal(0L, nodes[^6].Attribute.Single(a => a.Name == "keepdims").I);
+        Assert.Equal(["Einsum", "IsNaN", "Cast", "Neg", "Where"], nodes.TakeLast(5).Select(n => n.OpType));
         Assert.Equal(["I"], nodes[^1].Output);
-        Assert.Equal(0L, nodes[^1].Attribute.Single(a => a.Name == "keepdims").I);
+        Assert.Equal(nodes[^6].Output[0], nodes[^1].Input[2]);
         Assert.Equal(["P", "I"], proto.Graph.Output.Select(o => o.Name));
         Assert.Equal(10L, proto.Graph.Output[0].Type.TensorType.Shape.Dim[1].DimValue);
         Assert.DoesNotContain(proto.MetadataProps, p => p.Key == OutputHead.MetadataKey);

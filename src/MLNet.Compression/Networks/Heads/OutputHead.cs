@@ -16,6 +16,12 @@ internal enum OutputHeadKind
 {
     /// <summary>Softmax over K logits; cross-entropy; <c>Score</c> = probabilities, <c>PredictedLabel</c> = key&lt;K&gt;.</summary>
     Multiclass = 0,
+
+    /// <summary>One logit, sigmoid; binary cross-entropy; <c>Score</c> (raw logit), <c>Probability</c>, <c>PredictedLabel</c> (Boolean).</summary>
+    Binary = 1,
+
+    /// <summary>One output in label units; mean squared error on standardized targets; <c>Score</c> (Single).</summary>
+    Regression = 2,
 }
 
 /// <summary>
@@ -56,6 +62,8 @@ internal abstract class OutputHead
     private static readonly OutputHead[] Registered =
     [
         new SoftmaxMulticlassHead(),
+        new SigmoidBinaryHead(),
+        new RegressionHead(),
     ];
 
     /// <summary>The softmax multiclass head (today's default).</summary>
@@ -69,6 +77,19 @@ internal abstract class OutputHead
 
     /// <summary>The head registered under <paramref name="name"/> (the ONNX metadata value), or null.</summary>
     public static OutputHead? ForName(string name) => Array.Find(Registered, h => string.Equals(h.Name, name, StringComparison.Ordinal));
+
+    /// <summary>
+    /// The head whose label type <paramref name="labelColumnName"/> has in <paramref name="schema"/>: Boolean = binary,
+    /// Single = regression, anything else (a key, or a type no head takes, so that its check explains) = multiclass.
+    /// Used where a stage trains a new network from a user's data (distillation's student).
+    /// </summary>
+    public static OutputHead ForLabel(DataViewSchema schema, string labelColumnName) =>
+        schema.GetColumnOrNull(labelColumnName)?.Type switch
+        {
+            BooleanDataViewType => For(OutputHeadKind.Binary),
+            NumberDataViewType n when n.RawType == typeof(float) => For(OutputHeadKind.Regression),
+            _ => Multiclass,
+        };
 
     /// <summary>The kind this head implements.</summary>
     public abstract OutputHeadKind Kind { get; }
@@ -112,10 +133,56 @@ internal abstract class OutputHead
     public abstract Tensor DistillationLoss(Tensor studentOutputs, Tensor teacherScores, Tensor labels, double temperature, double alpha,
         TeacherScoreKind kind);
 
+    /// <summary>
+    /// The target scaling of one training run over <paramref name="data"/> (regression: the label's mean and standard
+    /// deviation), or null when the head trains on its labels as they are (classification).
+    /// </summary>
+    public virtual TargetScaling? CreateTargetScaling(IDataView data, DataViewSchema.Column label) => null;
+
+    /// <summary>
+    /// The figure early stopping maximizes, from a validation pass's mean loss and accuracy (classification: the accuracy;
+    /// regression: minus the loss).
+    /// </summary>
+    public virtual double ValidationScore(double loss, double accuracy) => accuracy;
+
+    /// <summary>
+    /// How to read a teacher's scores when <see cref="TeacherScoreKind.Auto"/> is asked for, from the first batch
+    /// <paramref name="scores"/> of column <paramref name="columnName"/>.
+    /// </summary>
+    public virtual TeacherScoreKind ResolveTeacherScoreKind(Tensor scores, string columnName) =>
+        Distillation.DistillationLoss.LooksLikeProbabilities(scores) ? TeacherScoreKind.Probabilities : TeacherScoreKind.Logits;
+
     // ---- ONNX --------------------------------------------------------------------------------------------------------
 
     /// <summary>The graph output names this head will produce (reserved before the layers are emitted).</summary>
     public abstract IReadOnlyList<string> OutputNames(OnnxExportOptions options);
+
+    /// <summary>
+    /// Makes the last layer's <paramref name="outputs"/> [N, units] NaN for a row with a NaN or infinite feature, whatever the
+    /// weight encoding: outputs + Einsum("ij,ik->ik", features, outputs − outputs), i.e. outputs + Σ_j x_j · 0. For finite
+    /// features the values are unchanged (x + 0 = x), so float exports score as before; but quantized encodings no longer
+    /// turn a NaN row into a confident finite score (int8 dynamic quantization saturates NaN activations to finite codes).
+    /// It adds no initializer, so the resident weights ONNX Runtime keeps are the layers' alone. Returns the new value's name.
+    /// </summary>
+    protected static string PropagateNonFinite(OnnxGraphBuilder g, string outputs, OnnxExportOptions options)
+    {
+        var zeros = g.AddNode("Sub", [outputs, outputs], "outputs_zero");
+        var probe = g.AddNode("Einsum", [options.InputName, zeros], "nan_probe", new Dictionary<string, object> { ["equation"] = "ij,ik->ik" });
+        return g.AddNode("Add", [outputs, probe], "outputs_nan_checked");
+    }
+
+    /// <summary>
+    /// int64 [N]: <paramref name="index"/> (int64 [N]), or -1 for a row whose <paramref name="scores"/> (float [N, K]) hold a
+    /// NaN. Where(IsNaN(Einsum("ij->i", scores)), −Cast(IsNaN(...)), index); no initializer.
+    /// </summary>
+    protected static void MissingWhereNaN(OnnxGraphBuilder g, string scores, string index, string outputName)
+    {
+        var rowSum = g.AddNode("Einsum", [scores], "score_row_sum", new Dictionary<string, object> { ["equation"] = "ij->i" });
+        var isNaN = g.AddNode("IsNaN", [rowSum], "score_is_nan");
+        var minusOne = g.AddNode("Neg", [g.AddNode("Cast", [isNaN], "score_is_nan_int", new Dictionary<string, object> { ["to"] = (long)TensorProto.Types.DataType.Int64 })],
+            "missing_class");
+        g.AddNodeWithReservedOutput("Where", [isNaN, minusOne, index], outputName);
+    }
 
     /// <summary>Adds the nodes after the last layer's <paramref name="outputs"/> and declares the graph outputs.</summary>
     public abstract void EmitOutputs(OnnxGraphBuilder g, string outputs, int classCount, OnnxExportOptions options);

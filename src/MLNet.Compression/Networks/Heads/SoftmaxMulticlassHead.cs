@@ -28,8 +28,20 @@ internal sealed class SoftmaxMulticlassHead : OutputHead
     public override int OutputUnits(int classCount) => classCount;
 
     /// <inheritdoc />
-    public override DataViewSchema.Column ValidateLabel(DataViewSchema schema, string labelColumnName, out int classCount) =>
-        SchemaValidation.LabelColumn(schema, labelColumnName, out classCount);
+    /// <remarks>A Single label is sent to the regression trainer and a Boolean one to the binary trainer, before the generic key advice.</remarks>
+    public override DataViewSchema.Column ValidateLabel(DataViewSchema schema, string labelColumnName, out int classCount)
+    {
+        var type = schema.GetColumnOrNull(labelColumnName)?.Type;
+        if (type == NumberDataViewType.Single || type == NumberDataViewType.Double)
+            throw new ArgumentOutOfRangeException(nameof(labelColumnName),
+                $"The label column '{labelColumnName}' has type {type}, a number: to predict a number use ml.Regression.Trainers.NeuralNetwork. " +
+                $"Only if the numbers are class codes (a few distinct values), add ml.Transforms.Conversion.MapValueToKey(\"{labelColumnName}\") before this multiclass trainer.");
+        if (type is BooleanDataViewType)
+            throw new ArgumentOutOfRangeException(nameof(labelColumnName),
+                $"The label column '{labelColumnName}' is Boolean: use ml.BinaryClassification.Trainers.NeuralNetwork, which gives Score, Probability and PredictedLabel " +
+                "for ml.BinaryClassification.Evaluate.");
+        return SchemaValidation.LabelColumn(schema, labelColumnName, out classCount);
+    }
 
     /// <inheritdoc />
     /// <remarks>Key 0 (missing) gives -1; keys 1..K give the class index key − 1.</remarks>
@@ -91,9 +103,13 @@ internal sealed class SoftmaxMulticlassHead : OutputHead
     /// <inheritdoc />
     public override void EmitOutputs(OnnxGraphBuilder g, string outputs, int classCount, OnnxExportOptions options)
     {
+        outputs = PropagateNonFinite(g, outputs, options);
         g.AddNodeWithReservedOutput("Softmax", [outputs], options.ScoreName, new Dictionary<string, object> { ["axis"] = 1L });
-        g.AddNodeWithReservedOutput("ArgMax", [options.ScoreName], options.LabelIndexName,
+        var argMax = g.AddNode("ArgMax", [options.ScoreName], "class_index",
             new Dictionary<string, object> { ["axis"] = 1L, ["keepdims"] = 0L, ["select_last_index"] = 0L });
+        // A row whose scores are NaN (a NaN or infinite feature) gets class index -1, which the scoring columns turn into the
+        // missing key 0, never a confident class.
+        MissingWhereNaN(g, options.ScoreName, argMax, options.LabelIndexName);
         g.AddOutput(options.ScoreName, TensorProto.Types.DataType.Float, [null, classCount]);
         g.AddOutput(options.LabelIndexName, TensorProto.Types.DataType.Int64, [null]);
     }
@@ -136,7 +152,8 @@ internal sealed class SoftmaxMulticlassHead : OutputHead
         // OnnxTransformer types the [N, K] output as a 2-D vector<float, 1, K>. The identity expression gives the
         // conventional 1-D vector<float, K> with the same values (Concatenate of one column keeps the 2-D type).
         var score = ml.Transforms.Expression(OnnxScoringChain.ScoreColumnName, "x => x", signature.ScoreName);
-        var toKey = OnnxScoringChain.IndexToKey(ml, signature.LabelIndexName, OnnxScoringChain.PredictedLabelColumnName, classNames, temporaries);
+        var toKey = OnnxScoringChain.IndexToKey(ml, signature.LabelIndexName, OnnxScoringChain.PredictedLabelColumnName, classNames, temporaries,
+            signature.ClassValueType);
         if (!string.Equals(signature.ScoreName, OnnxScoringChain.ScoreColumnName, StringComparison.Ordinal))
             temporaries.Add(signature.ScoreName);
         return [score, .. toKey];
@@ -160,9 +177,18 @@ internal sealed class SoftmaxMulticlassHead : OutputHead
                     dst = editor.Commit();
                 })),
             new ScoredColumn(OnnxScoringChain.PredictedLabelColumnName, new KeyDataViewType(typeof(uint), classes),
-                OnnxScoringColumns.KeyValuesAnnotations(classNames),
-                row => (ValueGetter<uint>)((ref uint dst) => dst = (uint)ArgMax(row()) + 1)),
+                OnnxScoringColumns.KeyValuesAnnotations(classNames, signature.ClassValueType),
+                row => (ValueGetter<uint>)((ref uint dst) => dst = PredictedKey(row()))),
         ];
+    }
+
+    /// <summary>The 1-based key of the first largest score, or the missing key 0 when a score is NaN (as the exported graph does).</summary>
+    private static uint PredictedKey(ReadOnlySpan<float> scores)
+    {
+        foreach (var v in scores)
+            if (float.IsNaN(v))
+                return 0;
+        return (uint)ArgMax(scores) + 1;
     }
 
     /// <summary>First index of the largest value, like ONNX ArgMax with select_last_index = 0.</summary>
