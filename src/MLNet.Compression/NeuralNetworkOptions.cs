@@ -68,6 +68,14 @@ public sealed class NeuralNetworkOptions
     /// <summary>Rows per ONNX Runtime call when the fitted model scores in-process. Default 1024.</summary>
     public int ScoringBatchSize { get; set; } = 1024;
 
+    /// <summary>
+    /// Data-parallel training across the processes of an MPI job: <c>DistributedOptions.Mpi()</c>, with the program started by
+    /// <c>mpiexec -n N</c> (see <see cref="DistributedOptions"/>). <see cref="BatchSize"/> is then the batch of each rank. Not automatic
+    /// under <c>mpiexec</c>; null (default) trains in this process alone. Compression stages that fine-tune the model inherit it.
+    /// Not saved in checkpoints (a deployment setting, not a property of the model).
+    /// </summary>
+    public DistributedOptions? Distributed { get; set; }
+
     /// <summary>Returns a shallow copy.</summary>
     public NeuralNetworkOptions Clone() => (NeuralNetworkOptions)MemberwiseClone();
 
@@ -109,6 +117,7 @@ public sealed class NeuralNetworkOptions
             throw new ArgumentOutOfRangeException(nameof(ProgressInterval), ProgressInterval, "NeuralNetworkOptions.ProgressInterval must be positive.");
         if (ScoringBatchSize <= 0)
             throw new ArgumentOutOfRangeException(nameof(ScoringBatchSize), ScoringBatchSize, "NeuralNetworkOptions.ScoringBatchSize must be positive.");
+        Distributed?.Validate();
     }
 }
 

@@ -83,8 +83,18 @@ internal sealed class TrainingSession
         ICudaInfo? cuda = null)
     {
         TorchNative.EnsureLoaded();
+        var dist = Distributed.DataParallel.Join(options, ml, stage); // null unless options.Distributed names a job of 2+ ranks
+        return dist is null ? RunCore(data, model, seed, optimizerState, hooks, cuda, null)
+            : dist.Guard(() => RunCore(data, model, seed, optimizerState, hooks, cuda, dist));
+    }
+
+    private TrainingResult RunCore(IDataView data, NetworkModel model, int seed, byte[]? optimizerState, TrainingHooks? hooks,
+        ICudaInfo? cuda, Distributed.DataParallel? dist)
+    {
+        TorchNative.EnsureLoaded();
         var log = new ContextLog(ml, stage == "train" ? nameof(NeuralNetworkTrainer) : stage);
-        var resolved = DeviceSelector.Resolve(options.Device, cuda ?? TorchCudaInfo.Instance, ml.GpuDeviceId, ml.FallbackToCpu);
+        var requestedDevice = dist?.Device(options.Device, cuda ?? TorchCudaInfo.Instance, ml.GpuDeviceId) ?? options.Device; // one GPU per rank
+        var resolved = DeviceSelector.Resolve(requestedDevice, cuda ?? TorchCudaInfo.Instance, ml.GpuDeviceId, ml.FallbackToCpu);
         if (resolved.Warning is not null)
             log.Warning(resolved.Warning);
         var device = resolved.ToTorch();
@@ -93,6 +103,7 @@ internal sealed class TrainingSession
         if (stream.ClassCount != model.NumClasses)
             throw new ArgumentOutOfRangeException(nameof(data),
                 $"The label column '{options.LabelColumnName}' has {stream.ClassCount} classes but the network has {model.NumClasses} outputs.");
+        dist?.Start(data, stream, model, options, seed, ref optimizerState); // ranks agree on data and options; rank 0's weights everywhere
 
         var peak = PeakMemory.Start();
         using var gpuPeak = resolved.IsCuda ? GpuMemory.TrackPeak(resolved.Index) : null;
@@ -146,7 +157,8 @@ internal sealed class TrainingSession
             double lossSum = 0;
             long correct = 0, rows = 0;
             var rand = options.Shuffle ? new Random(unchecked(seed * 31 + epoch)) : null;
-            foreach (var batch in stream.Read(options.BatchSize, rand, trainRows))
+            foreach (var batch in dist is null ? stream.Read(options.BatchSize, rand, trainRows)
+                         : dist.Shard(stream.Read(dist.GlobalBatchSize(options.BatchSize), rand, trainRows), options.BatchSize, model.InputLength, stream.TargetLength))
             {
                 cancellation.ThrowIfCancellationRequested(); // within one batch of the request; the caller's model is untouched
                 using (var scope = NewDisposeScope())
@@ -170,6 +182,7 @@ internal sealed class TrainingSession
                         using var scale = scaler.Scale.ToScalar();
                         loss.mul(scale).backward();
                     }
+                    dist?.AverageGradients(computeParams); // mean gradient over all ranks' shares of the global batch
                     bool stepOk = true;
                     if (compute is not null)
                         stepOk = CopyGradients(computeParams, masterParams, scaler);
@@ -188,9 +201,17 @@ internal sealed class TrainingSession
                     correct += head.CorrectCount(logits, y).item<long>();
                     rows += batch.Count;
                 }
-                if (options.Progress is not null && step % options.ProgressInterval == 0)
-                    options.Progress.Report(new TrainingProgress(stage, epoch, options.Epochs, step, rows, lossSum / rows, (double)correct / rows,
-                        rows / Math.Max(epochWatch.Elapsed.TotalSeconds, 1e-9), false));
+                if ((options.Progress is not null || dist is not null) && step % options.ProgressInterval == 0)
+                {
+                    var (progressLoss, progressCorrect, progressRows) = dist?.Totals(lossSum, correct, rows) ?? (lossSum, correct, rows);
+                    options.Progress?.Report(new TrainingProgress(stage, epoch, options.Epochs, step, progressRows, progressLoss / progressRows,
+                        (double)progressCorrect / progressRows, progressRows / Math.Max(epochWatch.Elapsed.TotalSeconds, 1e-9), false));
+                }
+            }
+            if (dist is not null)
+            {
+                dist.EndOfEpoch();
+                (lossSum, correct, rows) = dist.Totals(lossSum, correct, rows);
             }
             if (rows == 0)
                 throw new ArgumentException(
@@ -198,7 +219,7 @@ internal sealed class TrainingSession
                     (valFraction > 0 ? " outside the validation split" : string.Empty) + ". Check the data view and the label column.", nameof(data));
             double? valLoss = null, valAcc = null;
             if (valRows is not null)
-                (valLoss, valAcc) = Evaluate(net, head, stream, valRows, device, lowPrecision, model.InputLength);
+                (valLoss, valAcc) = Evaluate(net, head, stream, valRows, device, lowPrecision, model.InputLength, dist);
             var seconds = epochWatch.Elapsed.TotalSeconds;
             var metrics = new EpochMetrics(epoch, lossSum / rows, (double)correct / rows, valLoss, valAcc, seconds, rows);
             history.Add(metrics);
@@ -231,6 +252,7 @@ internal sealed class TrainingSession
                     target.Weight = source.Weight;
                     target.Bias = source.Bias;
                 }
+        dist?.Finish(model); // every rank returns the same weights
         var state = optimizer.SaveState();
         gpuPeak?.Sample();
         return new TrainingResult(model, history, state, step, sw.Elapsed.TotalSeconds, peak.PeakBytes(), gpuPeak?.PeakBytes,
@@ -238,14 +260,17 @@ internal sealed class TrainingSession
     }
 
     private static (double Loss, double Accuracy) Evaluate(TorchNetwork net, OutputHead head, BatchStream stream, Func<DataViewRowId, bool> rowsToUse,
-        Device device, ScalarType? lowPrecision, int inputLength)
+        Device device, ScalarType? lowPrecision, int inputLength, Distributed.DataParallel? dist = null)
     {
         net.eval();
         using var noGrad = no_grad();
         double lossSum = 0;
         long correct = 0, rows = 0;
+        int batchIndex = 0;
         foreach (var batch in stream.Read(1024, null, rowsToUse))
         {
+            if (dist is not null && !dist.Owns(batchIndex++))
+                continue; // each rank evaluates its share; the sums are reduced below
             using var scope = NewDisposeScope();
             var x = tensor(batch.Features, [batch.Capacity, inputLength]).narrow(0, 0, batch.Count).to(device);
             var y = tensor(batch.Labels, [batch.Capacity]).narrow(0, 0, batch.Count).to(device);
@@ -257,6 +282,8 @@ internal sealed class TrainingSession
             rows += batch.Count;
         }
         net.train();
+        if (dist is not null)
+            (lossSum, correct, rows) = dist.Totals(lossSum, correct, rows);
         return rows == 0 ? (double.NaN, double.NaN) : (lossSum / rows, (double)correct / rows);
     }
 
