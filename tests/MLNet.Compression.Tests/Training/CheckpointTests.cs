@@ -110,7 +110,7 @@ public sealed class CheckpointCompatibilityTests
 public sealed class CheckpointRoundTripTests
 {
     /// <summary>Options a checkpoint cannot hold by design: live objects (callbacks, models), not settings.</summary>
-    private static readonly string[] NotPersisted = ["Progress", "Teacher", "CancellationToken"];
+    private static readonly string[] NotPersisted = ["Progress", "Teacher", "CancellationToken", "Distributed"];
 
     [Fact]
     public void EveryOptionSetToANonDefaultValueComesBackEqual()
@@ -138,6 +138,7 @@ public sealed class CheckpointRoundTripTests
             Progress = new Progress<TrainingProgress>(),
             ProgressInterval = 7,
             ScoringBatchSize = 333,
+            Distributed = DistributedOptions.Mpi(),
         };
         AssertEveryPropertyDiffers(new NeuralNetworkOptions(), options);
         var quantization = new QuantizationOptions
