@@ -104,6 +104,22 @@ public static class MpiRuntime
     /// <param name="value">This rank's value.</param>
     public static double Min(double value) => Reduce(value, MPI_MIN, "MPI_Allreduce(min)");
 
+    /// <summary>Sums <paramref name="values"/> element-wise over all ranks, in place (one <c>MPI_Allreduce</c>; every rank gets the sums).</summary>
+    /// <param name="values">This rank's values; the same length on every rank.</param>
+    public static void SumInPlace(float[] values)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        SumInPlace(values, "MPI_Allreduce(sum)");
+    }
+
+    /// <summary>Sums <paramref name="values"/> element-wise over all ranks, in place (one <c>MPI_Allreduce</c>; every rank gets the sums).</summary>
+    /// <param name="values">This rank's values; the same length on every rank.</param>
+    public static void SumInPlace(double[] values)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        SumInPlace(values, "MPI_Allreduce(sum)");
+    }
+
     /// <summary>Waits until every rank has called it.</summary>
     public static void Barrier()
     {
