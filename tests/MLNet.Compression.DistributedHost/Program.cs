@@ -16,6 +16,9 @@ using MLNet.Compression.Pruning;
 //   --rank1-extra-rows N  rank 1 reads N more rows (ranks disagree)
 //   --enumerable          an in-memory view whose row count is unknown (instead of a binary IDataView that shuffles)
 //   --fault throw|kill|hang   rank 1 fails at step 3     --timeout SECONDS   DistributedOptions.CollectiveTimeout
+//   --validation F --patience N   ValidationFraction and EarlyStoppingPatience
+//   --checkpoint DIR      every rank saves model-rank<r>.zip/.ckpt/.onnx in DIR (only rank 0's may appear), then every
+//                         rank loads rank 0's checkpoint and prunes it across the ranks with PruningOptions.Distributed
 //   --prune               then prunes to 50% sparsity with one epoch of fine-tuning across the ranks
 var arguments = ParseArguments(args);
 string output = arguments.TryGetValue("out", out var o) ? o : throw new ArgumentException("--out FILE is required.");
@@ -77,6 +80,8 @@ var options = new NeuralNetworkOptions
     ProgressInterval = 1,
     Progress = new SynchronousProgress(progress),
     Distributed = mpi,
+    ValidationFraction = arguments.TryGetValue("validation", out var vf) ? double.Parse(vf, CultureInfo.InvariantCulture) : 0,
+    EarlyStoppingPatience = Int(arguments, "patience", 0),
 };
 try
 {
@@ -86,7 +91,21 @@ try
     var stats = MpiRuntime.LastRun;
     var final = model;
     JsonObject? pruning = null;
-    if (arguments.ContainsKey("prune"))
+    JsonArray? written = null;
+    if (arguments.TryGetValue("checkpoint", out var checkpointDir))
+    {
+        model.SaveCheckpoint(Path.Combine(checkpointDir, $"model-rank{rank}.ckpt"));
+        ml.Model.SaveAtomically(model, data.Schema, Path.Combine(checkpointDir, $"model-rank{rank}.zip"));
+        model.SaveOnnx(Path.Combine(checkpointDir, $"model-rank{rank}.onnx"));
+        if (distributed)
+            MpiRuntime.Barrier(); // rank 0's files are complete before anyone reads them
+        written = new JsonArray(Directory.GetFiles(checkpointDir).Select(Path.GetFileName).Order(StringComparer.Ordinal).Select(n => (JsonNode?)n).ToArray());
+        using var loaded = NeuralNetworkTransformer.LoadCheckpoint(ml, Path.Combine(checkpointDir, "model-rank0.ckpt"));
+        var pruned = ml.Compression().Prune(loaded, new PruningOptions { Schedule = PruningSchedule.ConstantSparsity(0.5), Epochs = 1, Distributed = mpi }).Fit(data);
+        final = pruned;
+        pruning = new JsonObject { ["sparsity"] = 1.0 - (double)pruned.Network.NonZeroParameterCount / pruned.Network.ParameterCount, ["steps"] = MpiRuntime.LastRun?.Steps };
+    }
+    else if (arguments.ContainsKey("prune"))
     {
         var pruned = ml.Compression().Prune(model, new PruningOptions { Schedule = PruningSchedule.ConstantSparsity(0.5), Epochs = 1 }).Fit(data);
         final = pruned;
@@ -114,6 +133,10 @@ try
         ["checksumMax"] = checksumMax,
         ["seconds"] = seconds,
         ["pruning"] = pruning,
+        ["filesWritten"] = written,
+        ["epochsRun"] = model.TrainingHistory.Count,
+        ["validationAccuracy"] = new JsonArray(model.TrainingHistory.Select(e => (JsonNode?)JsonValue.Create(e.ValidationAccuracy)).ToArray()),
+        ["trainingRows"] = new JsonArray(model.TrainingHistory.Select(e => (JsonNode?)JsonValue.Create(e.Rows)).ToArray()),
         ["weights"] = weights,
     };
     if (MpiRuntime.IsRoot)

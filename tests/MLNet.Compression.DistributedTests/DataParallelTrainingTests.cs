@@ -42,6 +42,28 @@ public sealed class DataParallelTrainingTests
     }
 
     [MpiFact]
+    public void ValidationAndEarlyStoppingTakeTheDecisionsOfOneProcess()
+    {
+        using var dir = new TempFolder();
+        string[] common = ["--validation", "0.25", "--patience", "1", "--epochs", "8"];
+        var single = MpiJob.ReadResult(dir["single.json"], MpiJob.Run(0, Limit, ["--out", dir["single.json"], "--batch", "128", .. common]));
+        var two = MpiJob.ReadResult(dir["two.json"], MpiJob.Run(2, Limit, ["--out", dir["two.json"], "--batch", "64", "--distributed", .. common]));
+
+        // Epoch history: rows and validation accuracy are sums over the ranks, so they equal one process's figures.
+        Assert.Equal(single["trainingRows"]!.ToJsonString(), two["trainingRows"]!.ToJsonString());
+        var expected = single["validationAccuracy"]!.AsArray().Select(v => (double)v!).ToArray();
+        var actual = two["validationAccuracy"]!.AsArray().Select(v => (double)v!).ToArray();
+        Assert.Equal(expected.Length, actual.Length); // early stopping stopped after the same epoch
+        for (int i = 0; i < expected.Length; i++)
+            Assert.Equal(expected[i], actual[i], 3);
+        Assert.Equal((double)two["checksumMin"]!, (double)two["checksumMax"]!);
+        var w1 = MpiJob.Weights(single);
+        var w2 = MpiJob.Weights(two);
+        for (int i = 0; i < w1.Length; i++)
+            Assert.True(Math.Abs(w1[i] - w2[i]) <= 1e-4 * Math.Abs(w1[i]) + 1e-6, $"Weight {i}: {w2[i]:R} across 2 ranks, {w1[i]:R} in one process.");
+    }
+
+    [MpiFact]
     public void PruningFineTunesAcrossTheRanksAndEveryRankEndsWithTheSameSparseWeights()
     {
         using var dir = new TempFolder();
@@ -51,6 +73,22 @@ public sealed class DataParallelTrainingTests
         double sparsity = (double)result["pruning"]!["sparsity"]!;
         Assert.InRange(sparsity, 0.45, 0.55);
         Assert.True((double)result["accuracy"]! > 0.7, $"Accuracy {result["accuracy"]} after pruning.");
+    }
+
+    [MpiFact]
+    public void OnlyRankZeroWritesFilesAndAModelLoadedFromItsCheckpointFineTunesAcrossTheRanks()
+    {
+        using var dir = new TempFolder();
+        string shared = Directory.CreateDirectory(dir["shared"]).FullName;
+        var run = MpiJob.Run(2, Limit, "--out", dir["r.json"], "--distributed", "--epochs", "1", "--checkpoint", shared);
+        var result = MpiJob.ReadResult(dir["r.json"], run);
+        // Every rank called SaveCheckpoint, SaveAtomically and SaveOnnx with its own file name: only rank 0's exist.
+        Assert.Equal("[\"model-rank0.ckpt\",\"model-rank0.onnx\",\"model-rank0.zip\"]", result["filesWritten"]!.ToJsonString());
+        Assert.Equal(["model-rank0.ckpt", "model-rank0.onnx", "model-rank0.zip"], Directory.GetFiles(shared).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        // The checkpoint does not carry Distributed; PruningOptions.Distributed made the fine-tuning data-parallel anyway.
+        Assert.True((long)result["pruning"]!["steps"]! > 0, "The pruning fine-tuning did not run across the ranks.\n" + run.Transcript);
+        Assert.InRange((double)result["pruning"]!["sparsity"]!, 0.45, 0.55);
+        Assert.Equal((double)result["checksumMin"]!, (double)result["checksumMax"]!);
     }
 
     [MpiFact]

@@ -52,6 +52,7 @@ internal sealed class DataParallel
     public static DataParallel? Join(NeuralNetworkOptions options, MLContext ml, string stage)
     {
         var log = new ContextLog(ml, stage == "train" ? nameof(NeuralNetworkTrainer) : stage);
+        MpiRuntime.LastRun = null; // describes this run once it ends, or stays null if it is not data-parallel
         if (options.Distributed is null)
         {
             int launched = MpiRuntime.LauncherSize(System.Environment.GetEnvironmentVariable);
@@ -63,7 +64,6 @@ internal sealed class DataParallel
         options.Distributed.Validate();
         MpiRuntime.Initialize(options.Distributed);
         MpiRuntime.SetTimeout(options.Distributed.CollectiveTimeout);
-        MpiRuntime.LastRun = null;
         if (MpiRuntime.Size == 1)
         {
             log.Info("Distributed training requested, but this MPI job has one process: training as usual.");

@@ -146,6 +146,7 @@ public sealed class CheckpointRoundTripTests
             Mode = QuantizationMode.Int8Dynamic, PerChannel = false, BlockSize = 64, Calibration = CalibrationMethod.Percentile, CalibrationRows = 77,
             Percentile = 99.5, KeepFloat = ["output"], QuantizationAwareTraining = true, QatEpochs = 5, QatLearningRate = 3e-4,
             Progress = new Progress<TrainingProgress>(), BatchSize = 24, ProgressInterval = 9, CancellationToken = Cancelled(),
+            Distributed = DistributedOptions.Mpi(),
         };
         AssertEveryPropertyDiffers(new QuantizationOptions(), quantization);
         var clustering = new WeightClusteringOptions
@@ -161,6 +162,7 @@ public sealed class CheckpointRoundTripTests
             Teacher = source,
             ProgressInterval = 11,
             CancellationToken = Cancelled(),
+            Distributed = DistributedOptions.Mpi(),
         };
         AssertEveryPropertyDiffers(new WeightClusteringOptions(), clustering);
         AssertEveryPropertyDiffers(new DistillationOptions(), clustering.Distillation);
