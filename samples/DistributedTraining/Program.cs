@@ -15,7 +15,7 @@ using MLNet.Compression.Networks;
 //   --out DIR        where rank 0 writes model.zip and results.json (default distributed-out)
 //   --epochs N       default 3            --global-batch N   rows per step over all ranks (default 128; per rank: N / ranks)
 //   --lr X           Adam learning rate (default 0.001)      --threads N   libtorch threads per rank (default: libtorch's choice)
-//   --data DIR       MNIST folder (default: the cache, MNIST_DIR, then download)
+//   --data DIR       MNIST folder (default: the cache, MNIST_DIR, then download)   --train-rows N   the first N training rows only
 //   --bench-allreduce    also time MPI_Allreduce of 8 bytes .. 16 MB (the figures behind the README's scaling table)
 var arguments = ParseArguments(args);
 string outDir = Path.GetFullPath(arguments.GetValueOrDefault("out", "distributed-out"));
@@ -48,6 +48,8 @@ try
 {
     train = ml.Data.LoadMnist(MnistSplit.Train, mnist);
     test = ml.Data.LoadMnist(MnistSplit.Test, mnist);
+    if (arguments.TryGetValue("train-rows", out var trainRows))
+        train = ml.Data.TakeRows(train, long.Parse(trainRows, CultureInfo.InvariantCulture));
 }
 catch (MnistAcquisitionException e)
 {

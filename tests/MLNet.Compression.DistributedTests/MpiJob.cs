@@ -19,10 +19,16 @@ internal static class MpiJob
     public static string HostPath { get; } = typeof(MpiJob).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
         .Single(a => a.Key == "DistributedHostPath").Value!;
 
+    public static string SamplePath { get; } = typeof(MpiJob).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+        .Single(a => a.Key == "DistributedSamplePath").Value!;
+
     /// <summary>Runs the host with <paramref name="ranks"/> processes (0: without mpiexec at all).</summary>
-    public static ChildProcessResult Run(int ranks, TimeSpan timeout, params string[] hostArguments)
+    public static ChildProcessResult Run(int ranks, TimeSpan timeout, params string[] hostArguments) => RunProgram(HostPath, ranks, timeout, hostArguments);
+
+    /// <summary>Runs <paramref name="dll"/> with <paramref name="ranks"/> processes (0: without mpiexec at all).</summary>
+    public static ChildProcessResult RunProgram(string dll, int ranks, TimeSpan timeout, params string[] hostArguments)
     {
-        Assert.True(File.Exists(HostPath), $"The test host was not built: {HostPath}.");
+        Assert.True(File.Exists(dll), $"The program was not built: {dll}.");
         var arguments = new List<string>();
         string program;
         if (ranks == 0)
@@ -33,9 +39,9 @@ internal static class MpiJob
                 "mpiexec was not found on PATH. Install MPICH (apt-get install -y mpich libmpich-dev) to run the distributed tests.");
             arguments.AddRange(["-n", ranks.ToString(System.Globalization.CultureInfo.InvariantCulture), ChildProcess.DotnetHost()]);
         }
-        arguments.Add(HostPath);
+        arguments.Add(dll);
         arguments.AddRange(hostArguments);
-        return ChildProcess.Run(program, arguments, Path.GetDirectoryName(HostPath)!, timeout, closeStandardInput: true);
+        return ChildProcess.Run(program, arguments, Path.GetDirectoryName(dll)!, timeout, closeStandardInput: true);
     }
 
     public static JsonObject ReadResult(string path, ChildProcessResult run)
