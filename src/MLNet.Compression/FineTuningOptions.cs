@@ -39,6 +39,14 @@ public abstract class FineTuningOptions
     [JsonIgnore]
     public CancellationToken CancellationToken { get; set; }
 
+    /// <summary>
+    /// Fine-tunes data-parallel across the ranks of an MPI job (see <see cref="DistributedOptions"/>). Default (null): the
+    /// model's own <see cref="NeuralNetworkOptions.Distributed"/>, which a model loaded from a checkpoint does not have (it
+    /// is not saved), so set it here to fine-tune such a model across ranks. Not saved in checkpoints.
+    /// </summary>
+    [JsonIgnore]
+    public DistributedOptions? Distributed { get; set; }
+
     /// <summary>The options class's name, for error messages ("PruningOptions").</summary>
     private protected abstract string OptionsName { get; }
 
@@ -64,6 +72,7 @@ public abstract class FineTuningOptions
         tuning.EarlyStoppingPatience = 0;
         tuning.Progress = Progress;
         tuning.ProgressInterval = ProgressInterval ?? model.ProgressInterval;
+        tuning.Distributed = Distributed ?? model.Distributed;
         return tuning;
     }
 
@@ -76,6 +85,7 @@ public abstract class FineTuningOptions
         copy.Progress = Progress;
         copy.ProgressInterval = ProgressInterval;
         copy.CancellationToken = CancellationToken;
+        copy.Distributed = Distributed;
         return copy;
     }
 
@@ -92,6 +102,7 @@ public abstract class FineTuningOptions
             throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, $"{OptionsName}.BatchSize must be at least 1 (or null for the model's batch size).");
         if (ProgressInterval is < 1)
             throw new ArgumentOutOfRangeException(nameof(ProgressInterval), ProgressInterval, $"{OptionsName}.ProgressInterval must be at least 1 (or null for the model's).");
+        Distributed?.Validate();
     }
 }
 

@@ -12,6 +12,7 @@ public static class ModelSavingExtensions
     /// at any moment leaves either the previous file or the new one, never a broken zip. Temporary files that an earlier,
     /// dead process left next to <paramref name="filePath"/> (<c>.&lt;name&gt;.&lt;pid&gt;.&lt;guid&gt;.tmp</c>) are removed.
     /// </summary>
+    /// <remarks>In a distributed training job (<see cref="NeuralNetworkOptions.Distributed"/>) only rank 0 writes; the other ranks return at once.</remarks>
     /// <param name="catalog">The model catalog, <c>mlContext.Model</c>.</param>
     /// <param name="model">The trained model (any <see cref="ITransformer"/>).</param>
     /// <param name="inputSchema">The schema of the data the model was trained on (saved with it), or <see langword="null"/> as <c>Save</c> allows.</param>
@@ -35,6 +36,8 @@ public static class ModelSavingExtensions
         if (Directory.Exists(full))
             throw new ArgumentException(
                 $"'{full}' is a folder. SaveAtomically needs the path of the model zip to write, e.g. '{Path.Combine(full, "model.zip")}'.", nameof(filePath));
+        if (Distributed.MpiRuntime.SkipsWrites)
+            return; // distributed training: only rank 0 writes files
         AtomicFile.Write(full, stream => catalog.Save(model, inputSchema, stream));
     }
 }

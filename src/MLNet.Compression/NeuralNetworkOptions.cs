@@ -138,6 +138,14 @@ public sealed class NeuralNetworkOptions
     /// </summary>
     public bool AllowLowerPrecisionForBudget { get; set; }
 
+    /// <summary>
+    /// Data-parallel training across the processes of an MPI job: <c>DistributedOptions.Mpi()</c>, with the program started by
+    /// <c>mpiexec -n N</c> (see <see cref="DistributedOptions"/>). <see cref="BatchSize"/> is then the batch of each rank. Not automatic
+    /// under <c>mpiexec</c>; null (default) trains in this process alone. Compression stages that fine-tune the model inherit it.
+    /// Not saved in checkpoints (a deployment setting, not a property of the model).
+    /// </summary>
+    public DistributedOptions? Distributed { get; set; }
+
     /// <summary>Returns a shallow copy.</summary>
     public NeuralNetworkOptions Clone() => (NeuralNetworkOptions)MemberwiseClone();
 
@@ -205,6 +213,7 @@ public sealed class NeuralNetworkOptions
             Augmentation.Validate();
             Augmentation.ResolveShape(Architecture.InputShape);
         }
+        Distributed?.Validate();
     }
 }
 

@@ -218,6 +218,8 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
     public void SaveOnnx(string path)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        if (Distributed.MpiRuntime.SkipsWrites)
+            return; // distributed training: only rank 0 writes files
         AtomicFile.Write(path, s => s.Write(OnnxBytes));
     }
 
@@ -233,6 +235,8 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         ObjectDisposedException.ThrowIf(disposed, this);
+        if (Distributed.MpiRuntime.SkipsWrites)
+            return; // distributed training: only rank 0 writes files
         Checkpoint.Write(path, new Checkpoint(Network, ClassNames, TrainingOptions, OptimizerState, Seed, IncrementalState, Recipe, OnnxBytes, CompressionHistory));
     }
 

@@ -84,8 +84,18 @@ internal sealed class TrainingSession
     {
         TorchNative.EnsureLoaded();
         cancellation.ThrowIfCancellationRequested();
+        var dist = Distributed.DataParallel.Join(options, ml, stage); // null unless options.Distributed names a job of 2+ ranks
+        return dist is null ? RunCore(data, model, seed, optimizerState, hooks, cuda, null)
+            : dist.Guard(() => RunCore(data, model, seed, optimizerState, hooks, cuda, dist));
+    }
+
+    private TrainingResult RunCore(IDataView data, NetworkModel model, int seed, byte[]? optimizerState, TrainingHooks? hooks,
+        ICudaInfo? cuda, Distributed.DataParallel? dist)
+    {
+        TorchNative.EnsureLoaded();
         var log = new ContextLog(ml, stage == "train" ? nameof(NeuralNetworkTrainer) : stage);
-        var resolved = DeviceSelector.Resolve(options.Device, cuda ?? TorchCudaInfo.Instance, ml.GpuDeviceId, ml.FallbackToCpu);
+        var requestedDevice = dist?.Device(options.Device, cuda ?? TorchCudaInfo.Instance, ml.GpuDeviceId) ?? options.Device; // one GPU per rank
+        var resolved = DeviceSelector.Resolve(requestedDevice, cuda ?? TorchCudaInfo.Instance, ml.GpuDeviceId, ml.FallbackToCpu);
         if (resolved.Warning is not null)
             log.Warning(resolved.Warning);
         var device = resolved.ToTorch();
@@ -99,6 +109,7 @@ internal sealed class TrainingSession
         if (stream.ClassCount != model.NumClasses)
             throw new ArgumentOutOfRangeException(nameof(data),
                 $"The label column '{options.LabelColumnName}' has {stream.ClassCount} classes but the network has {model.NumClasses} outputs.");
+        dist?.Start(data, stream, model, options, seed, ref optimizerState); // ranks agree on data and options; rank 0's weights everywhere
 
         int threads = options.Threads ?? NeuralNetworkOptions.DefaultThreads;
         using var threadScope = resolved.IsCuda ? null : TorchThreads.Use(threads);
@@ -163,7 +174,8 @@ internal sealed class TrainingSession
             long correct = 0, rows = 0;
             var rand = options.Shuffle ? new Random(unchecked(seed * 31 + epoch)) : null;
             int stepInEpoch = 0;
-            foreach (var batch in stream.Read(options.BatchSize, rand, trainRows))
+            foreach (var batch in dist is null ? stream.Read(options.BatchSize, rand, trainRows)
+                         : dist.Shard(stream.Read(dist.GlobalBatchSize(options.BatchSize), rand, trainRows), options.BatchSize, model.InputLength, stream.TargetLength))
             {
                 stepInEpoch++;
                 if (loggedOrder != stream.LastOrder)
@@ -207,6 +219,7 @@ internal sealed class TrainingSession
                         using var scale = scaler.Scale.ToScalar();
                         loss.mul(scale).backward();
                     }
+                    dist?.AverageGradients(computeParams); // mean gradient over all ranks' shares of the global batch
                     bool stepOk = true;
                     if (compute is not null)
                         stepOk = CopyGradients(computeParams, masterParams, scaler);
@@ -225,9 +238,17 @@ internal sealed class TrainingSession
                     correct += head.CorrectCount(logits, y).item<long>();
                     rows += batch.Count;
                 }
-                if (options.Progress is not null && step % options.ProgressInterval == 0)
-                    options.Progress.Report(new TrainingProgress(stage, epoch, options.Epochs, step, rows, lossSum / rows, (double)correct / rows,
-                        rows / Math.Max(epochWatch.Elapsed.TotalSeconds, 1e-9), false));
+                if ((options.Progress is not null || dist is not null) && step % options.ProgressInterval == 0)
+                {
+                    var (progressLoss, progressCorrect, progressRows) = dist?.Totals(lossSum, correct, rows) ?? (lossSum, correct, rows);
+                    options.Progress?.Report(new TrainingProgress(stage, epoch, options.Epochs, step, progressRows, progressLoss / progressRows,
+                        (double)progressCorrect / progressRows, progressRows / Math.Max(epochWatch.Elapsed.TotalSeconds, 1e-9), false));
+                }
+            }
+            if (dist is not null)
+            {
+                dist.EndOfEpoch();
+                (lossSum, correct, rows) = dist.Totals(lossSum, correct, rows);
             }
             cancellation.ThrowIfCancellationRequested();
             long trainRead = stream.LastRowsRead, skippedNonFinite = stream.LastSkippedNonFinite, skippedNoLabel = stream.LastSkippedMissingLabel;
@@ -244,7 +265,7 @@ internal sealed class TrainingSession
             double? valLoss = null, valAcc = null;
             if (valRows is not null)
             {
-                (valLoss, valAcc) = Evaluate(net, head, stream, valRows, device, lowPrecision, model.InputLength, scaling);
+                (valLoss, valAcc) = Evaluate(net, head, stream, valRows, device, lowPrecision, model.InputLength, scaling, dist);
                 skippedNonFinite += stream.LastSkippedNonFinite;
                 skippedNoLabel += stream.LastSkippedMissingLabel;
             }
@@ -292,6 +313,7 @@ internal sealed class TrainingSession
                 }
         scaling?.ToLabelUnits(model);
         EnsureFinite(model, stage);
+        dist?.Finish(model); // every rank returns the same weights
         var state = optimizer.SaveState();
         gpuPeak?.Sample();
         return new TrainingResult(model, history, state, step, sw.Elapsed.TotalSeconds, peak.PeakBytes(), gpuPeak?.PeakBytes,
@@ -334,14 +356,17 @@ internal sealed class TrainingSession
     };
 
     private static (double Loss, double Accuracy) Evaluate(TorchNetwork net, OutputHead head, BatchStream stream, Func<DataViewRowId, bool> rowsToUse,
-        Device device, ScalarType? lowPrecision, int inputLength, TargetScaling? scaling = null)
+        Device device, ScalarType? lowPrecision, int inputLength, TargetScaling? scaling = null, Distributed.DataParallel? dist = null)
     {
         net.eval();
         using var noGrad = no_grad();
         double lossSum = 0;
         long correct = 0, rows = 0;
+        int batchIndex = 0;
         foreach (var batch in stream.Read(1024, null, rowsToUse))
         {
+            if (dist is not null && !dist.Owns(batchIndex++))
+                continue; // each rank evaluates its share; the sums are reduced below
             using var scope = NewDisposeScope();
             var x = tensor(batch.Features, [batch.Capacity, inputLength]).narrow(0, 0, batch.Count).to(device);
             var y = tensor(batch.Labels, [batch.Capacity]).narrow(0, 0, batch.Count).to(device);
@@ -355,6 +380,8 @@ internal sealed class TrainingSession
             rows += batch.Count;
         }
         net.train();
+        if (dist is not null)
+            (lossSum, correct, rows) = dist.Totals(lossSum, correct, rows);
         return rows == 0 ? (double.NaN, double.NaN) : (lossSum / rows, (double)correct / rows);
     }
 

@@ -110,7 +110,7 @@ public sealed class CheckpointCompatibilityTests
 public sealed class CheckpointRoundTripTests
 {
     /// <summary>Options a checkpoint cannot hold by design: live objects (callbacks, models), not settings.</summary>
-    private static readonly string[] NotPersisted = ["Progress", "Teacher", "CancellationToken"];
+    private static readonly string[] NotPersisted = ["Progress", "Teacher", "CancellationToken", "Distributed"];
 
     [Fact]
     public void EveryOptionSetToANonDefaultValueComesBackEqual()
@@ -145,6 +145,7 @@ public sealed class CheckpointRoundTripTests
             Augmentation = ImageAugmentation.Affine(1.5, 7, (0.95, 1.05)).WithElastic(20, 3).WithImageShape(1, 28, 28),
             MemoryBudgetBytes = 123_456_789,
             AllowLowerPrecisionForBudget = true,
+            Distributed = DistributedOptions.Mpi(),
         };
         AssertEveryPropertyDiffers(new NeuralNetworkOptions(), options);
         var quantization = new QuantizationOptions
@@ -152,6 +153,7 @@ public sealed class CheckpointRoundTripTests
             Mode = QuantizationMode.Int8Dynamic, PerChannel = false, BlockSize = 64, Calibration = CalibrationMethod.Percentile, CalibrationRows = 77,
             Percentile = 99.5, KeepFloat = ["output"], QuantizationAwareTraining = true, QatEpochs = 5, QatLearningRate = 3e-4,
             Progress = new Progress<TrainingProgress>(), BatchSize = 24, ProgressInterval = 9, CancellationToken = Cancelled(),
+            Distributed = DistributedOptions.Mpi(),
         };
         AssertEveryPropertyDiffers(new QuantizationOptions(), quantization);
         var clustering = new WeightClusteringOptions
@@ -167,6 +169,7 @@ public sealed class CheckpointRoundTripTests
             Teacher = source,
             ProgressInterval = 11,
             CancellationToken = Cancelled(),
+            Distributed = DistributedOptions.Mpi(),
         };
         AssertEveryPropertyDiffers(new WeightClusteringOptions(), clustering);
         AssertEveryPropertyDiffers(new DistillationOptions(), clustering.Distillation);
