@@ -43,7 +43,7 @@ public static class PenguinSpeciesTask
             featureLength = TaskRunner.FeatureLength(Featurize(ml), train);
             IEstimator<ITransformer> trainer = name switch
             {
-                "NeuralNetwork" => NeuralNetworkTrainers.Multiclass(ml, @"Label", featureLength, settings.Seed, network),
+                "NeuralNetwork" => NeuralNetworkTrainers.Multiclass(ml, @"Label", network),
                 "Sdca" => ml.MulticlassClassification.Trainers.SdcaMaximumEntropy(labelColumnName: @"Label", featureColumnName: @"Features"),
                 _ => ml.MulticlassClassification.Trainers.LightGbm(labelColumnName: @"Label", featureColumnName: @"Features"),
             };

@@ -97,7 +97,7 @@ static int Run(SampleSettings settings)
     }
 
     AnsiConsole.Write(ResultsTable(results));
-    var document = new ResultsDocument(1, VegaDatasets.Package, settings.Seed, NeuralNetworkTrainers.CatalogTrainers, Environment.ProcessorCount,
+    var document = new ResultsDocument(1, VegaDatasets.Package, settings.Seed, Environment.ProcessorCount,
         clock.Elapsed.TotalSeconds, results);
     string json = Path.Combine(settings.OutputDirectory, "results.json");
     document.Write(json);
@@ -176,11 +176,10 @@ namespace TabularClassification
     /// <param name="SchemaVersion">1.</param>
     /// <param name="Package">Where the data came from.</param>
     /// <param name="Seed">The split's and the trainers' seed.</param>
-    /// <param name="CatalogTrainers">Whether this build has the binary and regression network trainers.</param>
     /// <param name="ProcessorCount">Logical processors of the machine.</param>
     /// <param name="Seconds">Wall-clock seconds of the run.</param>
     /// <param name="Tasks">One per task.</param>
-    public sealed record ResultsDocument(int SchemaVersion, string Package, int Seed, bool CatalogTrainers, int ProcessorCount, double Seconds,
+    public sealed record ResultsDocument(int SchemaVersion, string Package, int Seed, int ProcessorCount, double Seconds,
         IReadOnlyList<TaskResult> Tasks)
     {
         private static readonly JsonSerializerOptions JsonOptions = new()

@@ -7,7 +7,7 @@ namespace TabularClassification;
 
 /// <summary>One trainer's row of a task: how well it did on the test split, how big its zip is and how long it trained.</summary>
 /// <param name="Trainer">NeuralNetwork, Sdca or LightGbm.</param>
-/// <param name="Status">"ok", or "pending-integration" when this build lacks the trainer (then the figures are null).</param>
+/// <param name="Status">"ok" when the row ran.</param>
 /// <param name="Metric">The task's main metric on the test split (accuracy, AUC or R²).</param>
 /// <param name="Metrics">Every metric computed on the test split, by ML.NET's name.</param>
 /// <param name="ReloadedMetric">The main metric again, from the zip loaded back with <c>ml.Model.Load</c>.</param>
@@ -39,7 +39,7 @@ public static class TaskRunner
     /// <typeparam name="TInput">The CSV row class.</typeparam>
     /// <typeparam name="TOutput">The prediction class.</typeparam>
     /// <param name="trainer">The row's trainer name.</param>
-    /// <param name="pipeline">Transforms + trainer (+ MapKeyToValue), or <see langword="null"/> when this build lacks the trainer.</param>
+    /// <param name="pipeline">Transforms + trainer (+ MapKeyToValue).</param>
     /// <param name="ml">The context the pipeline was made with.</param>
     /// <param name="train">The training rows.</param>
     /// <param name="test">The test rows.</param>
@@ -49,18 +49,12 @@ public static class TaskRunner
     /// <param name="zipFile">The zip's file name.</param>
     /// <param name="examples">Rows to score with the PredictionEngine.</param>
     /// <param name="describe">Writes one scored example as text.</param>
-    public static TrainerRow Run<TInput, TOutput>(string trainer, IEstimator<ITransformer>? pipeline, MLContext ml, IDataView train, IDataView test,
+    public static TrainerRow Run<TInput, TOutput>(string trainer, IEstimator<ITransformer> pipeline, MLContext ml, IDataView train, IDataView test,
         Func<MLContext, IDataView, IReadOnlyDictionary<string, double>> evaluate, string metricName, string outputDirectory, string zipFile,
         IReadOnlyList<TInput> examples, Func<TInput, TOutput, string> describe)
         where TInput : class
         where TOutput : class, new()
     {
-        if (pipeline is null)
-        {
-            return new TrainerRow(trainer, "pending-integration", null, null, null, null, null, null, [],
-                "needs the catalog trainer (NeuralNetworkCatalogExtensions.cs; see TabularClassification.csproj)");
-        }
-
         // Model Builder's generated code: Fit, Evaluate, Save; a consuming app then Loads and predicts.
         var clock = Stopwatch.StartNew();
         ITransformer model = pipeline.Fit(train);

@@ -30,8 +30,8 @@ public sealed class TabularSampleTests(TabularRunFixture run) : IClassFixture<Ta
     /// Floors of the main metric (accuracy, AUC, R²) per task and trainer. Measured on seed 1 (the test's split; seeds 2-3
     /// in brackets): binary AUC network 0.853 (0.868-0.896), SDCA 0.864 (0.868-0.900), LightGBM 0.814 (0.825-0.863);
     /// multiclass accuracy network 1.000 (0.986-1.000), SDCA 1.000 (0.971-1.000), LightGBM 1.000 (0.986-1.000); regression
-    /// R² network 0.793 (0.692-0.772), SDCA 0.746 (0.656-0.743), LightGBM 0.901 (0.812-0.879). The binary and regression
-    /// network figures were measured with the catalog trainers merged in a scratch tree (CATALOG_TRAINERS on). Each floor
+    /// R² network 0.793 (0.692-0.772), SDCA 0.746 (0.656-0.743), LightGBM 0.901 (0.812-0.879).
+    /// Each floor
     /// sits under the lowest seen and far above what a broken pipeline gives (AUC 0.5, accuracy 0.44 for always "Adelie",
     /// R² ≤ 0). Reading empty CSV fields as 0 instead of NaN (the text loader's default) gave LightGBM R² 0.755 on seed 1:
     /// under its floor.
@@ -64,7 +64,6 @@ public sealed class TabularSampleTests(TabularRunFixture run) : IClassFixture<Ta
         var root = json.RootElement;
         Assert.Equal(1, root.GetProperty("schemaVersion").GetInt32());
         Assert.Equal("vega-datasets@3.2.1", root.GetProperty("package").GetString());
-        bool catalogTrainers = root.GetProperty("catalogTrainers").GetBoolean();
         var tasks = root.GetProperty("tasks").EnumerateArray().ToArray();
         Assert.Equal(["binary", "multiclass", "regression"], tasks.Select(t => t.GetProperty("task").GetString()!).ToArray());
 
@@ -88,15 +87,6 @@ public sealed class TabularSampleTests(TabularRunFixture run) : IClassFixture<Ta
             {
                 string trainer = row.GetProperty("trainer").GetString()!;
                 string status = row.GetProperty("status").GetString()!;
-                // INTEGRATION: the binary and regression network rows run when the sample is built with CATALOG_TRAINERS,
-                // which its project file defines when the library has NeuralNetworkCatalogExtensions.cs (results.json then
-                // says catalogTrainers: true); until then they must say that they are pending. Once merged, require
-                // catalogTrainers to be true here.
-                if (trainer == "NeuralNetwork" && name != "multiclass" && !catalogTrainers)
-                {
-                    Assert.Equal("pending-integration", status);
-                    continue;
-                }
                 Assert.True(status == "ok", $"{name}/{trainer}: {status} ({row.GetProperty("note")})");
                 double value = row.GetProperty("metric").GetDouble();
                 Assert.True(value >= Floors[(name, trainer)] && value <= 1.0,
