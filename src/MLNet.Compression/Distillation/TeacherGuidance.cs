@@ -6,17 +6,17 @@ using MLNet.Compression.Training;
 namespace MLNet.Compression.Distillation;
 
 /// <summary>
-/// A teacher wired into a training run: the data the student reads (copies of its feature and label columns taken before
-/// the teacher's transform, plus the teacher's scores, streamed or from a disk cache), and the distillation loss over each
+/// A teacher wired into a training run: the data the student reads (its own rows, untouched, plus the teacher's scores,
+/// streamed or from a disk cache), and the distillation loss over each
 /// batch. Shared by distillation and by the fine-tuning of pruning and weight clustering when they are given a teacher.
 /// Disposing it deletes the cache.
 /// </summary>
 internal sealed class TeacherGuidance : IDisposable
 {
-    private string? cachePath;
+    private TeacherJoin? owned;
     private TeacherScoreKind? seen;
 
-    private TeacherGuidance(IDataView data, string features, string labels, string target, long cacheBytes, string? cachePath,
+    private TeacherGuidance(IDataView data, string features, string labels, string target, long cacheBytes, TeacherJoin? owned,
         DistillationOptions options, int classCount)
     {
         Data = data;
@@ -24,7 +24,7 @@ internal sealed class TeacherGuidance : IDisposable
         LabelColumnName = labels;
         TargetColumnName = target;
         CacheBytes = cacheBytes;
-        this.cachePath = cachePath;
+        this.owned = owned;
         Options = options;
         ClassCount = classCount;
         seen = options.TeacherScoreKind == TeacherScoreKind.Auto ? null : options.TeacherScoreKind;
@@ -33,10 +33,10 @@ internal sealed class TeacherGuidance : IDisposable
     /// <summary>The rows to train on: the student's columns under <see cref="FeatureColumnName"/> and <see cref="LabelColumnName"/>, and the teacher's scores.</summary>
     public IDataView Data { get; }
 
-    /// <summary>The student's copy of the feature column.</summary>
+    /// <summary>The student's feature column.</summary>
     public string FeatureColumnName { get; }
 
-    /// <summary>The student's copy of the label column.</summary>
+    /// <summary>The student's label column.</summary>
     public string LabelColumnName { get; }
 
     /// <summary>The teacher's score column, read into every batch's targets.</summary>
@@ -58,7 +58,11 @@ internal sealed class TeacherGuidance : IDisposable
     public TeacherScoreKind ScoreKind => seen ?? TeacherScoreKind.Auto;
 
     /// <summary>
-    /// Applies <paramref name="teacher"/> to <paramref name="input"/> and checks its scores against the student's classes.
+    /// Applies <paramref name="teacher"/> to <paramref name="input"/> and checks its scores against the student's classes. The
+    /// student reads <paramref name="input"/>'s own columns (never the teacher's rewritten ones) plus the teacher's scores,
+    /// with no per-row copies, in the row order of the training loop (<see cref="TeacherScoresDataView"/>). When the data
+    /// already carries this teacher's scores (a pipeline stage ran the teacher on the raw rows, <see cref="TeacherJoin.Ambient"/>),
+    /// they are used as they are.
     /// </summary>
     /// <param name="ml">The context.</param>
     /// <param name="teacher">Any fitted transformer with a score column.</param>
@@ -72,42 +76,27 @@ internal sealed class TeacherGuidance : IDisposable
     public static TeacherGuidance Create(MLContext ml, ITransformer teacher, DistillationOptions options, IDataView input, string featureColumn,
         string labelColumn, int classCount, string teacherName, ContextLog log)
     {
-        // The teacher's pipeline may rewrite the feature or label column (a normalizer, MapValueToKey): the student reads
-        // copies taken before the teacher runs, so it learns from exactly the columns it will be scored on.
-        string features = Unused(input.Schema, "DistillStudentFeatures"), labels = Unused(input.Schema, "DistillStudentLabel");
-        var copies = ml.Transforms.CopyColumns(features, featureColumn)
-            .Append(ml.Transforms.CopyColumns(labels, labelColumn))
-            .Fit(input).Transform(input);
-        IDataView taught;
+        TeacherJoin? owned = null;
+        var join = TeacherJoin.Ambient is { } ambient && ReferenceEquals(ambient.Teacher, teacher) && input.Schema.GetColumnOrNull(ambient.ScoreColumnName) is not null
+            ? ambient
+            : owned = TeacherJoin.Create(ml, teacher, options, input, teacherName, log, [featureColumn, labelColumn]);
         try
         {
-            taught = teacher.Transform(copies);
+            var data = ReferenceEquals(join, owned) ? join.Data : input;
+            var score = data.Schema[join.ScoreColumnName];
+            int width = ((VectorDataViewType)score.Type).Size;
+            if (width != classCount)
+                throw new ArgumentException(
+                    $"The {teacherName} gives {width} scores per row in '{join.TeacherScoreColumnName}' but the label column '{labelColumn}' has {classCount} classes. " +
+                    "Teacher and student must be trained on the same classes, in the same key order.", teacherName);
+            join.Used = true;
+            return new TeacherGuidance(data, featureColumn, labelColumn, join.ScoreColumnName, join.CacheBytes, owned, options, classCount);
         }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException)
+        catch
         {
-            throw new ArgumentException($"The {teacherName} could not be applied to the training data: {e.Message} Give Fit the columns the teacher was trained on.", "input", e);
+            owned?.Dispose();
+            throw;
         }
-        var score = taught.Schema.GetColumnOrNull(options.TeacherScoreColumnName)
-            ?? throw new ArgumentException(
-                $"The {teacherName}'s output has no column '{options.TeacherScoreColumnName}'. Columns: {string.Join(", ", taught.Schema.Where(c => !c.IsHidden).Select(c => c.Name))}. " +
-                "Use a multiclass model (its scores are in 'Score') or set DistillationOptions.TeacherScoreColumnName.", teacherName);
-        if (score.Type is not VectorDataViewType { ItemType: NumberDataViewType } st || st.ItemType.RawType != typeof(float) || !st.IsKnownSize)
-            throw new ArgumentException($"The {teacherName}'s column '{score.Name}' has type {score.Type}; a known-size vector of Single (one score per class) is needed.", teacherName);
-        if (st.Size != classCount)
-            throw new ArgumentException(
-                $"The {teacherName} gives {st.Size} scores per row in '{score.Name}' but the label column '{labelColumn}' has {classCount} classes. " +
-                "Teacher and student must be trained on the same classes, in the same key order.", teacherName);
-
-        if (!options.CacheTeacherOutputs)
-            return new TeacherGuidance(taught, features, labels, score.Name, 0, null, options, classCount);
-        // <temp>/mlnet-compression (or the user's folder); the name carries this process's id, so a later run removes the
-        // cache of a process that died before deleting it.
-        string path = MLNet.Compression.Data.CachePaths.NewOwnedTempFile(MLNet.Compression.Data.CachePaths.TempFolder(options.CacheDirectory), "teacher", ".idv");
-        var selected = ml.Transforms.SelectColumns(features, labels, score.Name).Fit(taught).Transform(taught);
-        AtomicFile.Write(path, s => ml.Data.SaveAsBinary(selected, s, keepHidden: false));
-        long bytes = new FileInfo(path).Length;
-        log.Info($"Cached the teacher's outputs: {bytes:N0} bytes in {path}.");
-        return new TeacherGuidance(ml.Data.LoadFromBinary(path), features, labels, score.Name, bytes, path, options, classCount);
     }
 
     /// <summary>
@@ -167,19 +156,10 @@ internal sealed class TeacherGuidance : IDisposable
         return Head.DistillationLoss(logits, t, labels, Options.Temperature, Options.Alpha, seen.Value);
     }
 
-    /// <summary>Deletes the disk cache, if any.</summary>
+    /// <summary>Deletes the disk cache, if this guidance made one.</summary>
     public void Dispose()
     {
-        if (cachePath is not null && File.Exists(cachePath))
-            File.Delete(cachePath);
-        cachePath = null;
-    }
-
-    private static string Unused(DataViewSchema schema, string name)
-    {
-        string candidate = name;
-        for (int i = 1; schema.GetColumnOrNull(candidate) is not null; i++)
-            candidate = name + i.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        return candidate;
+        owned?.Dispose();
+        owned = null;
     }
 }
