@@ -154,6 +154,29 @@ public sealed class CompressionCatalog
     }
 
     /// <summary>
+    /// Knowledge distillation between whole pipelines, on RAW rows: <paramref name="teacherPipeline"/> is any fitted model with a
+    /// <c>Score</c> column (a LightGBM or SDCA pipeline with its own normalizer and <c>MapValueToKey</c>, this library's network,
+    /// an ONNX model) and scores the rows as they are; <paramref name="studentPipeline"/> is an estimator pipeline containing
+    /// one network trainer of this library (for example <c>Concatenate → NormalizeMinMax → MapValueToKey → NeuralNetwork →
+    /// MapKeyToValue</c>): its transforms prepare the student's own features and label, and its network learns from the
+    /// teacher's scores of the same rows. <c>Fit(rawData)</c> returns the fitted student pipeline; <c>Report</c> says what was done.
+    /// A teacher that cannot read the rows fails before any training, naming the column.
+    /// </summary>
+    /// <typeparam name="TTransformer">What the student pipeline fits to.</typeparam>
+    /// <param name="teacherPipeline">The fitted teacher (not changed).</param>
+    /// <param name="studentPipeline">The student's estimator pipeline.</param>
+    /// <param name="options">Temperature, alpha, teacher column and cache settings.</param>
+    public Distillation.PipelineDistillationEstimator<TTransformer> Distill<TTransformer>(ITransformer teacherPipeline, IEstimator<TTransformer> studentPipeline,
+        Distillation.DistillationOptions options)
+        where TTransformer : class, ITransformer
+    {
+        ArgumentNullException.ThrowIfNull(teacherPipeline);
+        ArgumentNullException.ThrowIfNull(studentPipeline);
+        ArgumentNullException.ThrowIfNull(options);
+        return new Distillation.PipelineDistillationEstimator<TTransformer>(Context, teacherPipeline, studentPipeline, options);
+    }
+
+    /// <summary>
     /// Continues training a fitted network on new data (incremental learning): <c>Fit(newData)</c> trains a copy of
     /// <paramref name="previousModel"/> (which is not changed) from its weights and optimizer state, with the forgetting
     /// mitigation chosen in <see cref="Incremental.ContinueTrainingOptions.Strategies"/> (replay, learning without forgetting,

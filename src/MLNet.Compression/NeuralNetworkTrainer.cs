@@ -52,7 +52,9 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
         int seed = options.Seed ?? DrawSeed(ml);
         var model = NetworkModel.Create(options.Architecture, classCount, head.Kind);
         InitializeWeights(model, seed);
-        var result = new TrainingSession(ml, options).Run(input, model, seed);
+        // Inside a student pipeline being distilled, the teacher's scores came through the pipeline's transforms with the rows.
+        var distilled = Distillation.TeacherGuidance.ForStudentTrainer(input, head, options.LabelColumnName, classCount);
+        var result = new TrainingSession(ml, options).Run(input, model, seed, null, distilled);
         return NeuralNetworkTransformer.Create(ml, result.Model, classNames, options, input.Schema, result, seed);
     }
 

@@ -65,7 +65,7 @@ public sealed class DistillationEstimator : CompressionStageEstimator<Distillati
                  $"{student.Epochs} epoch(s).");
         var result = new TrainingSession(ml, tuning, Stage).Run(guidance.Data, network, seed, null, hooks);
         var model = NeuralNetworkTransformer.Create(ml, result.Model, classNames, student, input.Schema, result, seed);
-        var report = new DistillationReport(Settings.Temperature, Settings.Alpha, guidance.ScoreKind, guidance.TargetColumnName, guidance.CacheBytes,
+        var report = new DistillationReport(Settings.Temperature, Settings.Alpha, guidance.ScoreKind, Settings.TeacherScoreColumnName, guidance.CacheBytes,
             network.ParameterCount, result.History.Count, sw.Elapsed.TotalSeconds);
         log.Info(report.ToString());
         return (model, report);

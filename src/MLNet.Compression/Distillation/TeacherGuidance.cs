@@ -100,6 +100,30 @@ internal sealed class TeacherGuidance : IDisposable
     }
 
     /// <summary>
+    /// The training hooks of a network trainer inside a student pipeline being distilled: null unless a
+    /// <see cref="TeacherJoin.Ambient"/> join teaches trainers and its scores are in <paramref name="input"/> (they came through
+    /// the student's own transforms); otherwise the distillation loss over those scores, the trainer's head's.
+    /// </summary>
+    /// <param name="input">The trainer's input (the student pipeline's prepared rows).</param>
+    /// <param name="head">The trainer's output head.</param>
+    /// <param name="labelColumn">The trainer's label column, for messages.</param>
+    /// <param name="classCount">The trainer's number of classes (the width the scores must have).</param>
+    internal static TrainingHooks? ForStudentTrainer(IDataView input, Networks.Heads.OutputHead head, string labelColumn, int classCount)
+    {
+        if (TeacherJoin.Ambient is not { TeachesTrainers: true } join || input.Schema.GetColumnOrNull(join.ScoreColumnName) is not { } score)
+            return null;
+        int width = ((VectorDataViewType)score.Type).Size;
+        if (width != classCount)
+            throw new ArgumentException(
+                $"The teacher gives {width} scores per row in '{join.TeacherScoreColumnName}' but the student's label column '{labelColumn}' has {classCount} classes. " +
+                "Teacher and student must be trained on the same classes, in the same key order.", "teacher");
+        var guidance = new TeacherGuidance(input, string.Empty, labelColumn, join.ScoreColumnName, join.CacheBytes, null, join.Options, classCount) { Head = head };
+        join.Used = true;
+        join.Guidance = guidance;
+        return new TrainingHooks { TargetColumnName = guidance.TargetColumnName, Loss = guidance.Loss };
+    }
+
+    /// <summary>
     /// The guidance for a compression stage's fine-tuning: null without a teacher; otherwise the teacher applied to
     /// <paramref name="input"/> with <paramref name="tuning"/> pointed at the student's column copies.
     /// </summary>

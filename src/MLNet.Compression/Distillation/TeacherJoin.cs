@@ -16,9 +16,11 @@ internal sealed class TeacherJoin : IDisposable
     private static readonly AsyncLocal<TeacherJoin?> ambient = new();
     private string? cachePath;
 
-    private TeacherJoin(ITransformer teacher, IDataView data, string scoreColumn, string teacherScoreColumn, long cacheBytes, string? cachePath)
+    private TeacherJoin(ITransformer teacher, DistillationOptions options, IDataView data, string scoreColumn, string teacherScoreColumn, long cacheBytes,
+        string? cachePath)
     {
         Teacher = teacher;
+        Options = options;
         Data = data;
         ScoreColumnName = scoreColumn;
         TeacherScoreColumnName = teacherScoreColumn;
@@ -31,6 +33,18 @@ internal sealed class TeacherJoin : IDisposable
 
     /// <summary>The teacher.</summary>
     public ITransformer Teacher { get; }
+
+    /// <summary>How the teacher's scores are blended with the labels.</summary>
+    public DistillationOptions Options { get; }
+
+    /// <summary>
+    /// Whether a network trainer (<see cref="NeuralNetworkTrainer"/>) that finds these scores in its input learns from them
+    /// (a student pipeline being distilled); otherwise only a stage given this very teacher does.
+    /// </summary>
+    public bool TeachesTrainers { get; set; }
+
+    /// <summary>The guidance the student's training made from this join (its score kind is known after training).</summary>
+    public TeacherGuidance? Guidance { get; set; }
 
     /// <summary>The rows plus the teacher's scores.</summary>
     public IDataView Data { get; }
@@ -91,7 +105,7 @@ internal sealed class TeacherJoin : IDisposable
         string name = Unused(input.Schema, "TeacherScore");
         var joined = new TeacherScoresDataView(input, taught, score, name);
         if (!options.CacheTeacherOutputs)
-            return new TeacherJoin(teacher, joined, name, score.Name, 0, null);
+            return new TeacherJoin(teacher, options, joined, name, score.Name, 0, null);
         // <temp>/mlnet-compression (or the user's folder); the name carries this process's id, so a later run removes the
         // cache of a process that died before deleting it.
         string path = Compression.Data.CachePaths.NewOwnedTempFile(Compression.Data.CachePaths.TempFolder(options.CacheDirectory), "teacher", ".idv");
@@ -100,7 +114,7 @@ internal sealed class TeacherJoin : IDisposable
         AtomicFile.Write(path, s => ml.Data.SaveAsBinary(selected, s, keepHidden: false));
         long bytes = new FileInfo(path).Length;
         log.Info($"Cached the teacher's outputs: {bytes:N0} bytes in {path}.");
-        return new TeacherJoin(teacher, ml.Data.LoadFromBinary(path), name, score.Name, bytes, path);
+        return new TeacherJoin(teacher, options, ml.Data.LoadFromBinary(path), name, score.Name, bytes, path);
     }
 
     /// <summary>Deletes the disk cache, if any.</summary>
