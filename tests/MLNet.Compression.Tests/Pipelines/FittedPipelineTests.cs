@@ -161,6 +161,42 @@ public sealed class FittedPipelineTests : IClassFixture<TabularPipelineFixture>
         }
     }
 
+    [Fact]
+    public void ByDefaultAPolynomialScheduleEndsWithTheFineTuningAndReachesItsTargetOn1000Rows()
+    {
+        var rows = Ml.Data.TakeRows(fixture.Train, 1000);
+        var estimator = Ml.Compression().Prune(fixture.Fitted, new PruningOptions { Schedule = PruningSchedule.PolynomialDecay(0.5, 0.9) });
+        var pruned = estimator.Fit(rows);
+        try
+        {
+            var report = estimator.Report!;
+            output.WriteLine(report.ToString());
+            Assert.True(report.ScheduleCompleted);
+            Assert.Empty(report.Warnings);
+            Assert.Equal(report.StepsRun, report.PlannedEndStep); // the schedule ended at the run's last step
+            Assert.InRange(report.Sparsity, 0.895, 0.91);
+            Assert.InRange(pruned.GetSparsity().Sparsity, 0.895, 0.91);
+        }
+        finally
+        {
+            pruned.GetNeuralNetwork().Dispose();
+        }
+
+        // A schedule the run cannot finish says so in the report the user reads, not only in the log.
+        var tooLong = Ml.Compression().Prune(fixture.Fitted, new PruningOptions { Schedule = PruningSchedule.PolynomialDecay(0.5, 0.9, endStep: 100_000), Epochs = 1 });
+        var partial = tooLong.Fit(rows);
+        partial.GetNeuralNetwork().Dispose();
+        Assert.False(tooLong.Report!.ScheduleCompleted);
+        Assert.Contains(tooLong.Report.Warnings, w => w.Contains("step 100000", StringComparison.Ordinal) && w.Contains("Epochs", StringComparison.Ordinal));
+        Assert.Contains("WARNING:", tooLong.Report.ToString(), StringComparison.Ordinal);
+        Assert.True(tooLong.Report.Sparsity < 0.6, $"{tooLong.Report.Sparsity:P1}");
+
+        // A schedule going down is refused.
+        var e = Assert.Throws<ArgumentException>(() => PruningSchedule.PolynomialDecay(0.9, 0.5));
+        Assert.Equal("initialSparsity", e.ParamName);
+        Assert.Contains("must not be above the final sparsity", e.Message, StringComparison.Ordinal);
+    }
+
     /// <summary>The nesting of chains, e.g. <c>[[T, T, T], T, T]</c>.</summary>
     private static string Shape(ITransformer t) =>
         t is IEnumerable<ITransformer> chain ? "[" + string.Join(", ", chain.Select(Shape)) + "]" : "T";
