@@ -60,6 +60,75 @@ public sealed class CompressionCatalog
     }
 
     /// <summary>
+    /// Prunes the network inside a fitted pipeline (a <c>TransformerChain</c> such as <c>MapValueToKey → NormalizeMinMax → network →
+    /// MapKeyToValue</c>, nested chains included, holding exactly one network of this library): <c>Fit(rawData)</c> runs the
+    /// pipeline's transforms before the network, prunes and fine-tunes a copy of the network, and returns the same pipeline
+    /// with only the network replaced. The estimator's <c>Report</c> says how sparse each layer became.
+    /// </summary>
+    /// <param name="fittedPipeline">The fitted pipeline (not changed).</param>
+    /// <param name="options">Schedule, granularity, layers to keep dense, per-layer targets, fine-tuning settings and teacher (a teacher pipeline scores the same raw rows).</param>
+    /// <exception cref="ArgumentException">The pipeline holds no network of this library, or more than one (the message lists what it holds).</exception>
+    public PipelineStageEstimator<Pruning.PruningReport> Prune(ITransformer fittedPipeline, Pruning.PruningOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(fittedPipeline);
+        ArgumentNullException.ThrowIfNull(options);
+        var copy = options.Clone();
+        return new PipelineStageEstimator<Pruning.PruningReport>(Context, fittedPipeline, null,
+            (ml, network) => new Pruning.PruningEstimator(ml, null, network, copy), copy, nameof(Pruning.PruningOptions));
+    }
+
+    /// <summary>
+    /// Quantizes the network inside a fitted pipeline holding exactly one network of this library: <c>Fit(rawData)</c> runs the
+    /// pipeline's transforms before the network, quantizes a copy of it (calibrating on those rows) and returns the same
+    /// pipeline with only the network replaced.
+    /// </summary>
+    /// <param name="fittedPipeline">The fitted pipeline (not changed).</param>
+    /// <param name="options">Mode, weight granularity, calibration and quantization-aware training settings.</param>
+    /// <exception cref="ArgumentException">The pipeline holds no network of this library, or more than one.</exception>
+    public PipelineStageEstimator<Quantization.QuantizationReport> Quantize(ITransformer fittedPipeline, Quantization.QuantizationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(fittedPipeline);
+        ArgumentNullException.ThrowIfNull(options);
+        var copy = options.Clone();
+        return new PipelineStageEstimator<Quantization.QuantizationReport>(Context, fittedPipeline, null,
+            (ml, network) => new Quantization.QuantizationEstimator(ml, null, network, copy), null, nameof(Quantization.QuantizationOptions));
+    }
+
+    /// <summary>
+    /// Shares weights in the network inside a fitted pipeline holding exactly one network of this library: <c>Fit(rawData)</c>
+    /// runs the pipeline's transforms before the network, clusters and fine-tunes a copy of it, and returns the same pipeline
+    /// with only the network replaced.
+    /// </summary>
+    /// <param name="fittedPipeline">The fitted pipeline (not changed).</param>
+    /// <param name="options">Clusters per layer, initialization, layers kept in float32, fine-tuning settings and teacher (a teacher pipeline scores the same raw rows).</param>
+    /// <exception cref="ArgumentException">The pipeline holds no network of this library, or more than one.</exception>
+    public PipelineStageEstimator<Clustering.WeightClusteringReport> ClusterWeights(ITransformer fittedPipeline, Clustering.WeightClusteringOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(fittedPipeline);
+        ArgumentNullException.ThrowIfNull(options);
+        var copy = options.Clone();
+        return new PipelineStageEstimator<Clustering.WeightClusteringReport>(Context, fittedPipeline, null,
+            (ml, network) => new Clustering.WeightClusteringEstimator(ml, null, network, copy), copy, nameof(Clustering.WeightClusteringOptions));
+    }
+
+    /// <summary>
+    /// Continues training the network inside a fitted pipeline holding exactly one network of this library on new raw rows:
+    /// <c>Fit(newRawData)</c> runs the pipeline's fitted transforms before the network on the new rows (they are not refitted),
+    /// continues a copy of the network as <see cref="ContinueTraining(NeuralNetworkTransformer, Incremental.ContinueTrainingOptions?)"/>
+    /// does, and returns the same pipeline with only the network replaced, ready to be continued again.
+    /// </summary>
+    /// <param name="previousPipeline">The fitted pipeline (not changed).</param>
+    /// <param name="options">Strategies, epochs, learning rate, replay budget, LwF and EWC settings.</param>
+    /// <exception cref="ArgumentException">The pipeline holds no network of this library, or more than one.</exception>
+    public PipelineStageEstimator<Incremental.ContinueTrainingReport> ContinueTraining(ITransformer previousPipeline, Incremental.ContinueTrainingOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(previousPipeline);
+        var copy = (options ?? new Incremental.ContinueTrainingOptions()).Clone();
+        return new PipelineStageEstimator<Incremental.ContinueTrainingReport>(Context, previousPipeline, null,
+            (ml, network) => new Incremental.ContinueTrainingEstimator(ml, network, copy), null, nameof(Incremental.ContinueTrainingOptions));
+    }
+
+    /// <summary>
     /// Knowledge distillation: <c>Fit(data)</c> trains a student network configured by <paramref name="studentOptions"/> on
     /// alpha · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) + (1 − alpha) · cross-entropy with the labels. The teacher is
     /// any fitted model whose output has a <c>Score</c> column with one value per class (this library's networks, ML.NET's
@@ -82,6 +151,29 @@ public sealed class CompressionCatalog
         ArgumentNullException.ThrowIfNull(studentOptions);
         ArgumentNullException.ThrowIfNull(options);
         return new Distillation.DistillationEstimator(Context, teacher, studentOptions, options);
+    }
+
+    /// <summary>
+    /// Knowledge distillation between whole pipelines, on RAW rows: <paramref name="teacherPipeline"/> is any fitted model with a
+    /// <c>Score</c> column (a LightGBM or SDCA pipeline with its own normalizer and <c>MapValueToKey</c>, this library's network,
+    /// an ONNX model) and scores the rows as they are; <paramref name="studentPipeline"/> is an estimator pipeline containing
+    /// one network trainer of this library (for example <c>Concatenate → NormalizeMinMax → MapValueToKey → NeuralNetwork →
+    /// MapKeyToValue</c>): its transforms prepare the student's own features and label, and its network learns from the
+    /// teacher's scores of the same rows. <c>Fit(rawData)</c> returns the fitted student pipeline; <c>Report</c> says what was done.
+    /// A teacher that cannot read the rows fails before any training, naming the column.
+    /// </summary>
+    /// <typeparam name="TTransformer">What the student pipeline fits to.</typeparam>
+    /// <param name="teacherPipeline">The fitted teacher (not changed).</param>
+    /// <param name="studentPipeline">The student's estimator pipeline.</param>
+    /// <param name="options">Temperature, alpha, teacher column and cache settings.</param>
+    public Distillation.PipelineDistillationEstimator<TTransformer> Distill<TTransformer>(ITransformer teacherPipeline, IEstimator<TTransformer> studentPipeline,
+        Distillation.DistillationOptions options)
+        where TTransformer : class, ITransformer
+    {
+        ArgumentNullException.ThrowIfNull(teacherPipeline);
+        ArgumentNullException.ThrowIfNull(studentPipeline);
+        ArgumentNullException.ThrowIfNull(options);
+        return new Distillation.PipelineDistillationEstimator<TTransformer>(Context, teacherPipeline, studentPipeline, options);
     }
 
     /// <summary>

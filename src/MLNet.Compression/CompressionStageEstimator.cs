@@ -54,6 +54,9 @@ public abstract class CompressionStageEstimator : IEstimator<NeuralNetworkTransf
     /// <summary>The report of the last <see cref="Fit"/> (the last entry of its model's history); null before the first fit.</summary>
     private protected CompressionStageReport? LastReport => lastReport;
 
+    /// <summary>The report of the last <see cref="Fit"/>, for the pipeline form of the stage.</summary>
+    internal CompressionStageReport? ReportOfLastFit => lastReport;
+
     /// <summary>The options of the network this stage produces in the post-training form (columns for the output schema).</summary>
     private protected virtual NeuralNetworkOptions OutputOptions => fitted!.TrainingOptions;
 

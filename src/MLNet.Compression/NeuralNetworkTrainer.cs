@@ -75,7 +75,9 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
             new ContextLog(ml, nameof(NeuralNetworkTrainer)).Info(budget.Message);
             resolved = budget.Options;
         }
-        var result = new TrainingSession(ml, resolved, cancellation: options.CancellationToken).Run(input, model, seed);
+        // Inside a student pipeline being distilled, the teacher's scores came through the pipeline's transforms with the rows.
+        var distilled = Distillation.TeacherGuidance.ForStudentTrainer(input, head, options.LabelColumnName, classCount);
+        var result = new TrainingSession(ml, resolved, cancellation: options.CancellationToken).Run(input, model, seed, null, distilled);
         var trained = resolved.Clone();
         trained.CancellationToken = default;
         return NeuralNetworkTransformer.Create(ml, result.Model, classNames, trained, input.Schema, result, seed);

@@ -69,7 +69,7 @@ public sealed class DistillationEstimator : CompressionStageEstimator<Distillati
         var trained = student.Clone();
         trained.Architecture = architecture;
         var model = NeuralNetworkTransformer.Create(ml, result.Model, classNames, trained, input.Schema, result, seed);
-        var report = new DistillationReport(Settings.Temperature, Settings.Alpha, guidance.ScoreKind, guidance.TargetColumnName, guidance.CacheBytes,
+        var report = new DistillationReport(Settings.Temperature, Settings.Alpha, guidance.ScoreKind, Settings.TeacherScoreColumnName, guidance.CacheBytes,
             network.ParameterCount, result.History.Count, sw.Elapsed.TotalSeconds);
         log.Info(report.ToString());
         return (model, report);

@@ -6,17 +6,17 @@ using MLNet.Compression.Training;
 namespace MLNet.Compression.Distillation;
 
 /// <summary>
-/// A teacher wired into a training run: the data the student reads (copies of its feature and label columns taken before
-/// the teacher's transform, plus the teacher's scores, streamed or from a disk cache), and the distillation loss over each
+/// A teacher wired into a training run: the data the student reads (its own rows, untouched, plus the teacher's scores,
+/// streamed or from a disk cache), and the distillation loss over each
 /// batch. Shared by distillation and by the fine-tuning of pruning and weight clustering when they are given a teacher.
 /// Disposing it deletes the cache.
 /// </summary>
 internal sealed class TeacherGuidance : IDisposable
 {
-    private string? cachePath;
+    private TeacherJoin? owned;
     private TeacherScoreKind? seen;
 
-    private TeacherGuidance(IDataView data, string features, string labels, string target, long cacheBytes, string? cachePath,
+    private TeacherGuidance(IDataView data, string features, string labels, string target, long cacheBytes, TeacherJoin? owned,
         DistillationOptions options, int classCount)
     {
         Data = data;
@@ -24,7 +24,7 @@ internal sealed class TeacherGuidance : IDisposable
         LabelColumnName = labels;
         TargetColumnName = target;
         CacheBytes = cacheBytes;
-        this.cachePath = cachePath;
+        this.owned = owned;
         Options = options;
         ClassCount = classCount;
         seen = options.TeacherScoreKind == TeacherScoreKind.Auto ? null : options.TeacherScoreKind;
@@ -33,10 +33,10 @@ internal sealed class TeacherGuidance : IDisposable
     /// <summary>The rows to train on: the student's columns under <see cref="FeatureColumnName"/> and <see cref="LabelColumnName"/>, and the teacher's scores.</summary>
     public IDataView Data { get; }
 
-    /// <summary>The student's copy of the feature column.</summary>
+    /// <summary>The student's feature column.</summary>
     public string FeatureColumnName { get; }
 
-    /// <summary>The student's copy of the label column.</summary>
+    /// <summary>The student's label column.</summary>
     public string LabelColumnName { get; }
 
     /// <summary>The teacher's score column, read into every batch's targets.</summary>
@@ -61,7 +61,11 @@ internal sealed class TeacherGuidance : IDisposable
     public TeacherScoreKind ScoreKind => seen ?? TeacherScoreKind.Auto;
 
     /// <summary>
-    /// Applies <paramref name="teacher"/> to <paramref name="input"/> and checks its scores against the student's classes.
+    /// Applies <paramref name="teacher"/> to <paramref name="input"/> and checks its scores against the student's classes. The
+    /// student reads <paramref name="input"/>'s own columns (never the teacher's rewritten ones) plus the teacher's scores,
+    /// with no per-row copies, in the row order of the training loop (<see cref="TeacherScoresDataView"/>). When the data
+    /// already carries this teacher's scores (a pipeline stage ran the teacher on the raw rows, <see cref="TeacherJoin.Ambient"/>),
+    /// they are used as they are.
     /// </summary>
     /// <param name="ml">The context.</param>
     /// <param name="teacher">Any fitted transformer with a score column.</param>
@@ -77,56 +81,68 @@ internal sealed class TeacherGuidance : IDisposable
         string labelColumn, int classCount, string teacherName, ContextLog log, Networks.Heads.OutputHead? head = null)
     {
         head ??= Networks.Heads.OutputHead.Multiclass;
-        int width = head.OutputUnits(classCount);
-        // The teacher's pipeline may rewrite the feature or label column (a normalizer, MapValueToKey): the student reads
-        // copies taken before the teacher runs, so it learns from exactly the columns it will be scored on.
-        string features = Unused(input.Schema, "DistillStudentFeatures"), labels = Unused(input.Schema, "DistillStudentLabel");
-        var copies = ml.Transforms.CopyColumns(features, featureColumn)
-            .Append(ml.Transforms.CopyColumns(labels, labelColumn))
-            .Fit(input).Transform(input);
-        IDataView taught;
+        int expected = head.OutputUnits(classCount);
+        TeacherJoin? owned = null;
+        var join = TeacherJoin.Ambient is { } ambient && ReferenceEquals(ambient.Teacher, teacher) && input.Schema.GetColumnOrNull(ambient.ScoreColumnName) is not null
+            ? ambient
+            : owned = TeacherJoin.Create(ml, teacher, options, input, teacherName, log, [featureColumn, labelColumn]);
         try
         {
-            taught = teacher.Transform(copies);
+            var data = ReferenceEquals(join, owned) ? join.Data : input;
+            var score = data.Schema[join.ScoreColumnName];
+            int width = ((VectorDataViewType)score.Type).Size;
+            CheckWidth(width, expected, head, join.TeacherScoreColumnName, labelColumn, classCount, teacherName);
+            join.Used = true;
+            return new TeacherGuidance(data, featureColumn, labelColumn, join.ScoreColumnName, join.CacheBytes, owned, options, expected)
+            {
+                Head = head,
+                ScoreColumn = join.TeacherScoreColumnName,
+            };
         }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException)
+        catch
         {
-            throw new ArgumentException($"The {teacherName} could not be applied to the training data: {e.Message} Give Fit the columns the teacher was trained on.", "input", e);
+            owned?.Dispose();
+            throw;
         }
-        var score = taught.Schema.GetColumnOrNull(options.TeacherScoreColumnName)
-            ?? throw new ArgumentException(
-                $"The {teacherName}'s output has no column '{options.TeacherScoreColumnName}'. Columns: {string.Join(", ", taught.Schema.Where(c => !c.IsHidden).Select(c => c.Name))}. " +
-                "Use a multiclass model (its scores are in 'Score') or set DistillationOptions.TeacherScoreColumnName.", teacherName);
-        string scoreName = score.Name;
-        if (width == 1 && score.Type == NumberDataViewType.Single)
-        {
-            // A binary or regression teacher's Score (or Probability) is a scalar: read it as a vector of one value.
-            scoreName = Unused(taught.Schema, "DistillTeacherScore");
-            taught = ml.Transforms.Concatenate(scoreName, score.Name).Fit(taught).Transform(taught);
-            score = taught.Schema[scoreName];
-        }
-        if (score.Type is not VectorDataViewType { ItemType: NumberDataViewType } st || st.ItemType.RawType != typeof(float) || !st.IsKnownSize)
-            throw new ArgumentException($"The {teacherName}'s column '{score.Name}' has type {score.Type}; a known-size vector of Single (one score per class) is needed" +
-                (width == 1 ? ", or a Single for a binary or regression student." : "."), teacherName);
-        if (width == 1 && st.Size != 1)
-            throw new ArgumentException(
-                $"The {teacherName} gives {st.Size} scores per row in '{score.Name}' but the {head.Name} student needs one (its Score or Probability). " +
-                "Teacher and student must solve the same task.", teacherName);
-        if (width != 1 && st.Size != classCount)
-            throw new ArgumentException(
-                $"The {teacherName} gives {st.Size} scores per row in '{score.Name}' but the label column '{labelColumn}' has {classCount} classes. " +
-                "Teacher and student must be trained on the same classes, in the same key order.", teacherName);
+    }
 
-        if (!options.CacheTeacherOutputs)
-            return new TeacherGuidance(taught, features, labels, score.Name, 0, null, options, width) { Head = head, ScoreColumn = options.TeacherScoreColumnName };
-        // <temp>/mlnet-compression (or the user's folder); the name carries this process's id, so a later run removes the
-        // cache of a process that died before deleting it.
-        string path = MLNet.Compression.Data.CachePaths.NewOwnedTempFile(MLNet.Compression.Data.CachePaths.TempFolder(options.CacheDirectory), "teacher", ".idv");
-        var selected = ml.Transforms.SelectColumns(features, labels, score.Name).Fit(taught).Transform(taught);
-        AtomicFile.Write(path, s => ml.Data.SaveAsBinary(selected, s, keepHidden: false));
-        long bytes = new FileInfo(path).Length;
-        log.Info($"Cached the teacher's outputs: {bytes:N0} bytes in {path}.");
-        return new TeacherGuidance(ml.Data.LoadFromBinary(path), features, labels, score.Name, bytes, path, options, width) { Head = head, ScoreColumn = options.TeacherScoreColumnName };
+    /// <summary>Checks the width of the teacher's scores against the student's head (one score for binary and regression, one per class otherwise).</summary>
+    private static void CheckWidth(int width, int expected, Networks.Heads.OutputHead head, string scoreColumn, string labelColumn, int classCount, string teacherName)
+    {
+        if (expected == 1 && width != 1)
+            throw new ArgumentException(
+                $"The {teacherName} gives {width} scores per row in '{scoreColumn}' but the {head.Name} student needs one (its Score or Probability). " +
+                "Teacher and student must solve the same task.", teacherName);
+        if (expected != 1 && width != classCount)
+            throw new ArgumentException(
+                $"The {teacherName} gives {width} scores per row in '{scoreColumn}' but the label column '{labelColumn}' has {classCount} classes. " +
+                "Teacher and student must be trained on the same classes, in the same key order.", teacherName);
+    }
+
+    /// <summary>
+    /// The training hooks of a network trainer inside a student pipeline being distilled: null unless a
+    /// <see cref="TeacherJoin.Ambient"/> join teaches trainers and its scores are in <paramref name="input"/> (they came through
+    /// the student's own transforms); otherwise the distillation loss over those scores, the trainer's head's.
+    /// </summary>
+    /// <param name="input">The trainer's input (the student pipeline's prepared rows).</param>
+    /// <param name="head">The trainer's output head.</param>
+    /// <param name="labelColumn">The trainer's label column, for messages.</param>
+    /// <param name="classCount">The trainer's number of classes.</param>
+    internal static TrainingHooks? ForStudentTrainer(IDataView input, Networks.Heads.OutputHead head, string labelColumn, int classCount)
+    {
+        if (TeacherJoin.Ambient is not { TeachesTrainers: true } join || input.Schema.GetColumnOrNull(join.ScoreColumnName) is not { } score)
+            return null;
+        int width = ((VectorDataViewType)score.Type).Size;
+        int expected = head.OutputUnits(classCount);
+        CheckWidth(width, expected, head, join.TeacherScoreColumnName, labelColumn, classCount, "teacher");
+        var guidance = new TeacherGuidance(input, string.Empty, labelColumn, join.ScoreColumnName, join.CacheBytes, null, join.Options, expected)
+        {
+            Head = head,
+            ScoreColumn = join.TeacherScoreColumnName,
+        };
+        join.Used = true;
+        join.Guidance = guidance;
+        return new TrainingHooks { TargetColumnName = guidance.TargetColumnName, Loss = guidance.Loss };
     }
 
     /// <summary>
@@ -185,19 +201,10 @@ internal sealed class TeacherGuidance : IDisposable
         return Head.DistillationLoss(logits, t, labels, Options.Temperature, Options.Alpha, seen.Value);
     }
 
-    /// <summary>Deletes the disk cache, if any.</summary>
+    /// <summary>Deletes the disk cache, if this guidance made one.</summary>
     public void Dispose()
     {
-        if (cachePath is not null && File.Exists(cachePath))
-            File.Delete(cachePath);
-        cachePath = null;
-    }
-
-    private static string Unused(DataViewSchema schema, string name)
-    {
-        string candidate = name;
-        for (int i = 1; schema.GetColumnOrNull(candidate) is not null; i++)
-            candidate = name + i.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        return candidate;
+        owned?.Dispose();
+        owned = null;
     }
 }

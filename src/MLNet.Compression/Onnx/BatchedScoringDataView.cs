@@ -14,8 +14,9 @@ namespace MLNet.Compression.Onnx;
 /// A cursor wraps one source cursor for the requested source columns and, only when one of the head's columns is
 /// requested, a second look-ahead source cursor over the feature column that reads a block, scores it, and serves the
 /// results row by row. The source must give rows in the same order on every pass (true for ML.NET's loaders and
-/// row-to-row transforms). Shuffling is supported when the source supports it: both cursors get a <see cref="Random"/>
-/// with the same seed, and the row ids they visit are compared, so a source whose shuffled order is not reproducible
+/// row-to-row transforms). Shuffling is supported when the source supports it: both cursors draw the numbers the caller's
+/// <see cref="Random"/> gives (<see cref="Pipelines.SharedRandom"/>), so the rows come in the order the source alone would give for
+/// that random source (a trainer's own shuffle), and the row ids they visit are compared, so a source whose shuffled order is not reproducible
 /// fails loudly instead of pairing scores with the wrong rows. A cursor set is a single cursor. The scorer is shared, not owned; dispose it after the last cursor.
 /// </remarks>
 internal sealed class BatchedScoringDataView : IDataView
@@ -69,14 +70,18 @@ internal sealed class BatchedScoringDataView : IDataView
         var needed = columnsNeeded.Select(c => c.Index).ToHashSet();
         var sourceColumns = needed.Where(i => i < firstOutputIndex).Select(i => _source.Schema[i]).ToArray();
         var active = _columns.Select((_, k) => needed.Contains(firstOutputIndex + k)).ToArray();
-        int? seed = rand is not null && _source.CanShuffle ? rand.Next() : null;
-        var main = _source.GetRowCursor(sourceColumns, seed is { } s1 ? new Random(s1) : null);
+        bool shuffle = rand is not null && _source.CanShuffle;
+        bool scoring = active.Any(a => a);
+        // The main cursor draws exactly what the caller's random source gives, so the rows come in the order the source alone
+        // would give them for that source (a trainer's own order); the look-ahead cursor replays the same numbers.
+        var shared = shuffle && scoring ? new Pipelines.SharedRandom(rand!) : null;
+        var main = _source.GetRowCursor(sourceColumns, shared?.NewReader() ?? (shuffle ? rand : null));
         DataViewRowCursor? ahead = null;
         try
         {
-            if (active.Any(a => a))
-                ahead = _source.GetRowCursor([_source.Schema[featureIndex]], seed is { } s2 ? new Random(s2) : null);
-            return new Cursor(this, main, ahead, active, checkIds: seed is not null);
+            if (scoring)
+                ahead = _source.GetRowCursor([_source.Schema[featureIndex]], shared?.NewReader());
+            return new Cursor(this, main, ahead, active, checkIds: shuffle);
         }
         catch
         {

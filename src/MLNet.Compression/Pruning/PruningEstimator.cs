@@ -37,7 +37,9 @@ public sealed class PruningEstimator : CompressionStageEstimator<PruningOptions,
         var original = source.Network;
         var plan = Plan(original, Settings);
         var tuning = Settings.Derive(source.TrainingOptions);
-        var schedule = Settings.Schedule;
+        var schedule = Settings.Schedule.EndsWithRun && Settings.Schedule.Kind == PruningScheduleKind.PolynomialDecay
+            ? Settings.Schedule.ForRun(StepsPerEpoch(input, tuning.BatchSize) * tuning.Epochs)
+            : Settings.Schedule;
         log.Info($"Pruning {original.Architecture.Name} ({Settings.Granularity}, {schedule}) of layers " +
                  $"{string.Join(", ", plan.Where(p => p.Pruned).Select(p => p.Layer.Name))}; fine-tuning {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}.");
 
@@ -75,16 +77,23 @@ public sealed class PruningEstimator : CompressionStageEstimator<PruningOptions,
             completed = schedule.CompletesWithin(result.Steps);
         }
 
-        var report = BuildReport(plan, result.Model, result.Steps, completed);
+        var warnings = new List<string>();
+        var reached = BuildReport(plan, result.Model, result.Steps, completed, schedule, warnings);
         if (!completed)
         {
             long perEpoch = tuning.Epochs > 0 ? result.Steps / tuning.Epochs : 0;
             long planned = schedule.EndStep == -1 ? schedule.BeginStep : schedule.EndStep;
             string needed = perEpoch > 0 ? $"at least {(planned + perEpoch - 1) / perEpoch} epochs" : "more epochs";
-            log.Warning($"The pruning schedule {schedule} plans its last mask update at step {planned}, but fine-tuning ran only {result.Steps} steps " +
-                        $"({tuning.Epochs} epoch(s) of {perEpoch} steps at batch size {tuning.BatchSize}). The sparsity reached is {report.Sparsity:P1}, " +
-                        $"not the planned {schedule.FinalSparsity:P1}. Set PruningOptions.Epochs to {needed}, or end the schedule by step {result.Steps}.");
+            warnings.Add($"The pruning schedule {schedule} plans its last mask update at step {planned}, but fine-tuning ran only {result.Steps} steps " +
+                         $"({tuning.Epochs} epoch(s) of {perEpoch} steps at batch size {tuning.BatchSize}). The sparsity reached is {reached.Sparsity:P1}, " +
+                         $"not the planned {schedule.FinalSparsity:P1}. Set PruningOptions.Epochs to {needed}, or end the schedule by step {result.Steps} " +
+                         "(or leave its end step at −1: the end of the fine-tuning run).");
         }
+        else if (reached.TargetSparsity is { } aimed && reached.Sparsity < aimed - 0.005)
+            warnings.Add($"The pruned model's sparsity is {reached.Sparsity:P1}, below the target {aimed:P1} (schedule {schedule}).");
+        var report = warnings.Count == 0 ? reached : BuildReport(plan, result.Model, result.Steps, completed, schedule, warnings);
+        foreach (var warning in warnings)
+            log.Warning(warning);
         log.Info($"Pruned: {report.ZeroWeights:N0} of {report.Weights:N0} weights are zero; sparsity {report.Sparsity:P1}.{Environment.NewLine}{report}");
         var resultOptions = source.TrainingOptions.Clone();
         resultOptions.Architecture = result.Model.Architecture;
@@ -134,7 +143,21 @@ public sealed class PruningEstimator : CompressionStageEstimator<PruningOptions,
         return plan;
     }
 
-    private PruningReport BuildReport(LayerPlan[] plan, NetworkModel pruned, long steps, bool completed)
+    /// <summary>Steps in one fine-tuning epoch of <paramref name="data"/> (rows counted by a cursor when the view does not know them).</summary>
+    private static long StepsPerEpoch(IDataView data, int batchSize)
+    {
+        long rows = data.GetRowCount() ?? -1;
+        if (rows < 0)
+        {
+            rows = 0;
+            using var cursor = data.GetRowCursor([]);
+            while (cursor.MoveNext())
+                rows++;
+        }
+        return (rows + batchSize - 1) / batchSize;
+    }
+
+    private PruningReport BuildReport(LayerPlan[] plan, NetworkModel pruned, long steps, bool completed, PruningSchedule schedule, IReadOnlyList<string> warnings)
     {
         var now = pruned.ParameterizedLayers.ToArray();
         bool global = Settings.Granularity == PruningGranularity.Global;
@@ -145,7 +168,7 @@ public sealed class PruningEstimator : CompressionStageEstimator<PruningOptions,
             PruningGranularity.PerLayer => plan.Sum(p => (p.Target ?? 0) * p.Layer.Weight.LongLength) / plan.Sum(p => (double)p.Layer.Weight.LongLength),
             _ => null,
         };
-        long? end = Settings.Granularity == PruningGranularity.StructuredNeurons || Settings.Schedule.EndStep == -1 ? null : Settings.Schedule.EndStep;
-        return new PruningReport(stats, target, steps, end, completed, Settings.Granularity);
+        long? end = Settings.Granularity == PruningGranularity.StructuredNeurons || schedule.EndStep == -1 ? null : schedule.EndStep;
+        return new PruningReport(stats, target, steps, end, completed, Settings.Granularity, warnings.ToArray());
     }
 }

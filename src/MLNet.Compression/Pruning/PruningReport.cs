@@ -24,8 +24,9 @@ public sealed record PruningReport : CompressionStageReport
 {
     [JsonConstructor]
     internal PruningReport(IReadOnlyList<LayerPruningStats> layers, double? targetSparsity, long stepsRun, long? plannedEndStep, bool scheduleCompleted,
-        PruningGranularity? granularity)
+        PruningGranularity? granularity, IReadOnlyList<string>? warnings = null)
     {
+        Warnings = warnings ?? [];
         Layers = layers;
         TargetSparsity = targetSparsity;
         StepsRun = stepsRun;
@@ -33,6 +34,12 @@ public sealed record PruningReport : CompressionStageReport
         ScheduleCompleted = scheduleCompleted;
         Granularity = granularity;
     }
+
+    /// <summary>
+    /// What the user should know about the run, e.g. a target sparsity not reached because fine-tuning ended before the
+    /// schedule did (also logged as warnings, and part of <see cref="ToString"/>). Empty when all went as planned.
+    /// </summary>
+    public IReadOnlyList<string> Warnings { get; }
 
     /// <summary>Every weighted layer, in order.</summary>
     public IReadOnlyList<LayerPruningStats> Layers { get; }
@@ -96,6 +103,8 @@ public sealed record PruningReport : CompressionStageReport
         sb.Append(c, $"{"total",-10} {"",11} {Weights,17:N0} {ZeroWeights,10:N0} {Sparsity,9:P1} {(TargetSparsity is { } tt ? tt.ToString("P0", c) : "-"),7}");
         if (StepsRun > 0 || PlannedEndStep is not null)
             sb.Append(c, $"{Environment.NewLine}{StepsRun:N0} step(s) run{(PlannedEndStep is { } e ? string.Format(c, ", schedule ends at step {0:N0}", e) : string.Empty)}{(ScheduleCompleted ? string.Empty : " (not reached)")}");
+        foreach (var warning in Warnings)
+            sb.Append(c, $"{Environment.NewLine}WARNING: {warning}");
         return sb.ToString();
     }
 }

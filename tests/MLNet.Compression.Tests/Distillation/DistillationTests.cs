@@ -149,6 +149,42 @@ public sealed class DistillationEstimatorTests : IClassFixture<QuantizableMlpFix
     }
 
     [Fact]
+    public void WithAlphaZeroTheStudentLearnsBitForBitWhatItLearnsAloneOnAShufflingSource()
+    {
+        // A cached view shuffles, so the row order is the trainer's own: a teacher must not change it (an ONNX teacher's
+        // batched scoring view and an ML.NET pipeline alike). With alpha = 0 only the labels count, so the weights must be
+        // exactly those of the student trained alone.
+        var rows = Ml.Data.Cache(Ml.Data.TakeRows(fixture.Train, 600));
+        Assert.True(rows.CanShuffle);
+        var sdca = Ml.Transforms.NormalizeMeanVariance("Features")
+            .Append(Ml.MulticlassClassification.Trainers.SdcaMaximumEntropy("Label", "Features", maximumNumberOfIterations: 3))
+            .Fit(rows);
+        using var alone = Ml.Compression().NeuralNetwork(Student(epochs: 2)).Fit(rows);
+        foreach (var teacher in new ITransformer[] { fixture.Model, sdca })
+        {
+            using var distilled = Ml.Compression().Distill(teacher, Student(epochs: 2), new DistillationOptions { Alpha = 0 }).Fit(rows);
+            AssertSameWeights(alone, distilled);
+        }
+        // The comparison can fail: another seed gives other weights.
+        var other = Student(epochs: 2);
+        other.Seed = 6;
+        using var reseeded = Ml.Compression().Distill(fixture.Model, other, new DistillationOptions { Alpha = 0 }).Fit(rows);
+        Assert.NotEqual(alone.Network.ParameterizedLayers.First().Weight, reseeded.Network.ParameterizedLayers.First().Weight);
+    }
+
+    internal static void AssertSameWeights(NeuralNetworkTransformer expected, NeuralNetworkTransformer actual)
+    {
+        var a = expected.Network.ParameterizedLayers.ToArray();
+        var b = actual.Network.ParameterizedLayers.ToArray();
+        Assert.Equal(a.Length, b.Length);
+        for (int i = 0; i < a.Length; i++)
+        {
+            Assert.True(a[i].Weight.AsSpan().SequenceEqual(b[i].Weight), $"layer {a[i].Name}: weights differ");
+            Assert.True(a[i].Bias.AsSpan().SequenceEqual(b[i].Bias), $"layer {a[i].Name}: biases differ");
+        }
+    }
+
+    [Fact]
     public void BadTeachersAndSettingsThrowSayingWhatIsWrong()
     {
         var rows = Ml.Data.TakeRows(fixture.Train, 200);

@@ -67,7 +67,7 @@ public sealed class PruningScheduleTests
         Assert.Equal("finalSparsity", Assert.Throws<ArgumentOutOfRangeException>(() => PruningSchedule.PolynomialDecay(0.5, 1, 0, 10)).ParamName);
         Assert.Equal("endStep", Assert.Throws<ArgumentException>(() => PruningSchedule.PolynomialDecay(0.5, 0.8, 10, 10)).ParamName);
         Assert.Equal("endStep", Assert.Throws<ArgumentException>(() => PruningSchedule.ConstantSparsity(0.5, 100, 50)).ParamName);
-        Assert.Equal("endStep", Assert.Throws<ArgumentOutOfRangeException>(() => PruningSchedule.PolynomialDecay(0.5, 0.8, 0, -1)).ParamName);
+        Assert.Equal("endStep", Assert.Throws<ArgumentOutOfRangeException>(() => PruningSchedule.PolynomialDecay(0.5, 0.8, 0, -2)).ParamName);
         Assert.Equal("beginStep", Assert.Throws<ArgumentOutOfRangeException>(() => PruningSchedule.ConstantSparsity(0.5, -1)).ParamName);
         Assert.Equal("frequency", Assert.Throws<ArgumentOutOfRangeException>(() => PruningSchedule.ConstantSparsity(0.5, frequency: 0)).ParamName);
         Assert.Equal("frequency", Assert.Throws<ArgumentOutOfRangeException>(() => PruningSchedule.PolynomialDecay(0.5, 0.8, 0, 10, frequency: -5)).ParamName);
