@@ -37,7 +37,7 @@ public static class CarMpgTask
     {
         var network = settings.Adjust(Network);
         var rows = new List<TrainerRow>();
-        var trainers = new (string Name, Func<MLContext, IEstimator<ITransformer>?> Make)[]
+        var trainers = new (string Name, Func<MLContext, IEstimator<ITransformer>> Make)[]
         {
             ("NeuralNetwork", ml => NeuralNetworkTrainers.Regression(ml, @"MilesPerGallon", network)),
             ("Sdca", ml => ml.Regression.Trainers.Sdca(labelColumnName: @"MilesPerGallon", featureColumnName: @"Features")),
@@ -54,7 +54,7 @@ public static class CarMpgTask
             testRows = ml.Data.CreateEnumerable<CarInput>(test, false).LongCount();
             featureLength = TaskRunner.FeatureLength(Featurize(ml), train);
             var trainer = make(ml);
-            rows.Add(TaskRunner.Run<CarInput, CarOutput>(name, trainer is null ? null : Featurize(ml).Append(trainer), ml, train, test,
+            rows.Add(TaskRunner.Run<CarInput, CarOutput>(name, Featurize(ml).Append(trainer), ml, train, test,
                 Evaluate, "RSquared", settings.OutputDirectory, $"car-mpg-{name.ToLowerInvariant()}.zip",
                 TaskRunner.Take<CarInput>(ml, test, 3),
                 (x, y) => $"{x.Name} ({x.Year:0}, {x.Cylinders:0} cyl, {x.Horsepower:0} hp, {x.Weight:0} lbs): {y.Score:0.0} mpg (it does {x.MilesPerGallon:0.0})"));

@@ -27,7 +27,7 @@ public static class SeattleRainTask
     {
         var network = settings.Adjust(Network);
         var rows = new List<TrainerRow>();
-        var trainers = new (string Name, Func<MLContext, IEstimator<ITransformer>?> Make)[]
+        var trainers = new (string Name, Func<MLContext, IEstimator<ITransformer>> Make)[]
         {
             ("NeuralNetwork", ml => NeuralNetworkTrainers.Binary(ml, @"Rain", network)),
             ("Sdca", ml => ml.BinaryClassification.Trainers.SdcaLogisticRegression(labelColumnName: @"Rain", featureColumnName: @"Features")),
@@ -45,7 +45,7 @@ public static class SeattleRainTask
             testRows = test.GetRowCount() ?? ml.Data.CreateEnumerable<WeatherInput>(test, false).LongCount();
             featureLength = TaskRunner.FeatureLength(Featurize(ml), train);
             var trainer = make(ml);
-            rows.Add(TaskRunner.Run<WeatherInput, WeatherOutput>(name, trainer is null ? null : Featurize(ml).Append(trainer), ml, train, test,
+            rows.Add(TaskRunner.Run<WeatherInput, WeatherOutput>(name, Featurize(ml).Append(trainer), ml, train, test,
                 Evaluate, "AreaUnderRocCurve", settings.OutputDirectory, $"seattle-rain-{name.ToLowerInvariant()}.zip",
                 TaskRunner.Take<WeatherInput>(ml, test, 3),
                 (x, y) => $"{x.Date} {x.TempMin:0.#}..{x.TempMax:0.#} °C, wind {x.Wind:0.#}: rain {y.PredictedLabel} (p = {y.Probability:0.00}; it {(x.Rain ? "did" : "did not")})"));
