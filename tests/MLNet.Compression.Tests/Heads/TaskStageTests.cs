@@ -101,9 +101,9 @@ public class TaskStageTests(TaskModelsFixture f, ITestOutputHelper output) : ICl
     [Fact]
     public void Distillation_TrainsBinaryAndRegressionStudents_FromTheTeachersScore()
     {
-        var student = new NeuralNetworkOptions { Architecture = NetworkArchitecture.Mlp([16], TaskData.BinaryFeatures), Epochs = 25, BatchSize = 32 };
+        var student = new NeuralNetworkOptions { Architecture = NetworkArchitecture.Mlp([16], TaskData.BinaryFeatures), Epochs = 25, BatchSize = 32, Seed = 1 };
         using var binary = f.Ml.Compression().Distill(f.Binary, student, temperature: 2, alpha: 0.7).Fit(f.BinaryTrain);
-        var regressionStudent = new NeuralNetworkOptions { Architecture = NetworkArchitecture.Mlp([16], TaskData.RegressionFeatures), Epochs = 25, BatchSize = 64 };
+        var regressionStudent = new NeuralNetworkOptions { Architecture = NetworkArchitecture.Mlp([16], TaskData.RegressionFeatures), Epochs = 25, BatchSize = 64, Seed = 1 };
         using var regression = f.Ml.Compression().Distill(f.Regression, regressionStudent, temperature: 1, alpha: 0.7).Fit(f.RegressionTrain);
         Assert.Equal(MLNet.Compression.Networks.Heads.OutputHeadKind.Binary, binary.HeadKind);
         Assert.Equal(MLNet.Compression.Networks.Heads.OutputHeadKind.Regression, regression.HeadKind);
