@@ -222,6 +222,7 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
             Forward = teacher is null ? null : teacher.Forward,
             Loss = teacher is null ? null : (logits, y, _) => teacher.Loss(logits, y),
             TargetColumnName = der is null ? null : IncrementalDataView.TargetsColumnName,
+            TargetsMayHoldNaN = der is not null, // NaN marks new rows and classes the stored outputs do not cover
             ExtraLoss = der is null ? null : der.Loss,
         };
         log.Info($"Continuing {network.Architecture.Name} on {newRows:N0} new rows ({strategies}), {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}" +

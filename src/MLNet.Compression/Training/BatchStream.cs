@@ -89,6 +89,12 @@ internal sealed class BatchStream
     /// <summary>How the rows of the last (or current) <see cref="Read"/> are ordered.</summary>
     public RowOrder LastOrder { get; private set; }
 
+    /// <summary>
+    /// Whether NaN in the target column means "no target for this value" (logit replay marks new rows and classes an exemplar's
+    /// stored outputs do not cover with NaN) rather than a bad row: then only infinite targets skip a row. Default false.
+    /// </summary>
+    public bool TargetsMayHoldNaN { get; init; }
+
     /// <summary>Rows of the last <see cref="Read"/> skipped because a feature or target value was NaN or infinite.</summary>
     public long LastSkippedNonFinite { get; private set; }
 
@@ -316,7 +322,7 @@ internal sealed class BatchStream
                     if (target.Length != stream.TargetLength)
                         throw new InvalidDataException(
                             $"Row {cursor.Position} of column '{stream.targetColumn!.Value.Name}' has {target.Length} values, expected {stream.TargetLength}.");
-                    if (!AllFinite(target.GetValues()))
+                    if (stream.TargetsMayHoldNaN ? AnyInfinite(target.GetValues()) : !AllFinite(target.GetValues()))
                     {
                         stream.LastSkippedNonFinite++;
                         continue;
@@ -330,6 +336,14 @@ internal sealed class BatchStream
         }
 
         public void Dispose() => cursor.Dispose();
+
+        private static bool AnyInfinite(ReadOnlySpan<float> values)
+        {
+            foreach (var v in values)
+                if (float.IsInfinity(v))
+                    return true;
+            return false;
+        }
 
         private static bool AllFinite(ReadOnlySpan<float> values)
         {

@@ -20,6 +20,12 @@ internal sealed class TrainingHooks
     /// </summary>
     public string? TargetColumnName { get; init; }
 
+    /// <summary>
+    /// Whether NaN values in <see cref="TargetColumnName"/> are deliberate (a value without a target, as logit replay's new rows)
+    /// instead of marking a row to skip. Default false: a row with a NaN target is skipped and counted like a NaN feature.
+    /// </summary>
+    public bool TargetsMayHoldNaN { get; init; }
+
     /// <summary>Extra loss added to the head's training loss (EWC); gets the float32 outputs and the batch.</summary>
     public Func<Tensor, BatchStream.Batch, Tensor>? ExtraLoss { get; init; }
 
@@ -102,6 +108,7 @@ internal sealed class TrainingSession
         var head = model.Head;
         var stream = new BatchStream(data, options.LabelColumnName, options.FeatureColumnName, model.InputLength, hooks?.TargetColumnName, head)
         {
+            TargetsMayHoldNaN = hooks?.TargetsMayHoldNaN ?? false,
             ShuffleCacheLimitBytes = options.ShuffleCacheLimitBytes,
             ShuffleBufferRows = options.ShuffleBufferRows,
             Cancellation = cancellation,

@@ -260,6 +260,8 @@ public sealed class ReplayOptionsTests : IClassFixture<IncrementFixture>
         double diff = a.Zip(b, (x, y) => Math.Abs(x - y)).Max();
         output.WriteLine($"largest weight difference DER++ vs replay: {diff:G3}; accuracy {Accuracy(withLogits, fixture.Test):F3} vs {Accuracy(without, fixture.Test):F3}");
         Assert.True(diff > 1e-4, $"the logit term changed no weight ({diff})");
+        // NaN in the replay targets marks "no stored output" (new rows, uncovered classes): no row may be skipped for it.
+        Assert.All(withLogits.TrainingHistory, m => Assert.Equal(0, m.SkippedRows));
 
         // The stored outputs are the trained network's: for an exemplar, float16 of what the model scores on its decoded features.
         using var dir = TestMnist.NewTempDirectory();
