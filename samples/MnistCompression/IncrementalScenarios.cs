@@ -85,13 +85,13 @@ internal static class IncrementalScenarios
     /// <param name="only">Row names to run (Split-MNIST strategies, or any "incremental-*" for the original recipe); null for all.</param>
     /// <param name="onFinal">Called with each row and its final model before the model is disposed (the main job evaluates and saves it there).</param>
     public static List<IncrementalRow> Run(MLContext ml, IDataView train, IDataView test, TrainingDevice device, bool quick, Action<string>? log = null,
-        IReadOnlyCollection<string>? only = null, Action<IncrementalRow, NeuralNetworkTransformer>? onFinal = null)
+        IReadOnlyCollection<string>? only = null, Action<IncrementalRow, NeuralNetworkTransformer>? onFinal = null, int maxSeeds = 1)
     {
         log ??= Console.WriteLine;
         var rows = new List<IncrementalRow>();
         if (only is null || only.Any(o => o.StartsWith("incremental", StringComparison.Ordinal)))
             rows.AddRange(OriginalRecipe(ml, train, test, device, quick, log, onFinal));
-        rows.AddRange(SplitMnist(ml, train, test, device, quick, log, only, onFinal));
+        rows.AddRange(SplitMnist(ml, train, test, device, quick, log, only, onFinal, maxSeeds));
         return rows;
     }
 
@@ -179,8 +179,9 @@ internal static class IncrementalScenarios
     ];
 
     /// <summary>Class-incremental Split-MNIST with each strategy; accuracy is the final average over all ten classes.</summary>
+    /// <param name="maxSeeds">How many of a row's seeds run (the main job's <c>--seeds</c>; default 1: the row's own seed only).</param>
     public static List<IncrementalRow> SplitMnist(MLContext ml, IDataView train, IDataView test, TrainingDevice device, bool quick, Action<string> log,
-        IReadOnlyCollection<string>? only = null, Action<IncrementalRow, NeuralNetworkTransformer>? onFinal = null)
+        IReadOnlyCollection<string>? only = null, Action<IncrementalRow, NeuralNetworkTransformer>? onFinal = null, int maxSeeds = 1)
     {
         int rowsPerTask = quick ? 1000 : int.MaxValue;
         if (quick)
@@ -208,7 +209,7 @@ internal static class IncrementalScenarios
         {
             if (only is not null ? !only.Contains(config.Name) : quick && !config.InQuick)
                 continue;
-            int[] seeds = quick ? [1] : config.Seeds ?? [1]; // --quick: today's four rows, one seed, as before
+            int[] seeds = quick ? [1] : (config.Seeds ?? [1]).Take(Math.Max(1, maxSeeds)).ToArray(); // --quick: today's four rows, one seed; --seeds N: up to N
             // The row itself (the first seed) first; its model waits while the other seeds run, so that the row carries their mean and spread.
             var (main, final) = RunSplit(config, seeds[0]);
             var seedRows = new List<IncrementalRow>();

@@ -13,7 +13,7 @@ namespace MnistCompression;
 /// <param name="Device">Where TorchSharp trains.</param>
 /// <param name="Epochs">Epochs of the LeNet-300-100 baseline (LeNet-5 gets half); null for the default (10, or 3 with --quick).</param>
 /// <param name="Quick">The small configuration used by the CI smoke test.</param>
-internal sealed record MainJobSettings(string OutputDirectory, string? DataDirectory, TrainingDevice Device, int? Epochs, bool Quick)
+internal sealed record MainJobSettings(string OutputDirectory, string? DataDirectory, TrainingDevice Device, int? Epochs, bool Quick, int Seeds = 1)
 {
     /// <summary>Training rows with <see cref="Quick"/> (the first rows of the training split).</summary>
     public const int QuickTrainRows = 10_000;

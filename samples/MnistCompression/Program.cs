@@ -32,6 +32,11 @@ var stagesOption = new Option<string[]>("--stages")
     Description = "Stages to run, any subset (space or comma separated; they always run in the order below). Default: all." + Environment.NewLine + stageList,
     AllowMultipleArgumentsPerToken = true,
 };
+var seedsOption = new Option<int>("--seeds")
+{
+    Description = "Seeds of the Split-MNIST rows that repeat over seeds (split-mnist-replay and -best: up to 3; the extra runs are rows named -seed2, -seed3 and the row carries the mean and spread). Default: 1.",
+    DefaultValueFactory = _ => 1,
+};
 var quickOption = new Option<bool>("--quick")
 {
     Description = $"Small configuration for a smoke test (about a minute on 2 cores): the first {MainJobSettings.QuickTrainRows:N0} training and {MainJobSettings.QuickTestRows:N0} test rows, 3 baseline epochs (LeNet-5: 1), 1 fine-tuning epoch per stage.",
@@ -40,7 +45,7 @@ var root = new RootCommand(
     "MLNet.Compression on MNIST: trains LeNet-300-100 and LeNet-5, compresses them stage by stage, evaluates, saves and reloads every model, " +
     "and reports accuracy, size, memory and speed beside the published figures (results.json, accuracy-vs-size.png, training-curves.png).")
 {
-    dataOption, outOption, deviceOption, epochsOption, stagesOption, quickOption,
+    dataOption, outOption, deviceOption, epochsOption, stagesOption, seedsOption, quickOption,
 };
 root.SetAction(parse =>
 {
@@ -58,7 +63,7 @@ root.SetAction(parse =>
         Console.Error.WriteLine(ex is ArgumentException { ParamName: not null } a ? a.Message.Replace($" (Parameter '{a.ParamName}')", "") : ex.Message);
         return 2;
     }
-    var settings = new MainJobSettings(parse.GetValue(outOption)!, parse.GetValue(dataOption), device, parse.GetValue(epochsOption), parse.GetValue(quickOption));
+    var settings = new MainJobSettings(parse.GetValue(outOption)!, parse.GetValue(dataOption), device, parse.GetValue(epochsOption), parse.GetValue(quickOption), parse.GetValue(seedsOption));
     return Run(settings, stages);
 });
 return root.Parse(args).Invoke();
