@@ -116,12 +116,12 @@ public static class NeuralNetworkCatalogExtensions
         {
             LabelColumnName = labelColumnName,
             FeatureColumnName = featureColumnName,
-            Architecture = Networks.NetworkArchitecture.Mlp(hidden, 1), // replaced at Fit by the feature column's size
+            Architecture = Networks.NetworkArchitecture.Mlp(hidden), // its input size is the feature column's, taken at Fit
             Epochs = epochs,
             BatchSize = batchSize,
             LearningRate = learningRate,
         };
-        return new NeuralNetworkTrainer(ContextOf(catalog), options, head, hidden);
+        return new NeuralNetworkTrainer(ContextOf(catalog), options, head);
     }
 
     private static NeuralNetworkTrainer WithOptions(object catalog, OutputHeadKind head, NeuralNetworkOptions options)

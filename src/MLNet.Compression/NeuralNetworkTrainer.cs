@@ -23,18 +23,11 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
     private readonly NeuralNetworkOptions options;
     private readonly OutputHead head;
 
-    private readonly int[]? hiddenLayersOverFeatures;
-
     /// <param name="ml">The context.</param>
     /// <param name="options">The training options (copied).</param>
     /// <param name="head">The task: which output head the network gets.</param>
-    /// <param name="hiddenLayersOverFeatures">
-    /// When set (the catalog's flat overloads), the architecture is an MLP with these hidden layers over as many inputs as the
-    /// feature column has, decided at <see cref="Fit"/>.
-    /// </param>
-    internal NeuralNetworkTrainer(MLContext ml, NeuralNetworkOptions options, OutputHeadKind head = OutputHeadKind.Multiclass, int[]? hiddenLayersOverFeatures = null)
+    internal NeuralNetworkTrainer(MLContext ml, NeuralNetworkOptions options, OutputHeadKind head = OutputHeadKind.Multiclass)
     {
-        this.hiddenLayersOverFeatures = hiddenLayersOverFeatures?.ToArray();
         ArgumentNullException.ThrowIfNull(ml);
         ArgumentNullException.ThrowIfNull(options);
         options.ValidateForTraining();
@@ -58,7 +51,6 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
     public NeuralNetworkTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        var options = OptionsFor(input.Schema);
         options.CancellationToken.ThrowIfCancellationRequested();
         var architecture = options.Architecture.ForFeatures(input.Schema, options.FeatureColumnName);
         EnsureHasRows(input);
@@ -100,17 +92,6 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
         throw new ArgumentException(
             "The training data has no rows. Check the file or collection it was loaded from, and any filters (e.g. FilterRowsByColumn) before the trainer.",
             nameof(input));
-    }
-
-    /// <summary>The options with the architecture resolved against <paramref name="schema"/>'s feature column (flat catalog overloads).</summary>
-    private NeuralNetworkOptions OptionsFor(DataViewSchema schema)
-    {
-        if (hiddenLayersOverFeatures is null)
-            return options;
-        var features = SchemaValidation.FeatureColumn(schema, options.FeatureColumnName, 0);
-        var resolved = options.Clone();
-        resolved.Architecture = NetworkArchitecture.Mlp(hiddenLayersOverFeatures, ((VectorDataViewType)features.Type).Size);
-        return resolved;
     }
 
     /// <summary>Initialises weights the way PyTorch does for Linear and Conv2d layers, from <paramref name="seed"/>.</summary>
