@@ -47,6 +47,14 @@ public abstract class FineTuningOptions
     [JsonIgnore]
     public DistributedOptions? Distributed { get; set; }
 
+    /// <summary>
+    /// Random image distortions applied to each fine-tuning batch (see <see cref="ImageAugmentation"/>), never to scoring.
+    /// Default (null): the model's own <see cref="NeuralNetworkOptions.Augmentation"/>, so a stage distorts its batches as the
+    /// model's training did. <see cref="ImageAugmentation.None"/>: no distortion in this stage even when the model was trained
+    /// with some. Saved in checkpoints with the stage's other settings.
+    /// </summary>
+    public ImageAugmentation? Augmentation { get; set; }
+
     /// <summary>The options class's name, for error messages ("PruningOptions").</summary>
     private protected abstract string OptionsName { get; }
 
@@ -73,6 +81,7 @@ public abstract class FineTuningOptions
         tuning.Progress = Progress;
         tuning.ProgressInterval = ProgressInterval ?? model.ProgressInterval;
         tuning.Distributed = Distributed ?? model.Distributed;
+        tuning.Augmentation = Augmentation is null ? model.Augmentation : Augmentation.IsNone ? null : Augmentation;
         return tuning;
     }
 
@@ -86,6 +95,7 @@ public abstract class FineTuningOptions
         copy.ProgressInterval = ProgressInterval;
         copy.CancellationToken = CancellationToken;
         copy.Distributed = Distributed;
+        copy.Augmentation = Augmentation;
         return copy;
     }
 
@@ -103,6 +113,7 @@ public abstract class FineTuningOptions
         if (ProgressInterval is < 1)
             throw new ArgumentOutOfRangeException(nameof(ProgressInterval), ProgressInterval, $"{OptionsName}.ProgressInterval must be at least 1 (or null for the model's).");
         Distributed?.Validate();
+        Augmentation?.Validate();
     }
 }
 

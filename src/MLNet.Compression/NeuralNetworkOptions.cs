@@ -208,7 +208,7 @@ public sealed class NeuralNetworkOptions
             throw new ArgumentOutOfRangeException(nameof(ScoringBatchSize), ScoringBatchSize, "NeuralNetworkOptions.ScoringBatchSize must be positive.");
         if (MemoryBudgetBytes is <= 0)
             throw new ArgumentOutOfRangeException(nameof(MemoryBudgetBytes), MemoryBudgetBytes, "NeuralNetworkOptions.MemoryBudgetBytes must be positive (or null for no budget).");
-        if (Augmentation is not null)
+        if (Augmentation is { IsNone: false })
         {
             Augmentation.Validate();
             Augmentation.ResolveShape(Architecture.InputShape);

@@ -39,9 +39,11 @@ internal sealed class CheckpointAugmentation
 
     /// <summary>
     /// The augmentation, checked by the same rules as a new one; a bad stored value throws a
-    /// <see cref="Training.CheckpointFormatException"/> naming the field (<c>options.augmentation.maxRotationDegrees</c>, ...).
+    /// <see cref="Training.CheckpointFormatException"/> naming the field (<c>options.augmentation.maxRotationDegrees</c>, ...;
+    /// <paramref name="at"/> is the field's path, <c>recipe[0].clustering.augmentation</c> for a fine-tuning stage's own).
+    /// All zeros read back as <see cref="ImageAugmentation.None"/>.
     /// </summary>
-    public static ImageAugmentation? To(CheckpointAugmentation? c)
+    public static ImageAugmentation? To(CheckpointAugmentation? c, string at = "options.augmentation")
     {
         if (c is null)
             return null;
@@ -56,7 +58,7 @@ internal sealed class CheckpointAugmentation
         }
         catch (ArgumentException e)
         {
-            throw Training.Checkpoint.Fault(Training.Checkpoint.JsonEntry, "options.augmentation" + (e.ParamName is { } p ? "." + p : string.Empty), e.Message, e);
+            throw Training.Checkpoint.Fault(Training.Checkpoint.JsonEntry, at + (e.ParamName is { } p ? "." + p : string.Empty), e.Message, e);
         }
     }
 }

@@ -8,7 +8,8 @@ namespace MLNet.Compression;
 /// a random displacement field smoothed by a Gaussian). Every row gets a fresh draw in every epoch, from the run's seed, so a run
 /// is repeatable; nothing is stored, and scoring, the ONNX export and the saved model are exactly those of a run without
 /// augmentation. Set it on <see cref="NeuralNetworkOptions.Augmentation"/>; the fine-tuning stages (pruning, quantization-aware
-/// training, weight clustering, distillation, continued training) inherit it from the model's options.
+/// training, weight clustering, distillation, continued training) inherit it from the model's options unless their own
+/// <see cref="FineTuningOptions.Augmentation"/> says otherwise (<see cref="None"/> turns it off for a stage).
 /// </summary>
 /// <remarks>
 /// The feature vector must be an image: its shape (channels, height, width) comes from a convolutional architecture's input shape
@@ -54,6 +55,16 @@ public sealed record ImageAugmentation
 
     /// <summary>Whether the elastic distortion is on.</summary>
     public bool IsElastic => ElasticAlpha > 0;
+
+    /// <summary>
+    /// No distortion at all: training with it is training without augmentation (it needs no image shape). Its use is
+    /// <see cref="FineTuningOptions.Augmentation"/>, where null means "the model's own augmentation" and <see cref="None"/> turns
+    /// a model's augmentation off for one fine-tuning stage. Equal to <c>Affine(0, 0)</c>.
+    /// </summary>
+    public static ImageAugmentation None { get; } = new();
+
+    /// <summary>Whether this draws no distortion (no shift, rotation, scaling or elastic field), as <see cref="None"/>.</summary>
+    public bool IsNone => MaxShiftPixels == 0 && MaxRotationDegrees == 0 && MinScale == 1 && MaxScale == 1 && !IsElastic;
 
     /// <summary>
     /// A random affine transform per row: a shift of up to <paramref name="maxShiftPixels"/> pixels on each axis, a rotation of

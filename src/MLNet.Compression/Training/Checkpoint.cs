@@ -415,6 +415,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                         CacheTeacherOutputs = dd.CacheTeacherOutputs,
                         CacheDirectory = dd.CacheDirectory,
                     },
+                    Augmentation = Augmentation.CheckpointAugmentation.From(c.Augmentation),
                 },
             });
             else if (step is QuantizeStep { Options: var q })
@@ -435,6 +436,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                     QatLearningRate = q.QatLearningRate,
                     BatchSize = q.BatchSize,
                     ProgressInterval = q.ProgressInterval,
+                    Augmentation = Augmentation.CheckpointAugmentation.From(q.Augmentation),
                 },
             });
             else
@@ -471,6 +473,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                         QatLearningRate = q.QatLearningRate,
                         BatchSize = q.BatchSize,
                         ProgressInterval = q.ProgressInterval,
+                        Augmentation = Augmentation.CheckpointAugmentation.To(q.Augmentation, at + ".quantization.augmentation"),
                     };
                     Validated(quantization.Validate, at + ".quantization");
                     recipe = recipe.Then(new QuantizeStep(quantization));
@@ -501,6 +504,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                         BatchSize = c.BatchSize,
                         ProgressInterval = c.ProgressInterval,
                         Distillation = dist,
+                        Augmentation = Augmentation.CheckpointAugmentation.To(c.Augmentation, at + ".clustering.augmentation"),
                     };
                     Validated(clustering.Validate, at + ".clustering");
                     recipe = recipe.Then(new ClusterStep(clustering));

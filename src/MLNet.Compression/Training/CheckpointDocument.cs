@@ -206,6 +206,8 @@ internal sealed class CheckpointQuantization
     public int? QatEpochs { get; set; }
 
     public double? QatLearningRate { get; set; }
+
+    public Augmentation.CheckpointAugmentation? Augmentation { get; set; }
 }
 
 /// <summary>
@@ -233,6 +235,8 @@ internal sealed class CheckpointClustering
     public int? BatchSize { get; set; }
 
     public CheckpointDistillation? Distillation { get; set; }
+
+    public Augmentation.CheckpointAugmentation? Augmentation { get; set; }
 }
 
 /// <summary>Every <see cref="Distillation.DistillationOptions"/> property.</summary>

@@ -169,7 +169,7 @@ internal sealed class TrainingSession
         RowOrder? loggedOrder = null;
         bool warnedSkipped = false;
 
-        var augmenter = Augmentation.ImageAugmenter.Create(options.Augmentation, model.Architecture, seed); // training batches only
+        var augmenter = options.Augmentation is { IsNone: true } ? null : Augmentation.ImageAugmenter.Create(options.Augmentation, model.Architecture, seed); // training batches only
         for (int epoch = 1; epoch <= options.Epochs; epoch++)
         {
             net.train();

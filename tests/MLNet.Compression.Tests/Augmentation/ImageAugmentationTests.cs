@@ -5,6 +5,7 @@ using MLNet.Compression.Augmentation;
 using MLNet.Compression.Native;
 using MLNet.Compression.Networks;
 using MLNet.Compression.Onnx.Proto;
+using MLNet.Compression.Pruning;
 using MLNet.Compression.Tests.TestData;
 using Xunit;
 using Xunit.Abstractions;
@@ -134,6 +135,57 @@ public sealed class ImageAugmentationTests
         double augmentedAccuracy = ml.MulticlassClassification.Evaluate(augmented.Transform(test)).MicroAccuracy;
         output.WriteLine($"3 epochs on 600 rows: accuracy {plainAccuracy:F3} without, {augmentedAccuracy:F3} with augmentation");
         Assert.True(augmentedAccuracy >= 0.5, $"Accuracy {augmentedAccuracy:F3} after training on augmented batches: the labels did not survive.");
+    }
+
+    [Fact]
+    public void APruningStageInheritsTheModelsAugmentationOrSetsItsOwnAndExportsTheSameGraph()
+    {
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.TakeRows(TestMnist.LoadTrain(ml), 400);
+        using var model = ml.Compression().NeuralNetwork(new NeuralNetworkOptions
+        {
+            Architecture = NetworkArchitecture.LeNet5(), Epochs = 1, BatchSize = 50, Seed = 5, Device = TrainingDevice.Cpu, Augmentation = Distortions,
+        }).Fit(train);
+        byte[] Pruned(ImageAugmentation? stage)
+        {
+            using var pruned = ml.Compression().Prune(model, new PruningOptions
+            {
+                Schedule = PruningSchedule.ConstantSparsity(0.5, frequency: 4), Epochs = 1, Augmentation = stage,
+            }).Fit(train);
+            return pruned.GetOnnxModel();
+        }
+        var inherited = Pruned(null);
+        var explicitSame = Pruned(Distortions);
+        var off = Pruned(ImageAugmentation.None);
+        var milder = Pruned(ImageAugmentation.Affine(1, 3));
+        // Null takes the model's distortions: the same draws from the same seed, so the same weights to the byte.
+        Assert.True(inherited.AsSpan().SequenceEqual(explicitSame), "A stage left at null must fine-tune with the model's own augmentation.");
+        Assert.False(off.AsSpan().SequenceEqual(inherited), "ImageAugmentation.None must turn the model's augmentation off for the stage.");
+        Assert.False(milder.AsSpan().SequenceEqual(inherited), "A stage's own augmentation must replace the model's.");
+        Assert.False(milder.AsSpan().SequenceEqual(off), "A stage's own augmentation must distort the batches.");
+        // Only the weight values differ: the same graph, the same sizes.
+        Assert.Equal(WithoutWeightValues(inherited), WithoutWeightValues(off));
+        Assert.Equal(WithoutWeightValues(inherited), WithoutWeightValues(milder));
+    }
+
+    [Fact]
+    public void NoneNeedsNoImageShapeAndAStageAugmentationOnFlatFeaturesIsRefused()
+    {
+        Assert.True(ImageAugmentation.None.IsNone);
+        Assert.Equal(ImageAugmentation.Affine(0, 0), ImageAugmentation.None);
+        Assert.False(Distortions.IsNone);
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.TakeRows(TestMnist.LoadTrain(ml), 200);
+        using var mlp = ml.Compression().NeuralNetwork(new NeuralNetworkOptions
+        {
+            Architecture = NetworkArchitecture.Mlp(16), Epochs = 1, BatchSize = 50, Seed = 3, Device = TrainingDevice.Cpu, Augmentation = ImageAugmentation.None,
+        }).Fit(train);
+        using (ml.Compression().Prune(mlp, new PruningOptions { Epochs = 1, Augmentation = ImageAugmentation.None }).Fit(train))
+        {
+        }
+        var e = Assert.ThrowsAny<ArgumentException>(() =>
+            ml.Compression().Prune(mlp, new PruningOptions { Epochs = 1, Augmentation = ImageAugmentation.Affine() }).Fit(train).Dispose());
+        Assert.Contains("WithImageShape", e.Message);
     }
 
     private static byte[] WithoutWeightValues(byte[] onnx)

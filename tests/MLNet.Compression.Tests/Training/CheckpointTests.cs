@@ -153,7 +153,7 @@ public sealed class CheckpointRoundTripTests
             Mode = QuantizationMode.Int8Dynamic, PerChannel = false, BlockSize = 64, Calibration = CalibrationMethod.Percentile, CalibrationRows = 77,
             Percentile = 99.5, KeepFloat = ["output"], QuantizationAwareTraining = true, QatEpochs = 5, QatLearningRate = 3e-4,
             Progress = new Progress<TrainingProgress>(), BatchSize = 24, ProgressInterval = 9, CancellationToken = Cancelled(),
-            Distributed = DistributedOptions.Mpi(),
+            Distributed = DistributedOptions.Mpi(), Augmentation = ImageAugmentation.None,
         };
         AssertEveryPropertyDiffers(new QuantizationOptions(), quantization);
         var clustering = new WeightClusteringOptions
@@ -170,6 +170,7 @@ public sealed class CheckpointRoundTripTests
             ProgressInterval = 11,
             CancellationToken = Cancelled(),
             Distributed = DistributedOptions.Mpi(),
+            Augmentation = ImageAugmentation.Affine(1, 5).WithElastic(10, 2).WithImageShape(1, 28, 28),
         };
         AssertEveryPropertyDiffers(new WeightClusteringOptions(), clustering);
         AssertEveryPropertyDiffers(new DistillationOptions(), clustering.Distillation);
