@@ -84,20 +84,21 @@ internal static class IncrementalScenarios
     /// <summary>Runs every scenario and returns its rows.</summary>
     /// <param name="only">Row names to run (Split-MNIST strategies, or any "incremental-*" for the original recipe); null for all.</param>
     /// <param name="onFinal">Called with each row and its final model before the model is disposed (the main job evaluates and saves it there).</param>
+    /// <param name="threads">TorchSharp intra-op threads of every training (the main job's <c>--threads</c>); null for the library's default.</param>
     public static List<IncrementalRow> Run(MLContext ml, IDataView train, IDataView test, TrainingDevice device, bool quick, Action<string>? log = null,
-        IReadOnlyCollection<string>? only = null, Action<IncrementalRow, NeuralNetworkTransformer>? onFinal = null, int maxSeeds = 1)
+        IReadOnlyCollection<string>? only = null, Action<IncrementalRow, NeuralNetworkTransformer>? onFinal = null, int maxSeeds = 1, int? threads = null)
     {
         log ??= Console.WriteLine;
         var rows = new List<IncrementalRow>();
         if (only is null || only.Any(o => o.StartsWith("incremental", StringComparison.Ordinal)))
-            rows.AddRange(OriginalRecipe(ml, train, test, device, quick, log, onFinal));
-        rows.AddRange(SplitMnist(ml, train, test, device, quick, log, only, onFinal, maxSeeds));
+            rows.AddRange(OriginalRecipe(ml, train, test, device, quick, log, onFinal, threads));
+        rows.AddRange(SplitMnist(ml, train, test, device, quick, log, only, onFinal, maxSeeds, threads));
         return rows;
     }
 
     /// <summary>Train on rows 0-999, continue (warm start + replay of the first increment) on rows 1,000-1,999; joint training on rows 0-1,999.</summary>
     public static List<IncrementalRow> OriginalRecipe(MLContext ml, IDataView train, IDataView test, TrainingDevice device, bool quick, Action<string> log,
-        Action<IncrementalRow, NeuralNetworkTransformer>? onFinal = null)
+        Action<IncrementalRow, NeuralNetworkTransformer>? onFinal = null, int? threads = null)
     {
         var first = ml.Data.TakeRows(train, 1000);
         var second = ml.Data.TakeRows(ml.Data.SkipRows(train, 1000), 1000);
@@ -111,6 +112,7 @@ internal static class IncrementalScenarios
             BatchSize = 64,
             LearningRate = 1e-3,
             Device = device,
+            Threads = threads,
             Seed = 1, // fixed, so the rows do not depend on which other scenarios ran before (they draw from the context's seed)
         };
         string arch = options.Architecture.Name;
@@ -181,7 +183,7 @@ internal static class IncrementalScenarios
     /// <summary>Class-incremental Split-MNIST with each strategy; accuracy is the final average over all ten classes.</summary>
     /// <param name="maxSeeds">How many of a row's seeds run (the main job's <c>--seeds</c>; default 1: the row's own seed only).</param>
     public static List<IncrementalRow> SplitMnist(MLContext ml, IDataView train, IDataView test, TrainingDevice device, bool quick, Action<string> log,
-        IReadOnlyCollection<string>? only = null, Action<IncrementalRow, NeuralNetworkTransformer>? onFinal = null, int maxSeeds = 1)
+        IReadOnlyCollection<string>? only = null, Action<IncrementalRow, NeuralNetworkTransformer>? onFinal = null, int maxSeeds = 1, int? threads = null)
     {
         int rowsPerTask = quick ? 1000 : int.MaxValue;
         if (quick)
@@ -202,6 +204,7 @@ internal static class IncrementalScenarios
             BatchSize = 128,
             LearningRate = 1e-3,
             Device = device,
+            Threads = threads,
             Seed = 1, // every strategy starts from the same first-task model
         };
         var rows = new List<IncrementalRow>();

@@ -13,7 +13,9 @@ namespace MnistCompression;
 /// <param name="Device">Where TorchSharp trains.</param>
 /// <param name="Epochs">Epochs of the LeNet-300-100 baseline (LeNet-5 gets half); null for the default (10, or 3 with --quick).</param>
 /// <param name="Quick">The small configuration used by the CI smoke test.</param>
-internal sealed record MainJobSettings(string OutputDirectory, string? DataDirectory, TrainingDevice Device, int? Epochs, bool Quick, int Seeds = 1)
+/// <param name="Seeds">Seeds of the Split-MNIST rows that repeat over seeds.</param>
+/// <param name="Threads">TorchSharp intra-op threads of every training; null for the logical core count (the job trains one model at a time).</param>
+internal sealed record MainJobSettings(string OutputDirectory, string? DataDirectory, TrainingDevice Device, int? Epochs, bool Quick, int Seeds = 1, int? Threads = null)
 {
     /// <summary>Training rows with <see cref="Quick"/> (the first rows of the training split).</summary>
     public const int QuickTrainRows = 10_000;
@@ -74,6 +76,7 @@ internal sealed class MainJobContext : IDisposable
             LearningRate = 1e-3,
             LearningRateSchedule = LearningRateSchedule.Cosine,
             Device = settings.Device,
+            Threads = Threads,
             Seed = baselineSeed,
         };
         LeNet5Options = BaselineOptions.Clone();
@@ -101,6 +104,12 @@ internal sealed class MainJobContext : IDisposable
     public string OutputDirectory => Settings.OutputDirectory;
 
     public bool Quick => Settings.Quick;
+
+    /// <summary>
+    /// TorchSharp intra-op threads of every training in the job: <c>--threads</c>, else the logical core count. The library's
+    /// default is 1 (right for several trainings at once); the main job trains one model at a time, so it uses every core.
+    /// </summary>
+    public int Threads => Settings.Threads ?? Environment.ProcessorCount;
 
     /// <summary>Options of the LeNet-300-100 baseline; stages derive their fine-tuning settings from them.</summary>
     public NeuralNetworkOptions BaselineOptions { get; }

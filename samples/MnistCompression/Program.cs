@@ -8,6 +8,8 @@ using Spectre.Console;
 // The main job: MNIST end to end. Trains the float32 baselines, runs each selected compression stage, evaluates every
 // model on the test rows, saves its zip, reloads it and checks the predictions match, then prints the results table and
 // the published figures beside ours, and writes results.json and two PNG charts.
+if (args.Length > 0 && args[0] == MemoryBudgetProbe.Switch)
+    return MemoryBudgetProbe.RunInChild(args); // the memory-budget row's fresh-process measurement (a hidden mode)
 var stageList = string.Join(Environment.NewLine, StageRegistry.All.Select(s => $"  {s.Name}: {s.Description}"));
 var outOption = new Option<string>("--out")
 {
@@ -37,6 +39,10 @@ var seedsOption = new Option<int>("--seeds")
     Description = "Seeds of the Split-MNIST rows that repeat over seeds (split-mnist-replay and -best: up to 3; the extra runs are rows named -seed2, -seed3 and the row carries the mean and spread). Default: 1.",
     DefaultValueFactory = _ => 1,
 };
+var threadsOption = new Option<int?>("--threads")
+{
+    Description = "TorchSharp intra-op threads of every training. Default: the logical core count (the job trains one model at a time; the library's own default is 1, for concurrent trainings).",
+};
 var quickOption = new Option<bool>("--quick")
 {
     Description = $"Small configuration for a smoke test (about a minute on 2 cores): the first {MainJobSettings.QuickTrainRows:N0} training and {MainJobSettings.QuickTestRows:N0} test rows, 3 baseline epochs (LeNet-5: 1), 1 fine-tuning epoch per stage.",
@@ -45,7 +51,7 @@ var root = new RootCommand(
     "MLNet.Compression on MNIST: trains LeNet-300-100 and LeNet-5, compresses them stage by stage, evaluates, saves and reloads every model, " +
     "and reports accuracy, size, memory and speed beside the published figures (results.json, accuracy-vs-size.png, training-curves.png).")
 {
-    dataOption, outOption, deviceOption, epochsOption, stagesOption, seedsOption, quickOption,
+    dataOption, outOption, deviceOption, epochsOption, stagesOption, seedsOption, threadsOption, quickOption,
 };
 root.SetAction(parse =>
 {
@@ -57,13 +63,16 @@ root.SetAction(parse =>
         device = TrainingDevice.Parse(parse.GetValue(deviceOption)!);
         if (parse.GetValue(epochsOption) is int e && e < 1)
             throw new ArgumentException($"--epochs must be 1 or more; got {e}.");
+        if (parse.GetValue(threadsOption) is int t && t < 1)
+            throw new ArgumentException($"--threads must be 1 or more; got {t}.");
     }
     catch (Exception ex) when (ex is ArgumentException or FormatException)
     {
         Console.Error.WriteLine(ex is ArgumentException { ParamName: not null } a ? a.Message.Replace($" (Parameter '{a.ParamName}')", "") : ex.Message);
         return 2;
     }
-    var settings = new MainJobSettings(parse.GetValue(outOption)!, parse.GetValue(dataOption), device, parse.GetValue(epochsOption), parse.GetValue(quickOption), parse.GetValue(seedsOption));
+    var settings = new MainJobSettings(parse.GetValue(outOption)!, parse.GetValue(dataOption), device, parse.GetValue(epochsOption), parse.GetValue(quickOption), parse.GetValue(seedsOption),
+        parse.GetValue(threadsOption));
     return Run(settings, stages);
 });
 return root.Parse(args).Invoke();
@@ -74,7 +83,9 @@ static int Run(MainJobSettings settings, IReadOnlyList<IMainJobStage> stages)
     var clock = Stopwatch.StartNew();
     var ui = new ConsoleUi(AnsiConsole.Console);
     ui.Info($"MNIST compression main job: stages {string.Join(", ", stages.Select(s => s.Name))}; output {Path.GetFullPath(settings.OutputDirectory)}" +
-            (settings.Quick ? " (quick configuration)" : ""));
+            (settings.Quick ? " (quick configuration)" : "") +
+            $"; TorchSharp threads per training: {settings.Threads ?? Environment.ProcessorCount}" +
+            (settings.Threads is null ? $" (the {Environment.ProcessorCount} logical cores; one training at a time; --threads to change)" : " (--threads)"));
     MainJobContext context;
     try
     {

@@ -14,6 +14,13 @@ if (args.Contains("--concurrent-training", StringComparer.Ordinal))
     ConcurrentTrainingBenchmark.Run(args);
     return 0;
 }
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --thread-scaling [--arch lenet5|mlp] [--rows 10000] [--threads 1,2] [--rounds 3]
+//     (one training at a time, thread settings alternated round by round; the basis of the main job's Threads setting)
+if (args.Contains("--thread-scaling", StringComparer.Ordinal))
+{
+    ThreadScalingBenchmark.Run(args);
+    return 0;
+}
 //   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --memory-estimate [--repeats N]
 //     (training memory estimate vs measured, one fresh process per configuration; prints a markdown table)
 if (args.Length > 0 && args[0] == "--memory-estimate")

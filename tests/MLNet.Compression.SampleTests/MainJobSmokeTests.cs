@@ -11,7 +11,8 @@ public sealed class QuickRunFixture : IDisposable
     public QuickRunFixture()
     {
         OutputDirectory = MainJobProcess.NewTempDirectory();
-        Run = MainJobProcess.Run(OutputDirectory, "--quick", "--device", "cpu", "--out", OutputDirectory);
+        // One TorchSharp thread: the job's default (one per core) collapses when other test assemblies share the cores.
+        Run = MainJobProcess.Run(OutputDirectory, "--quick", "--device", "cpu", "--threads", "1", "--out", OutputDirectory);
     }
 
     public string OutputDirectory { get; }
@@ -114,6 +115,23 @@ public sealed class MainJobSmokeTests(QuickRunFixture quick) : IClassFixture<Qui
         Assert.Equal(2, rows["incremental-increment"].GetProperty("details").GetProperty("accuracyAfterStep").GetArrayLength());
     }
 
+    [Fact]
+    public void QuickRun_MeasuresTheMemoryBudgetRowInAFreshProcess_AndFlagsAMiss()
+    {
+        using var json = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(quick.OutputDirectory, "results.json")));
+        var row = json.RootElement.GetProperty("stages").EnumerateArray().Single(r => r.GetProperty("name").GetString() == "memory-budget");
+        var details = row.GetProperty("details");
+        Assert.StartsWith("fresh child process", details.GetProperty("measuredIn").GetString());
+        long estimate = details.GetProperty("estimateBytes").GetInt64();
+        long measured = details.GetProperty("measuredPeakGrowthBytes").GetInt64();
+        // LeNet-300-100 at batch 103 holds 1 MiB of parameters alone: a child that measured nothing would read near 0.
+        Assert.True(measured > 4L << 20, $"measured peak growth {measured:N0} bytes in the child: too small to be a training's");
+        Assert.True(details.GetProperty("chosenBatchSize").GetInt32() < details.GetProperty("requestedBatchSize").GetInt32(), "a 14 MiB budget must lower the batch");
+        double ratio = details.GetProperty("estimateOverMeasured").GetDouble();
+        Assert.Equal((double)estimate / measured, ratio, 9);
+        Assert.Equal(ratio is >= 0.8 and <= 1.2, details.GetProperty("estimateWithin20Percent").GetBoolean());
+    }
+
     [Theory]
     [InlineData("accuracy-vs-size.png", 1400, 900)]
     [InlineData("training-curves.png", 1000, 1100)]
@@ -133,6 +151,23 @@ public sealed class MainJobSmokeTests(QuickRunFixture quick) : IClassFixture<Qui
 /// <summary>Runs of the main job that select stages.</summary>
 public sealed class MainJobStageSelectionTests
 {
+    [Fact]
+    public void ThreadsBelowOne_IsRefusedBeforeAnyWork()
+    {
+        string dir = MainJobProcess.NewTempDirectory();
+        try
+        {
+            var run = MainJobProcess.Run(dir, "--threads", "0", "--out", dir);
+            Assert.Equal(2, run.ExitCode);
+            Assert.Contains("--threads must be 1 or more; got 0.", run.Output);
+            Assert.False(File.Exists(Path.Combine(dir, "results.json")));
+        }
+        finally
+        {
+            MainJobProcess.DeleteDirectory(dir);
+        }
+    }
+
     [Fact]
     public void UnregisteredStage_FailsWithTheListOfAvailableStages()
     {
@@ -157,7 +192,7 @@ public sealed class MainJobStageSelectionTests
         string dir = MainJobProcess.NewTempDirectory();
         try
         {
-            var run = MainJobProcess.Run(dir, "--quick", "--device", "cpu", "--stages", "prune", "--epochs", "1", "--out", dir);
+            var run = MainJobProcess.Run(dir, "--quick", "--device", "cpu", "--threads", "1", "--stages", "prune", "--epochs", "1", "--out", dir);
             Assert.True(run.ExitCode == 0, $"exit code {run.ExitCode}{Environment.NewLine}{run.Output}");
             using var json = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(dir, "results.json")));
             var rows = json.RootElement.GetProperty("stages").EnumerateArray().ToList();

@@ -18,7 +18,7 @@ internal sealed class IncrementalStage : IMainJobStage
     public IEnumerable<StageResult> Run(MainJobContext context)
     {
         var results = new List<StageResult>();
-        IncrementalScenarios.Run(context.Ml, context.Train, context.Test, context.Settings.Device, context.Quick, context.Ui.Detail, null, maxSeeds: context.Settings.Seeds, onFinal: (row, model) =>
+        IncrementalScenarios.Run(context.Ml, context.Train, context.Test, context.Settings.Device, context.Quick, context.Ui.Detail, null, maxSeeds: context.Settings.Seeds, threads: context.Threads, onFinal: (row, model) =>
         {
             var evaluated = StageEvaluator.Evaluate(context, Name, row.Name, model, row.Seconds, null);
             results.Add(evaluated with
