@@ -15,7 +15,9 @@ namespace MnistCompression;
 /// <param name="Quick">The small configuration used by the CI smoke test.</param>
 /// <param name="Seeds">Seeds of the Split-MNIST rows that repeat over seeds.</param>
 /// <param name="Threads">TorchSharp intra-op threads of every training; null for the logical core count (the job trains one model at a time).</param>
-internal sealed record MainJobSettings(string OutputDirectory, string? DataDirectory, TrainingDevice Device, int? Epochs, bool Quick, int Seeds = 1, int? Threads = null)
+/// <param name="AugmentedEpochs">Epochs of the <c>lenet5-augmented</c> row alone; null for twice LeNet-5's (1 with <see cref="Quick"/>).</param>
+internal sealed record MainJobSettings(string OutputDirectory, string? DataDirectory, TrainingDevice Device, int? Epochs, bool Quick, int Seeds = 1, int? Threads = null,
+    int? AugmentedEpochs = null)
 {
     /// <summary>Training rows with <see cref="Quick"/> (the first rows of the training split).</summary>
     public const int QuickTrainRows = 10_000;

@@ -43,6 +43,10 @@ var threadsOption = new Option<int?>("--threads")
 {
     Description = "TorchSharp intra-op threads of every training. Default: the logical core count (the job trains one model at a time; the library's own default is 1, for concurrent trainings).",
 };
+var augmentedEpochsOption = new Option<int?>("--augmented-epochs")
+{
+    Description = "Epochs of the memory-levers row lenet5-augmented alone (to try a longer augmented recipe without lengthening the other stages). Default: twice LeNet-5's (1 with --quick).",
+};
 var quickOption = new Option<bool>("--quick")
 {
     Description = $"Small configuration for a smoke test (about a minute on 2 cores): the first {MainJobSettings.QuickTrainRows:N0} training and {MainJobSettings.QuickTestRows:N0} test rows, 3 baseline epochs (LeNet-5: 1), 1 fine-tuning epoch per stage.",
@@ -51,7 +55,7 @@ var root = new RootCommand(
     "MLNet.Compression on MNIST: trains LeNet-300-100 and LeNet-5, compresses them stage by stage, evaluates, saves and reloads every model, " +
     "and reports accuracy, size, memory and speed beside the published figures (results.json, accuracy-vs-size.png, training-curves.png).")
 {
-    dataOption, outOption, deviceOption, epochsOption, stagesOption, seedsOption, threadsOption, quickOption,
+    dataOption, outOption, deviceOption, epochsOption, stagesOption, seedsOption, threadsOption, augmentedEpochsOption, quickOption,
 };
 root.SetAction(parse =>
 {
@@ -65,6 +69,8 @@ root.SetAction(parse =>
             throw new ArgumentException($"--epochs must be 1 or more; got {e}.");
         if (parse.GetValue(threadsOption) is int t && t < 1)
             throw new ArgumentException($"--threads must be 1 or more; got {t}.");
+        if (parse.GetValue(augmentedEpochsOption) is int ae && ae < 1)
+            throw new ArgumentException($"--augmented-epochs must be 1 or more; got {ae}.");
     }
     catch (Exception ex) when (ex is ArgumentException or FormatException)
     {
@@ -72,7 +78,7 @@ root.SetAction(parse =>
         return 2;
     }
     var settings = new MainJobSettings(parse.GetValue(outOption)!, parse.GetValue(dataOption), device, parse.GetValue(epochsOption), parse.GetValue(quickOption), parse.GetValue(seedsOption),
-        parse.GetValue(threadsOption));
+        parse.GetValue(threadsOption), parse.GetValue(augmentedEpochsOption));
     return Run(settings, stages);
 });
 return root.Parse(args).Invoke();

@@ -29,10 +29,12 @@ internal sealed class MemoryLeversStage : IMainJobStage
         var baseline = context.Baseline;
         var ml = context.Ml;
 
-        // Augmentation on every row: twice the baseline's epochs (distorted digits take longer to fit; --epochs scales both).
+        // Augmentation on every row: twice the baseline's epochs (distorted digits take longer to fit; --epochs scales both;
+        // --augmented-epochs sets this row's alone).
         var augmented = context.LeNet5Options.Clone();
         augmented.Augmentation = Distortions;
-        augmented.Epochs = context.Quick ? 1 : 2 * context.LeNet5Options.Epochs;
+        int defaultAugmentedEpochs = context.Quick ? 1 : 2 * context.LeNet5Options.Epochs;
+        augmented.Epochs = context.Settings.AugmentedEpochs ?? defaultAugmentedEpochs;
         yield return TrainAndEvaluate(context, "lenet5-augmented", $"LeNet-5 with distortions ({Distortions})", augmented, context.Train, context.TrainRows, lenet5,
             ("augmentation", Distortions.ToString()), ("trainRows", context.TrainRows));
 
@@ -42,7 +44,7 @@ internal sealed class MemoryLeversStage : IMainJobStage
         int fewRows = context.Quick ? 3_000 : 6_000;
         var few = ml.Data.Cache(ml.Data.TakeRows(context.Train, fewRows));
         var fewOptions = context.LeNet5Options.Clone();
-        fewOptions.Epochs = context.Quick ? 3 : (int)Math.Min(200, augmented.Epochs * context.TrainRows / fewRows / 2);
+        fewOptions.Epochs = context.Quick ? 3 : (int)Math.Min(200, defaultAugmentedEpochs * context.TrainRows / fewRows / 2);
         var fewAugmented = fewOptions.Clone();
         fewAugmented.Augmentation = Distortions;
         yield return TrainAndEvaluate(context, "lenet5-6k-augmented", $"LeNet-5 on {fewRows:N0} rows with distortions", fewAugmented, few, fewRows, lenet5,
