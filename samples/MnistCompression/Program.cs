@@ -92,6 +92,9 @@ static int Run(MainJobSettings settings, IReadOnlyList<IMainJobStage> stages)
             (settings.Quick ? " (quick configuration)" : "") +
             $"; TorchSharp threads per training: {settings.Threads ?? Environment.ProcessorCount}" +
             (settings.Threads is null ? $" (the {Environment.ProcessorCount} logical cores; one training at a time; --threads to change)" : " (--threads)"));
+    if (settings.Threads is null && Environment.ProcessorCount > 1 && OneMinuteLoad() is double load && load >= Environment.ProcessorCount)
+        ui.Error($"The machine is busy (load average {load:F1} on {Environment.ProcessorCount} cores): with one TorchSharp thread per core a training " +
+                 "that shares its cores runs several times slower, up to 25x (README, \"Threads\"). Rerun with --threads 1 unless the cores are this job's.");
     MainJobContext context;
     try
     {
@@ -157,5 +160,20 @@ static int Run(MainJobSettings settings, IReadOnlyList<IMainJobStage> stages)
         if (!context.AllReloadsIdentical)
             ui.Error("A reloaded zip predicted some labels differently from the in-process model (see the lines above).");
         return failed.Count == 0 && context.AllReloadsIdentical ? 0 : 1;
+    }
+}
+
+/// <summary>The one-minute load average on Linux (/proc/loadavg), else null.</summary>
+static double? OneMinuteLoad()
+{
+    try
+    {
+        return OperatingSystem.IsLinux() && File.Exists("/proc/loadavg")
+            && double.TryParse(File.ReadAllText("/proc/loadavg").Split(' ')[0], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double load)
+            ? load : null;
+    }
+    catch (IOException)
+    {
+        return null;
     }
 }
