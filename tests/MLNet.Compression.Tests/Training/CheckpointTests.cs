@@ -397,6 +397,9 @@ public sealed class CheckpointCorruptionTests
         ["unknown recipe step"] = (p => CheckpointCorruption.EditJson(p, j => j["recipe"] = new JsonArray(new JsonObject { ["kind"] = "pruning" })), "checkpoint.json", "recipe[0].kind"),
         ["recipe with a bad block size"] = (p => CheckpointCorruption.EditJson(p, j => j["recipe"] = new JsonArray(
             new JsonObject { ["kind"] = "quantization", ["quantization"] = new JsonObject { ["blockSize"] = 3 } })), "checkpoint.json", "recipe[0].quantization.blockSize"),
+        ["recipe step with a rotation of 500 degrees"] = (p => CheckpointCorruption.EditJson(p, j => j["recipe"] = new JsonArray(
+            new JsonObject { ["kind"] = "clustering", ["clustering"] = new JsonObject { ["augmentation"] = new JsonObject { ["maxRotationDegrees"] = 500 } } })),
+            "checkpoint.json", "recipe[0].clustering.augmentation.maxRotationDegrees"),
     };
 
     public static IEnumerable<object[]> FaultNames => Faults.Keys.Select(k => new object[] { k });
