@@ -132,15 +132,6 @@ public class TaskStageTests(TaskModelsFixture f, ITestOutputHelper output) : ICl
         }
     }
 
-    [Fact]
-    public void ContinueTraining_RejectsBinaryAndRegressionNetworks_WithAClearMessage()
-    {
-        var e = Assert.Throws<ArgumentException>(() => f.Ml.Compression().ContinueTraining(f.Regression));
-        Assert.Equal("previousModel", e.ParamName);
-        Assert.Contains("multiclass networks only", e.Message);
-        Assert.Contains("regression", e.Message);
-    }
-
     private void CheckBinary(NeuralNetworkTransformer model, string what, double tolerance = 0)
     {
         var scored = model.Transform(f.BinaryTest);
