@@ -24,6 +24,13 @@ namespace MLNet.Compression.Incremental;
 /// <para>Classes: the new data's label is a key (for example from <c>MapValueToKey</c> fitted on the new data alone); its key
 /// values are matched by name to the previous model's classes. Known names keep their class index; unknown ones are
 /// appended, and the output layer grows by one row per new class, keeping every old weight.</para>
+/// <para>Binary and regression networks: the new data has the label type the model was trained on (Boolean, Single) and no
+/// class can be added. Replay keeps a class-balanced sample (binary, classes false and true) or one uniform reservoir of rows
+/// with their float targets (regression, in the same bytes per exemplar); LwF uses the head's distillation loss (binary:
+/// T² · BCE to the previous model's sigmoid(logit / T); regression: squared error to its prediction); EWC uses the head's
+/// Fisher information. A regression increment standardizes its targets with the new data's mean and standard deviation and
+/// uses that one scaling for the replayed targets, the LwF teacher and EWC's anchor (the stored weights stay in label units).
+/// DER++ (ReplayLogitWeight) and, for regression, herding are refused.</para>
 /// <para>Compression survives: weights that are exactly zero in the previous model (pruning) stay zero, and a quantized
 /// previous model is quantized again with its options at the end.</para>
 /// </remarks>

@@ -144,8 +144,8 @@ internal sealed class EwcPenalty : IDisposable
 /// <summary>
 /// Learning without forgetting's teacher: the previous network, frozen, run on every training batch (new rows and replayed
 /// exemplars alike) on the training device. Its logits are distilled into the student's outputs for the old classes
-/// (the first <c>K_old</c> outputs, since class growth only appends classes) with the previous network's output head's
-/// distillation loss; the head's training loss (cross-entropy) covers every class. The teacher runs in process rather than through the previous model's
+/// (the first <c>K_old</c> outputs, since class growth only appends classes; the one output of a binary or regression
+/// network) with the previous network's output head's distillation loss; the head's training loss covers every output. The teacher runs in process rather than through the previous model's
 /// <c>Transform</c> so that training keeps shuffling (the batched scoring view cannot shuffle) and sees exactly the batch the
 /// student sees.
 /// </summary>
