@@ -115,7 +115,7 @@ public sealed class PackedPackageTests(ITestOutputHelper output) : IDisposable
         // The library that ran is the packed one, from the package (copied next to the app), with the packed version (the
         // assembly carries the commit's version; only the package adds the mark of uncommitted changes, ".d<hash>").
         // The README's catalog-trainer quick start, binary and regression, its code as the README shows it, on generated CSV
-        // files (1,000 training rows, 400 test rows; measured about 0.95 AUC and 0.9 R²).
+        // files (1,000 training rows, 400 test rows; measured AUC 0.997 and R² 0.972, loaded machine).
         double auc = double.Parse(Value(run, "BINARY_AUC"), CultureInfo.InvariantCulture);
         double r2 = double.Parse(Value(run, "REGRESSION_R2"), CultureInfo.InvariantCulture);
         Assert.InRange(auc, 0.85, 1.0);
