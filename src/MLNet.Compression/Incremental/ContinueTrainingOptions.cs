@@ -188,7 +188,8 @@ public sealed class ContinueTrainingOptions : FineTuningOptions
     /// <summary>
     /// Data of the task the previous model learned, used only when the previous model carries no memory of it (a model
     /// from <c>NeuralNetworkTrainer</c>, pruning or quantization): it seeds the replay memory and gives EWC its Fisher
-    /// information. Its label must be a key whose key values are among the previous model's class names. Required for
+    /// information. Its label must be a key whose key values are among the previous model's class names (binary: a Boolean
+    /// label; regression: a Single label, as the model was trained on). Required for
     /// <see cref="ContinualStrategies.ElasticWeightConsolidation"/> in that case; without it replay starts with an empty
     /// memory (only later increments replay). Ignored when the previous model carries the state.
     /// </summary>
@@ -205,20 +206,24 @@ public sealed class ContinueTrainingOptions : FineTuningOptions
     /// </summary>
     public ExemplarEncoding ReplayEncoding { get; set; } = ExemplarEncoding.Bits(8);
 
-    /// <summary>Which rows the memory keeps. Default <see cref="ExemplarSelection.Reservoir"/>.</summary>
+    /// <summary>
+    /// Which rows the memory keeps. Default <see cref="ExemplarSelection.Reservoir"/> (for a regression network, which has no
+    /// classes, a plain uniform reservoir of rows and their targets; <see cref="ExemplarSelection.Herding"/> is refused there).
+    /// </summary>
     public ExemplarSelection ReplaySelection { get; set; } = ExemplarSelection.Reservoir;
 
     /// <summary>
     /// Logit replay (DER++, Buzzega et al., 2020): when above 0, every exemplar also stores the network's outputs (float16,
     /// 2 bytes per class, counted in the budget) from the end of the increment that stored it, and training adds this weight
     /// times the mean squared error between the current and the stored outputs of the exemplars in the batch (the classes
-    /// an exemplar's outputs did not cover yet are left out). Default 0 (off).
+    /// an exemplar's outputs did not cover yet are left out). Default 0 (off). Multiclass networks only: for a binary or
+    /// regression network a value above 0 is refused (use <see cref="ContinualStrategies.LearningWithoutForgetting"/>).
     /// </summary>
     public double ReplayLogitWeight { get; set; }
 
     /// <summary>
     /// DER++'s β: the weight of the exemplars' cross-entropy on their labels against the new rows' (1 = every row of the batch
-    /// counts the same, as plain replay). Used only with <see cref="ReplayLogitWeight"/> above 0. Default 1.
+    /// counts the same, as plain replay). Used only with <see cref="ReplayLogitWeight"/> above 0. Default 1; multiclass networks only.
     /// </summary>
     public double ReplayLabelWeight { get; set; } = 1;
 
@@ -232,7 +237,11 @@ public sealed class ContinueTrainingOptions : FineTuningOptions
     /// <summary>Distillation temperature for learning without forgetting. Default 2 (Li &amp; Hoiem).</summary>
     public double LwfTemperature { get; set; } = 2;
 
-    /// <summary>Weight of the distillation term against the cross-entropy for learning without forgetting. Default 1.</summary>
+    /// <summary>
+    /// Weight of the distillation term against the head's training loss for learning without forgetting. Default 1. On a binary
+    /// or regression network the old and the new task share the one output: where the new data contradicts the previous
+    /// model, a lower weight (for example 0.3) learns the new task and keeps less of the old one.
+    /// </summary>
     public double LwfWeight { get; set; } = 1;
 
     /// <summary>EWC's penalty weight λ (0 or more). Default 5,000.</summary>

@@ -129,7 +129,7 @@ public sealed record ContinueTrainingReport : CompressionStageReport
     [JsonInclude]
     public long ClampedValues { get; internal init; }
 
-    /// <summary>Exemplars the new model carries, per class name.</summary>
+    /// <summary>Exemplars the new model carries, per class name (binary: "False" and "True"; regression, one reservoir: "Score").</summary>
     [JsonInclude]
     public IReadOnlyDictionary<string, int> ExemplarsPerClass { get; internal init; } = new Dictionary<string, int>();
 

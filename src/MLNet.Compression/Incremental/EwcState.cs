@@ -72,6 +72,30 @@ internal sealed class EwcState
     }
 
     /// <summary>
+    /// This state in the units a regression run trains in: the output layer's anchor rewritten as
+    /// <see cref="Networks.Heads.TargetScaling.ToStandardized"/> rewrites its weights (w / std, (b − mean) / std) and its Fisher
+    /// multiplied by std² to match, so the penalty (λ/2) Σ F (θ − θ*)² is the same number in either parameterization.
+    /// </summary>
+    public EwcState InTrainingUnits(Networks.Heads.TargetScaling scaling)
+    {
+        var fisher = Fisher.Select(f => (float[])f.Clone()).ToArray();
+        var anchor = Anchor.Select(a => (float[])a.Clone()).ToArray();
+        int w = fisher.Length - 2, b = fisher.Length - 1;
+        double std = scaling.Std, mean = scaling.Mean;
+        for (int j = 0; j < fisher[w].Length; j++)
+        {
+            fisher[w][j] = (float)(fisher[w][j] * std * std);
+            anchor[w][j] = (float)(anchor[w][j] / std);
+        }
+        for (int j = 0; j < fisher[b].Length; j++)
+        {
+            fisher[b][j] = (float)(fisher[b][j] * std * std);
+            anchor[b][j] = (float)((anchor[b][j] - mean) / std);
+        }
+        return new EwcState(fisher, anchor, Tasks);
+    }
+
+    /// <summary>
     /// Online EWC's update: F = <paramref name="decay"/> · F_old + F_new, anchor = the new task's weights.
     /// <paramref name="previous"/> may be null (first task).
     /// </summary>
@@ -92,25 +116,30 @@ internal sealed class EwcState
     }
 
     /// <summary>
-    /// The diagonal (empirical-predictive) Fisher information of <paramref name="model"/> on up to <paramref name="maxRows"/>
-    /// rows of <paramref name="data"/>: the mean over rows of the squared gradient of log p(ŷ | x), ŷ the model's predicted
-    /// class (as van de Ven &amp; Tolias compute it). Only the feature column is read, on the CPU. For networks of dense layers
+    /// The diagonal Fisher information of <paramref name="model"/> on up to <paramref name="maxRows"/> rows of
+    /// <paramref name="data"/>, from the model's head's own likelihood (<see cref="Networks.Heads.OutputHead.FisherOutputGradient"/>):
+    /// multiclass and binary the empirical-predictive Fisher, the mean over rows of the squared gradient of log p(ŷ | x), ŷ the
+    /// model's predicted class (as van de Ven &amp; Tolias compute it); regression the Gaussian likelihood's, in the units of
+    /// <paramref name="scaling"/>. Only the feature column is read, on the CPU. For networks of dense layers
     /// only, the per-row squared gradients are computed exactly for a whole batch at once (a dense layer's per-row weight
     /// gradient is the outer product of the output gradient and the input, so its square sums as (g²)ᵀ·(x²)); other
     /// networks take one backward pass per row.
     /// </summary>
-    public static EwcState Estimate(NetworkModel model, IDataView data, string featureColumnName, int maxRows, int seed)
+    public static EwcState Estimate(NetworkModel model, IDataView data, string featureColumnName, int maxRows, int seed,
+        Networks.Heads.TargetScaling? scaling = null)
     {
         TorchNative.EnsureLoaded();
         var featureColumn = SchemaValidation.FeatureColumn(data.Schema, featureColumnName, model.InputLength);
         return model.Layers.All(l => l is DenseModelLayer || l.IsIdentityOnFlatInput)
-            ? EstimateDense(model, data, featureColumn, maxRows, seed)
-            : EstimatePerRow(model, data, featureColumn, maxRows, seed);
+            ? EstimateDense(model, data, featureColumn, maxRows, seed, scaling)
+            : EstimatePerRow(model, data, featureColumn, maxRows, seed, scaling);
     }
 
     /// <summary>One backward pass per row (any network).</summary>
-    internal static EwcState EstimatePerRow(NetworkModel model, IDataView data, DataViewSchema.Column featureColumn, int maxRows, int seed)
+    internal static EwcState EstimatePerRow(NetworkModel model, IDataView data, DataViewSchema.Column featureColumn, int maxRows, int seed,
+        Networks.Heads.TargetScaling? scaling = null)
     {
+        var head = model.Head;
         TorchNative.EnsureLoaded();
         var layers = model.ParameterizedLayers.ToArray();
         using var net = new TorchNetwork(model);
@@ -137,10 +166,10 @@ internal sealed class EwcState
                 foreach (var p in parameters)
                     p.grad?.zero_();
                 var x = tensor(row, [1, model.InputLength]);
-                var logp = nn.functional.log_softmax(net.forward(x), 1);
-                var predicted = logp.argmax(1);
-                var nll = logp.gather(1, predicted.unsqueeze(1)).neg().sum();
-                nll.backward();
+                // g · ∂z/∂θ with g the head's output gradient (softmax: softmax(z) − onehot(ŷ), the gradient of −log p(ŷ | x)).
+                var z = net.forward(x);
+                var outputGradient = head.FisherOutputGradient(z.detach(), scaling);
+                z.mul(outputGradient).sum().backward();
                 using (no_grad())
                     for (int i = 0; i < parameters.Length; i++)
                         if (parameters[i].grad is { } g)
@@ -168,11 +197,12 @@ internal sealed class EwcState
     }
 
     /// <summary>The exact per-row Fisher diagonal of a dense network, a batch of rows at a time.</summary>
-    internal static EwcState EstimateDense(NetworkModel model, IDataView data, DataViewSchema.Column featureColumn, int maxRows, int seed)
+    internal static EwcState EstimateDense(NetworkModel model, IDataView data, DataViewSchema.Column featureColumn, int maxRows, int seed,
+        Networks.Heads.TargetScaling? scaling = null)
     {
+        var head = model.Head;
         TorchNative.EnsureLoaded();
         const int batch = 256;
-        using var minusOne = (-1.0).ToScalar();
         var layers = model.ParameterizedLayers.Cast<DenseModelLayer>().ToArray();
         using var cursor = data.GetRowCursor([featureColumn], data.CanShuffle ? new Random(seed) : null);
         var getter = cursor.GetGetter<VBuffer<float>>(featureColumn);
@@ -207,11 +237,9 @@ internal sealed class EwcState
                     outputs[i] = h.matmul(weights[i].t()).add(biases[i], Scalars.One);
                     h = layers[i].Activation == Activation.Relu ? nn.functional.relu(outputs[i]) : outputs[i];
                 }
-                // dL/dz of the output for L = -log p(ŷ | x), ŷ = arg max: softmax(z) - onehot(ŷ), one row per example;
-                // then back through each layer by hand, keeping the rows apart.
-                var probabilities = nn.functional.softmax(outputs[^1], 1);
-                var onehot = nn.functional.one_hot(probabilities.argmax(1), model.NumClasses).to(ScalarType.Float32);
-                var grad = probabilities.add(onehot, minusOne);
+                // dL/dz of the output for the head's likelihood (softmax: L = -log p(ŷ | x), ŷ = arg max, so softmax(z) - onehot(ŷ)),
+                // one row per example; then back through each layer by hand, keeping the rows apart.
+                var grad = head.FisherOutputGradient(outputs[^1], scaling);
                 for (int i = layers.Length - 1; i >= 0; i--)
                 {
                     var g2 = grad.square();

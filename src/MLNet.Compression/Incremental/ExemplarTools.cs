@@ -23,15 +23,13 @@ internal static class ExemplarTools
         Array.Fill(min, float.NaN);
         Array.Fill(max, float.NaN);
         using var cursor = view.GetRowCursor([label, features]);
-        var getLabel = cursor.GetGetter<uint>(label);
+        var getLabel = view.LabelCodes(cursor);
         var getFeatures = cursor.GetGetter<VBuffer<float>>(features);
-        uint key = 0;
         VBuffer<float> values = default;
         var dense = new float[view.FeatureLength];
         while (cursor.MoveNext())
         {
-            getLabel(ref key);
-            if (key == 0)
+            if (getLabel() < 0)
                 continue;
             getFeatures(ref values);
             values.CopyTo(dense);

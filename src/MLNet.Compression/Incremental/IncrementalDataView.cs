@@ -8,7 +8,8 @@ namespace MLNet.Compression.Incremental;
 /// <summary>
 /// The view continued training trains on: the new data's rows with their labels moved onto the merged class indices, and
 /// exemplars from the replay memory mixed in between them. It has two columns, the label (key over the merged class
-/// names) and the features, named as the model names them.
+/// names) and the features, named as the model names them. A Boolean (binary) or Single (regression) label is passed
+/// through with its type; an exemplar's label is then its stored class (0 = false, 1 = true) or its stored target.
 /// </summary>
 /// <remarks>
 /// Mixing: after each source row the cursor owes <c>f / (1 − f)</c> more exemplars (f = the replay fraction) and pays
@@ -27,6 +28,7 @@ internal sealed class IncrementalDataView : IDataView
     private readonly DataViewSchema.Column sourceLabel;
     private readonly DataViewSchema.Column sourceFeatures;
     private readonly int[] labelMap;
+    private readonly DataViewType labelType;
     private readonly ReplayMemory? replay;
     private readonly double exemplarsPerRow;
     private readonly int seed;
@@ -51,15 +53,28 @@ internal sealed class IncrementalDataView : IDataView
     {
         this.source = source;
         sourceFeatures = SchemaValidation.FeatureColumn(source.Schema, featureColumnName, featureLength);
-        sourceLabel = SchemaValidation.LabelColumn(source.Schema, labelColumnName, out int classCount);
-        if (labelMap.Length != classCount)
-            throw new ArgumentException($"The label map has {labelMap.Length} entries for {classCount} classes.", nameof(labelMap));
+        var plain = source.Schema.GetColumnOrNull(labelColumnName);
+        if (plain is { Type: BooleanDataViewType } || plain?.Type == NumberDataViewType.Single)
+        {
+            sourceLabel = plain.Value;
+            labelType = plain.Value.Type;
+        }
+        else
+        {
+            sourceLabel = SchemaValidation.LabelColumn(source.Schema, labelColumnName, out int classCount);
+            if (labelMap.Length != classCount)
+                throw new ArgumentException($"The label map has {labelMap.Length} entries for {classCount} classes.", nameof(labelMap));
+            labelType = new KeyDataViewType(typeof(uint), classNames.Count);
+        }
         this.labelMap = labelMap;
         this.replay = replay is { Count: > 0 } ? replay : null;
         exemplarsPerRow = this.replay is null || replayFraction <= 0 ? 0 : replayFraction / (1 - replayFraction);
         this.seed = seed;
         var builder = new DataViewSchema.Builder();
-        builder.AddColumn(labelColumnName, new KeyDataViewType(typeof(uint), classNames.Count), OnnxScoringColumns.KeyValuesAnnotations(classNames));
+        if (labelType is KeyDataViewType)
+            builder.AddColumn(labelColumnName, labelType, OnnxScoringColumns.KeyValuesAnnotations(classNames));
+        else
+            builder.AddColumn(labelColumnName, labelType);
         builder.AddColumn(featureColumnName, new VectorDataViewType(NumberDataViewType.Single, featureLength));
         if (replayTargets)
         {
@@ -71,6 +86,52 @@ internal sealed class IncrementalDataView : IDataView
     }
 
     public int FeatureLength { get; }
+
+    /// <summary>Whether the label is a regression target (Single) rather than a class (key or Boolean).</summary>
+    public bool HasTargets => labelType == NumberDataViewType.Single;
+
+    /// <summary>
+    /// A reader of the label column (index 0) on <paramref name="cursor"/>, a cursor of this view: -1 for a row without a
+    /// label (key 0, a NaN or infinite target), else the class index (key − 1; false 0, true 1) or, for a regression target,
+    /// its bits as the regression head encodes them (<see cref="Networks.Heads.RegressionHead.Encode"/>).
+    /// </summary>
+    public Func<long> LabelCodes(DataViewRowCursor cursor)
+    {
+        var column = Schema[0];
+        switch (labelType)
+        {
+            case BooleanDataViewType:
+            {
+                var getter = cursor.GetGetter<bool>(column);
+                bool b = false;
+                return () =>
+                {
+                    getter(ref b);
+                    return b ? 1 : 0;
+                };
+            }
+            case KeyDataViewType:
+            {
+                var getter = cursor.GetGetter<uint>(column);
+                uint key = 0;
+                return () =>
+                {
+                    getter(ref key);
+                    return key == 0 ? -1 : key - 1;
+                };
+            }
+            default:
+            {
+                var getter = cursor.GetGetter<float>(column);
+                float y = 0;
+                return () =>
+                {
+                    getter(ref y);
+                    return float.IsFinite(y) ? Networks.Heads.RegressionHead.Encode(y) : -1;
+                };
+            }
+        }
+    }
 
     public bool CanShuffle => source.CanShuffle;
 
@@ -102,6 +163,7 @@ internal sealed class IncrementalDataView : IDataView
         private readonly DataViewRowCursor inner;
         private readonly bool label, features, targets;
         private readonly ValueGetter<uint>? innerLabel;
+        private readonly Delegate? innerPlainLabel;
         private readonly ValueGetter<VBuffer<float>>? innerFeatures;
         private readonly ValueGetter<DataViewRowId> innerId;
         private readonly Random rand;
@@ -122,7 +184,9 @@ internal sealed class IncrementalDataView : IDataView
             this.features = features;
             this.targets = targets;
             this.rand = rand;
-            innerLabel = label ? inner.GetGetter<uint>(parent.sourceLabel) : null;
+            innerLabel = label && parent.labelType is KeyDataViewType ? inner.GetGetter<uint>(parent.sourceLabel) : null;
+            innerPlainLabel = !label || parent.labelType is KeyDataViewType ? null
+                : parent.labelType is BooleanDataViewType ? inner.GetGetter<bool>(parent.sourceLabel) : inner.GetGetter<float>(parent.sourceLabel);
             innerFeatures = features ? inner.GetGetter<VBuffer<float>>(parent.sourceFeatures) : null;
             innerId = inner.GetIdGetter();
             order = parent.replay is { } r ? Enumerable.Range(0, r.Count).ToArray() : [];
@@ -182,6 +246,30 @@ internal sealed class IncrementalDataView : IDataView
 
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
+            if (column.Index == 0 && label && parent.labelType is BooleanDataViewType)
+            {
+                var innerBool = (ValueGetter<bool>)innerPlainLabel!;
+                ValueGetter<bool> getter = (ref bool value) =>
+                {
+                    if (slot >= 0)
+                        value = parent.replay!.LabelAt(slot) == 1;
+                    else
+                        innerBool(ref value);
+                };
+                return getter as ValueGetter<TValue> ?? throw new InvalidOperationException($"Column '{column.Name}' is a Boolean, not {typeof(TValue)}.");
+            }
+            if (column.Index == 0 && label && parent.labelType == NumberDataViewType.Single)
+            {
+                var innerFloat = (ValueGetter<float>)innerPlainLabel!;
+                ValueGetter<float> getter = (ref float value) =>
+                {
+                    if (slot >= 0)
+                        value = parent.replay!.TargetAt(slot);
+                    else
+                        innerFloat(ref value);
+                };
+                return getter as ValueGetter<TValue> ?? throw new InvalidOperationException($"Column '{column.Name}' is a Single, not {typeof(TValue)}.");
+            }
             if (column.Index == 0 && label)
             {
                 ValueGetter<uint> getter = (ref uint value) =>

@@ -144,28 +144,41 @@ internal sealed class EwcPenalty : IDisposable
 /// <summary>
 /// Learning without forgetting's teacher: the previous network, frozen, run on every training batch (new rows and replayed
 /// exemplars alike) on the training device. Its logits are distilled into the student's outputs for the old classes
-/// (the first <c>K_old</c> outputs, since class growth only appends classes) with the previous network's output head's
-/// distillation loss; the head's training loss (cross-entropy) covers every class. The teacher runs in process rather than through the previous model's
+/// (the first <c>K_old</c> outputs, since class growth only appends classes; the one output of a binary or regression
+/// network) with the previous network's output head's distillation loss; the head's training loss covers every output. The teacher runs in process rather than through the previous model's
 /// <c>Transform</c> so that training keeps shuffling (the batched scoring view cannot shuffle) and sees exactly the batch the
 /// student sees.
 /// </summary>
 internal sealed class LwfTeacher : IDisposable
 {
     private readonly TorchNetwork teacher;
-    private readonly int oldClasses;
+    private readonly int oldUnits;
     private readonly Networks.Heads.OutputHead head;
     private readonly double temperature;
     private readonly Scalar weight;
     private Tensor? logits;
 
-    public LwfTeacher(NetworkModel previous, double temperature, double weight)
+    /// <param name="previous">The previous network (label units).</param>
+    /// <param name="temperature">The distillation temperature (heads that have one).</param>
+    /// <param name="weight">The distillation term's weight.</param>
+    /// <param name="scaling">
+    /// Regression: the run's target scaling; the teacher's output layer is rewritten to the standardized units the student
+    /// trains in, so the head's distillation loss compares like with like. Null for classification.
+    /// </param>
+    public LwfTeacher(NetworkModel previous, double temperature, double weight, Networks.Heads.TargetScaling? scaling = null)
     {
-        teacher = new TorchNetwork(previous);
-        teacher.LoadWeights(previous);
+        var source = previous;
+        if (scaling is not null)
+        {
+            source = previous.Clone();
+            scaling.ToStandardized(source);
+        }
+        teacher = new TorchNetwork(source);
+        teacher.LoadWeights(source);
         teacher.eval();
         foreach (var p in teacher.parameters())
             p.requires_grad = false;
-        oldClasses = previous.NumClasses;
+        oldUnits = previous.Head.OutputUnits(previous.NumClasses);
         head = previous.Head;
         this.temperature = temperature;
         this.weight = weight.ToScalar();
@@ -181,11 +194,15 @@ internal sealed class LwfTeacher : IDisposable
         return student.forward(x);
     }
 
-    /// <summary>Cross-entropy on all classes + weight · T² · KL(teacher ‖ student) on the old classes.</summary>
+    /// <summary>
+    /// The head's training loss on every row + weight · the head's distillation loss against the teacher's outputs on the old
+    /// outputs (multiclass: T² · KL(teacher ‖ student) on the old classes; binary: T² · BCE on the teacher's sigmoid(logit / T);
+    /// regression: MSE to the teacher's standardized output).
+    /// </summary>
     public Tensor Loss(Tensor studentLogits, Tensor labels)
     {
         var ce = head.Loss(studentLogits, labels);
-        var old = studentLogits.size(1) == oldClasses ? studentLogits : studentLogits.narrow(1, 0, oldClasses);
+        var old = studentLogits.size(1) == oldUnits ? studentLogits : studentLogits.narrow(1, 0, oldUnits);
         var kd = head.DistillationLoss(old, logits!, labels, temperature, 1.0, TeacherScoreKind.Logits);
         return ce.add(kd.mul(weight), Scalars.One);
     }

@@ -10,7 +10,8 @@ namespace MLNet.Compression.Incremental;
 /// Moens, 2020): while there is room every row is kept; once full, a row of a class that holds fewer exemplars than the largest
 /// class replaces a random exemplar of a largest class, and a row of a largest class c replaces a random exemplar of c with
 /// probability m_c / n_c (m_c exemplars of c stored, n_c rows of c seen). An <see cref="Ordered"/> memory (herding) instead keeps
-/// each class's exemplars in priority order and is filled by <see cref="AddCodes"/>.
+/// each class's exemplars in priority order and is filled by <see cref="AddCodes"/>. A memory that <see cref="HoldsTargets"/>
+/// (regression) is one plain reservoir whose exemplars carry a float32 target in place of the class index.
 /// </summary>
 /// <remarks>
 /// <para>Ranges: each feature's range starts unset and becomes the hull of the values seen (<see cref="Widen"/>, or the first
@@ -36,6 +37,7 @@ internal sealed class ReplayMemory
     private const int Version2 = 2;
     private const int FlagOrdered = 1;
     private const int FlagRanges = 2;
+    private const int FlagTargets = 4;
 
     private byte[] codes;
     private int[] labels;
@@ -51,10 +53,13 @@ internal sealed class ReplayMemory
     {
     }
 
-    public ReplayMemory(int featureLength, int capacity, ulong seed, int bits, int logitLength = 0, bool ordered = false)
+    public ReplayMemory(int featureLength, int capacity, ulong seed, int bits, int logitLength = 0, bool ordered = false, bool targets = false)
         : this(featureLength, capacity, capacity, seed, bits, logitLength)
     {
+        if (targets && ordered)
+            throw new ArgumentException("A memory of regression targets is a plain reservoir; herding (an ordered memory) needs classes.", nameof(ordered));
         Ordered = ordered;
+        HoldsTargets = targets;
     }
 
     /// <summary>A memory of <paramref name="capacity"/> exemplars with room allocated for <paramref name="slots"/> of them (it grows on demand).</summary>
@@ -109,6 +114,13 @@ internal sealed class ReplayMemory
     /// <summary>Whether each class keeps its exemplars in priority order (herding) rather than as a random sample.</summary>
     public bool Ordered { get; private set; }
 
+    /// <summary>
+    /// Whether the memory stores a regression target (float32) per exemplar instead of a class index: one plain (uniform)
+    /// reservoir, every exemplar in "class" 0 for the bookkeeping, its 4-byte label slot holding the target's bits, so the
+    /// bytes per exemplar are the same. Written as version 2 with flag 4; a memory without it reads as before.
+    /// </summary>
+    public bool HoldsTargets { get; private set; }
+
     /// <summary>Most exemplars the memory holds.</summary>
     public int Capacity { get; private set; }
 
@@ -158,8 +170,29 @@ internal sealed class ReplayMemory
     /// <summary>Rows offered per class index so far.</summary>
     public long[] SeenPerClass() => (long[])seen.Clone();
 
-    /// <summary>The class index of exemplar <paramref name="slot"/> (0 ≤ slot &lt; <see cref="Count"/>).</summary>
-    public int LabelAt(int slot) => labels[slot];
+    /// <summary>The class index of exemplar <paramref name="slot"/> (0 ≤ slot &lt; <see cref="Count"/>); 0 in a memory of <see cref="HoldsTargets"/>.</summary>
+    public int LabelAt(int slot) => HoldsTargets ? 0 : labels[slot];
+
+    /// <summary>The regression target of exemplar <paramref name="slot"/> in a memory that <see cref="HoldsTargets"/>.</summary>
+    public float TargetAt(int slot) => HoldsTargets
+        ? BitConverter.Int32BitsToSingle(labels[slot])
+        : throw new InvalidOperationException("This replay memory stores class indices, not regression targets.");
+
+    /// <summary>
+    /// Offers one row with its regression target to a memory that <see cref="HoldsTargets"/> (plain reservoir sampling: every
+    /// row seen so far is kept with the same probability). Returns the slot it was stored in, or -1.
+    /// </summary>
+    public int OfferTarget(ReadOnlySpan<float> features, float target, Func<string> where)
+    {
+        if (!HoldsTargets)
+            throw new InvalidOperationException("This replay memory stores class indices; offer rows with their class (Offer).");
+        if (!float.IsFinite(target))
+            throw new InvalidDataException($"{where()} has target {target}; a replayed regression target must be finite.");
+        int slot = Offer(features, 0, where);
+        if (slot >= 0)
+            labels[slot] = BitConverter.SingleToInt32Bits(target);
+        return slot;
+    }
 
     /// <summary>The slots of class <paramref name="label"/>'s exemplars (in priority order for an <see cref="Ordered"/> memory).</summary>
     public IReadOnlyList<int> SlotsOf(int label) => label < slotsByClass.Count ? slotsByClass[label] : [];
@@ -443,6 +476,7 @@ internal sealed class ReplayMemory
             hi = (float[])hi.Clone(),
             ClampedValues = ClampedValues,
             Ordered = ordered,
+            HoldsTargets = HoldsTargets,
         };
         var decoded = new float[FeatureLength];
         for (int s = 0; s < Count; s++)
@@ -502,7 +536,7 @@ internal sealed class ReplayMemory
             codes.AsSpan(last * CodeBytes, CodeBytes).CopyTo(codes.AsSpan(slot * CodeBytes, CodeBytes));
             logits.AsSpan(last * LogitLength, LogitLength).CopyTo(logits.AsSpan(slot * LogitLength, LogitLength));
             labels[slot] = labels[last];
-            var list = slotsByClass[labels[last]];
+            var list = slotsByClass[LabelAt(last)];
             list[list.IndexOf(last)] = slot;
         }
         Count--;
@@ -542,6 +576,7 @@ internal sealed class ReplayMemory
             ClampedValues = ClampedValues,
         };
         c.Ordered = Ordered;
+        c.HoldsTargets = HoldsTargets;
         codes.CopyTo(c.codes, 0);
         labels.CopyTo(c.labels, 0);
         logits.CopyTo(c.logits, 0);
@@ -559,6 +594,7 @@ internal sealed class ReplayMemory
             hi = (float[])hi.Clone(),
         };
         c.Ordered = ordered;
+        c.HoldsTargets = HoldsTargets;
         return c;
     }
 
@@ -602,8 +638,9 @@ internal sealed class ReplayMemory
     /// <summary>
     /// Writes the memory (little-endian). An 8-bit memory with ranges [0, 1], no stored outputs, nothing clamped and reservoir
     /// order is written in version 1 (header, per-class seen counts, class indices, pixels), which older versions of the library
-    /// read; any other in version 2: the same, then bits, output count, flags (1 ordered, 2 range table), clamped count, the
-    /// range table (low[], high[] float32), the packed codes and the outputs (float16).
+    /// read; any other in version 2: the same, then bits, output count, flags (1 ordered, 2 range table, 4 regression targets:
+    /// the int32 label slots hold float32 targets), clamped count, the range table (low[], high[] float32), the packed codes and
+    /// the outputs (float16). Flag 4 was added later: files without it read exactly as before.
     /// </summary>
     public void Write(Stream stream)
     {
@@ -611,7 +648,7 @@ internal sealed class ReplayMemory
         var order = Ordered ? slotsByClass.SelectMany(l => l).ToArray() : Enumerable.Range(0, Count).ToArray();
         using var w = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
         bool unit = UnitRanges;
-        bool v1 = Bits == 8 && unit && LogitLength == 0 && !Ordered && ClampedValues == 0;
+        bool v1 = Bits == 8 && unit && LogitLength == 0 && !Ordered && ClampedValues == 0 && !HoldsTargets;
         w.Write(Magic);
         w.Write(v1 ? Version1 : Version2);
         w.Write(FeatureLength);
@@ -630,7 +667,7 @@ internal sealed class ReplayMemory
         }
         w.Write(Bits);
         w.Write(LogitLength);
-        w.Write((Ordered ? FlagOrdered : 0) | (unit ? 0 : FlagRanges));
+        w.Write((Ordered ? FlagOrdered : 0) | (unit ? 0 : FlagRanges) | (HoldsTargets ? FlagTargets : 0));
         w.Write(ClampedValues);
         if (!unit)
         {
@@ -729,8 +766,10 @@ internal sealed class ReplayMemory
                 throw Checkpoint.Fault(entry, "bits", $"is {bits}; exemplars store 8, 4, 2 or 1 bits per feature");
             if (logitLength < 0 || logitLength > maxClasses)
                 throw Checkpoint.Fault(entry, "logitLength", $"is {logitLength} but the network has {maxClasses} classes");
-            if ((flags & ~(FlagOrdered | FlagRanges)) != 0)
-                throw Checkpoint.Fault(entry, "flags", $"is {flags}; this library knows 1 (ordered) and 2 (ranges)");
+            if ((flags & ~(FlagOrdered | FlagRanges | FlagTargets)) != 0)
+                throw Checkpoint.Fault(entry, "flags", $"is {flags}; this library knows 1 (ordered), 2 (ranges) and 4 (regression targets)");
+            if ((flags & FlagTargets) != 0 && ((flags & FlagOrdered) != 0 || classes > 1))
+                throw Checkpoint.Fault(entry, "flags", $"is {flags} with {classes} class counts; a memory of regression targets is one unordered reservoir");
             if (clamped < 0)
                 throw Checkpoint.Fault(entry, "clamped", $"is {clamped}; a count of values is not negative");
             long expected;
@@ -757,6 +796,7 @@ internal sealed class ReplayMemory
         var memory = new ReplayMemory(featureLength, capacity, Math.Max(count, 1), state, bits, logitLength)
         {
             Ordered = (flags & FlagOrdered) != 0,
+            HoldsTargets = (flags & FlagTargets) != 0,
             ClampedValues = clamped,
         };
         var b = body.AsSpan();
@@ -772,6 +812,14 @@ internal sealed class ReplayMemory
         for (int i = 0; i < count; i++)
         {
             int label = BinaryPrimitives.ReadInt32LittleEndian(b[(i * 4)..]);
+            if (memory.HoldsTargets)
+            {
+                if (classes != 1 || !float.IsFinite(BitConverter.Int32BitsToSingle(label)))
+                    throw Checkpoint.Fault(entry, $"targets[{i}]", $"is {BitConverter.Int32BitsToSingle(label)} in a memory of {classes} class counts; a stored regression target is finite, in one reservoir");
+                memory.labels[i] = label;
+                memory.slotsByClass[0].Add(i);
+                continue;
+            }
             if (label < 0 || label >= classes)
                 throw Checkpoint.Fault(entry, $"labels[{i}]", $"is {label}, outside the memory's {classes} classes");
             memory.labels[i] = label;

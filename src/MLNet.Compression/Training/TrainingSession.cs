@@ -49,6 +49,12 @@ internal sealed class TrainingHooks
     /// fake-quantized weights and activations); gets the network being trained and the input batch, returns the logits.
     /// </summary>
     public Func<TorchNetwork, Tensor, Tensor>? Forward { get; init; }
+
+    /// <summary>
+    /// The target scaling to train with instead of the one the head fits on the data (regression; e.g. continued training,
+    /// whose teacher and EWC anchor must be in the same units); null: the head's own.
+    /// </summary>
+    public Networks.Heads.TargetScaling? Scaling { get; init; }
 }
 
 /// <summary>What a finished run produced.</summary>
@@ -121,7 +127,7 @@ internal sealed class TrainingSession
         int threads = options.Threads ?? NeuralNetworkOptions.DefaultThreads;
         using var threadScope = resolved.IsCuda ? null : TorchThreads.Use(threads);
         // Regression: standardized targets for this run; the output layer is rewritten to match and back at the end (see TargetScaling).
-        var scaling = head.CreateTargetScaling(data, data.Schema[options.LabelColumnName]);
+        var scaling = hooks?.Scaling ?? head.CreateTargetScaling(data, data.Schema[options.LabelColumnName]);
         scaling?.ToStandardized(model);
 
         var peak = PeakMemory.Start();

@@ -76,7 +76,7 @@ public sealed class EstimatorConformanceTests : IClassFixture<ConformanceFixture
     private static readonly string[] NotPersistable = [nameof(NeuralNetworkOptions.Progress), nameof(NeuralNetworkOptions.CancellationToken), nameof(NeuralNetworkOptions.Distributed)];
 
     /// <summary>Every other public option, found by reflection, so a new option is in the round trip the day it is added.</summary>
-    private static readonly string[] Persisted = typeof(NeuralNetworkOptions).GetProperties(BindingFlags.Public | BindingFlags.Instance)
+    internal static readonly string[] Persisted = typeof(NeuralNetworkOptions).GetProperties(BindingFlags.Public | BindingFlags.Instance)
         .Select(p => p.Name).Except(NotPersistable).ToArray();
 
     private readonly ConformanceFixture fixture;
@@ -193,7 +193,7 @@ public sealed class EstimatorConformanceTests : IClassFixture<ConformanceFixture
         }
     }
 
-    private static void AssertOptionsEqual(NeuralNetworkOptions expected, NeuralNetworkOptions actual, IEnumerable<string> names, string estimator)
+    internal static void AssertOptionsEqual(NeuralNetworkOptions expected, NeuralNetworkOptions actual, IEnumerable<string> names, string estimator)
     {
         foreach (var name in names)
         {
@@ -209,13 +209,13 @@ public sealed class EstimatorConformanceTests : IClassFixture<ConformanceFixture
         : value;
 
     /// <summary>ML.NET's <c>SchemaShape.Create</c>, internal to it, reached by reflection (as <c>TrainerBehaviourTests</c> does).</summary>
-    private static SchemaShape ShapeOf(DataViewSchema schema)
+    internal static SchemaShape ShapeOf(DataViewSchema schema)
     {
         var create = typeof(SchemaShape).GetMethod("Create", BindingFlags.NonPublic | BindingFlags.Static, [typeof(DataViewSchema)])!;
         return (SchemaShape)create.Invoke(null, [schema])!;
     }
 
-    private static void AssertShapeMatches(SchemaShape promised, DataViewSchema actual, string estimator)
+    internal static void AssertShapeMatches(SchemaShape promised, DataViewSchema actual, string estimator, string[]? required = null, bool annotations = true)
     {
         var actualShape = ShapeOf(actual);
         foreach (var column in promised)
@@ -225,9 +225,10 @@ public sealed class EstimatorConformanceTests : IClassFixture<ConformanceFixture
             Assert.True(column.Kind == found.Kind, $"{estimator}: '{column.Name}' is promised as {column.Kind} but is {found.Kind}.");
             Assert.True(column.ItemType.Equals(found.ItemType), $"{estimator}: '{column.Name}' is promised with items {column.ItemType} but has {found.ItemType}.");
             Assert.True(column.IsKey == found.IsKey, $"{estimator}: '{column.Name}' is promised {(column.IsKey ? "as" : "not as")} a key.");
-            Assert.Equal(column.Annotations.Select(a => a.Name).OrderBy(n => n), found.Annotations.Select(a => a.Name).OrderBy(n => n));
+            if (annotations)
+                Assert.Equal(column.Annotations.Select(a => a.Name).OrderBy(n => n), found.Annotations.Select(a => a.Name).OrderBy(n => n));
         }
-        foreach (var name in new[] { "Score", "PredictedLabel" })
+        foreach (var name in required ?? ["Score", "PredictedLabel"])
             Assert.Contains(promised, c => c.Name == name);
     }
 }

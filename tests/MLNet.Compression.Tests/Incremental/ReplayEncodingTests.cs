@@ -194,6 +194,53 @@ public sealed class ReplayMemoryEncodingTests
         var e = Assert.Throws<CheckpointFormatException>(() => ReplayMemory.Read(new MemoryStream(bytes), bytes.Length, 11, 4));
         Assert.Contains("bits", e.Message);
     }
+
+    [Fact]
+    public void AMemoryOfRegressionTargets_IsOneUniformReservoir_InTheSameBytes_AndRoundTrips()
+    {
+        var memory = new ReplayMemory(3, 50, 5, 8, targets: true);
+        memory.Widen([0f, -999f, 0.5f], [999f, 0f, 0.5f]);
+        for (int i = 0; i < 1000; i++)
+            memory.OfferTarget([i, -i, 0.5f], i + 0.25f, () => $"row {i}");
+        Assert.Equal(50, memory.Count);
+        Assert.Equal(50 * (3 + 4) + 8 * 3, memory.Bytes); // features, the 4-byte target in the label's place, the range table
+        Assert.Equal([1000L], memory.SeenPerClass());
+        var decoded = new float[3];
+        var targets = new float[memory.Count];
+        for (int s = 0; s < memory.Count; s++)
+        {
+            memory.CopyFeatures(s, decoded);
+            targets[s] = memory.TargetAt(s);
+            Assert.Equal(0, memory.LabelAt(s));
+            Assert.True(Math.Abs(decoded[0] + 0.25f - targets[s]) <= 2, $"exemplar {s}: features of row {decoded[0]}, target {targets[s]}");
+        }
+        // A uniform sample of the 1,000 rows: its mean index is near 500 (standard error about 41), late rows included.
+        Assert.InRange(targets.Average(), 350, 650);
+        Assert.Contains(targets, t => t > 900);
+
+        using var stream = new MemoryStream();
+        memory.Write(stream);
+        var bytes = stream.ToArray();
+        Assert.Equal(2, BitConverter.ToInt32(bytes, 12));
+        stream.Position = 0;
+        var back = ReplayMemory.Read(stream, stream.Length, 3, 1);
+        Assert.True(back.HoldsTargets);
+        Assert.Equal(memory.Bytes, back.Bytes);
+        for (int s = 0; s < memory.Count; s++)
+        {
+            Assert.Equal(memory.TargetAt(s), back.TargetAt(s));
+            Assert.True(memory.CodesAt(s).SequenceEqual(back.CodesAt(s)));
+        }
+
+        // A stored target that is not finite is named; targets and classes are not mixed up.
+        BitConverter.GetBytes(float.NaN).CopyTo(bytes, 40 + 8 + 4 * 7); // header, one class count, then target 7
+        var e = Assert.Throws<CheckpointFormatException>(() => ReplayMemory.Read(new MemoryStream(bytes), bytes.Length, 3, 1));
+        Assert.Equal("targets[7]", e.Field);
+        Assert.Contains("NaN", e.Message);
+        Assert.Throws<InvalidDataException>(() => memory.OfferTarget([1f, -1f, 0.5f], float.NaN, () => "row"));
+        Assert.Throws<InvalidOperationException>(() => new ReplayMemory(3, 5, 1).OfferTarget([0f, 0f, 0f], 1f, () => "row"));
+        Assert.Throws<InvalidOperationException>(() => new ReplayMemory(3, 5, 1).TargetAt(0));
+    }
 }
 
 /// <summary>Continued training with the new replay options, on small real data.</summary>

@@ -134,6 +134,14 @@ internal abstract class OutputHead
         TeacherScoreKind kind);
 
     /// <summary>
+    /// EWC's Fisher information: per row, the gradient of the head's negative log-likelihood with respect to the float32
+    /// <paramref name="outputs"/> [N, units] (no gradient attached), chosen so that its square is the row's Fisher weight of
+    /// each output. The parameters' Fisher is then the mean over rows of (this · ∂outputs/∂θ)². Regression passes the run's
+    /// <paramref name="scaling"/> (the model's outputs are in label units); null elsewhere.
+    /// </summary>
+    public abstract Tensor FisherOutputGradient(Tensor outputs, TargetScaling? scaling);
+
+    /// <summary>
     /// The target scaling of one training run over <paramref name="data"/> (regression: the label's mean and standard
     /// deviation), or null when the head trains on its labels as they are (classification).
     /// </summary>

@@ -98,6 +98,16 @@ internal sealed class RegressionHead : OutputHead
 
     /// <inheritdoc />
     /// <remarks>
+    /// The training loss is the Gaussian negative log-likelihood of the standardized target (unit variance): ½ ((y − f) / std)².
+    /// At the model's own prediction its gradient is zero, so the empirical-predictive Fisher would be zero; this head gives the
+    /// true Fisher instead, the expectation over y of the squared gradient, 1 / std² per row (std from <paramref name="scaling"/>,
+    /// 1 without): a constant gradient of 1 / std.
+    /// </remarks>
+    public override Tensor FisherOutputGradient(Tensor outputs, TargetScaling? scaling) =>
+        full_like(outputs, 1.0 / (scaling?.Std ?? 1.0));
+
+    /// <inheritdoc />
+    /// <remarks>
     /// Regression has no classes: a row counts as correct when the prediction is within 0.5 of the target, in the units the
     /// loop trains in (half a standard deviation of the label), so the epoch "accuracy" says which share of rows is close.
     /// </remarks>

@@ -78,6 +78,14 @@ internal sealed class SigmoidBinaryHead : OutputHead
         nn.functional.binary_cross_entropy_with_logits(outputs.squeeze(1), labels.to(ScalarType.Float32));
 
     /// <inheritdoc />
+    /// <remarks>
+    /// The empirical-predictive Fisher of the Bernoulli likelihood: binary cross-entropy at the predicted class ŷ = (logit &gt; 0),
+    /// whose gradient with respect to the logit is sigmoid(logit) − ŷ.
+    /// </remarks>
+    public override Tensor FisherOutputGradient(Tensor outputs, TargetScaling? scaling) =>
+        outputs.sigmoid().sub(outputs.gt(Scalars.Zero).to(ScalarType.Float32));
+
+    /// <inheritdoc />
     public override Tensor CorrectCount(Tensor outputs, Tensor labels) =>
         outputs.squeeze(1).gt(Scalars.Zero).to(ScalarType.Int64).eq(labels.to(ScalarType.Int64)).sum();
 

@@ -67,6 +67,19 @@ internal sealed class SoftmaxMulticlassHead : OutputHead
     public override Tensor Loss(Tensor outputs, Tensor labels) => nn.functional.cross_entropy(outputs, labels);
 
     /// <inheritdoc />
+    /// <remarks>
+    /// The empirical-predictive Fisher (van de Ven &amp; Tolias): −log softmax(z)[ŷ] at the predicted class ŷ = arg max, whose
+    /// gradient is softmax(z) − onehot(ŷ).
+    /// </remarks>
+    public override Tensor FisherOutputGradient(Tensor outputs, TargetScaling? scaling)
+    {
+        using var minusOne = (-1.0).ToScalar();
+        var probabilities = nn.functional.softmax(outputs, 1);
+        var onehot = nn.functional.one_hot(probabilities.argmax(1), outputs.size(1)).to(ScalarType.Float32);
+        return probabilities.add(onehot, minusOne);
+    }
+
+    /// <inheritdoc />
     public override Tensor CorrectCount(Tensor outputs, Tensor labels) => outputs.argmax(1).eq(labels).sum();
 
     /// <inheritdoc />
