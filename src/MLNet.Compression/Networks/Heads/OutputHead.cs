@@ -212,6 +212,17 @@ internal abstract class OutputHead
     public abstract IReadOnlyList<IEstimator<ITransformer>> ChainConversions(MLContext ml, OnnxModelSignature signature, IReadOnlyList<string> classNames,
         List<string> temporaries);
 
+    /// <summary>
+    /// What the saved chain appends after <see cref="ChainConversions"/> (fitted, then <paramref name="chain"/>) so that a zip
+    /// whose ONNX model was swapped for one with other outputs fails when loaded, not with wrong columns. The default adds
+    /// nothing: ML.NET's own scalar columns need no guard.
+    /// </summary>
+    /// <param name="ml">The context.</param>
+    /// <param name="chain">The fitted chain: the ONNX model, the conversions and the dropping of temporaries.</param>
+    /// <param name="scored">The output schema of <paramref name="chain"/>.</param>
+    /// <param name="signature">The exported model's inputs and outputs.</param>
+    public virtual ITransformer GuardChain(MLContext ml, ITransformer chain, DataViewSchema scored, OnnxModelSignature signature) => chain;
+
     /// <summary>The float ONNX outputs the batched scorer fetches, with their values per row, in row order.</summary>
     public abstract IReadOnlyList<(string Name, int Width)> BatchedOutputs(OnnxModelSignature signature);
 

@@ -160,6 +160,11 @@ internal sealed class SoftmaxMulticlassHead : OutputHead
     }
 
     /// <inheritdoc />
+    /// <remarks>The <c>Score</c> vector's length is guarded (see <see cref="OnnxScoringChain.AppendScoreShapeGuard"/>).</remarks>
+    public override ITransformer GuardChain(MLContext ml, ITransformer chain, DataViewSchema scored, OnnxModelSignature signature) =>
+        OnnxScoringChain.AppendScoreShapeGuard(ml, chain, scored, signature.ClassCount);
+
+    /// <inheritdoc />
     public override IReadOnlyList<(string Name, int Width)> BatchedOutputs(OnnxModelSignature signature) => [(signature.ScoreName, signature.ClassCount)];
 
     /// <inheritdoc />
