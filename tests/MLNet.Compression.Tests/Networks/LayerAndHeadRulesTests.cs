@@ -62,6 +62,32 @@ public sealed class LayerAndHeadRulesTests
         Assert.Same(chain, head.GuardChain(ml, chain, ScoreSchema(1), default!));
     }
 
+    [Theory]
+    [InlineData("binary")]
+    [InlineData("regression")]
+    public void AMissingLabelIsNamedWithTheColumnsPresent(string name)
+    {
+        var head = OutputHead.ForName(name)!;
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => head.ValidateLabel(ScoreSchema(3), "Target", out _));
+        Assert.Equal("labelColumnName", e.ParamName);
+        Assert.Contains("The input data has no label column 'Target'. Columns present: 'Score' (Vector<Single, 3>). Set labelColumnName", e.Message,
+            StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("multiclass")]
+    [InlineData("binary")]
+    [InlineData("regression")]
+    public void AMissingLabelInThePromisedSchemaIsNamed(string name)
+    {
+        var ml = new MLContext(seed: 1);
+        var head = OutputHead.ForName(name)!;
+        var shape = new SchemaShape([]); // no columns at all
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => head.GetOutputSchema(ml, shape, "Target", "Features"));
+        Assert.Equal("inputSchema", e.ParamName);
+        Assert.Contains("The input has no label column 'Target'.", e.Message, StringComparison.Ordinal);
+    }
+
     private static DataViewSchema ScoreSchema(int length)
     {
         var builder = new DataViewSchema.Builder();

@@ -201,6 +201,19 @@ internal abstract class OutputHead
     /// </summary>
     public abstract SchemaShape GetOutputSchema(MLContext ml, SchemaShape inputSchema, string labelColumnName, string featureColumnName);
 
+    /// <summary>The label column of <paramref name="schema"/>; when missing, an exception for the label column name listing the columns present.</summary>
+    private protected static DataViewSchema.Column RequireLabel(DataViewSchema schema, string labelColumnName) =>
+        schema.GetColumnOrNull(labelColumnName)
+        ?? throw new ArgumentOutOfRangeException(nameof(labelColumnName),
+            $"The input data has no label column '{labelColumnName}'. Columns present: " +
+            $"{string.Join(", ", schema.Where(c => !c.IsHidden).Select(c => $"'{c.Name}' ({c.Type})"))}. Set labelColumnName (or the options' LabelColumnName).");
+
+    /// <summary>The label column of the promised <paramref name="inputSchema"/>; when missing, an exception for the input schema.</summary>
+    private protected static SchemaShape.Column RequireLabel(SchemaShape inputSchema, string labelColumnName) =>
+        inputSchema.FirstOrDefault(c => c.Name == labelColumnName) is { Name: not null } label
+            ? label
+            : throw new ArgumentOutOfRangeException(nameof(inputSchema), $"The input has no label column '{labelColumnName}'.");
+
     /// <summary>The ONNX outputs the saved chain's <c>OnnxTransformer</c> must produce.</summary>
     public abstract IReadOnlyList<string> ChainOutputs(OnnxModelSignature signature);
 

@@ -130,8 +130,7 @@ internal sealed class SoftmaxMulticlassHead : OutputHead
     /// <inheritdoc />
     public override SchemaShape GetOutputSchema(MLContext ml, SchemaShape inputSchema, string labelColumnName, string featureColumnName)
     {
-        if (inputSchema.FirstOrDefault(c => c.Name == labelColumnName) is not { Name: not null } label)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"The input has no label column '{labelColumnName}'.");
+        var label = RequireLabel(inputSchema, labelColumnName);
         if (!label.IsKey || label.Kind != SchemaShape.Column.VectorKind.Scalar)
             throw new ArgumentOutOfRangeException(nameof(inputSchema),
                 $"The label column '{labelColumnName}' must be a scalar key; add ml.Transforms.Conversion.MapValueToKey(\"{labelColumnName}\").");
