@@ -5,12 +5,9 @@ using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
-using MLNet.Compression.Clustering;
-using MLNet.Compression.Distillation;
 using MLNet.Compression.Incremental;
 using MLNet.Compression.Networks;
 using MLNet.Compression.Networks.Heads;
-using MLNet.Compression.Quantization;
 
 namespace MLNet.Compression.Training;
 
