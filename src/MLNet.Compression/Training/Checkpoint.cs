@@ -42,7 +42,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
         AllowOutOfOrderMetadataProperties = true,
-        Converters = { new JsonStringEnumConverter(allowIntegerValues: false) },
+        Converters = { new NamedEnumConverter() },
     };
 
     /// <summary>The recipe step kinds this library reads, as <see cref="IReapplicableStep"/> declares them.</summary>
@@ -561,4 +561,32 @@ internal sealed class CheckpointFormatException : IOException
     public string Entry { get; }
 
     public string? Field { get; }
+}
+
+/// <summary>
+/// Enumerations by name, as the rest of checkpoint.json stores them: an unknown name or a number is a <see cref="JsonException"/>
+/// that lists the names allowed (the reader adds the field).
+/// </summary>
+internal sealed class NamedEnumConverter : JsonConverterFactory
+{
+    /// <inheritdoc />
+    public override bool CanConvert(Type typeToConvert) => typeToConvert.IsEnum;
+
+    /// <inheritdoc />
+    public override JsonConverter CreateConverter(Type typeToConvert, JsonSerializerOptions options) =>
+        (JsonConverter)Activator.CreateInstance(typeof(Named<>).MakeGenericType(typeToConvert))!;
+
+    private sealed class Named<T> : JsonConverter<T> where T : struct, Enum
+    {
+        public override T Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+        {
+            string text = reader.TokenType == JsonTokenType.String ? reader.GetString()! : System.Text.Encoding.UTF8.GetString(reader.ValueSpan);
+            if (reader.TokenType == JsonTokenType.String && text.Length > 0 && !char.IsDigit(text[0]) && text[0] != '-'
+                && Enum.TryParse<T>(text, ignoreCase: false, out var value) && Enum.IsDefined(value))
+                return value;
+            throw new JsonException($"is '{text}', not one of {string.Join(", ", Enum.GetNames<T>())}");
+        }
+
+        public override void Write(Utf8JsonWriter writer, T value, JsonSerializerOptions options) => writer.WriteStringValue(value.ToString());
+    }
 }

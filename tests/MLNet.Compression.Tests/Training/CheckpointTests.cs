@@ -434,6 +434,23 @@ public sealed class CheckpointCorruptionTests
     public static IEnumerable<object[]> FaultNames => Faults.Keys.Select(k => new object[] { k });
 
     [Theory]
+    [InlineData("\"Int3\"", "'Int3'")]
+    [InlineData("1", "'1'")]
+    public void ARecipeEnumerationThatIsNoNameListsTheNamesAllowed(string mode, string shown)
+    {
+        var ml = new MLContext(seed: 1);
+        using var dir = TestMnist.NewTempDirectory();
+        string path = dir["mode.checkpoint"];
+        using (var model = NeuralNetworkTransformer.LoadCheckpoint(ml, CheckpointFixtures.Mlp))
+            model.SaveCheckpoint(path);
+        CheckpointCorruption.EditJson(path, j => j["recipe"] = new JsonArray(
+            new JsonObject { ["kind"] = "quantization", ["quantization"] = new JsonObject { ["mode"] = JsonNode.Parse(mode) } }));
+        var e = Assert.Throws<CheckpointException>(() => NeuralNetworkTransformer.LoadCheckpoint(ml, path));
+        Assert.Equal("recipe[0].quantization.mode", e.FieldName);
+        Assert.Contains($"is {shown}, not one of Float16, Int8Dynamic, Int8Static, Int4WeightOnly", e.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
     [MemberData(nameof(FaultNames))]
     public void ACorruptedCheckpointFailsNamingTheEntryAndFieldWithoutLargeAllocations(string fault)
     {
