@@ -43,9 +43,14 @@ public abstract record CompressionStageReport
 /// One thing a stage did to the exported encoding of a model (quantization, weight sharing) that a later stage which
 /// changes the weights (continued training) must do again. Each step re-applies itself, so that stage never names it.
 /// </summary>
-[JsonPolymorphic(TypeDiscriminatorPropertyName = "$step")]
-[JsonDerivedType(typeof(QuantizeStep), "quantize")]
-[JsonDerivedType(typeof(ClusterStep), "cluster")]
+/// <remarks>
+/// A step's System.Text.Json form is the one the checkpoint's <c>recipe</c> stores: <c>{"kind": K, K: options}</c>, where
+/// K names the step and the options are written property by property. A new kind of step is one class with its
+/// <see cref="JsonDerivedTypeAttribute"/> here and its options under a property named like its kind.
+/// </remarks>
+[JsonPolymorphic(TypeDiscriminatorPropertyName = "kind")]
+[JsonDerivedType(typeof(QuantizeStep), "quantization")]
+[JsonDerivedType(typeof(ClusterStep), "clustering")]
 internal interface IReapplicableStep
 {
     /// <summary>Whether this step makes <paramref name="earlier"/> obsolete, so the recipe drops it when this one is added.</summary>
@@ -59,7 +64,7 @@ internal interface IReapplicableStep
 }
 
 /// <summary>The model was quantized with <paramref name="Options"/>; re-applied by quantizing again (calibrating on the new data).</summary>
-internal sealed record QuantizeStep(QuantizationOptions Options) : IReapplicableStep
+internal sealed record QuantizeStep([property: JsonPropertyName("quantization")] QuantizationOptions Options) : IReapplicableStep
 {
     /// <inheritdoc />
     public bool Supersedes(IReapplicableStep earlier) => earlier is QuantizeStep;
@@ -77,7 +82,7 @@ internal sealed record QuantizeStep(QuantizationOptions Options) : IReapplicable
 }
 
 /// <summary>The model's weights were shared with <paramref name="Options"/>; re-applied by clustering again (k-means from the current weights, no fine-tuning).</summary>
-internal sealed record ClusterStep(WeightClusteringOptions Options) : IReapplicableStep
+internal sealed record ClusterStep([property: JsonPropertyName("clustering")] WeightClusteringOptions Options) : IReapplicableStep
 {
     /// <inheritdoc />
     public bool Supersedes(IReapplicableStep earlier) => earlier is ClusterStep or QuantizeStep; // clustering replaces the weights a quantization encoded

@@ -68,7 +68,7 @@ public sealed class NeuralNetworkTrainer : IEstimator<NeuralNetworkTransformer>,
             resolved = budget.Options;
         }
         // Inside a student pipeline being distilled, the teacher's scores came through the pipeline's transforms with the rows.
-        var distilled = Distillation.TeacherGuidance.ForStudentTrainer(input, head, options.LabelColumnName, classCount);
+        var distilled = Distillation.TeacherGuidance.ForStudentTrainer(input, head, options.FeatureColumnName, options.LabelColumnName, classCount);
         var result = new TrainingSession(ml, resolved, cancellation: options.CancellationToken).Run(input, model, seed, null, distilled);
         var trained = resolved.Clone();
         trained.CancellationToken = default;

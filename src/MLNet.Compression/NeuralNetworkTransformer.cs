@@ -241,9 +241,9 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
     }
 
     /// <summary>
-    /// Loads a checkpoint written by <see cref="SaveCheckpoint"/> (format versions 1 to 3). Everything is validated before it
+    /// Loads a checkpoint written by <see cref="SaveCheckpoint"/> (format versions 1 to 4). Everything is validated before it
     /// is used: format version, options, class names, layer shapes against the architecture, and the exact length of every
-    /// binary entry, checked before anything is allocated. A version-3 checkpoint carries the exact ONNX export the model
+    /// binary entry, checked before anything is allocated. A version-3 or later checkpoint carries the exact ONNX export the model
     /// scored with, so the loaded model scores identically in every encoding (quantized, sparse, clustered); older
     /// checkpoints are exported again as float32. The recipe and the compression history are kept, so continued training
     /// re-applies quantization or clustering.
@@ -258,7 +258,11 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         var cp = Checkpoint.Read(path);
         var schema = new DataViewSchema.Builder();
         schema.AddColumn(cp.Options.FeatureColumnName, new VectorDataViewType(NumberDataViewType.Single, cp.Network.InputLength));
-        var result = Create(ml, cp.Network, cp.ClassNames, cp.Options, schema.ToSchema(), null, cp.Seed, onnx: cp.Onnx);
+        // The stored export is the quantized one when the recipe quantized: its resident size is re-derived, not float32's.
+        long? resident = cp.Onnx is not null && cp.Recipe?.Quantization is { } quantization
+            ? Quantization.QuantizedExport.ResidentBytes(cp.Network, quantization)
+            : null;
+        var result = Create(ml, cp.Network, cp.ClassNames, cp.Options, schema.ToSchema(), null, cp.Seed, residentWeightBytes: resident, onnx: cp.Onnx);
         var loaded = new NeuralNetworkTransformer(ml, result.Network, result.ClassNames, result.TrainingOptions, result.OnnxBytes, result.chain, null,
             cp.OptimizerState, cp.Seed, result.Memory, cp.Recipe, cp.Incremental);
         return cp.History is { } history ? loaded.WithCompressionHistory(history) : loaded;

@@ -42,13 +42,8 @@ internal static class PcaModelFactory
         {
             outDir = Path.GetFullPath(outDir);
             Directory.CreateDirectory(outDir);
-            var acquire = new MnistOptions { AllowHttp = false, Log = Console.WriteLine };
-            MnistFiles files = MnistFetch.LoadOrFetch(() => MnistDataset.Ensure(acquire), e => e is MnistAcquisitionException,
-                MnistDataset.DefaultCacheDirectory, Console.WriteLine);
-            var mnist = new MnistOptions { AllowHttp = false };
             var ml = new MLContext(seed: 1);
-            IDataView trainAll = ml.Data.LoadMnist(MnistSplit.Train, mnist);
-            IDataView test = ml.Data.LoadMnist(MnistSplit.Test, mnist);
+            var (files, trainAll, test) = FactoryMnist.Load(ml);
             var chain = ml.Transforms.ProjectToPrincipalComponents("Features", rank: rank, ensureZeroMean: true, seed: 1)
                 .Append(ml.Compression().NeuralNetwork(new NeuralNetworkOptions
                 {

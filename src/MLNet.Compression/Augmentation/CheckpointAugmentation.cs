@@ -62,3 +62,36 @@ internal sealed class CheckpointAugmentation
         }
     }
 }
+
+/// <summary>
+/// Writes and reads an <see cref="ImageAugmentation"/> in a checkpoint's recipe step (a fine-tuning stage's own
+/// augmentation) in the same form as <c>options.augmentation</c>; a stored value that breaks a rule throws a
+/// <see cref="System.Text.Json.JsonException"/> whose inner <see cref="ArgumentException"/> names the field.
+/// </summary>
+internal sealed class ImageAugmentationJsonConverter : System.Text.Json.Serialization.JsonConverter<ImageAugmentation>
+{
+    /// <inheritdoc />
+    public override ImageAugmentation? Read(ref System.Text.Json.Utf8JsonReader reader, Type typeToConvert, System.Text.Json.JsonSerializerOptions options)
+    {
+        var stored = System.Text.Json.JsonSerializer.Deserialize<CheckpointAugmentation>(ref reader, options);
+        if (stored is null)
+            return null;
+        try
+        {
+            var a = ImageAugmentation.Affine(stored.MaxShiftPixels, stored.MaxRotationDegrees, (stored.MinScale, stored.MaxScale));
+            if (stored.ElasticAlpha > 0 || stored.ElasticSigma > 0)
+                a = a.WithElastic(stored.ElasticAlpha, stored.ElasticSigma);
+            if (stored.Channels != 0 || stored.Height != 0 || stored.Width != 0)
+                a = a.WithImageShape(stored.Channels, stored.Height, stored.Width);
+            return a;
+        }
+        catch (ArgumentException e)
+        {
+            throw new System.Text.Json.JsonException(e.Message, e);
+        }
+    }
+
+    /// <inheritdoc />
+    public override void Write(System.Text.Json.Utf8JsonWriter writer, ImageAugmentation value, System.Text.Json.JsonSerializerOptions options) =>
+        System.Text.Json.JsonSerializer.Serialize(writer, CheckpointAugmentation.From(value), options);
+}

@@ -33,9 +33,9 @@ public sealed class IdxDataView : IDataView
     private const int SequentialBlockBytes = 512 * 1024;
     private static readonly float[] PixelToFloat = CreatePixelTable();
 
-    private readonly byte[] _labels;
+    private readonly byte[] labels;
     private readonly string rawImagesPath;
-    private readonly int _pixels;
+    private readonly int pixelsPerImage;
     private long imageBytesRead;
 
     /// <summary>Opens a pair of IDX files, validating both headers, their sizes, the row counts and every label.</summary>
@@ -106,17 +106,17 @@ public sealed class IdxDataView : IDataView
         }
 
         IdxFormat.CheckCounts(header.Count, imagesPath, labelCount, labelsPath);
-        _labels = IdxFormat.ReadLabels(labelsPath, header.Count, imagesPath);
-        IdxFormat.CheckCounts(header.Count, imagesPath, _labels.Length, labelsPath);
-        IdxFormat.CheckLabelRange(_labels, options.ClassCount, labelsPath);
+        labels = IdxFormat.ReadLabels(labelsPath, header.Count, imagesPath);
+        IdxFormat.CheckCounts(header.Count, imagesPath, labels.Length, labelsPath);
+        IdxFormat.CheckLabelRange(labels, options.ClassCount, labelsPath);
 
         ImagesPath = imagesPath;
         LabelsPath = labelsPath;
         ImageHeight = header.Rows;
         ImageWidth = header.Columns;
         ClassCount = options.ClassCount;
-        _pixels = header.PixelsPerImage;
-        Schema = BuildSchema(options.LabelColumnName, options.FeatureColumnName, ClassCount, _pixels);
+        pixelsPerImage = header.PixelsPerImage;
+        Schema = BuildSchema(options.LabelColumnName, options.FeatureColumnName, ClassCount, pixelsPerImage);
     }
 
     /// <summary>Full path of the image file as given (for a gzip file, the compressed file).</summary>
@@ -144,21 +144,21 @@ public sealed class IdxDataView : IDataView
     internal long ImageBytesRead => Interlocked.Read(ref imageBytesRead);
 
     /// <inheritdoc/>
-    public long? GetRowCount() => _labels.Length;
+    public long? GetRowCount() => labels.Length;
 
     /// <inheritdoc/>
     public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
     {
         bool[] active = ActiveColumns(columnsNeeded);
         int[]? order = rand is null ? null : Permutation(rand);
-        return new Cursor(this, active, order, 0, _labels.Length, batch: 0);
+        return new Cursor(this, active, order, 0, labels.Length, batch: 0);
     }
 
     /// <inheritdoc/>
     public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null)
     {
         bool[] active = ActiveColumns(columnsNeeded);
-        int count = _labels.Length;
+        int count = labels.Length;
         if (n <= 0)
             n = Environment.ProcessorCount;
         n = Math.Max(1, Math.Min(n, count));
@@ -176,7 +176,7 @@ public sealed class IdxDataView : IDataView
 
     private int[] Permutation(Random rand)
     {
-        var order = new int[_labels.Length];
+        var order = new int[labels.Length];
         for (int i = 0; i < order.Length; i++)
             order[i] = i;
         rand.Shuffle(order);
@@ -233,60 +233,58 @@ public sealed class IdxDataView : IDataView
         private const int LabelIndex = 0;
         private const int FeatureIndex = 1;
 
-        private readonly IdxDataView _parent;
-        private readonly bool[] _active;
-        private readonly int[]? _order;
-        private readonly int _start;
-        private readonly int _end;
-        private readonly long _batch;
-        private readonly int _pixels;
+        private readonly IdxDataView view;
+        private readonly bool[] activeColumns;
+        private readonly int[]? rowOrder;
+        private readonly int endRow;
+        private readonly long batchIndex;
+        private readonly int pixelsPerImage;
         private readonly Delegate labelGetter;
         private readonly Delegate featureGetter;
         private readonly ValueGetter<DataViewRowId> idGetter;
 
-        private SafeFileHandle? _handle;
+        private SafeFileHandle? handle;
         private byte[]? buffer;
         private int bufferFirstRow = -1;
         private int bufferRows;
         private long position = -1;
         private int next;
-        private int _row = -1;
+        private int currentRow = -1;
         private bool done;
 
         public Cursor(IdxDataView parent, bool[] active, int[]? order, int start, int end, long batch)
         {
-            _parent = parent;
-            _active = active;
-            _order = order;
-            _start = start;
-            _end = end;
+            view = parent;
+            activeColumns = active;
+            rowOrder = order;
+            endRow = end;
             next = start;
-            _batch = batch;
-            _pixels = parent._pixels;
+            batchIndex = batch;
+            pixelsPerImage = parent.pixelsPerImage;
             labelGetter = (ValueGetter<uint>)GetLabel;
             featureGetter = (ValueGetter<VBuffer<float>>)GetFeatures;
             idGetter = GetId;
         }
 
-        public override DataViewSchema Schema => _parent.Schema;
+        public override DataViewSchema Schema => view.Schema;
 
         public override long Position => position;
 
-        public override long Batch => _batch;
+        public override long Batch => batchIndex;
 
         public override bool MoveNext()
         {
             if (done)
                 return false;
-            if (next >= _end)
+            if (next >= endRow)
             {
                 done = true;
                 position = -1;
-                _row = -1;
+                currentRow = -1;
                 ReleaseFile();
                 return false;
             }
-            _row = _order is null ? next : _order[next];
+            currentRow = rowOrder is null ? next : rowOrder[next];
             next++;
             position++;
             return true;
@@ -294,14 +292,14 @@ public sealed class IdxDataView : IDataView
 
         public override bool IsColumnActive(DataViewSchema.Column column)
         {
-            _parent.CheckColumn(column, nameof(column));
-            return _active[column.Index];
+            view.CheckColumn(column, nameof(column));
+            return activeColumns[column.Index];
         }
 
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
-            _parent.CheckColumn(column, nameof(column));
-            if (!_active[column.Index])
+            view.CheckColumn(column, nameof(column));
+            if (!activeColumns[column.Index])
                 throw new InvalidOperationException(
                     $"Column '{column.Name}' was requested but is not active in this cursor. Include it in the columns passed to GetRowCursor.");
             Delegate getter = column.Index == LabelIndex ? labelGetter : featureGetter;
@@ -319,7 +317,7 @@ public sealed class IdxDataView : IDataView
             {
                 done = true;
                 position = -1;
-                _row = -1;
+                currentRow = -1;
                 ReleaseFile();
             }
             base.Dispose(disposing);
@@ -327,8 +325,8 @@ public sealed class IdxDataView : IDataView
 
         private void ReleaseFile()
         {
-            _handle?.Dispose();
-            _handle = null;
+            handle?.Dispose();
+            handle = null;
             buffer = null;
             bufferFirstRow = -1;
             bufferRows = 0;
@@ -336,7 +334,7 @@ public sealed class IdxDataView : IDataView
 
         private void CheckRow()
         {
-            if (_row < 0)
+            if (currentRow < 0)
                 throw new InvalidOperationException(
                     "A value getter was called while the cursor is not on a row (before the first MoveNext, after MoveNext returned false, or after Dispose).");
         }
@@ -344,20 +342,20 @@ public sealed class IdxDataView : IDataView
         private void GetId(ref DataViewRowId value)
         {
             CheckRow();
-            value = new DataViewRowId((ulong)_row, 0);
+            value = new DataViewRowId((ulong)currentRow, 0);
         }
 
         private void GetLabel(ref uint value)
         {
             CheckRow();
-            value = (uint)_parent._labels[_row] + 1;
+            value = (uint)view.labels[currentRow] + 1;
         }
 
         private void GetFeatures(ref VBuffer<float> value)
         {
             CheckRow();
-            ReadOnlySpan<byte> pixels = ImageBytes(_row);
-            var editor = VBufferEditor.Create(ref value, _pixels);
+            ReadOnlySpan<byte> pixels = ImageBytes(currentRow);
+            var editor = VBufferEditor.Create(ref value, pixelsPerImage);
             ToFloats(pixels, editor.Values);
             value = editor.Commit();
         }
@@ -391,34 +389,34 @@ public sealed class IdxDataView : IDataView
         private ReadOnlySpan<byte> ImageBytes(int row)
         {
             if (row >= bufferFirstRow && row < bufferFirstRow + bufferRows)
-                return buffer.AsSpan((row - bufferFirstRow) * _pixels, _pixels);
+                return buffer.AsSpan((row - bufferFirstRow) * pixelsPerImage, pixelsPerImage);
 
-            _handle ??= File.OpenHandle(_parent.rawImagesPath, FileMode.Open, FileAccess.Read, FileShare.Read,
-                _order is null ? FileOptions.SequentialScan : FileOptions.RandomAccess);
+            handle ??= File.OpenHandle(view.rawImagesPath, FileMode.Open, FileAccess.Read, FileShare.Read,
+                rowOrder is null ? FileOptions.SequentialScan : FileOptions.RandomAccess);
             int rows;
-            if (_order is null)
+            if (rowOrder is null)
             {
                 // Sequential: a block of rows from this one to the end of the cursor's range.
-                rows = Math.Max(1, SequentialBlockBytes / _pixels);
-                rows = Math.Min(rows, _end - row);
+                rows = Math.Max(1, SequentialBlockBytes / pixelsPerImage);
+                rows = Math.Min(rows, endRow - row);
             }
             else
             {
                 rows = 1;
             }
-            int bytes = rows * _pixels;
+            int bytes = rows * pixelsPerImage;
             if (buffer is null || buffer.Length < bytes)
-                buffer = new byte[_order is null ? Math.Max(bytes, Math.Max(1, SequentialBlockBytes / _pixels) * _pixels) : bytes];
-            long offset = IdxFormat.ImageHeaderSize + (long)row * _pixels;
-            int read = IdxFormat.ReadFully(_handle, buffer.AsSpan(0, bytes), offset);
-            Interlocked.Add(ref _parent.imageBytesRead, read);
+                buffer = new byte[rowOrder is null ? Math.Max(bytes, Math.Max(1, SequentialBlockBytes / pixelsPerImage) * pixelsPerImage) : bytes];
+            long offset = IdxFormat.ImageHeaderSize + (long)row * pixelsPerImage;
+            int read = IdxFormat.ReadFully(handle, buffer.AsSpan(0, bytes), offset);
+            Interlocked.Add(ref view.imageBytesRead, read);
             if (read < bytes)
-                throw new IdxFormatException(_parent.ImagesPath,
-                    $"IDX image file '{_parent.ImagesPath}' became shorter while it was being read (row {row}: expected {bytes} bytes at offset {offset}, got {read}). " +
+                throw new IdxFormatException(view.ImagesPath,
+                    $"IDX image file '{view.ImagesPath}' became shorter while it was being read (row {row}: expected {bytes} bytes at offset {offset}, got {read}). " +
                     "Do not modify the file while a data view uses it; re-create the view.");
             bufferFirstRow = row;
             bufferRows = rows;
-            return buffer.AsSpan(0, _pixels);
+            return buffer.AsSpan(0, pixelsPerImage);
         }
     }
 }

@@ -126,16 +126,17 @@ internal sealed class TeacherGuidance : IDisposable
     /// </summary>
     /// <param name="input">The trainer's input (the student pipeline's prepared rows).</param>
     /// <param name="head">The trainer's output head.</param>
-    /// <param name="labelColumn">The trainer's label column, for messages.</param>
+    /// <param name="featureColumn">The trainer's feature column in <paramref name="input"/>.</param>
+    /// <param name="labelColumn">The trainer's label column in <paramref name="input"/>.</param>
     /// <param name="classCount">The trainer's number of classes.</param>
-    internal static TrainingHooks? ForStudentTrainer(IDataView input, Networks.Heads.OutputHead head, string labelColumn, int classCount)
+    internal static TrainingHooks? ForStudentTrainer(IDataView input, Networks.Heads.OutputHead head, string featureColumn, string labelColumn, int classCount)
     {
         if (TeacherJoin.Ambient is not { TeachesTrainers: true } join || input.Schema.GetColumnOrNull(join.ScoreColumnName) is not { } score)
             return null;
         int width = ((VectorDataViewType)score.Type).Size;
         int expected = head.OutputUnits(classCount);
         CheckWidth(width, expected, head, join.TeacherScoreColumnName, labelColumn, classCount, "teacher");
-        var guidance = new TeacherGuidance(input, string.Empty, labelColumn, join.ScoreColumnName, join.CacheBytes, null, join.Options, expected)
+        var guidance = new TeacherGuidance(input, featureColumn, labelColumn, join.ScoreColumnName, join.CacheBytes, null, join.Options, expected)
         {
             Head = head,
             ScoreColumn = join.TeacherScoreColumnName,

@@ -54,6 +54,8 @@ internal sealed class DenseModelLayer : ParameterizedLayer
 
     public override string QuantizedOperator => "QGemm";
 
+    public override bool CanBeOutputLayer => true;
+
     public override bool HasDynamicInt8Kernel => true;
 
     public override bool HasInt4Kernel => true;

@@ -155,6 +155,12 @@ internal abstract class ParameterizedLayer : ModelLayer
     /// <summary>The fused int8 operator ONNX Runtime runs for the static (QDQ) encoding ("QGemm", "QLinearConv"), for reports.</summary>
     public abstract string QuantizedOperator { get; }
 
+    /// <summary>
+    /// Whether the layer can be the network's output layer, whose <see cref="OutputUnits"/> are the output head's values
+    /// (a flat vector per row: dense). The exporter refuses a network whose last layer cannot.
+    /// </summary>
+    public virtual bool CanBeOutputLayer => false;
+
     /// <summary>Whether the layer has its own int8 kernel for dynamic quantization (else its int8 weights are dequantized and computed in float).</summary>
     public virtual bool HasDynamicInt8Kernel => false;
 

@@ -47,7 +47,7 @@ internal static class OnnxExporter
             throw new ArgumentException(
                 $"{names.Count} class names were given but the model has {model.NumClasses} output classes.", nameof(options));
         var head = model.Head;
-        if (model.Layers.Count == 0 || model.Layers[^1] is not DenseModelLayer last || last.OutFeatures != head.OutputUnits(model.NumClasses))
+        if (model.Layers.Count == 0 || model.Layers[^1] is not ParameterizedLayer { CanBeOutputLayer: true } last || last.OutputUnits != head.OutputUnits(model.NumClasses))
             throw new ArgumentException(
                 $"The model's last layer must be the dense output layer with the {head.OutputUnits(model.NumClasses)} unit(s) its {head.Name} head needs.", nameof(model));
 

@@ -12,8 +12,8 @@ namespace MLNet.Compression.Onnx;
 /// </summary>
 internal sealed class OnnxGraphBuilder
 {
-    private readonly HashSet<string> _names = new(StringComparer.Ordinal);
-    private readonly HashSet<string> _reserved = new(StringComparer.Ordinal);
+    private readonly HashSet<string> usedNames = new(StringComparer.Ordinal);
+    private readonly HashSet<string> reservedNames = new(StringComparer.Ordinal);
 
     /// <summary>Creates a builder for a graph called <paramref name="graphName"/>.</summary>
     public OnnxGraphBuilder(string graphName)
@@ -27,7 +27,7 @@ internal sealed class OnnxGraphBuilder
     /// <summary>Reserves <paramref name="name"/> exactly for a later <see cref="AddNodeWithReservedOutput"/>; throws if it is already used.</summary>
     public string ReserveName(string name)
     {
-        if (!_names.Add(name) || !_reserved.Add(name))
+        if (!usedNames.Add(name) || !reservedNames.Add(name))
             throw new InvalidOperationException($"The ONNX value name '{name}' is already used in graph '{Graph.Name}'.");
         return name;
     }
@@ -35,12 +35,12 @@ internal sealed class OnnxGraphBuilder
     /// <summary>Returns <paramref name="prefix"/>, or <paramref name="prefix"/> with a numeric suffix, that is not used yet.</summary>
     public string UniqueName(string prefix)
     {
-        if (_names.Add(prefix))
+        if (usedNames.Add(prefix))
             return prefix;
         for (int i = 1; ; i++)
         {
             var candidate = $"{prefix}_{i}";
-            if (_names.Add(candidate))
+            if (usedNames.Add(candidate))
                 return candidate;
         }
     }
@@ -48,7 +48,7 @@ internal sealed class OnnxGraphBuilder
     /// <summary>Adds a graph input of element type <paramref name="elementType"/>; a null dimension is symbolic (named <paramref name="symbolicDim"/>).</summary>
     public string AddInput(string name, TensorProto.Types.DataType elementType, IReadOnlyList<long?> dims, string symbolicDim = "N")
     {
-        if (!_names.Add(name))
+        if (!usedNames.Add(name))
             throw new InvalidOperationException($"The ONNX value name '{name}' is already used in graph '{Graph.Name}'.");
         Graph.Input.Add(ValueInfo(name, elementType, dims, symbolicDim));
         return name;
@@ -57,7 +57,7 @@ internal sealed class OnnxGraphBuilder
     /// <summary>Declares an existing value as a graph output with the given type and shape.</summary>
     public void AddOutput(string name, TensorProto.Types.DataType elementType, IReadOnlyList<long?> dims, string symbolicDim = "N")
     {
-        if (!_names.Contains(name) || _reserved.Contains(name))
+        if (!usedNames.Contains(name) || reservedNames.Contains(name))
             throw new InvalidOperationException($"The graph output '{name}' is not produced by any node or input.");
         Graph.Output.Add(ValueInfo(name, elementType, dims, symbolicDim));
     }
@@ -125,7 +125,7 @@ internal sealed class OnnxGraphBuilder
     public string AddNodeWithReservedOutput(string opType, IReadOnlyList<string> inputs, string reservedName,
         IReadOnlyDictionary<string, object>? attributes = null)
     {
-        if (!_reserved.Remove(reservedName))
+        if (!reservedNames.Remove(reservedName))
             throw new InvalidOperationException($"The ONNX value name '{reservedName}' was not reserved or is already produced in graph '{Graph.Name}'.");
         var node = new NodeProto { OpType = opType, Name = UniqueName("node_" + opType + "_" + reservedName) };
         node.Input.AddRange(inputs);

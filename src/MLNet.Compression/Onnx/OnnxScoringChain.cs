@@ -17,7 +17,7 @@ namespace MLNet.Compression.Onnx;
 /// MapValue (uint → class name)         hash value ──► text class name (exact table for the K class indices)
 /// MapValueToKey (keyData = names)      class name ──► PredictedLabel: key&lt;uint, K&gt; with KeyValues = class names
 /// DropColumns                          temporaries
-/// ApproximatedKernelMap, DropColumns   shape guard on Score: binding fails unless it is vector&lt;float, K&gt; (output dropped)
+/// ApproximatedKernelMap, DropColumns   shape guard on Score (OutputHead.GuardChain): binding fails unless it is vector&lt;float, K&gt;
 /// </code>
 /// </summary>
 /// <remarks>
@@ -94,10 +94,7 @@ internal static class OnnxScoringChain
         foreach (var step in conversions.Skip(1))
             flat = flat.Append(step);
         var fitted = flat.Append(ml.Transforms.DropColumns(temps.Distinct().ToArray())).Fit(new EmptyDataView(inputSchema));
-        var outputSchema = fitted.GetOutputSchema(inputSchema);
-        return outputSchema.GetColumnOrNull(ScoreColumnName)?.Type is VectorDataViewType
-            ? AppendShapeGuard(ml, fitted, outputSchema, sig.ClassCount)
-            : fitted;
+        return head.GuardChain(ml, fitted, fitted.GetOutputSchema(inputSchema), sig);
     }
 
     /// <summary>
@@ -300,7 +297,11 @@ internal static class OnnxScoringChain
     /// column is dropped right away and never computed. (Fitted apart from the chain: fitting through OnnxTransformer on an
     /// empty view fails inside ML.NET's parallel cursor.)
     /// </summary>
-    private static ITransformer AppendShapeGuard(MLContext ml, ITransformer chain, DataViewSchema scored, int classCount)
+    /// <param name="ml">The context.</param>
+    /// <param name="chain">The fitted chain, ending with the head's conversions.</param>
+    /// <param name="scored">The chain's output schema.</param>
+    /// <param name="classCount">K, the length of the <c>Score</c> vector.</param>
+    public static ITransformer AppendScoreShapeGuard(MLContext ml, ITransformer chain, DataViewSchema scored, int classCount)
     {
         var rows = ml.Data.LoadFromEnumerable(
             [new GuardRow { Score = new float[classCount] }, new GuardRow { Score = Enumerable.Repeat(1f, classCount).ToArray() }],

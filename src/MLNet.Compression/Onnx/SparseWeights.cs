@@ -311,13 +311,13 @@ internal static class SparseWeights
 /// </summary>
 internal sealed class SparseWeightsEmitter : OnnxLayerEmitter
 {
-    private readonly OnnxExportOptions _options;
+    private readonly OnnxExportOptions exportOptions;
 
     /// <summary>Creates an emitter that follows <paramref name="options"/>' sparse settings.</summary>
     public SparseWeightsEmitter(OnnxExportOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        _options = options;
+        exportOptions = options;
     }
 
     /// <inheritdoc />
@@ -325,5 +325,5 @@ internal sealed class SparseWeightsEmitter : OnnxLayerEmitter
 
     /// <inheritdoc />
     public override string EmitWeight(OnnxGraphBuilder graph, ParameterizedLayer layer) =>
-        SparseWeights.Emit(graph, layer.Name + ".weight", layer.Weight, layer.WeightShape, SparseWeights.Choose(layer.Weight, _options));
+        SparseWeights.Emit(graph, layer.Name + ".weight", layer.Weight, layer.WeightShape, SparseWeights.Choose(layer.Weight, exportOptions));
 }

@@ -124,7 +124,7 @@ public sealed class PruningEstimator : CompressionStageEstimator<PruningOptions,
             if (structured && pruned)
             {
                 string? why = i == layers.Length - 1 ? "it is the output layer, whose units are the classes"
-                    : layer is ConvModelLayer { Groups: > 1 } ? "it is a depthwise convolution, whose filters follow the previous layer's" : null;
+                    : layer.UnitsNotRemovable is { } rule ? "it " + rule.TrimEnd('.') : null;
                 if (why is not null)
                 {
                     if (own is not null)

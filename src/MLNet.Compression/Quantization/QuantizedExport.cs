@@ -72,6 +72,19 @@ internal static class QuantizedExport
     }
 
     /// <summary>
+    /// Bytes the weights and biases of <paramref name="model"/> occupy once ONNX Runtime has loaded its export quantized with
+    /// <paramref name="options"/> (what the quantization estimator reported): they depend on the mode, per-channel scales,
+    /// block size and float layers, not on the weights or the calibrated ranges, so a restored model re-derives them.
+    /// </summary>
+    public static long ResidentBytes(NetworkModel model, QuantizationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        var spec = new QuantizationSpec(options.Mode, options.PerChannel, options.BlockSize, null, options.KeepFloat.ToArray());
+        return new QuantizedWeightsInfo(spec.Mode, model.ParameterizedLayers.Select(l => DescribeLayer(l, spec)).ToArray()).ResidentBytes;
+    }
+
+    /// <summary>
     /// Quantizes one layer's weights the way the exporter writes them (float16, int8 per channel or per tensor, or int4 per block);
     /// the result gives the dequantized values and the quantization step of every weight.
     /// </summary>

@@ -4,12 +4,10 @@ using System.IO.Compression;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using MLNet.Compression.Clustering;
-using MLNet.Compression.Distillation;
+using System.Text.Json.Serialization;
 using MLNet.Compression.Incremental;
 using MLNet.Compression.Networks;
 using MLNet.Compression.Networks.Heads;
-using MLNet.Compression.Quantization;
 
 namespace MLNet.Compression.Training;
 
@@ -19,7 +17,7 @@ namespace MLNet.Compression.Training;
 /// (little-endian float32, layer by layer: weight then bias) and <c>optimizer.bin</c> (the optimizer's moment buffers, see
 /// <see cref="ParameterOptimizer.SaveState"/>); for models made by continued training also <c>replay.bin</c> (the exemplar
 /// memory) and <c>ewc.bin</c> (Fisher information and anchor weights). Version 3 stores every option, the recipe and each
-/// binary entry's length; versions 1 and 2 still load (their missing options take their defaults).
+/// binary entry's length (version 4: the recipe in the steps' own form); versions 1 to 3 still load (missing options take their defaults).
 /// </summary>
 /// <remarks>
 /// Reading validates everything before it is used: the format version, the options (through
@@ -35,8 +33,28 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
     /// <summary>How the compression history is written: the reports' own System.Text.Json contracts.</summary>
     private static readonly JsonSerializerOptions HistoryJson = new() { WriteIndented = false };
 
-    /// <summary>The format version this library writes.</summary>
-    public const int FormatVersion = 3;
+    /// <summary>
+    /// How the recipe is written: the steps' own System.Text.Json form (<see cref="IReapplicableStep"/>), with camelCase
+    /// names and enumerations by name (a number is refused, as in the rest of checkpoint.json).
+    /// </summary>
+    private static readonly JsonSerializerOptions RecipeJson = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        AllowOutOfOrderMetadataProperties = true,
+        Converters = { new NamedEnumConverter(), new Augmentation.ImageAugmentationJsonConverter() },
+    };
+
+    /// <summary>The recipe step kinds this library reads, as <see cref="IReapplicableStep"/> declares them.</summary>
+    private static readonly string[] StepKinds = typeof(IReapplicableStep)
+        .GetCustomAttributes(typeof(JsonDerivedTypeAttribute), inherit: false)
+        .Select(a => (string)((JsonDerivedTypeAttribute)a).TypeDiscriminator!).ToArray();
+
+    /// <summary>
+    /// The format version this library writes. 4: the recipe is stored in the steps' own form (quantization's epochs and
+    /// learning rate under their own names); 3: every option, the recipe, the head, the history and the exact ONNX.
+    /// </summary>
+    public const int FormatVersion = 4;
 
     /// <summary>The oldest format version this library reads.</summary>
     public const int OldestFormatVersion = 1;
@@ -209,7 +227,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
             throw Fault(OptimizerEntry, null, "is missing but checkpoint.json's 'optimizer' declares it");
 
         var incremental = version >= 2 ? IncrementalState.ReadFrom(zip, doc.Incremental, network) : null;
-        var recipe = ReadRecipe(doc.Recipe);
+        var recipe = ReadRecipe(doc.Recipe, version);
         var onnx = ReadOnnx(zip, doc, network, classes.Length, weightBytes);
         var history = ReadHistory(doc);
         return new Checkpoint(network, classes, options, state, seed, incremental, recipe, onnx, history);
@@ -385,135 +403,68 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
         return shapes;
     }
 
-    private static List<CheckpointRecipeStep?> RecipeToJson(CompressionRecipe recipe)
-    {
+    private static JsonNode RecipeToJson(CompressionRecipe recipe) =>
         // The steps in the order they were applied (CompressionRecipe.Then keeps only the ones still in force).
-        var steps = new List<CheckpointRecipeStep?>();
-        foreach (var step in recipe.Steps)
-        {
-            if (step is ClusterStep { Options: var c })
-                steps.Add(new CheckpointRecipeStep
-            {
-                Kind = "clustering",
-                Clustering = new CheckpointClustering
-                {
-                    ClusterCount = c.ClusterCount,
-                    LayerClusterCount = new Dictionary<string, int>(c.LayerClusterCount, StringComparer.Ordinal),
-                    KeepFloat = c.KeepFloat.ToList(),
-                    Initialization = c.Initialization.ToString(),
-                    MaxIterations = c.MaxIterations,
-                    Epochs = c.Epochs,
-                    LearningRate = c.LearningRate,
-                    BatchSize = c.BatchSize,
-                    ProgressInterval = c.ProgressInterval,
-                    Distillation = c.Distillation is not { } dd ? null : new CheckpointDistillation
-                    {
-                        Temperature = dd.Temperature,
-                        Alpha = dd.Alpha,
-                        TeacherScoreColumnName = dd.TeacherScoreColumnName,
-                        TeacherScoreKind = dd.TeacherScoreKind.ToString(),
-                        CacheTeacherOutputs = dd.CacheTeacherOutputs,
-                        CacheDirectory = dd.CacheDirectory,
-                    },
-                    Augmentation = Augmentation.CheckpointAugmentation.From(c.Augmentation),
-                },
-            });
-            else if (step is QuantizeStep { Options: var q })
-                steps.Add(new CheckpointRecipeStep
-            {
-                Kind = "quantization",
-                Quantization = new CheckpointQuantization
-                {
-                    Mode = q.Mode.ToString(),
-                    PerChannel = q.PerChannel,
-                    BlockSize = q.BlockSize,
-                    Calibration = q.Calibration.ToString(),
-                    CalibrationRows = q.CalibrationRows,
-                    Percentile = q.Percentile,
-                    KeepFloat = q.KeepFloat.ToList(),
-                    QuantizationAwareTraining = q.QuantizationAwareTraining,
-                    QatEpochs = q.QatEpochs,
-                    QatLearningRate = q.QatLearningRate,
-                    BatchSize = q.BatchSize,
-                    ProgressInterval = q.ProgressInterval,
-                    Augmentation = Augmentation.CheckpointAugmentation.From(q.Augmentation),
-                },
-            });
-            else
-                throw new NotSupportedException($"The compression step {step.GetType().Name} has no checkpoint form.");
-        }
-        return steps;
-    }
+        JsonSerializer.SerializeToNode(recipe.Steps, RecipeJson)!;
 
-    private static CompressionRecipe ReadRecipe(List<CheckpointRecipeStep?>? steps)
+    private static CompressionRecipe ReadRecipe(JsonNode? node, int version)
     {
-        if (steps is null)
+        if (node is null)
             return CompressionRecipe.None;
+        if (node is not JsonArray steps)
+            throw Fault(JsonEntry, "recipe", "is not a list of steps");
         var recipe = CompressionRecipe.None;
         for (int i = 0; i < steps.Count; i++)
         {
             string at = $"recipe[{i}]";
-            var step = steps[i] ?? throw Fault(JsonEntry, at, "is null");
-            switch (step.Kind)
+            if (steps[i] is not JsonObject step)
+                throw Fault(JsonEntry, at, steps[i] is null ? "is null" : "is not an object");
+            string? kind = step["kind"] is JsonValue k && k.TryGetValue<string>(out var name) ? name : null;
+            if (kind is null || !StepKinds.Contains(kind))
+                throw Fault(JsonEntry, at + ".kind", $"is '{kind}', a step this library does not know ({string.Join(", ", StepKinds)}); update MLNet.Compression");
+            if (step[kind] is not JsonObject options)
+                throw Fault(JsonEntry, $"{at}.{kind}", step[kind] is null ? "is missing" : "is not an object");
+            if (version < 4 && kind == "quantization")
+                RenameVersion3QuantizationFields(options);
+            IReapplicableStep read;
+            try
             {
-                case "quantization":
-                    var q = step.Quantization ?? throw Fault(JsonEntry, at + ".quantization", "is missing");
-                    var qd = new QuantizationOptions();
-                    var quantization = new QuantizationOptions
-                    {
-                        Mode = q.Mode is null ? qd.Mode : ParseEnum<QuantizationMode>(q.Mode, at + ".quantization.mode"),
-                        PerChannel = q.PerChannel ?? qd.PerChannel,
-                        BlockSize = q.BlockSize ?? qd.BlockSize,
-                        Calibration = q.Calibration is null ? qd.Calibration : ParseEnum<CalibrationMethod>(q.Calibration, at + ".quantization.calibration"),
-                        CalibrationRows = q.CalibrationRows ?? qd.CalibrationRows,
-                        Percentile = q.Percentile ?? qd.Percentile,
-                        KeepFloat = q.KeepFloat?.ToList() ?? [],
-                        QuantizationAwareTraining = q.QuantizationAwareTraining ?? qd.QuantizationAwareTraining,
-                        QatEpochs = q.QatEpochs ?? qd.QatEpochs,
-                        QatLearningRate = q.QatLearningRate,
-                        BatchSize = q.BatchSize,
-                        ProgressInterval = q.ProgressInterval,
-                        Augmentation = Augmentation.CheckpointAugmentation.To(q.Augmentation, at + ".quantization.augmentation"),
-                    };
-                    Validated(quantization.Validate, at + ".quantization");
-                    recipe = recipe.Then(new QuantizeStep(quantization));
-                    break;
-                case "clustering":
-                    var c = step.Clustering ?? throw Fault(JsonEntry, at + ".clustering", "is missing");
-                    var cd = new WeightClusteringOptions();
-                    var dist = new DistillationOptions();
-                    if (c.Distillation is { } dj)
-                    {
-                        dist.Temperature = dj.Temperature ?? dist.Temperature;
-                        dist.Alpha = dj.Alpha ?? dist.Alpha;
-                        dist.TeacherScoreColumnName = dj.TeacherScoreColumnName ?? dist.TeacherScoreColumnName;
-                        dist.TeacherScoreKind = dj.TeacherScoreKind is null ? dist.TeacherScoreKind
-                            : ParseEnum<TeacherScoreKind>(dj.TeacherScoreKind, at + ".clustering.distillation.teacherScoreKind");
-                        dist.CacheTeacherOutputs = dj.CacheTeacherOutputs ?? dist.CacheTeacherOutputs;
-                        dist.CacheDirectory = dj.CacheDirectory;
-                    }
-                    var clustering = new WeightClusteringOptions
-                    {
-                        ClusterCount = c.ClusterCount ?? cd.ClusterCount,
-                        LayerClusterCount = new Dictionary<string, int>(c.LayerClusterCount ?? [], StringComparer.Ordinal),
-                        KeepFloat = c.KeepFloat?.ToList() ?? [],
-                        Initialization = c.Initialization is null ? cd.Initialization : ParseEnum<CentroidInitialization>(c.Initialization, at + ".clustering.initialization"),
-                        MaxIterations = c.MaxIterations ?? cd.MaxIterations,
-                        Epochs = c.Epochs ?? cd.Epochs,
-                        LearningRate = c.LearningRate,
-                        BatchSize = c.BatchSize,
-                        ProgressInterval = c.ProgressInterval,
-                        Distillation = dist,
-                        Augmentation = Augmentation.CheckpointAugmentation.To(c.Augmentation, at + ".clustering.augmentation"),
-                    };
-                    Validated(clustering.Validate, at + ".clustering");
-                    recipe = recipe.Then(new ClusterStep(clustering));
-                    break;
-                default:
-                    throw Fault(JsonEntry, at + ".kind", $"is '{step.Kind}', a step this library does not know; update MLNet.Compression");
+                read = step.Deserialize<IReapplicableStep>(RecipeJson) ?? throw Fault(JsonEntry, at, "is null");
             }
+            catch (JsonException e)
+            {
+                // e.Path is relative to the step ("$.quantization.mode").
+                // A rule broken inside a value (an augmentation's rotation) names its field through the inner ArgumentException.
+                string field = e.Path is { Length: > 1 } p ? at + p[1..] : at;
+                if (e.InnerException is ArgumentException { ParamName: { Length: > 0 } param })
+                    field += "." + param;
+                throw Fault(JsonEntry, field, e.Message, e);
+            }
+            switch (read)
+            {
+                case QuantizeStep q:
+                    Validated(q.Options.Validate, $"{at}.{kind}");
+                    break;
+                case ClusterStep c:
+                    if (c.Options.Distillation is null)
+                        throw Fault(JsonEntry, $"{at}.{kind}.distillation", "is null; leave it out for the default settings");
+                    Validated(c.Options.Validate, $"{at}.{kind}");
+                    break;
+            }
+            recipe = recipe.Then(read);
         }
         return recipe;
+    }
+
+    /// <summary>Version 3 wrote quantization's fine-tuning epochs and rate under their QAT names; version 4 uses the options' own.</summary>
+    private static void RenameVersion3QuantizationFields(JsonObject options)
+    {
+        foreach (var (old, now) in new[] { ("qatEpochs", "epochs"), ("qatLearningRate", "learningRate") })
+            if (options[old] is { } value && !options.ContainsKey(now))
+            {
+                options.Remove(old);
+                options[now] = value;
+            }
     }
 
     private static void Validated(Action validate, string at)
@@ -614,4 +565,32 @@ internal sealed class CheckpointFormatException : IOException
     public string Entry { get; }
 
     public string? Field { get; }
+}
+
+/// <summary>
+/// Enumerations by name, as the rest of checkpoint.json stores them: an unknown name or a number is a <see cref="JsonException"/>
+/// that lists the names allowed (the reader adds the field).
+/// </summary>
+internal sealed class NamedEnumConverter : JsonConverterFactory
+{
+    /// <inheritdoc />
+    public override bool CanConvert(Type typeToConvert) => typeToConvert.IsEnum;
+
+    /// <inheritdoc />
+    public override JsonConverter CreateConverter(Type typeToConvert, JsonSerializerOptions options) =>
+        (JsonConverter)Activator.CreateInstance(typeof(Named<>).MakeGenericType(typeToConvert))!;
+
+    private sealed class Named<T> : JsonConverter<T> where T : struct, Enum
+    {
+        public override T Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+        {
+            string text = reader.TokenType == JsonTokenType.String ? reader.GetString()! : System.Text.Encoding.UTF8.GetString(reader.ValueSpan);
+            if (reader.TokenType == JsonTokenType.String && text.Length > 0 && !char.IsDigit(text[0]) && text[0] != '-'
+                && Enum.TryParse<T>(text, ignoreCase: false, out var value) && Enum.IsDefined(value))
+                return value;
+            throw new JsonException($"is '{text}', not one of {string.Join(", ", Enum.GetNames<T>())}");
+        }
+
+        public override void Write(Utf8JsonWriter writer, T value, JsonSerializerOptions options) => writer.WriteStringValue(value.ToString());
+    }
 }

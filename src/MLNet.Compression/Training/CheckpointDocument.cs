@@ -40,10 +40,11 @@ internal sealed class CheckpointDocument
     public CheckpointIncremental? Incremental { get; set; }
 
     /// <summary>
-    /// Version 3: the export encodings re-applied after the weights change, one step per encoding, in order. A new kind of
-    /// step is one more optional member of <see cref="CheckpointRecipeStep"/>.
+    /// Version 3: the export encodings re-applied after the weights change, one step per encoding, in order, in the steps'
+    /// own System.Text.Json form (see <see cref="IReapplicableStep"/>). Version 3 named quantization's epochs and learning
+    /// rate <c>qatEpochs</c> and <c>qatLearningRate</c>; version 4 uses the options' own names.
     /// </summary>
-    public List<CheckpointRecipeStep?>? Recipe { get; set; }
+    public JsonNode? Recipe { get; set; }
 
     /// <summary>Version 3: the output head (absent: multiclass, as every earlier checkpoint was).</summary>
     public string? Head { get; set; }
@@ -165,94 +166,6 @@ internal sealed class CheckpointEwc
 
     /// <summary>Bytes of Fisher and anchor values, not the entry's length.</summary>
     public long? Bytes { get; set; }
-}
-
-/// <summary>
-/// One re-applicable export encoding. Exactly one member is set and <see cref="Kind"/> names it ("quantization",
-/// "clustering"); a later step kind adds a member and a kind name.
-/// </summary>
-internal sealed class CheckpointRecipeStep
-{
-    public string? Kind { get; set; }
-
-    public CheckpointQuantization? Quantization { get; set; }
-
-    public CheckpointClustering? Clustering { get; set; }
-}
-
-/// <summary>Every persistable <see cref="Quantization.QuantizationOptions"/> property (not <c>Progress</c>, a callback).</summary>
-internal sealed class CheckpointQuantization
-{
-    public int? BatchSize { get; set; }
-
-    public int? ProgressInterval { get; set; }
-
-    public string? Mode { get; set; }
-
-    public bool? PerChannel { get; set; }
-
-    public int? BlockSize { get; set; }
-
-    public string? Calibration { get; set; }
-
-    public int? CalibrationRows { get; set; }
-
-    public double? Percentile { get; set; }
-
-    public List<string>? KeepFloat { get; set; }
-
-    public bool? QuantizationAwareTraining { get; set; }
-
-    public int? QatEpochs { get; set; }
-
-    public double? QatLearningRate { get; set; }
-
-    public Augmentation.CheckpointAugmentation? Augmentation { get; set; }
-}
-
-/// <summary>
-/// Every persistable <see cref="Clustering.WeightClusteringOptions"/> property (not <c>Progress</c> or <c>Teacher</c>,
-/// which are live objects).
-/// </summary>
-internal sealed class CheckpointClustering
-{
-    public int? ProgressInterval { get; set; }
-
-    public int? ClusterCount { get; set; }
-
-    public Dictionary<string, int>? LayerClusterCount { get; set; }
-
-    public List<string>? KeepFloat { get; set; }
-
-    public string? Initialization { get; set; }
-
-    public int? MaxIterations { get; set; }
-
-    public int? Epochs { get; set; }
-
-    public double? LearningRate { get; set; }
-
-    public int? BatchSize { get; set; }
-
-    public CheckpointDistillation? Distillation { get; set; }
-
-    public Augmentation.CheckpointAugmentation? Augmentation { get; set; }
-}
-
-/// <summary>Every <see cref="Distillation.DistillationOptions"/> property.</summary>
-internal sealed class CheckpointDistillation
-{
-    public double? Temperature { get; set; }
-
-    public double? Alpha { get; set; }
-
-    public string? TeacherScoreColumnName { get; set; }
-
-    public string? TeacherScoreKind { get; set; }
-
-    public bool? CacheTeacherOutputs { get; set; }
-
-    public string? CacheDirectory { get; set; }
 }
 
 /// <summary>Source-generated (de)serialisation of checkpoint.json: camelCase names, nulls left out, unknown fields ignored.</summary>

@@ -61,7 +61,32 @@ internal abstract class ParameterOptimizer : IDisposable
     /// <summary>Bytes of optimizer state (float32 moment buffers).</summary>
     public abstract long StateBytes { get; }
 
-    public abstract byte[] SaveState();
+    /// <summary>The state's kind as <see cref="SaveState"/> writes it ("adam", "sgd").</summary>
+    private protected abstract string StateKind { get; }
+
+    /// <summary>The optimizer's name in messages ("Adam", "SGD").</summary>
+    private protected abstract string DisplayName { get; }
+
+    /// <summary>The state: kind, step count, parameter count, then each parameter's buffers (<see cref="WriteParameterState"/>).</summary>
+    public byte[] SaveState()
+    {
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms))
+        {
+            w.Write(StateKind);
+            w.Write(StepCount);
+            w.Write(Parameters.Count);
+            for (int i = 0; i < Parameters.Count; i++)
+                WriteParameterState(w, i);
+        }
+        return ms.ToArray();
+    }
+
+    /// <summary>Writes the buffers of parameter <paramref name="index"/>.</summary>
+    private protected abstract void WriteParameterState(BinaryWriter w, int index);
+
+    /// <summary>Reads the buffers of parameter <paramref name="index"/> as <see cref="WriteParameterState"/> wrote them.</summary>
+    private protected abstract void ReadParameterState(BinaryReader r, int index);
 
     /// <summary>
     /// The largest state <see cref="SaveState"/> writes for parameters of <paramref name="sizes"/> values each (Adam's, two
@@ -130,7 +155,20 @@ internal abstract class ParameterOptimizer : IDisposable
         return kind;
     }
 
-    public abstract void LoadState(byte[] state);
+    /// <summary>Restores a state <see cref="SaveState"/> wrote, refusing another optimizer's or another network's.</summary>
+    public void LoadState(byte[] state)
+    {
+        using var r = new BinaryReader(new MemoryStream(state));
+        var kind = r.ReadString();
+        if (kind != StateKind)
+            throw new InvalidDataException($"The saved optimizer state is for '{kind}', not {DisplayName}; continue with the optimizer the model was trained with, or start fresh.");
+        StepCount = r.ReadInt64();
+        int count = r.ReadInt32();
+        if (count != Parameters.Count)
+            throw new InvalidDataException($"The saved optimizer state has {count} parameters but the network has {Parameters.Count}.");
+        for (int i = 0; i < count; i++)
+            ReadParameterState(r, i);
+    }
 
     public abstract void Dispose();
 
@@ -191,38 +229,20 @@ internal sealed class AdamOptimizer : ParameterOptimizer
         p.addcdiv_(m[i], denom, stepSize);
     }
 
-    public override byte[] SaveState()
+    private protected override string StateKind => "adam";
+
+    private protected override string DisplayName => "Adam";
+
+    private protected override void WriteParameterState(BinaryWriter w, int index)
     {
-        using var ms = new MemoryStream();
-        using (var w = new BinaryWriter(ms))
-        {
-            w.Write("adam");
-            w.Write(StepCount);
-            w.Write(Parameters.Count);
-            for (int i = 0; i < Parameters.Count; i++)
-            {
-                WriteTensor(w, m[i]);
-                WriteTensor(w, v[i]);
-            }
-        }
-        return ms.ToArray();
+        WriteTensor(w, m[index]);
+        WriteTensor(w, v[index]);
     }
 
-    public override void LoadState(byte[] state)
+    private protected override void ReadParameterState(BinaryReader r, int index)
     {
-        using var r = new BinaryReader(new MemoryStream(state));
-        var kind = r.ReadString();
-        if (kind != "adam")
-            throw new InvalidDataException($"The saved optimizer state is for '{kind}', not Adam; continue with the optimizer the model was trained with, or start fresh.");
-        StepCount = r.ReadInt64();
-        int count = r.ReadInt32();
-        if (count != Parameters.Count)
-            throw new InvalidDataException($"The saved optimizer state has {count} parameters but the network has {Parameters.Count}.");
-        for (int i = 0; i < count; i++)
-        {
-            ReadTensorInto(r, m[i]);
-            ReadTensorInto(r, v[i]);
-        }
+        ReadTensorInto(r, m[index]);
+        ReadTensorInto(r, v[index]);
     }
 
     public override void Dispose()
@@ -262,41 +282,24 @@ internal sealed class SgdOptimizer : ParameterOptimizer
         p.add_(buffers[i]!, negLr);
     }
 
-    public override byte[] SaveState()
+    private protected override string StateKind => "sgd";
+
+    private protected override string DisplayName => "SGD";
+
+    /// <remarks>A flag, then the momentum buffer when the parameter has one (none before its first step, none without momentum).</remarks>
+    private protected override void WriteParameterState(BinaryWriter w, int index)
     {
-        using var ms = new MemoryStream();
-        using (var w = new BinaryWriter(ms))
-        {
-            w.Write("sgd");
-            w.Write(StepCount);
-            w.Write(Parameters.Count);
-            for (int i = 0; i < Parameters.Count; i++)
-            {
-                w.Write(buffers[i] is not null);
-                if (buffers[i] is { } b)
-                    WriteTensor(w, b);
-            }
-        }
-        return ms.ToArray();
+        w.Write(buffers[index] is not null);
+        if (buffers[index] is { } b)
+            WriteTensor(w, b);
     }
 
-    public override void LoadState(byte[] state)
+    private protected override void ReadParameterState(BinaryReader r, int index)
     {
-        using var r = new BinaryReader(new MemoryStream(state));
-        var kind = r.ReadString();
-        if (kind != "sgd")
-            throw new InvalidDataException($"The saved optimizer state is for '{kind}', not SGD; continue with the optimizer the model was trained with, or start fresh.");
-        StepCount = r.ReadInt64();
-        int count = r.ReadInt32();
-        if (count != Parameters.Count)
-            throw new InvalidDataException($"The saved optimizer state has {count} parameters but the network has {Parameters.Count}.");
-        for (int i = 0; i < count; i++)
-        {
-            if (!r.ReadBoolean())
-                continue;
-            buffers[i] ??= zeros_like(Parameters[i]).DetachFromDisposeScope();
-            ReadTensorInto(r, buffers[i]!);
-        }
+        if (!r.ReadBoolean())
+            return;
+        buffers[index] ??= zeros_like(Parameters[index]).DetachFromDisposeScope();
+        ReadTensorInto(r, buffers[index]!);
     }
 
     public override void Dispose()

@@ -174,6 +174,10 @@ public sealed class EstimatorConformanceTests : IClassFixture<ConformanceFixture
         Scoring.AssertIdentical(expected, Scoring.Read(restored.Transform(fixture.Test)));
         Assert.Equal(model.Recipe.Steps.Select(s => s.GetType()), restored.Recipe.Steps.Select(s => s.GetType()));
         Assert.Equal(model.CompressionHistory.Select(r => r.GetType()), restored.CompressionHistory.Select(r => r.GetType()));
+        // The memory report describes the same export: a quantized model's resident weights are not reported as float32 after loading.
+        Assert.True(model.Memory.ResidentWeightBytes == restored.Memory.ResidentWeightBytes,
+            $"{name}: resident weights {model.Memory.ResidentWeightBytes:N0} B before the checkpoint, {restored.Memory.ResidentWeightBytes:N0} B after");
+        Assert.Equal(model.Memory.ArtifactBytes, restored.Memory.ArtifactBytes);
     }
 
     /// <summary>The fixture sets every option the round trip compares away from its default, so equality after it means something.</summary>

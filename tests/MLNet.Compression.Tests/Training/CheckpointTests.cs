@@ -54,13 +54,13 @@ public sealed class CheckpointCompatibilityTests
         var expected = CheckpointFixtures.Expected(path);
         Scoring.AssertIdentical(expected, Scoring.Read(model.Transform(test)));
 
-        // Saved again it is a version-3 checkpoint that scores the same.
+        // Saved again it is a version-4 checkpoint that scores the same.
         using var dir = TestMnist.NewTempDirectory();
-        model.SaveCheckpoint(dir["v3.checkpoint"]);
-        using (var zip = ZipFile.OpenRead(dir["v3.checkpoint"]))
+        model.SaveCheckpoint(dir["v4.checkpoint"]);
+        using (var zip = ZipFile.OpenRead(dir["v4.checkpoint"]))
         using (var s = zip.GetEntry("checkpoint.json")!.Open())
-            Assert.Equal(3, (int)JsonNode.Parse(s)!["version"]!);
-        using var again = NeuralNetworkTransformer.LoadCheckpoint(ml, dir["v3.checkpoint"]);
+            Assert.Equal(4, (int)JsonNode.Parse(s)!["version"]!);
+        using var again = NeuralNetworkTransformer.LoadCheckpoint(ml, dir["v4.checkpoint"]);
         Scoring.AssertIdentical(expected, Scoring.Read(again.Transform(test)));
         Assert.Equal(model.OptimizerState, again.OptimizerState);
     }
@@ -112,8 +112,10 @@ public sealed class CheckpointRoundTripTests
     /// <summary>Options a checkpoint cannot hold by design: live objects (callbacks, models), not settings.</summary>
     private static readonly string[] NotPersisted = ["Progress", "Teacher", "CancellationToken", "Distributed"];
 
-    [Fact]
-    public void EveryOptionSetToANonDefaultValueComesBackEqual()
+    [Theory]
+    [InlineData(4)]
+    [InlineData(3)]
+    public void EveryOptionSetToANonDefaultValueComesBackEqual(int version)
     {
         var ml = new MLContext(seed: 1);
         using var source = NeuralNetworkTransformer.LoadCheckpoint(ml, CheckpointFixtures.Mlp);
@@ -181,6 +183,29 @@ public sealed class CheckpointRoundTripTests
             recipe: CompressionRecipe.None.Then(new ClusterStep(clustering)).Then(new QuantizeStep(quantization)));
         using var dir = TestMnist.NewTempDirectory();
         model.SaveCheckpoint(dir["all.checkpoint"]);
+        using (var zip = ZipFile.OpenRead(dir["all.checkpoint"]))
+        using (var s = zip.GetEntry("checkpoint.json")!.Open())
+        {
+            var recipe = JsonNode.Parse(s)!["recipe"]!.AsArray();
+            // The recipe is the steps' own form, enumerations by name.
+            Assert.Equal(["clustering", "quantization"], recipe.Select(r => (string)r!["kind"]!));
+            Assert.Equal("Int8Dynamic", (string)recipe[1]!["quantization"]!["mode"]!);
+            Assert.Equal("Density", (string)recipe[0]!["clustering"]!["initialization"]!);
+            Assert.Equal("Logits", (string)recipe[0]!["clustering"]!["distillation"]!["teacherScoreKind"]!);
+        }
+        if (version == 3)
+            CheckpointCorruption.EditJson(dir["all.checkpoint"], j =>
+            {
+                // Version 3 wrote the same recipe except that quantization's fine-tuning epochs and rate had their QAT names.
+                j["version"] = 3;
+                var q = j["recipe"]![1]!["quantization"]!.AsObject();
+                foreach (var (now, old) in new[] { ("epochs", "qatEpochs"), ("learningRate", "qatLearningRate") })
+                {
+                    var value = q[now]!.DeepClone();
+                    q.Remove(now);
+                    q[old] = value;
+                }
+            });
         using var loaded = NeuralNetworkTransformer.LoadCheckpoint(ml, dir["all.checkpoint"]);
 
         AssertEveryPropertyEqual(options, loaded.TrainingOptions);
@@ -290,11 +315,11 @@ public sealed class CheckpointCorruptionTests
 
     public CheckpointCorruptionTests(ITestOutputHelper output) => this.output = output;
 
-    /// <summary>Each fault: what is done to a valid version-3 checkpoint (an MLP 784-8-10 with optimizer, replay and EWC state), and the entry and field the error must name.</summary>
+    /// <summary>Each fault: what is done to a valid version-4 checkpoint (an MLP 784-8-10 with optimizer, replay and EWC state), and the entry and field the error must name.</summary>
     public static readonly Dictionary<string, (Action<string> Corrupt, string Entry, string? Field)> Faults = new()
     {
         ["version -1"] = (p => CheckpointCorruption.EditJson(p, j => j["version"] = -1), "checkpoint.json", "version"),
-        ["version from the future"] = (p => CheckpointCorruption.EditJson(p, j => j["version"] = 4), "checkpoint.json", "version"),
+        ["version from the future"] = (p => CheckpointCorruption.EditJson(p, j => j["version"] = 5), "checkpoint.json", "version"),
         ["version missing"] = (p => CheckpointCorruption.EditJson(p, j => j.Remove("version")), "checkpoint.json", "version"),
         ["not a checkpoint format"] = (p => CheckpointCorruption.EditJson(p, j => j["format"] = "Something.Else"), "checkpoint.json", "format"),
         ["batchSize 0"] = (p => CheckpointCorruption.EditJson(p, j => j["options"]!["batchSize"] = 0), "checkpoint.json", "options.batchSize"),
@@ -400,9 +425,34 @@ public sealed class CheckpointCorruptionTests
         ["recipe step with a rotation of 500 degrees"] = (p => CheckpointCorruption.EditJson(p, j => j["recipe"] = new JsonArray(
             new JsonObject { ["kind"] = "clustering", ["clustering"] = new JsonObject { ["augmentation"] = new JsonObject { ["maxRotationDegrees"] = 500 } } })),
             "checkpoint.json", "recipe[0].clustering.augmentation.maxRotationDegrees"),
+        ["recipe with an unknown mode"] = (p => CheckpointCorruption.EditJson(p, j => j["recipe"] = new JsonArray(
+            new JsonObject { ["kind"] = "quantization", ["quantization"] = new JsonObject { ["mode"] = "Int3" } })), "checkpoint.json", "recipe[0].quantization.mode"),
+        ["recipe with a mode by number"] = (p => CheckpointCorruption.EditJson(p, j => j["recipe"] = new JsonArray(
+            new JsonObject { ["kind"] = "quantization", ["quantization"] = new JsonObject { ["mode"] = 1 } })), "checkpoint.json", "recipe[0].quantization.mode"),
+        ["recipe step without its options"] = (p => CheckpointCorruption.EditJson(p, j => j["recipe"] = new JsonArray(
+            new JsonObject { ["kind"] = "clustering" })), "checkpoint.json", "recipe[0].clustering"),
+        ["recipe with a text cluster count"] = (p => CheckpointCorruption.EditJson(p, j => j["recipe"] = new JsonArray(
+            new JsonObject { ["kind"] = "clustering", ["clustering"] = new JsonObject { ["clusterCount"] = "many" } })), "checkpoint.json", "recipe[0].clustering.clusterCount"),
     };
 
     public static IEnumerable<object[]> FaultNames => Faults.Keys.Select(k => new object[] { k });
+
+    [Theory]
+    [InlineData("\"Int3\"", "'Int3'")]
+    [InlineData("1", "'1'")]
+    public void ARecipeEnumerationThatIsNoNameListsTheNamesAllowed(string mode, string shown)
+    {
+        var ml = new MLContext(seed: 1);
+        using var dir = TestMnist.NewTempDirectory();
+        string path = dir["mode.checkpoint"];
+        using (var model = NeuralNetworkTransformer.LoadCheckpoint(ml, CheckpointFixtures.Mlp))
+            model.SaveCheckpoint(path);
+        CheckpointCorruption.EditJson(path, j => j["recipe"] = new JsonArray(
+            new JsonObject { ["kind"] = "quantization", ["quantization"] = new JsonObject { ["mode"] = JsonNode.Parse(mode) } }));
+        var e = Assert.Throws<CheckpointException>(() => NeuralNetworkTransformer.LoadCheckpoint(ml, path));
+        Assert.Equal("recipe[0].quantization.mode", e.FieldName);
+        Assert.Contains($"is {shown}, not one of Float16, Int8Dynamic, Int8Static, Int4WeightOnly", e.Message, StringComparison.Ordinal);
+    }
 
     [Theory]
     [MemberData(nameof(FaultNames))]

@@ -209,6 +209,19 @@ internal abstract class OutputHead
     /// </summary>
     public abstract SchemaShape GetOutputSchema(MLContext ml, SchemaShape inputSchema, string labelColumnName, string featureColumnName);
 
+    /// <summary>The label column of <paramref name="schema"/>; when missing, an exception for the label column name listing the columns present.</summary>
+    private protected static DataViewSchema.Column RequireLabel(DataViewSchema schema, string labelColumnName) =>
+        schema.GetColumnOrNull(labelColumnName)
+        ?? throw new ArgumentOutOfRangeException(nameof(labelColumnName),
+            $"The input data has no label column '{labelColumnName}'. Columns present: " +
+            $"{string.Join(", ", schema.Where(c => !c.IsHidden).Select(c => $"'{c.Name}' ({c.Type})"))}. Set labelColumnName (or the options' LabelColumnName).");
+
+    /// <summary>The label column of the promised <paramref name="inputSchema"/>; when missing, an exception for the input schema.</summary>
+    private protected static SchemaShape.Column RequireLabel(SchemaShape inputSchema, string labelColumnName) =>
+        inputSchema.FirstOrDefault(c => c.Name == labelColumnName) is { Name: not null } label
+            ? label
+            : throw new ArgumentOutOfRangeException(nameof(inputSchema), $"The input has no label column '{labelColumnName}'.");
+
     /// <summary>The ONNX outputs the saved chain's <c>OnnxTransformer</c> must produce.</summary>
     public abstract IReadOnlyList<string> ChainOutputs(OnnxModelSignature signature);
 
@@ -219,6 +232,17 @@ internal abstract class OutputHead
     /// </summary>
     public abstract IReadOnlyList<IEstimator<ITransformer>> ChainConversions(MLContext ml, OnnxModelSignature signature, IReadOnlyList<string> classNames,
         List<string> temporaries);
+
+    /// <summary>
+    /// What the saved chain appends after <see cref="ChainConversions"/> (fitted, then <paramref name="chain"/>) so that a zip
+    /// whose ONNX model was swapped for one with other outputs fails when loaded, not with wrong columns. The default adds
+    /// nothing: ML.NET's own scalar columns need no guard.
+    /// </summary>
+    /// <param name="ml">The context.</param>
+    /// <param name="chain">The fitted chain: the ONNX model, the conversions and the dropping of temporaries.</param>
+    /// <param name="scored">The output schema of <paramref name="chain"/>.</param>
+    /// <param name="signature">The exported model's inputs and outputs.</param>
+    public virtual ITransformer GuardChain(MLContext ml, ITransformer chain, DataViewSchema scored, OnnxModelSignature signature) => chain;
 
     /// <summary>The float ONNX outputs the batched scorer fetches, with their values per row, in row order.</summary>
     public abstract IReadOnlyList<(string Name, int Width)> BatchedOutputs(OnnxModelSignature signature);

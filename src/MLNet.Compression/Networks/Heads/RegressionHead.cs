@@ -36,9 +36,7 @@ internal sealed class RegressionHead : OutputHead
     /// <inheritdoc />
     public override DataViewSchema.Column ValidateLabel(DataViewSchema schema, string labelColumnName, out int classCount)
     {
-        var column = schema.GetColumnOrNull(labelColumnName)
-            ?? throw new ArgumentOutOfRangeException(nameof(labelColumnName),
-                $"The input data has no label column '{labelColumnName}'. Columns present: {Describe(schema)}. Set labelColumnName (or the options' LabelColumnName).");
+        var column = RequireLabel(schema, labelColumnName);
         var hint = column.Type switch
         {
             KeyDataViewType => "It is a key (categories): for classification use ml.MulticlassClassification.Trainers.NeuralNetwork; " +
@@ -157,8 +155,7 @@ internal sealed class RegressionHead : OutputHead
     /// <inheritdoc />
     public override SchemaShape GetOutputSchema(MLContext ml, SchemaShape inputSchema, string labelColumnName, string featureColumnName)
     {
-        if (inputSchema.FirstOrDefault(c => c.Name == labelColumnName) is not { Name: not null } label)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"The input has no label column '{labelColumnName}'.");
+        var label = RequireLabel(inputSchema, labelColumnName);
         if (label.Kind != SchemaShape.Column.VectorKind.Scalar || label.IsKey || label.ItemType != NumberDataViewType.Single)
             throw new ArgumentOutOfRangeException(nameof(inputSchema),
                 $"The label column '{labelColumnName}' must be a scalar Single for the regression trainer, not {label.Kind} of {label.ItemType}.");
@@ -184,7 +181,4 @@ internal sealed class RegressionHead : OutputHead
         new ScoredColumn(OnnxScoringChain.ScoreColumnName, NumberDataViewType.Single, null,
             row => (ValueGetter<float>)((ref float dst) => dst = OnnxScoringChain.LinearScore(row()[0]))),
     ];
-
-    private static string Describe(DataViewSchema schema) =>
-        string.Join(", ", schema.Where(c => !c.IsHidden).Select(c => $"'{c.Name}' ({c.Type})"));
 }

@@ -35,10 +35,7 @@ internal sealed class SigmoidBinaryHead : OutputHead
     /// <inheritdoc />
     public override DataViewSchema.Column ValidateLabel(DataViewSchema schema, string labelColumnName, out int classCount)
     {
-        var column = schema.GetColumnOrNull(labelColumnName)
-            ?? throw new ArgumentOutOfRangeException(nameof(labelColumnName),
-                $"The input data has no label column '{labelColumnName}'. Columns present: {string.Join(", ", schema.Where(c => !c.IsHidden).Select(c => $"'{c.Name}' ({c.Type})"))}. " +
-                "Set labelColumnName (or the options' LabelColumnName).");
+        var column = RequireLabel(schema, labelColumnName);
         if (column.Type is not BooleanDataViewType)
         {
             var hint = column.Type switch
@@ -152,8 +149,7 @@ internal sealed class SigmoidBinaryHead : OutputHead
     /// <inheritdoc />
     public override SchemaShape GetOutputSchema(MLContext ml, SchemaShape inputSchema, string labelColumnName, string featureColumnName)
     {
-        if (inputSchema.FirstOrDefault(c => c.Name == labelColumnName) is not { Name: not null } label)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"The input has no label column '{labelColumnName}'.");
+        var label = RequireLabel(inputSchema, labelColumnName);
         if (label.Kind != SchemaShape.Column.VectorKind.Scalar || label.ItemType is not BooleanDataViewType)
             throw new ArgumentOutOfRangeException(nameof(inputSchema),
                 $"The label column '{labelColumnName}' must be a scalar Boolean for the binary classification trainer, not {label.Kind} of {label.ItemType}.");

@@ -143,8 +143,7 @@ internal sealed class SoftmaxMulticlassHead : OutputHead
     /// <inheritdoc />
     public override SchemaShape GetOutputSchema(MLContext ml, SchemaShape inputSchema, string labelColumnName, string featureColumnName)
     {
-        if (inputSchema.FirstOrDefault(c => c.Name == labelColumnName) is not { Name: not null } label)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"The input has no label column '{labelColumnName}'.");
+        var label = RequireLabel(inputSchema, labelColumnName);
         if (!label.IsKey || label.Kind != SchemaShape.Column.VectorKind.Scalar)
             throw new ArgumentOutOfRangeException(nameof(inputSchema),
                 $"The label column '{labelColumnName}' must be a scalar key; add ml.Transforms.Conversion.MapValueToKey(\"{labelColumnName}\").");
@@ -171,6 +170,11 @@ internal sealed class SoftmaxMulticlassHead : OutputHead
             temporaries.Add(signature.ScoreName);
         return [score, .. toKey];
     }
+
+    /// <inheritdoc />
+    /// <remarks>The <c>Score</c> vector's length is guarded (see <see cref="OnnxScoringChain.AppendScoreShapeGuard"/>).</remarks>
+    public override ITransformer GuardChain(MLContext ml, ITransformer chain, DataViewSchema scored, OnnxModelSignature signature) =>
+        OnnxScoringChain.AppendScoreShapeGuard(ml, chain, scored, signature.ClassCount);
 
     /// <inheritdoc />
     public override IReadOnlyList<(string Name, int Width)> BatchedOutputs(OnnxModelSignature signature) => [(signature.ScoreName, signature.ClassCount)];
