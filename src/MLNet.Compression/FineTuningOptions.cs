@@ -119,6 +119,9 @@ public abstract class FineTuningOptions
         return (int)Math.Max(stageDefault, Math.Min(needed, MaxDefaultEpochs));
     }
 
+    /// <summary>Rows of <paramref name="data"/> when the default epochs depend on them (counted with a cursor when the view does not know them); null when <see cref="Epochs"/> is set.</summary>
+    internal long? RowsFor(IDataView data) => epochs is null && EpochsFitTheData ? CountRows(data) : null;
+
     /// <summary>Rows of <paramref name="data"/> (counted with a cursor when the view does not know them).</summary>
     internal static long CountRows(IDataView data)
     {

@@ -72,7 +72,7 @@ public sealed class WeightClusteringEstimator : CompressionStageEstimator<Weight
         NeuralNetworkOptions? tuning = null;
         if (Settings.Epochs > 0)
         {
-            tuning = Settings.Derive(source.TrainingOptions, FineTuningOptions.CountRows(input));
+            tuning = Settings.Derive(source.TrainingOptions, Settings.RowsFor(input));
             log.Info($"Fine-tuning the shared values with tied gradients: {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}.");
             using var guidance = TeacherGuidance.ForFineTuning(context, Settings.Teacher, Settings.Distillation, input, source, tuning, "WeightClusteringOptions.Teacher", log);
             using var tied = new TiedGradients(network, clusters);

@@ -47,7 +47,7 @@ public sealed class QuantizationEstimator : CompressionStageEstimator<Quantizati
         TrainingResult? result = null;
         if (Settings.QuantizationAwareTraining && Settings.QatEpochs > 0)
         {
-            var tuning = Settings.Derive(source.TrainingOptions, FineTuningOptions.CountRows(input));
+            var tuning = Settings.Derive(source.TrainingOptions, Settings.RowsFor(input));
             // Activation ranges start from the float model's observed ranges and follow a moving average during training.
             var initial = calibrate
                 ? Calibration.Run(network, input, source.LabelColumnName, source.FeatureColumnName, CalibrationMethod.MinMax, Settings.CalibrationRows).Ranges
