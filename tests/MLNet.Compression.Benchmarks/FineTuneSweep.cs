@@ -21,7 +21,8 @@ namespace MLNet.Compression.Benchmarks;
 /// </summary>
 /// <remarks>
 /// <c>dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --finetune-sweep [--mnist 1000,6000,60000] [--tabular]
-/// [--rules default,today,...] [--schedules constant,poly] [--stages cluster,cluster4,qat] [--cache DIR]</c>. <c>--stages</c> adds weight
+/// [--rules default,today,...] [--schedules constant,poly] [--stages cluster,cluster4,qat] [--cache DIR] [--seed N]</c> (<c>--seed</c>: the
+/// MLContext seed, default 1; the base models' initialisation and row order follow it). <c>--stages</c> adds weight
 /// clustering (k = 32, or 4) and int8 quantization-aware training runs with the same rules. Rules: <c>default</c> sets nothing (the library's
 /// defaults as built); <c>today</c> is the old default (2 epochs, a tenth of the model's rate); <c>stepsN-lrF</c> sets
 /// epochs = clamp(ceil(N / steps per epoch), 2, 50) and rate = F × the model's; <c>eE-lrF</c> sets E epochs and F × the rate.
@@ -29,6 +30,8 @@ namespace MLNet.Compression.Benchmarks;
 /// </remarks>
 public static class FineTuneSweep
 {
+    private static int seed = 1;
+
     /// <summary>Runs the mode.</summary>
     /// <param name="args">The command line.</param>
     public static int Run(string[] args)
@@ -41,9 +44,10 @@ public static class FineTuneSweep
         var schedules = (Value(args, "--schedules") ?? "constant,poly").Split(',', StringSplitOptions.RemoveEmptyEntries)
             .Concat((Value(args, "--stages") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries)).ToArray();
         string? cache = Value(args, "--cache");
+        seed = int.Parse(Value(args, "--seed") ?? "1", c);
         if (cache is not null)
             Directory.CreateDirectory(cache);
-        Console.WriteLine($"Fine-tuning sweep, 90 % magnitude pruning. Load average {BenchmarkSettings.LoadAverage()}.");
+        Console.WriteLine($"Fine-tuning sweep, 90 % magnitude pruning, MLContext seed {seed}. Load average {BenchmarkSettings.LoadAverage()}.");
         Console.WriteLine("| data | train rows | stage | rule | epochs | lr | steps | sparsity / ratio | test before | test after | train-sample before | train-sample after | warnings |");
         Console.WriteLine("| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
         if (tabular)
@@ -56,11 +60,11 @@ public static class FineTuneSweep
 
     private static void RunMnist(int rows, string[] rules, string[] schedules, string? cache)
     {
-        var ml = new MLContext(seed: 1);
+        var ml = new MLContext(seed);
         var train = ml.Data.Cache(ml.Data.TakeRows(BenchmarkSettings.LoadMnist(ml, MnistSplit.Train), rows));
         var test = ml.Data.Cache(BenchmarkSettings.LoadMnist(ml, MnistSplit.Test));
         var sample = ml.Data.TakeRows(train, 2000);
-        using var model = BaseModel(ml, cache, $"mnist-{rows}", () =>
+        using var model = BaseModel(ml, cache, $"mnist-{rows}{(seed == 1 ? "" : $"-seed{seed}")}", () =>
             ml.Compression().NeuralNetwork(new NeuralNetworkOptions { Architecture = NetworkArchitecture.Mlp(300, 100), Device = TrainingDevice.Cpu }).Fit(train));
         double Accuracy(ITransformer m, IDataView data) => ml.MulticlassClassification.Evaluate(m.Transform(data)).MicroAccuracy;
         Sweep(ml, "MNIST", rows, model, train, rules, schedules, m => Accuracy(m, test), m => Accuracy(m, sample));
@@ -69,7 +73,7 @@ public static class FineTuneSweep
     private static void RunTabular(string[] rules, string[] schedules, string? cache)
     {
         var files = VegaDatasets.WriteCsv(VegaTask.SeattleRain);
-        var ml = new MLContext(seed: 1);
+        var ml = new MLContext(seed);
         var options = new TextLoader.Options { Separators = [','], HasHeader = true, AllowQuoting = true, MissingRealsAsNaNs = true };
         var rawTrain = ml.Data.LoadFromTextFile<WeatherRow>(files.TrainPath, options);
         var rawTest = ml.Data.LoadFromTextFile<WeatherRow>(files.TestPath, options);
@@ -83,7 +87,7 @@ public static class FineTuneSweep
         var test = ml.Data.Cache(featurizer.Transform(rawTest));
         var sample = ml.Data.TakeRows(train, 2000);
         int rows = (int)(train.GetRowCount() ?? ml.Data.CreateEnumerable<WeatherRow>(rawTrain, false).LongCount());
-        using var model = BaseModel(ml, cache, "seattle-rain", () => ml.BinaryClassification.Trainers.NeuralNetwork(labelColumnName: "Rain").Fit(train));
+        using var model = BaseModel(ml, cache, seed == 1 ? "seattle-rain" : $"seattle-rain-seed{seed}", () => ml.BinaryClassification.Trainers.NeuralNetwork(labelColumnName: "Rain").Fit(train));
         double Accuracy(ITransformer m, IDataView data)
         {
             var scored = m.Transform(data);
