@@ -36,13 +36,12 @@ public sealed class PruningEstimator : CompressionStageEstimator<PruningOptions,
         var log = new ContextLog(context, "Prune");
         var original = source.Network;
         var plan = Plan(original, Settings);
-        long rows = FineTuningOptions.CountRows(input);
+        bool endsWithRun = Settings.Schedule.EndsWithRun && Settings.Schedule.Kind == PruningScheduleKind.PolynomialDecay;
+        long? rows = endsWithRun ? FineTuningOptions.CountRows(input) : Settings.RowsFor(input); // counted only when needed
         var tuning = Settings.Derive(source.TrainingOptions, rows);
-        var schedule = Settings.Schedule.EndsWithRun && Settings.Schedule.Kind == PruningScheduleKind.PolynomialDecay
-            ? Settings.Schedule.ForRun(StepsPerEpoch(rows, tuning.BatchSize) * tuning.Epochs)
-            : Settings.Schedule;
+        var schedule = endsWithRun ? Settings.Schedule.ForRun(StepsPerEpoch(rows!.Value, tuning.BatchSize) * tuning.Epochs) : Settings.Schedule;
         log.Info($"Pruning {original.Architecture.Name} ({Settings.Granularity}, {schedule}) of layers " +
-                 $"{string.Join(", ", plan.Where(p => p.Pruned).Select(p => p.Layer.Name))}; fine-tuning {tuning.Epochs} epoch(s) of {rows:N0} rows at lr={tuning.LearningRate}.");
+                 $"{string.Join(", ", plan.Where(p => p.Pruned).Select(p => p.Layer.Name))}; fine-tuning {tuning.Epochs} epoch(s){(rows is { } n ? $" of {n:N0} rows" : "")} at lr={tuning.LearningRate}.");
 
         using var guidance = TeacherGuidance.ForFineTuning(context, Settings.Teacher, Settings.Distillation, input, source, tuning, "PruningOptions.Teacher", log);
         var data = guidance?.Data ?? input;
