@@ -25,6 +25,10 @@ if (args.Contains("--thread-scaling", StringComparer.Ordinal))
 //     (training memory estimate vs measured, one fresh process per configuration; prints a markdown table)
 if (args.Length > 0 && args[0] == "--memory-estimate")
     return MLNet.Compression.Benchmarks.MemoryEstimateMeasurement.Run(args);
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --finetune-sweep [--mnist 1000,6000,60000] [--tabular] [--rules default,today,steps900-lr1]
+//   (accuracy of 90 % pruning with fine-tuning rules across data sizes; see FineTuneSweep)
+if (args.Length > 0 && args[0] == "--finetune-sweep")
+    return MLNet.Compression.Benchmarks.FineTuneSweep.Run(args);
 if (args.Length > 0 && args[0] == "--memory-probe")
     return MLNet.Compression.Benchmarks.MemoryEstimateMeasurement.Probe(args);
 var quick = args.Contains("--quick", StringComparer.Ordinal);

@@ -69,9 +69,10 @@ public sealed class WeightClusteringEstimator : CompressionStageEstimator<Weight
                  string.Join(", ", clusters.Select(c => $"{c.Key} {c.Value.Centroids.Length} values ({c.Value.Iterations} iterations)")) + ".");
 
         TrainingResult? result = null;
+        NeuralNetworkOptions? tuning = null;
         if (Settings.Epochs > 0)
         {
-            var tuning = Settings.Derive(source.TrainingOptions);
+            tuning = Settings.Derive(source.TrainingOptions, Settings.RowsFor(input));
             log.Info($"Fine-tuning the shared values with tied gradients: {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}.");
             using var guidance = TeacherGuidance.ForFineTuning(context, Settings.Teacher, Settings.Distillation, input, source, tuning, "WeightClusteringOptions.Teacher", log);
             using var tied = new TiedGradients(network, clusters);
@@ -86,13 +87,18 @@ public sealed class WeightClusteringEstimator : CompressionStageEstimator<Weight
         resultOptions.Architecture = network.Architecture;
         var model = NeuralNetworkTransformer.Create(context, network, source.ClassNames, resultOptions, input.Schema, result, source.Seed,
             new OnnxExportOptions { LayerEmitter = emitter }, null, source.Recipe.Then(new ClusterStep(Settings.Clone())));
+        string? collapse = tuning is null ? null : FineTuningCheck.CollapseWarning(context, source, model, input,
+            $"Clustering to {Settings.ClusterCount} shared values per layer", tuning, result!.Steps, "WeightClusteringOptions",
+            "more shared values (WeightClusteringOptions.ClusterCount)", log);
+        if (collapse is not null)
+            log.Warning(collapse);
         var report = new WeightClusteringReport(network.ParameterizedLayers.Select(l =>
         {
             var info = emitter.Describe(l);
             int requested = clusters.ContainsKey(l.Name) ? Settings.ClustersFor(l.Name) : 0;
             return new LayerClusteringStats(l.Name, requested, info.Clusters, distinctBefore[l.Name], CountDistinctNonZero(l.Weight), info.Elements,
                 info.NonZeros, info.Encoding.ToString(), info.Elements * sizeof(float), info.StoredBytes);
-        }).ToArray(), model.OnnxBytes.LongLength, Settings.Epochs, result?.Steps ?? 0);
+        }).ToArray(), model.OnnxBytes.LongLength, tuning?.Epochs ?? 0, result?.Steps ?? 0, tuning?.LearningRate, collapse is null ? null : [collapse]);
         log.Info(report.ToString());
         return (model, report);
     }
@@ -235,9 +241,12 @@ public sealed record LayerClusteringStats(string Name, int RequestedClusters, in
 public sealed record WeightClusteringReport : CompressionStageReport
 {
     [JsonConstructor]
-    internal WeightClusteringReport(IReadOnlyList<LayerClusteringStats> layers, long onnxBytes, int fineTuningEpochs, long fineTuningSteps)
+    internal WeightClusteringReport(IReadOnlyList<LayerClusteringStats> layers, long onnxBytes, int fineTuningEpochs, long fineTuningSteps,
+        double? fineTuningLearningRate = null, IReadOnlyList<string>? warnings = null)
     {
         Layers = layers;
+        FineTuningLearningRate = fineTuningLearningRate;
+        Warnings = warnings ?? [];
         OnnxBytes = onnxBytes;
         FineTuningEpochs = fineTuningEpochs;
         FineTuningSteps = fineTuningSteps;
@@ -255,6 +264,15 @@ public sealed record WeightClusteringReport : CompressionStageReport
     /// <summary>Optimizer steps of tied fine-tuning run.</summary>
     public long FineTuningSteps { get; }
 
+    /// <summary>The learning rate of the tied fine-tuning (set, or the default of <see cref="FineTuningOptions.LearningRate"/>); null when none ran.</summary>
+    public double? FineTuningLearningRate { get; }
+
+    /// <summary>
+    /// What the user should know about the run, e.g. accuracy on the training rows that fell by more than 5 points during
+    /// clustering (also logged as warnings, and part of <see cref="ToString"/>). Empty when all went as planned.
+    /// </summary>
+    public IReadOnlyList<string> Warnings { get; }
+
     /// <summary>Bytes of all weights as float32.</summary>
     public long FloatBytes => Layers.Sum(l => l.FloatBytes);
 
@@ -269,12 +287,15 @@ public sealed record WeightClusteringReport : CompressionStageReport
     {
         var c = CultureInfo.InvariantCulture;
         var sb = new StringBuilder();
-        sb.AppendLine(c, $"Weight clustering ({FineTuningEpochs} epoch(s) of tied fine-tuning, {FineTuningSteps:N0} steps)");
+        string rate = FineTuningLearningRate is { } lr ? string.Format(c, " at learning rate {0:G3}", lr) : string.Empty;
+        sb.AppendLine(c, $"Weight clustering ({FineTuningEpochs} epoch(s) of tied fine-tuning, {FineTuningSteps:N0} steps{rate})");
         sb.AppendLine(c, $"{"layer",-10} {"k",5} {"codebook",9} {"distinct",14} {"weights",10} {"non-zero",10} {"encoding",-14} {"bits/w",7} {"float32",10} {"stored",10}");
         foreach (var l in Layers)
             sb.AppendLine(c, $"{l.Name,-10} {l.RequestedClusters,5} {l.Clusters,9} {l.DistinctValuesBefore + " -> " + l.DistinctValues,14} {l.Weights,10:N0} {l.NonZeroWeights,10:N0} " +
                              $"{l.Encoding,-14} {l.StoredBitsPerWeight,7:F2} {MemoryReport.FormatBytes(l.FloatBytes),10} {MemoryReport.FormatBytes(l.StoredBytes),10}");
         sb.Append(c, $"total weights: {MemoryReport.FormatBytes(FloatBytes)} -> {MemoryReport.FormatBytes(StoredBytes)} ({CompressionRatio:F1}x); ONNX model {MemoryReport.FormatBytes(OnnxBytes)}");
+        foreach (var warning in Warnings)
+            sb.Append(c, $"{Environment.NewLine}WARNING: {warning}");
         return sb.ToString();
     }
 }

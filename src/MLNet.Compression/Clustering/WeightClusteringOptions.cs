@@ -16,8 +16,9 @@ public enum CentroidInitialization
 /// <summary>
 /// Options for <see cref="WeightClusteringEstimator"/>. The fine-tuning settings come from <see cref="TeacherGuidedFineTuningOptions"/>:
 /// <see cref="FineTuningOptions.Epochs"/> of fine-tuning with tied weights (every centroid moves by the summed gradient of its
-/// members, so each layer keeps at most k distinct non-zero values; 0 clusters without fine-tuning; default 2), the learning
-/// rate (default: one tenth of the model's), batch size, teacher, progress (stage <c>"cluster"</c>) and cancellation.
+/// members, so each layer keeps at most k distinct non-zero values; 0 clusters without fine-tuning; default 2, or more on small
+/// data, see <see cref="FineTuningOptions.Epochs"/>), the learning rate (default: the model's own), batch size, teacher,
+/// progress (stage <c>"cluster"</c>) and cancellation.
 /// </summary>
 public sealed class WeightClusteringOptions : TeacherGuidedFineTuningOptions
 {

@@ -172,9 +172,10 @@ public sealed class ContinueTrainingOptions : FineTuningOptions
 
     private protected override string OptionsName => nameof(ContinueTrainingOptions);
 
-    private protected override double DefaultLearningRateFactor => 1;
-
     private protected override int MinEpochs => 1;
+
+    /// <summary>Continued training runs its 5 epochs on any data size: more passes over a small increment would forget more.</summary>
+    private protected override bool EpochsFitTheData => false;
 
     /// <summary>Forgetting mitigation; any combination. Default <see cref="ContinualStrategies.None"/> (warm-start fine-tuning).</summary>
     public ContinualStrategies Strategies { get; set; } = ContinualStrategies.None;

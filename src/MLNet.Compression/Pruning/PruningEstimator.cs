@@ -7,8 +7,8 @@ namespace MLNet.Compression.Pruning;
 
 /// <summary>
 /// Prunes a trained network and fine-tunes it on the data given to <see cref="CompressionStageEstimator.Fit"/>, through the same training loop as
-/// <see cref="NeuralNetworkTrainer"/> (device, precision and optimizer of the original training; learning rate a tenth of
-/// it unless set). Magnitude pruning (<see cref="PruningGranularity.PerLayer"/>, <see cref="PruningGranularity.Global"/>)
+/// <see cref="NeuralNetworkTrainer"/> (device, precision and optimizer of the original training; epochs and learning rate
+/// from <see cref="FineTuningOptions"/>' data-size rule unless set). Magnitude pruning (<see cref="PruningGranularity.PerLayer"/>, <see cref="PruningGranularity.Global"/>)
 /// recomputes masks when the <see cref="PruningOptions.Schedule"/> says so and holds pruned weights at exactly zero
 /// after every optimizer step, so the result's weights contain exact zeros. <see cref="PruningGranularity.StructuredNeurons"/>
 /// removes whole neurons or filters in one shot and fine-tunes the smaller network. Two ways in:
@@ -36,12 +36,12 @@ public sealed class PruningEstimator : CompressionStageEstimator<PruningOptions,
         var log = new ContextLog(context, "Prune");
         var original = source.Network;
         var plan = Plan(original, Settings);
-        var tuning = Settings.Derive(source.TrainingOptions);
-        var schedule = Settings.Schedule.EndsWithRun && Settings.Schedule.Kind == PruningScheduleKind.PolynomialDecay
-            ? Settings.Schedule.ForRun(StepsPerEpoch(input, tuning.BatchSize) * tuning.Epochs)
-            : Settings.Schedule;
+        bool endsWithRun = Settings.Schedule.EndsWithRun && Settings.Schedule.Kind == PruningScheduleKind.PolynomialDecay;
+        long? rows = endsWithRun ? FineTuningOptions.CountRows(input) : Settings.RowsFor(input); // counted only when needed
+        var tuning = Settings.Derive(source.TrainingOptions, rows);
+        var schedule = endsWithRun ? Settings.Schedule.ForRun(StepsPerEpoch(rows!.Value, tuning.BatchSize) * tuning.Epochs) : Settings.Schedule;
         log.Info($"Pruning {original.Architecture.Name} ({Settings.Granularity}, {schedule}) of layers " +
-                 $"{string.Join(", ", plan.Where(p => p.Pruned).Select(p => p.Layer.Name))}; fine-tuning {tuning.Epochs} epoch(s) at lr={tuning.LearningRate}.");
+                 $"{string.Join(", ", plan.Where(p => p.Pruned).Select(p => p.Layer.Name))}; fine-tuning {tuning.Epochs} epoch(s){(rows is { } n ? $" of {n:N0} rows" : "")} at lr={tuning.LearningRate}.");
 
         using var guidance = TeacherGuidance.ForFineTuning(context, Settings.Teacher, Settings.Distillation, input, source, tuning, "PruningOptions.Teacher", log);
         var data = guidance?.Data ?? input;
@@ -77,8 +77,11 @@ public sealed class PruningEstimator : CompressionStageEstimator<PruningOptions,
             completed = schedule.CompletesWithin(result.Steps);
         }
 
+        var resultOptions = source.TrainingOptions.Clone();
+        resultOptions.Architecture = result.Model.Architecture;
+        var model = NeuralNetworkTransformer.Create(context, result.Model, source.ClassNames, resultOptions, input.Schema, result, source.Seed);
         var warnings = new List<string>();
-        var reached = BuildReport(plan, result.Model, result.Steps, completed, schedule, warnings);
+        var reached = BuildReport(plan, result.Model, result.Steps, completed, schedule, warnings, tuning);
         if (!completed)
         {
             long perEpoch = tuning.Epochs > 0 ? result.Steps / tuning.Epochs : 0;
@@ -91,13 +94,14 @@ public sealed class PruningEstimator : CompressionStageEstimator<PruningOptions,
         }
         else if (reached.TargetSparsity is { } aimed && reached.Sparsity < aimed - 0.005)
             warnings.Add($"The pruned model's sparsity is {reached.Sparsity:P1}, below the target {aimed:P1} (schedule {schedule}).");
-        var report = warnings.Count == 0 ? reached : BuildReport(plan, result.Model, result.Steps, completed, schedule, warnings);
+        if (FineTuningCheck.CollapseWarning(context, source, model, input, $"Pruning to {reached.Sparsity:P1} sparsity", tuning, result.Steps, "PruningOptions",
+                "a lower target sparsity (PruningOptions.Schedule)", log) is { } collapse)
+            warnings.Add(collapse);
+        var report = warnings.Count == 0 ? reached : BuildReport(plan, result.Model, result.Steps, completed, schedule, warnings, tuning);
         foreach (var warning in warnings)
             log.Warning(warning);
         log.Info($"Pruned: {report.ZeroWeights:N0} of {report.Weights:N0} weights are zero; sparsity {report.Sparsity:P1}.{Environment.NewLine}{report}");
-        var resultOptions = source.TrainingOptions.Clone();
-        resultOptions.Architecture = result.Model.Architecture;
-        return (NeuralNetworkTransformer.Create(context, result.Model, source.ClassNames, resultOptions, input.Schema, result, source.Seed), report);
+        return (model, report);
     }
 
     /// <summary>One weighted layer: whether it is pruned, its target (own or the schedule's), and whether the target is an override.</summary>
@@ -143,21 +147,11 @@ public sealed class PruningEstimator : CompressionStageEstimator<PruningOptions,
         return plan;
     }
 
-    /// <summary>Steps in one fine-tuning epoch of <paramref name="data"/> (rows counted by a cursor when the view does not know them).</summary>
-    private static long StepsPerEpoch(IDataView data, int batchSize)
-    {
-        long rows = data.GetRowCount() ?? -1;
-        if (rows < 0)
-        {
-            rows = 0;
-            using var cursor = data.GetRowCursor([]);
-            while (cursor.MoveNext())
-                rows++;
-        }
-        return (rows + batchSize - 1) / batchSize;
-    }
+    /// <summary>Steps in one fine-tuning epoch of <paramref name="rows"/> rows.</summary>
+    private static long StepsPerEpoch(long rows, int batchSize) => (rows + batchSize - 1) / batchSize;
 
-    private PruningReport BuildReport(LayerPlan[] plan, NetworkModel pruned, long steps, bool completed, PruningSchedule schedule, IReadOnlyList<string> warnings)
+    private PruningReport BuildReport(LayerPlan[] plan, NetworkModel pruned, long steps, bool completed, PruningSchedule schedule, IReadOnlyList<string> warnings,
+        NeuralNetworkOptions tuning)
     {
         var now = pruned.ParameterizedLayers.ToArray();
         bool global = Settings.Granularity == PruningGranularity.Global;
@@ -169,6 +163,6 @@ public sealed class PruningEstimator : CompressionStageEstimator<PruningOptions,
             _ => null,
         };
         long? end = Settings.Granularity == PruningGranularity.StructuredNeurons || schedule.EndStep == -1 ? null : schedule.EndStep;
-        return new PruningReport(stats, target, steps, end, completed, Settings.Granularity, warnings.ToArray());
+        return new PruningReport(stats, target, steps, end, completed, Settings.Granularity, warnings.ToArray(), tuning.Epochs, tuning.LearningRate);
     }
 }

@@ -25,9 +25,10 @@ public enum PruningGranularity
 
 /// <summary>
 /// Options for <see cref="PruningEstimator"/>. The fine-tuning settings come from <see cref="TeacherGuidedFineTuningOptions"/>:
-/// <see cref="FineTuningOptions.Epochs"/> (default 2; 0 prunes in one shot without fine-tuning), the learning rate (default:
-/// one tenth of the rate the model was trained with, as in Han et al. 2015), batch size, teacher, progress (stage
-/// <c>"prune"</c>) and cancellation.
+/// <see cref="FineTuningOptions.Epochs"/> (default: 2, or more on small data, enough for
+/// <see cref="FineTuningOptions.DefaultMinimumSteps"/> steps up to <see cref="FineTuningOptions.MaxDefaultEpochs"/>; 0 prunes
+/// in one shot without fine-tuning), the learning rate (default: the rate the model was trained with), batch size,
+/// teacher, progress (stage <c>"prune"</c>) and cancellation.
 /// </summary>
 public sealed class PruningOptions : TeacherGuidedFineTuningOptions
 {

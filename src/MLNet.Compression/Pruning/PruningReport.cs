@@ -24,9 +24,11 @@ public sealed record PruningReport : CompressionStageReport
 {
     [JsonConstructor]
     internal PruningReport(IReadOnlyList<LayerPruningStats> layers, double? targetSparsity, long stepsRun, long? plannedEndStep, bool scheduleCompleted,
-        PruningGranularity? granularity, IReadOnlyList<string>? warnings = null)
+        PruningGranularity? granularity, IReadOnlyList<string>? warnings = null, int fineTuningEpochs = 0, double? fineTuningLearningRate = null)
     {
         Warnings = warnings ?? [];
+        FineTuningEpochs = fineTuningEpochs;
+        FineTuningLearningRate = fineTuningLearningRate;
         Layers = layers;
         TargetSparsity = targetSparsity;
         StepsRun = stepsRun;
@@ -37,7 +39,8 @@ public sealed record PruningReport : CompressionStageReport
 
     /// <summary>
     /// What the user should know about the run, e.g. a target sparsity not reached because fine-tuning ended before the
-    /// schedule did (also logged as warnings, and part of <see cref="ToString"/>). Empty when all went as planned.
+    /// schedule did, or an accuracy on the first 2,000 training rows more than 5 points below the source model's (also logged
+    /// as warnings, and part of <see cref="ToString"/>). Empty when all went as planned.
     /// </summary>
     public IReadOnlyList<string> Warnings { get; }
 
@@ -61,6 +64,12 @@ public sealed record PruningReport : CompressionStageReport
     /// pooled layers), the weight-weighted mean of the layer targets for <see cref="PruningGranularity.PerLayer"/>; null otherwise.
     /// </summary>
     public double? TargetSparsity { get; }
+
+    /// <summary>Fine-tuning epochs the pruning run made (set, or chosen by the data-size default of <see cref="FineTuningOptions.Epochs"/>).</summary>
+    public int FineTuningEpochs { get; }
+
+    /// <summary>The fine-tuning learning rate the pruning run used; null for a report computed from a model's weights.</summary>
+    public double? FineTuningLearningRate { get; }
 
     /// <summary>Optimizer steps the pruning run made (0 for a report computed from a model's weights).</summary>
     public long StepsRun { get; }
@@ -103,6 +112,8 @@ public sealed record PruningReport : CompressionStageReport
         sb.Append(c, $"{"total",-10} {"",11} {Weights,17:N0} {ZeroWeights,10:N0} {Sparsity,9:P1} {(TargetSparsity is { } tt ? tt.ToString("P0", c) : "-"),7}");
         if (StepsRun > 0 || PlannedEndStep is not null)
             sb.Append(c, $"{Environment.NewLine}{StepsRun:N0} step(s) run{(PlannedEndStep is { } e ? string.Format(c, ", schedule ends at step {0:N0}", e) : string.Empty)}{(ScheduleCompleted ? string.Empty : " (not reached)")}");
+        if (FineTuningLearningRate is { } lr)
+            sb.Append(c, $"; fine-tuning {FineTuningEpochs} epoch(s) at learning rate {lr:G3}");
         foreach (var warning in Warnings)
             sb.Append(c, $"{Environment.NewLine}WARNING: {warning}");
         return sb.ToString();

@@ -45,9 +45,10 @@ public sealed class QuantizationEstimator : CompressionStageEstimator<Quantizati
         bool calibrate = Settings.Mode == QuantizationMode.Int8Static;
 
         TrainingResult? result = null;
+        NeuralNetworkOptions? tuning = null;
         if (Settings.QuantizationAwareTraining && Settings.QatEpochs > 0)
         {
-            var tuning = Settings.Derive(source.TrainingOptions);
+            tuning = Settings.Derive(source.TrainingOptions, Settings.RowsFor(input));
             // Activation ranges start from the float model's observed ranges and follow a moving average during training.
             var initial = calibrate
                 ? Calibration.Run(network, input, source.LabelColumnName, source.FeatureColumnName, CalibrationMethod.MinMax, Settings.CalibrationRows).Ranges
@@ -74,7 +75,12 @@ public sealed class QuantizationEstimator : CompressionStageEstimator<Quantizati
         resultOptions.Architecture = network.Architecture;
         var model = NeuralNetworkTransformer.Create(context, network, source.ClassNames, resultOptions, input.Schema, result, source.Seed,
             exportOptions, weights.ResidentBytes, source.Recipe.Then(new QuantizeStep(Settings.Clone())));
-        var report = BuildReport(network, weights, calibration, result is not null, model.OnnxBytes.LongLength);
+        var report = BuildReport(network, weights, calibration, result is not null, model.OnnxBytes.LongLength) with
+        {
+            FineTuningEpochs = tuning?.Epochs ?? 0,
+            FineTuningSteps = result?.Steps ?? 0,
+            FineTuningLearningRate = tuning?.LearningRate,
+        };
         log.Info(report.ToString());
         return (model, report);
     }
@@ -155,6 +161,18 @@ public sealed record QuantizationReport : CompressionStageReport
     /// <summary>Whether the network was fine-tuned with simulated quantization before export.</summary>
     public bool QuantizationAwareTraining { get; }
 
+    /// <summary>Epochs of quantization-aware fine-tuning run (set, or the data-size default of <see cref="FineTuningOptions.Epochs"/>); 0 without it.</summary>
+    [JsonInclude]
+    public int FineTuningEpochs { get; internal init; }
+
+    /// <summary>Optimizer steps of quantization-aware fine-tuning run; 0 without it.</summary>
+    [JsonInclude]
+    public long FineTuningSteps { get; internal init; }
+
+    /// <summary>The learning rate of quantization-aware fine-tuning; null without it.</summary>
+    [JsonInclude]
+    public double? FineTuningLearningRate { get; internal init; }
+
     /// <summary>Every weighted layer, in order.</summary>
     public IReadOnlyList<LayerQuantizationStats> Layers { get; }
 
@@ -191,7 +209,7 @@ public sealed record QuantizationReport : CompressionStageReport
         if (Calibration is { } m)
             sb.Append(c, $", {m} calibration on {CalibrationRows:N0} rows");
         if (QuantizationAwareTraining)
-            sb.Append(", quantization-aware fine-tuning");
+            sb.Append(c, $", quantization-aware fine-tuning ({FineTuningEpochs} epoch(s), {FineTuningSteps:N0} steps at learning rate {FineTuningLearningRate:G3})");
         sb.AppendLine();
         sb.AppendLine(c, $"{"layer",-10} {"encoding",-24} {"params",10} {"float32",10} {"stored",10} {"resident",10} {"input range",-22} compute");
         foreach (var l in Layers)

@@ -16,6 +16,9 @@ public sealed class QuantizationOptions : FineTuningOptions
 
     private protected override string OptionsName => nameof(QuantizationOptions);
 
+    /// <summary>Quantization-aware training fine-tunes at a tenth of the model's rate by default.</summary>
+    private protected override double DefaultLearningRateFactor => 0.1;
+
     /// <summary>Smallest accepted <see cref="BlockSize"/>.</summary>
     public const int MinBlockSize = 16;
 
@@ -57,7 +60,7 @@ public sealed class QuantizationOptions : FineTuningOptions
     /// </summary>
     public bool QuantizationAwareTraining { get; set; }
 
-    /// <summary>Epochs of quantization-aware fine-tuning over the data given to <c>Fit</c> (the same setting as <see cref="FineTuningOptions.Epochs"/>). Default 2.</summary>
+    /// <summary>Epochs of quantization-aware fine-tuning over the data given to <c>Fit</c> (the same setting as <see cref="FineTuningOptions.Epochs"/>). Default: 2, or more on small data (see there).</summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public int QatEpochs
     {
@@ -67,7 +70,8 @@ public sealed class QuantizationOptions : FineTuningOptions
 
     /// <summary>
     /// Learning rate of quantization-aware fine-tuning (the same setting as <see cref="FineTuningOptions.LearningRate"/>).
-    /// Default (null): one tenth of the rate the model was trained with.
+    /// Default (null): one tenth of the rate the model was trained with (measured: on 60,000 MNIST rows it keeps int8 accuracy
+    /// at least as well as the model's own rate; other stages fine-tune at the model's own rate).
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public double? QatLearningRate
@@ -111,7 +115,7 @@ public sealed class QuantizationOptions : FineTuningOptions
             throw new ArgumentOutOfRangeException(nameof(QatEpochs), QatEpochs, "QuantizationOptions.QatEpochs must be 0 or more.");
         if (QatLearningRate is { } lr && (!(lr > 0) || double.IsInfinity(lr)))
             throw new ArgumentOutOfRangeException(nameof(QatLearningRate), lr,
-                "QuantizationOptions.QatLearningRate must be a positive number (or null for a tenth of the model's rate).");
+                $"QuantizationOptions.QatLearningRate must be a positive number (or null for a tenth of the model's rate).");
         ValidateFineTuning();
         if (QuantizationAwareTraining && Mode is not (QuantizationMode.Int8Static or QuantizationMode.Int8Dynamic))
             throw new ArgumentException(

@@ -161,6 +161,11 @@ public sealed class QuantizationEstimatorTests : IClassFixture<QuantizableMlpFix
         output.WriteLine(estimator.Report!.ToString());
         Assert.True(estimator.Report!.QuantizationAwareTraining);
         Assert.Equal(2, qat.TrainingHistory.Count);
+        Assert.Equal(2, estimator.Report.FineTuningEpochs); // set epochs win over the data-size default
+        Assert.Equal(fixture.Model.TrainingOptions.LearningRate / 10, estimator.Report.FineTuningLearningRate); // QAT's default: a tenth
+        int batch = fixture.Model.TrainingOptions.BatchSize;
+        Assert.Equal(qat.TrainingHistory.Sum(e => (e.Rows + batch - 1) / batch), estimator.Report.FineTuningSteps);
+        Assert.Contains("2 epoch(s)", estimator.Report.ToString(), StringComparison.Ordinal);
         double ptqAccuracy = Accuracy(ptq), qatAccuracy = Accuracy(qat);
         output.WriteLine($"float {fixture.BaseAccuracy:F4}, post-training int8 {ptqAccuracy:F4}, QAT int8 {qatAccuracy:F4}");
         Assert.True(qatAccuracy >= ptqAccuracy - 0.002, $"QAT {qatAccuracy:F4} vs post-training {ptqAccuracy:F4}");
