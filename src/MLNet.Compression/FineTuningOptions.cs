@@ -35,9 +35,22 @@ public abstract class FineTuningOptions
     /// <see cref="DefaultMinimumSteps"/> optimizer steps, capped at <see cref="MaxDefaultEpochs"/>: 2 epochs on 60,000
     /// rows at batch 128, 20 on 6,000, 50 on 1,000. The stage's report states the epochs, steps and rate actually used.
     /// </summary>
+    [JsonIgnore]
     public int Epochs
     {
         get => epochs ?? defaultEpochs;
+        set => epochs = value;
+    }
+
+    /// <summary>
+    /// <see cref="Epochs"/> as a checkpoint's recipe stores it: absent when unset, so a re-applied step still fits its
+    /// epochs to the data it is given.
+    /// </summary>
+    [JsonInclude]
+    [JsonPropertyName("epochs")]
+    private int? EpochsSetting
+    {
+        get => epochs;
         set => epochs = value;
     }
 

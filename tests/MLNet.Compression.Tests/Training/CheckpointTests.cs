@@ -216,6 +216,32 @@ public sealed class CheckpointRoundTripTests
         Assert.Equal(source.ClassNames, loaded.ClassNames);
     }
 
+    [Fact]
+    public void ARecipeStepWithUnsetEpochsStaysUnsetSoItStillFitsItsEpochsToTheData()
+    {
+        var ml = new MLContext(seed: 1);
+        using var source = NeuralNetworkTransformer.LoadCheckpoint(ml, CheckpointFixtures.Mlp);
+        var quantization = new QuantizationOptions { Mode = QuantizationMode.Int8Static, QuantizationAwareTraining = true };
+        var clustering = new WeightClusteringOptions { ClusterCount = 16, Epochs = 4 };
+        var schema = new DataViewSchema.Builder();
+        schema.AddColumn("Features", new VectorDataViewType(NumberDataViewType.Single, 784));
+        using var model = NeuralNetworkTransformer.Create(ml, source.Network, source.ClassNames, source.TrainingOptions, schema.ToSchema(), null, 1,
+            recipe: CompressionRecipe.None.Then(new ClusterStep(clustering)).Then(new QuantizeStep(quantization)));
+        using var dir = TestMnist.NewTempDirectory();
+        model.SaveCheckpoint(dir["a.checkpoint"]);
+        using var loaded = NeuralNetworkTransformer.LoadCheckpoint(ml, dir["a.checkpoint"]);
+        loaded.SaveCheckpoint(dir["b.checkpoint"]);
+        using var zip = ZipFile.OpenRead(dir["b.checkpoint"]);
+        using var s = zip.GetEntry("checkpoint.json")!.Open();
+        var recipe = JsonNode.Parse(s)!["recipe"]!.AsArray();
+        // A set value is stored; an unset one is left out, and after a reload it is still unset (it fits the next data).
+        Assert.Equal(4, (int)recipe[0]!["clustering"]!["epochs"]!);
+        Assert.False(recipe[1]!["quantization"]!.AsObject().ContainsKey("epochs"));
+        var data = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 1_000).Select(_ => new { Features = new float[784] }));
+        Assert.Equal(1_000, loaded.Recipe.Quantization!.RowsFor(data));
+        Assert.Null(loaded.Recipe.Clustering!.RowsFor(data));
+    }
+
     private static CancellationToken Cancelled()
     {
         using var source = new CancellationTokenSource();
