@@ -15,14 +15,14 @@ namespace MLNet.Compression.Onnx;
 /// </remarks>
 internal sealed class BatchedOnnxScorer : IDisposable
 {
-    private readonly InferenceSession _session;
+    private readonly InferenceSession session;
     private readonly RunOptions runOptions = new();
     private readonly string[] inputNames;
     private readonly string[] outputNames;
-    private readonly object _lock = new();
+    private readonly object sync = new();
     private readonly int[] outputWidths;
-    private float[] _input = [];
-    private float[][] _outputs;
+    private float[] inputBuffer = [];
+    private float[][] outputBuffers;
     private bool disposed;
     private long rowsScored;
 
@@ -59,12 +59,12 @@ internal sealed class BatchedOnnxScorer : IDisposable
                     "Reference Microsoft.ML.OnnxRuntime.Gpu and install CUDA/cuDNN, or allow falling back to the CPU (MLContext.FallbackToCpu = true).", e);
             }
         }
-        _session = new InferenceSession(onnx, options);
+        session = new InferenceSession(onnx, options);
         inputNames = [Signature.InputName];
         var outputs = Signature.OutputHead.BatchedOutputs(Signature);
         outputNames = outputs.Select(o => o.Name).ToArray();
         outputWidths = outputs.Select(o => o.Width).ToArray();
-        _outputs = outputNames.Select(_ => Array.Empty<float>()).ToArray();
+        outputBuffers = outputNames.Select(_ => Array.Empty<float>()).ToArray();
         OutputWidth = outputWidths.Sum();
     }
 
@@ -107,39 +107,39 @@ internal sealed class BatchedOnnxScorer : IDisposable
             throw new ArgumentException($"{rows} rows need room for {outLen} output values but the destination holds {probabilities.Length}.", nameof(probabilities));
         if (rows == 0)
             return;
-        lock (_lock)
+        lock (sync)
         {
             ObjectDisposedException.ThrowIf(disposed, this);
-            if (_input.Length < inLen)
+            if (inputBuffer.Length < inLen)
             {
                 // Pinned (POH) so ONNX Runtime reads and writes them in place; grown only when a bigger block arrives.
-                _input = GC.AllocateUninitializedArray<float>(checked((int)inLen), pinned: true);
-                for (int k = 0; k < _outputs.Length; k++)
-                    _outputs[k] = GC.AllocateUninitializedArray<float>(checked(rows * outputWidths[k]), pinned: true);
+                inputBuffer = GC.AllocateUninitializedArray<float>(checked((int)inLen), pinned: true);
+                for (int k = 0; k < outputBuffers.Length; k++)
+                    outputBuffers[k] = GC.AllocateUninitializedArray<float>(checked(rows * outputWidths[k]), pinned: true);
             }
-            features[..(int)inLen].CopyTo(_input);
-            using var input = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _input.AsMemory(0, (int)inLen), [rows, InputLength]);
-            var outputs = new OrtValue[_outputs.Length];
+            features[..(int)inLen].CopyTo(inputBuffer);
+            using var inputValue = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, inputBuffer.AsMemory(0, (int)inLen), [rows, InputLength]);
+            var outputs = new OrtValue[outputBuffers.Length];
             try
             {
                 for (int k = 0; k < outputs.Length; k++)
-                    outputs[k] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _outputs[k].AsMemory(0, rows * outputWidths[k]),
+                    outputs[k] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, outputBuffers[k].AsMemory(0, rows * outputWidths[k]),
                         [rows, outputWidths[k]]);
-                _session.Run(runOptions, inputNames, [input], outputNames, outputs);
+                session.Run(runOptions, inputNames, [inputValue], outputNames, outputs);
             }
             finally
             {
                 foreach (var o in outputs)
                     o?.Dispose();
             }
-            if (_outputs.Length == 1)
-                _outputs[0].AsSpan(0, (int)outLen).CopyTo(probabilities);
+            if (outputBuffers.Length == 1)
+                outputBuffers[0].AsSpan(0, (int)outLen).CopyTo(probabilities);
             else
             {
                 // Side by side per row: row r holds output 0's values, then output 1's, ...
-                for (int k = 0, offset = 0; k < _outputs.Length; offset += outputWidths[k], k++)
+                for (int k = 0, offset = 0; k < outputBuffers.Length; offset += outputWidths[k], k++)
                     for (int r = 0; r < rows; r++)
-                        _outputs[k].AsSpan(r * outputWidths[k], outputWidths[k]).CopyTo(probabilities.Slice(r * OutputWidth + offset, outputWidths[k]));
+                        outputBuffers[k].AsSpan(r * outputWidths[k], outputWidths[k]).CopyTo(probabilities.Slice(r * OutputWidth + offset, outputWidths[k]));
             }
             Interlocked.Add(ref rowsScored, rows);
         }
@@ -148,12 +148,12 @@ internal sealed class BatchedOnnxScorer : IDisposable
     /// <summary>Releases the ONNX Runtime session.</summary>
     public void Dispose()
     {
-        lock (_lock)
+        lock (sync)
         {
             if (disposed)
                 return;
             disposed = true;
-            _session.Dispose();
+            session.Dispose();
             runOptions.Dispose();
         }
     }
