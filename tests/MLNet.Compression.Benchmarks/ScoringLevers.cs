@@ -66,10 +66,19 @@ public static class ScoringLevers
         }
 
         var variants = new List<Variant>();
+        string? save = StringArg(args, "--save"), compare = StringArg(args, "--compare");
         foreach (var (name, model) in models)
         {
             var onnx = model.GetOnnxModel();
             variants.Add(new Variant($"{name} session", onnx, DefaultOptions));
+            // --save DIR writes the exported models; --compare DIR times the ones saved by another build beside these.
+            if (save is not null)
+            {
+                Directory.CreateDirectory(save);
+                File.WriteAllBytes(Path.Combine(save, name + ".onnx"), onnx);
+            }
+            if (compare is not null && File.Exists(Path.Combine(compare, name + ".onnx")))
+                variants.Add(new Variant($"{name} session, saved build", File.ReadAllBytes(Path.Combine(compare, name + ".onnx")), DefaultOptions));
             if (levers)
             {
                 variants.Add(new Variant($"{name} session, 1 thread", onnx, () => WithThreads(DefaultOptions(), 1)));
@@ -78,6 +87,9 @@ public static class ScoringLevers
                 variants.Add(new Variant($"{name} session, ORT_ENABLE_BASIC", onnx, () => Level(GraphOptimizationLevel.ORT_ENABLE_BASIC)));
                 variants.Add(new Variant($"{name} session, no mem pattern/arena", onnx, () => NoArena(DefaultOptions())));
                 variants.Add(new Variant($"{name} session, no prepacking", onnx, () => NoPrepack(DefaultOptions())));
+                if (name == "int4")
+                    foreach (var level in new[] { 0, 1, 2, 4 })
+                        variants.Add(new Variant($"{name} session, MatMulNBits accuracy_level {level}", onnx, () => AccuracyLevel(DefaultOptions(), level)));
                 variants.Add(new Variant($"{name} session, block 256", onnx, DefaultOptions, 256));
                 variants.Add(new Variant($"{name} session, block 4096", onnx, DefaultOptions, 4096));
                 variants.Add(new Variant($"{name} session, block 10000", onnx, DefaultOptions, Rows));
@@ -198,6 +210,13 @@ public static class ScoringLevers
     {
         o.EnableMemoryPattern = false;
         o.EnableCpuMemArena = false;
+        return o;
+    }
+
+    private static SessionOptions AccuracyLevel(SessionOptions o, int level)
+    {
+        // The accuracy_level ONNX Runtime gives the MatMulNBits it makes from DequantizeLinear + MatMul (4: int8 compute).
+        o.AddSessionConfigEntry("session.qdq_matmulnbits_accuracy_level", level.ToString(System.Globalization.CultureInfo.InvariantCulture));
         return o;
     }
 
