@@ -216,7 +216,8 @@ internal sealed class BatchedScoringDataView : IDataView
             }
             if (n == 0)
                 throw SourceChanged();
-            parent.scorer.Score(features.AsSpan(0, n * inputLength), n, outputs.AsSpan(0, n * width));
+            // The array overload: ONNX Runtime reads the block and writes the outputs in place (no staging copies).
+            parent.scorer.Score(features, n, outputs);
             blockStart = pos;
             blockRows = n;
         }
