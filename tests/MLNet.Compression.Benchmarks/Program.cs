@@ -16,7 +16,7 @@ if (args.Contains("--concurrent-training", StringComparer.Ordinal))
 }
 //   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --memory-estimate [--repeats N]
 //     (training memory estimate vs measured, one fresh process per configuration; prints a markdown table)
-//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --scoring-levers [--rounds 15] [--levers] [--profile DIR]
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --scoring-levers [--rounds 15] [--levers] [--profile DIR] [--save DIR] [--compare DIR] [--wide]
 //     (issue 19: ours per quantization mode, bare ONNX Runtime session and Transform, interleaved; --levers adds the session
 //     options and graph variants measured; see ScoringLevers)
 if (args.Length > 0 && args[0] == "--scoring-levers")

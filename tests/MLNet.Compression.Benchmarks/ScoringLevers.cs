@@ -20,9 +20,11 @@ namespace MLNet.Compression.Benchmarks;
 /// <c>ApplyOnnxModel</c> on the float32 bytes for the batched-vs-ML.NET ratio.
 /// </summary>
 /// <remarks>
-/// <c>--scoring-levers [--rounds N] [--levers] [--profile DIR]</c>: without <c>--levers</c> only the table of the
+/// <c>--scoring-levers [--rounds N] [--levers] [--profile DIR] [--save DIR] [--compare DIR] [--wide]</c>: without <c>--levers</c> only the table of the
 /// side-by-side script (ours per mode, bare session and Transform, ApplyOnnxModel); <c>--profile</c> writes ONNX Runtime
-/// profiles (per-node times) of each model to DIR.
+/// profiles (per-node times) of each model (ONNX Runtime names the files itself, in the working directory);
+/// <c>--save</c>/<c>--compare</c> write the exported models / time another build's beside these (same seed, same weights);
+/// <c>--wide</c> runs <see cref="Wide"/> instead.
 /// </remarks>
 public static class ScoringLevers
 {
@@ -33,6 +35,8 @@ public static class ScoringLevers
     public static int Run(string[] args)
     {
         int rounds = IntArg(args, "--rounds", 15);
+        if (args.Contains("--wide", StringComparer.Ordinal))
+            return Wide(rounds);
         bool levers = args.Contains("--levers", StringComparer.Ordinal);
         string? profileDir = StringArg(args, "--profile");
         Console.WriteLine($"// load average before: {BenchmarkSettings.LoadAverage()} ({Environment.ProcessorCount} cores)");
@@ -181,6 +185,61 @@ public static class ScoringLevers
         return 0;
     }
 
+    /// <summary>
+    /// <c>--wide</c>: where memory bandwidth dominates. A 784-4096-4096-10 network (20 million weights: 80 MB as float32, far
+    /// beyond the caches; trained one epoch on 512 rows, as scoring time does not depend on the weights' values) scored one row
+    /// per call (a matrix-vector product: every weight read once per row) and in blocks of 1,024 (2,048 rows per pass), float32 against int4
+    /// (MatMulNBits, 10 MB) and int8 dynamic, interleaved.
+    /// </summary>
+    private static int Wide(int rounds)
+    {
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.TakeRows(BenchmarkSettings.LoadMnist(ml, MnistSplit.Train), 512);
+        var test = BenchmarkSettings.LoadMnist(ml, MnistSplit.Test);
+        using var float32 = ml.Compression().NeuralNetwork(new NeuralNetworkOptions
+        {
+            Architecture = NetworkArchitecture.Mlp(4096, 4096),
+            Epochs = 1,
+            BatchSize = 128,
+            Device = TrainingDevice.Cpu,
+            Seed = 1,
+        }).Fit(train);
+        using var int4 = ml.Compression().Quantize(float32, new QuantizationOptions { Mode = QuantizationMode.Int4WeightOnly }).Fit(train);
+        using var int8 = ml.Compression().Quantize(float32, new QuantizationOptions { Mode = QuantizationMode.Int8Dynamic }).Fit(train);
+        var features = ReadFeatures(test);
+        const int singleRows = 200;
+        var variants = new List<Variant>();
+        foreach (var (name, model) in new[] { ("float32", float32), ("int4", int4), ("int8-dynamic", int8) })
+        {
+            Console.WriteLine($"// {name}: ONNX {model.GetOnnxModel().Length:N0} B, resident weights {model.Memory.ResidentWeightBytes:N0} B");
+            variants.Add(new Variant($"{name} session, one row per call", model.GetOnnxModel(), DefaultOptions, block: 1, rows: singleRows));
+            variants.Add(new Variant($"{name} session, blocks of 1,024", model.GetOnnxModel(), DefaultOptions, rows: 2048));
+        }
+        foreach (var v in variants)
+            v.Open(features);
+        var timings = variants.ToDictionary(v => v.Name, _ => new List<double>());
+        for (int r = -1; r < rounds; r++)
+            foreach (var v in variants)
+            {
+                double s = v.Time(features);
+                if (r >= 0)
+                    timings[v.Name].Add(v.Rows / s);
+            }
+        Console.WriteLine($"// load average after: {BenchmarkSettings.LoadAverage()}");
+        Console.WriteLine();
+        Console.WriteLine($"| 784-4096-4096-10 (medians of {rounds} interleaved rounds) | rows/s | vs float32 |");
+        Console.WriteLine("| --- | ---: | ---: |");
+        double Median(List<double> l) => l.OrderBy(x => x).ElementAt(l.Count / 2);
+        foreach (var v in variants)
+        {
+            string baseline = "float32" + v.Name[v.Name.IndexOf(" session", StringComparison.Ordinal)..];
+            Console.WriteLine($"| {v.Name} | {Median(timings[v.Name]):N0} | {Median(timings[v.Name]) / Median(timings[baseline]):F2} |");
+        }
+        foreach (var v in variants)
+            v.Dispose();
+        return 0;
+    }
+
     private static string ModeName(QuantizationMode mode) => mode switch
     {
         QuantizationMode.Int8Dynamic => "int8-dynamic",
@@ -307,7 +366,7 @@ public static class ScoringLevers
     }
 
     /// <summary>One session over one graph with one set of options, scoring the rows in blocks with pinned buffers.</summary>
-    private sealed class Variant(string name, byte[] onnx, Func<SessionOptions> options, int block = Block) : IDisposable
+    private sealed class Variant(string name, byte[] onnx, Func<SessionOptions> options, int block = Block, int rows = Rows) : IDisposable
     {
         private InferenceSession? session;
         private float[] input = [];
@@ -316,6 +375,9 @@ public static class ScoringLevers
         private string outputName = "";
 
         public string Name { get; } = name;
+
+        /// <summary>Rows one <see cref="Time"/> pass scores (the first ones of the test set).</summary>
+        public int Rows { get; } = rows;
 
         public void Open(float[] features)
         {
