@@ -24,7 +24,7 @@ namespace MLNet.Compression.Benchmarks;
 /// side-by-side script (ours per mode, bare session and Transform, ApplyOnnxModel); <c>--profile</c> writes ONNX Runtime
 /// profiles (per-node times) of each model (ONNX Runtime names the files itself, in the working directory);
 /// <c>--save</c>/<c>--compare</c> write the exported models / time another build's beside these (same seed, same weights);
-/// <c>--wide</c> runs <see cref="Wide"/> instead.
+/// <c>--wide</c> runs <see cref="Wide"/> instead; <c>--pytorch SCRIPT</c> runs pytorch_scoring.py once per round (interleaved).
 /// </remarks>
 public static class ScoringLevers
 {
@@ -70,7 +70,7 @@ public static class ScoringLevers
         }
 
         var variants = new List<Variant>();
-        string? save = StringArg(args, "--save"), compare = StringArg(args, "--compare");
+        string? save = StringArg(args, "--save"), compare = StringArg(args, "--compare"), pytorchScript = StringArg(args, "--pytorch");
         foreach (var (name, model) in models)
         {
             var onnx = model.GetOnnxModel();
@@ -152,6 +152,18 @@ public static class ScoringLevers
                 double s = run();
                 if (r >= 0) Add(name, s);
             }
+            if (pytorchScript is not null)
+            {
+                // PyTorch in the same rounds (one timed pass per model per round, after its own warm-up), so that it sees the
+                // same load as ours: a separate PyTorch run before or after ours was off by 5x on the loaded machine.
+                foreach (var (path, rowsPerSecond) in RunPyTorch(pytorchScript))
+                    if (r >= 0)
+                    {
+                        if (!timings.TryGetValue(path, out var list))
+                            timings[path] = list = [];
+                        list.Add(rowsPerSecond);
+                    }
+            }
             if (r < 3)
             {
                 // ApplyOnnxModel is slow (one ONNX Runtime call per row): a few rounds only.
@@ -176,7 +188,7 @@ public static class ScoringLevers
         Console.WriteLine($"// batched Transform vs ApplyOnnxModel (float32): {Median("float32 Transform") / Median("float32 ApplyOnnxModel"):F2}x");
         // Machine-readable lines for side-by-side.sh.
         foreach (var name in timings.Keys)
-            Console.WriteLine("#json " + JsonSerializer.Serialize(new { path = "ours " + name, rowsPerSecond = Median(name) }));
+            Console.WriteLine("#json " + JsonSerializer.Serialize(new { path = name.StartsWith("pytorch", StringComparison.Ordinal) ? name : "ours " + name, rowsPerSecond = Median(name) }));
         foreach (var v in variants)
             v.Dispose();
         foreach (var (name, model) in models)
@@ -238,6 +250,27 @@ public static class ScoringLevers
         foreach (var v in variants)
             v.Dispose();
         return 0;
+    }
+
+    /// <summary>Runs <c>/usr/bin/python3 script --repeats 1 --warmup 1</c> (pytorch_scoring.py) and reads its JSON lines: path and rows/s.</summary>
+    private static List<(string Path, double RowsPerSecond)> RunPyTorch(string script)
+    {
+        var start = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var a in new[] { script, "--repeats", "1", "--warmup", "1", "--batch", Block.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                     "--threads", Environment.ProcessorCount.ToString(System.Globalization.CultureInfo.InvariantCulture) })
+            start.ArgumentList.Add(a);
+        using var process = Process.Start(start) ?? throw new InvalidOperationException($"Could not start /usr/bin/python3 {script}.");
+        string output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        if (process.ExitCode != 0)
+            throw new InvalidOperationException($"/usr/bin/python3 {script} exited with code {process.ExitCode}; is python3-torch installed (apt-get install python3-torch)?");
+        var result = new List<(string, double)>();
+        foreach (var line in output.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            using var json = JsonDocument.Parse(line);
+            result.Add((json.RootElement.GetProperty("path").GetString()!, json.RootElement.GetProperty("rowsPerSecond").GetDouble()));
+        }
+        return result;
     }
 
     private static string ModeName(QuantizationMode mode) => mode switch
