@@ -2,7 +2,7 @@
 # Side-by-side CPU scoring benchmark (issue 19; not part of CI), one command, about 2-4 minutes:
 # ours (ScoringLevers, `--scoring-levers`): LeNet-300-100 trained one epoch, quantized int8 dynamic / int8 static / int4,
 # the accuracy of every mode on the 10,000 test rows, then interleaved rounds of the bare ONNX Runtime session and of the
-# batched `model.Transform` per mode, ML.NET's ApplyOnnxModel on the float32 bytes (3 rounds), and in every round one
+# batched `model.Transform` per mode, ML.NET's ApplyOnnxModel on the float32 bytes, and in every round one
 # timed pass of PyTorch's float32 and quantize_dynamic int8 (pytorch_scoring.py with Debian's python3-torch, installed
 # with apt-get when missing; the same 784-300-100-10 shape, the same 10,000 MNIST test rows, batches of 1,024), so both
 # sides see the same load; then prints one table (medians) with the ratios to our float32 and to PyTorch's int8 dynamic, plus batched-vs-ApplyOnnxModel.
