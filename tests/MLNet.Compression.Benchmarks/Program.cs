@@ -23,6 +23,11 @@ if (args.Contains("--thread-scaling", StringComparer.Ordinal))
 }
 //   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --memory-estimate [--repeats N]
 //     (training memory estimate vs measured, one fresh process per configuration; prints a markdown table)
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --scoring-levers [--rounds 15] [--levers] [--profile DIR] [--save DIR] [--compare DIR] [--wide]
+//     (issue 19: ours per quantization mode, bare ONNX Runtime session and Transform, interleaved; --levers adds the session
+//     options and graph variants measured; see ScoringLevers)
+if (args.Length > 0 && args[0] == "--scoring-levers")
+    return ScoringLevers.Run(args);
 if (args.Length > 0 && args[0] == "--memory-estimate")
     return MLNet.Compression.Benchmarks.MemoryEstimateMeasurement.Run(args);
 //   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --finetune-sweep [--mnist 1000,6000,60000] [--tabular] [--rules default,today,steps900-lr1]

@@ -142,9 +142,15 @@ internal sealed class DenseModelLayer : ParameterizedLayer
         var rowMax = graph.AddNode("Max", [graph.AddNode("ReduceMax", [input], name + ".row_max", rowAxis), zero], name + ".row_max0");
         var scale = graph.AddNode("Max", [graph.AddNode("Div", [graph.AddNode("Sub", [rowMax, rowMin], name + ".row_range"), levels], name + ".row_scale_raw"), tiny], name + ".row_scale");
         var zeroPoint = graph.AddNode("Clip", [graph.AddNode("Round", [graph.AddNode("Div", [graph.AddNode("Neg", [rowMin], name + ".neg_min"), scale], name + ".zp_raw")], name + ".zp_round"), zero, levels], name + ".row_zero_point");
-        var shifted = graph.AddNode("Add", [graph.AddNode("Round", [graph.AddNode("Div", [input, scale], name + ".x_scaled")], name + ".x_round"), zeroPoint], name + ".x_shifted");
-        var xq = graph.AddNode("Cast", [graph.AddNode("Clip", [shifted, zero, levels], name + ".x_clipped")], name + ".input_q",
-            new Dictionary<string, object> { ["to"] = (long)DataType.Uint8 });
+        // x_q = saturate(round(x / scale) + zero point) per row: one QuantizeLinear along axis 0 with the row scales and zero
+        // points as vectors [N] (Squeeze without axes: [N, 1] → [N], or a scalar when N = 1, which is the same per-tensor
+        // quantization of that one row). Issue 19: the same function as Div → Round → Add → Clip → Cast, five passes over
+        // the activations in one.
+        var rowScales = graph.AddNode("Squeeze", [scale], name + ".row_scale_vector");
+        var rowZeroPoints = graph.AddNode("Squeeze", [graph.AddNode("Cast", [zeroPoint], name + ".row_zero_point_u8",
+            new Dictionary<string, object> { ["to"] = (long)DataType.Uint8 })], name + ".row_zero_point_vector");
+        var xq = graph.AddNode("QuantizeLinear", [input, rowScales, rowZeroPoints], name + ".input_q",
+            new Dictionary<string, object> { ["axis"] = 0L });
         var mm = graph.AddNode("MatMulInteger", [xq, w], name + ".matmul_int32");
         var mmf = graph.AddNode("Cast", [mm], name + ".matmul_float", new Dictionary<string, object> { ["to"] = (long)DataType.Float });
         var corrected = graph.AddNode("Sub", [mmf, graph.AddNode("Mul", [zeroPoint, colsum], name + ".zero_point_term")], name + ".matmul_centered");

@@ -9,20 +9,20 @@ namespace MLNet.Compression.Onnx;
 /// call allocates no large arrays.
 /// </summary>
 /// <remarks>
-/// Thread safety: <see cref="Score"/> may be called from several threads; calls are serialized by an internal lock
+/// Thread safety: <c>Score</c> may be called from several threads; calls are serialized by an internal lock
 /// because the staging buffers are shared. Use one scorer per thread for parallel scoring.
-/// <see cref="Dispose"/> must not race with <see cref="Score"/>.
+/// <see cref="Dispose"/> must not race with <c>Score</c>.
 /// </remarks>
 internal sealed class BatchedOnnxScorer : IDisposable
 {
-    private readonly InferenceSession _session;
+    private readonly InferenceSession session;
     private readonly RunOptions runOptions = new();
     private readonly string[] inputNames;
     private readonly string[] outputNames;
-    private readonly object _lock = new();
+    private readonly object sync = new();
     private readonly int[] outputWidths;
-    private float[] _input = [];
-    private float[][] _outputs;
+    private float[] inputBuffer = [];
+    private float[][] outputBuffers;
     private bool disposed;
     private long rowsScored;
 
@@ -59,12 +59,12 @@ internal sealed class BatchedOnnxScorer : IDisposable
                     "Reference Microsoft.ML.OnnxRuntime.Gpu and install CUDA/cuDNN, or allow falling back to the CPU (MLContext.FallbackToCpu = true).", e);
             }
         }
-        _session = new InferenceSession(onnx, options);
+        session = new InferenceSession(onnx, options);
         inputNames = [Signature.InputName];
         var outputs = Signature.OutputHead.BatchedOutputs(Signature);
         outputNames = outputs.Select(o => o.Name).ToArray();
         outputWidths = outputs.Select(o => o.Width).ToArray();
-        _outputs = outputNames.Select(_ => Array.Empty<float>()).ToArray();
+        outputBuffers = outputNames.Select(_ => Array.Empty<float>()).ToArray();
         OutputWidth = outputWidths.Sum();
     }
 
@@ -78,7 +78,7 @@ internal sealed class BatchedOnnxScorer : IDisposable
     public int ClassCount => Signature.ClassCount;
 
     /// <summary>
-    /// Values <see cref="Score"/> writes per row: the output head's batched outputs side by side (multiclass: the
+    /// Values <c>Score</c> writes per row: the output head's batched outputs side by side (multiclass: the
     /// <see cref="ClassCount"/> probabilities).
     /// </summary>
     public int OutputWidth { get; }
@@ -95,65 +95,110 @@ internal sealed class BatchedOnnxScorer : IDisposable
     /// <summary>
     /// Scores <paramref name="rows"/> rows: <paramref name="features"/> holds rows × <see cref="InputLength"/> values,
     /// row-major; <paramref name="probabilities"/> receives rows × <see cref="OutputWidth"/> values, row-major (multiclass:
-    /// the class probabilities).
+    /// the class probabilities). The values are copied through the scorer's own buffers; the array overload avoids the copies.
     /// </summary>
     public void Score(ReadOnlySpan<float> features, int rows, Span<float> probabilities)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(rows);
-        long inLen = (long)rows * InputLength, outLen = (long)rows * OutputWidth;
-        if (features.Length < inLen)
-            throw new ArgumentException($"{rows} rows need {inLen} feature values but {features.Length} were given.", nameof(features));
-        if (probabilities.Length < outLen)
-            throw new ArgumentException($"{rows} rows need room for {outLen} output values but the destination holds {probabilities.Length}.", nameof(probabilities));
+        var (inLen, outLen) = CheckLengths(features.Length, rows, probabilities.Length);
         if (rows == 0)
             return;
-        lock (_lock)
+        lock (sync)
         {
             ObjectDisposedException.ThrowIf(disposed, this);
-            if (_input.Length < inLen)
+            if (inputBuffer.Length < inLen)
             {
                 // Pinned (POH) so ONNX Runtime reads and writes them in place; grown only when a bigger block arrives.
-                _input = GC.AllocateUninitializedArray<float>(checked((int)inLen), pinned: true);
-                for (int k = 0; k < _outputs.Length; k++)
-                    _outputs[k] = GC.AllocateUninitializedArray<float>(checked(rows * outputWidths[k]), pinned: true);
+                inputBuffer = GC.AllocateUninitializedArray<float>(checked((int)inLen), pinned: true);
+                for (int k = 0; k < outputBuffers.Length; k++)
+                    outputBuffers[k] = GC.AllocateUninitializedArray<float>(checked(rows * outputWidths[k]), pinned: true);
             }
-            features[..(int)inLen].CopyTo(_input);
-            using var input = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _input.AsMemory(0, (int)inLen), [rows, InputLength]);
-            var outputs = new OrtValue[_outputs.Length];
-            try
-            {
-                for (int k = 0; k < outputs.Length; k++)
-                    outputs[k] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _outputs[k].AsMemory(0, rows * outputWidths[k]),
-                        [rows, outputWidths[k]]);
-                _session.Run(runOptions, inputNames, [input], outputNames, outputs);
-            }
-            finally
-            {
-                foreach (var o in outputs)
-                    o?.Dispose();
-            }
-            if (_outputs.Length == 1)
-                _outputs[0].AsSpan(0, (int)outLen).CopyTo(probabilities);
-            else
-            {
-                // Side by side per row: row r holds output 0's values, then output 1's, ...
-                for (int k = 0, offset = 0; k < _outputs.Length; offset += outputWidths[k], k++)
-                    for (int r = 0; r < rows; r++)
-                        _outputs[k].AsSpan(r * outputWidths[k], outputWidths[k]).CopyTo(probabilities.Slice(r * OutputWidth + offset, outputWidths[k]));
-            }
-            Interlocked.Add(ref rowsScored, rows);
+            features[..(int)inLen].CopyTo(inputBuffer);
+            Run(inputBuffer.AsMemory(0, (int)inLen), rows, directOutput: null);
+            CopyOutputs(rows, probabilities[..(int)outLen]);
         }
+    }
+
+    /// <summary>
+    /// Scores <paramref name="rows"/> rows as <see cref="Score(ReadOnlySpan{float}, int, Span{float})"/> does, but ONNX
+    /// Runtime reads <paramref name="features"/> and (single-output heads) writes <paramref name="probabilities"/> in place,
+    /// pinned for the call: no copy of the rows in or out (issue 19: the batched view's path).
+    /// </summary>
+    public void Score(float[] features, int rows, float[] probabilities)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        ArgumentNullException.ThrowIfNull(probabilities);
+        var (inLen, outLen) = CheckLengths(features.Length, rows, probabilities.Length);
+        if (rows == 0)
+            return;
+        lock (sync)
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            if (outputBuffers.Length == 1)
+            {
+                Run(features.AsMemory(0, (int)inLen), rows, probabilities.AsMemory(0, (int)outLen));
+                return;
+            }
+            for (int k = 0; k < outputBuffers.Length; k++)
+                if (outputBuffers[k].Length < rows * outputWidths[k])
+                    outputBuffers[k] = GC.AllocateUninitializedArray<float>(checked(rows * outputWidths[k]), pinned: true);
+            Run(features.AsMemory(0, (int)inLen), rows, directOutput: null);
+            CopyOutputs(rows, probabilities.AsSpan(0, (int)outLen));
+        }
+    }
+
+    private (long InLength, long OutLength) CheckLengths(int featureLength, int rows, int outputLength)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(rows);
+        long inLen = (long)rows * InputLength, outLen = (long)rows * OutputWidth;
+        if (featureLength < inLen)
+            throw new ArgumentException($"{rows} rows need {inLen} feature values but {featureLength} were given.", "features");
+        if (outputLength < outLen)
+            throw new ArgumentException($"{rows} rows need room for {outLen} output values but the destination holds {outputLength}.", "probabilities");
+        return (inLen, outLen);
+    }
+
+    /// <summary>One session run (under the lock): into <paramref name="directOutput"/> (single output) or the output buffers.</summary>
+    private void Run(Memory<float> input, int rows, Memory<float>? directOutput)
+    {
+        using var inputValue = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, input, [rows, InputLength]);
+        var outputs = new OrtValue[outputBuffers.Length];
+        try
+        {
+            for (int k = 0; k < outputs.Length; k++)
+                outputs[k] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance,
+                    directOutput ?? outputBuffers[k].AsMemory(0, rows * outputWidths[k]), [rows, outputWidths[k]]);
+            session.Run(runOptions, inputNames, [inputValue], outputNames, outputs);
+        }
+        finally
+        {
+            foreach (var o in outputs)
+                o?.Dispose();
+        }
+        Interlocked.Add(ref rowsScored, rows);
+    }
+
+    /// <summary>The output buffers side by side per row into <paramref name="probabilities"/>: row r holds output 0's values, then output 1's, ...</summary>
+    private void CopyOutputs(int rows, Span<float> probabilities)
+    {
+        if (outputBuffers.Length == 1)
+        {
+            outputBuffers[0].AsSpan(0, probabilities.Length).CopyTo(probabilities);
+            return;
+        }
+        for (int k = 0, offset = 0; k < outputBuffers.Length; offset += outputWidths[k], k++)
+            for (int r = 0; r < rows; r++)
+                outputBuffers[k].AsSpan(r * outputWidths[k], outputWidths[k]).CopyTo(probabilities.Slice(r * OutputWidth + offset, outputWidths[k]));
     }
 
     /// <summary>Releases the ONNX Runtime session.</summary>
     public void Dispose()
     {
-        lock (_lock)
+        lock (sync)
         {
             if (disposed)
                 return;
             disposed = true;
-            _session.Dispose();
+            session.Dispose();
             runOptions.Dispose();
         }
     }

@@ -21,12 +21,12 @@ namespace MLNet.Compression.Onnx;
 /// </remarks>
 internal sealed class BatchedScoringDataView : IDataView
 {
-    private readonly IDataView _source;
-    private readonly BatchedOnnxScorer _scorer;
+    private readonly IDataView source;
+    private readonly BatchedOnnxScorer scorer;
     private readonly int featureIndex;
-    private readonly int _blockSize;
+    private readonly int blockSize;
     private readonly int firstOutputIndex;
-    private readonly IReadOnlyList<ScoredColumn> _columns;
+    private readonly IReadOnlyList<ScoredColumn> columns;
 
     /// <summary>Wraps <paramref name="source"/>; throws if <paramref name="featureColumnName"/> is not vector&lt;float, InputLength&gt;.</summary>
     /// <param name="source">The data to score.</param>
@@ -40,47 +40,47 @@ internal sealed class BatchedScoringDataView : IDataView
         ArgumentNullException.ThrowIfNull(scorer);
         ArgumentException.ThrowIfNullOrWhiteSpace(featureColumnName);
         ArgumentOutOfRangeException.ThrowIfLessThan(blockSize, 1);
-        _columns = scorer.Signature.OutputHead.ScoredColumns(scorer.Signature, classNames);
+        columns = scorer.Signature.OutputHead.ScoredColumns(scorer.Signature, classNames);
         featureIndex = OnnxScoringColumns.ValidateFeatureColumn(source.Schema, featureColumnName, scorer.InputLength);
-        _source = source;
-        _scorer = scorer;
-        _blockSize = blockSize;
+        this.source = source;
+        this.scorer = scorer;
+        this.blockSize = blockSize;
 
         var builder = new DataViewSchema.Builder();
         builder.AddColumns(source.Schema);
-        foreach (var column in _columns)
+        foreach (var column in columns)
             builder.AddColumn(column.Name, column.Type, column.Annotations);
         Schema = builder.ToSchema();
         firstOutputIndex = source.Schema.Count;
     }
 
     /// <inheritdoc />
-    public bool CanShuffle => _source.CanShuffle;
+    public bool CanShuffle => source.CanShuffle;
 
     /// <inheritdoc />
     public DataViewSchema Schema { get; }
 
     /// <inheritdoc />
-    public long? GetRowCount() => _source.GetRowCount();
+    public long? GetRowCount() => source.GetRowCount();
 
     /// <inheritdoc />
     public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
     {
         ArgumentNullException.ThrowIfNull(columnsNeeded);
         var needed = columnsNeeded.Select(c => c.Index).ToHashSet();
-        var sourceColumns = needed.Where(i => i < firstOutputIndex).Select(i => _source.Schema[i]).ToArray();
-        var active = _columns.Select((_, k) => needed.Contains(firstOutputIndex + k)).ToArray();
-        bool shuffle = rand is not null && _source.CanShuffle;
+        var sourceColumns = needed.Where(i => i < firstOutputIndex).Select(i => source.Schema[i]).ToArray();
+        var active = columns.Select((_, k) => needed.Contains(firstOutputIndex + k)).ToArray();
+        bool shuffle = rand is not null && source.CanShuffle;
         bool scoring = active.Any(a => a);
         // The main cursor draws exactly what the caller's random source gives, so the rows come in the order the source alone
         // would give them for that source (a trainer's own order); the look-ahead cursor replays the same numbers.
         var shared = shuffle && scoring ? new Pipelines.SharedRandom(rand!) : null;
-        var main = _source.GetRowCursor(sourceColumns, shared?.NewReader() ?? (shuffle ? rand : null));
+        var main = source.GetRowCursor(sourceColumns, shared?.NewReader() ?? (shuffle ? rand : null));
         DataViewRowCursor? ahead = null;
         try
         {
             if (scoring)
-                ahead = _source.GetRowCursor([_source.Schema[featureIndex]], shared?.NewReader());
+                ahead = source.GetRowCursor([source.Schema[featureIndex]], shared?.NewReader());
             return new Cursor(this, main, ahead, active, checkIds: shuffle);
         }
         catch
@@ -97,67 +97,67 @@ internal sealed class BatchedScoringDataView : IDataView
 
     private sealed class Cursor : DataViewRowCursor
     {
-        private readonly BatchedScoringDataView _parent;
-        private readonly DataViewRowCursor _main;
-        private readonly DataViewRowCursor? _ahead;
+        private readonly BatchedScoringDataView parent;
+        private readonly DataViewRowCursor main;
+        private readonly DataViewRowCursor? ahead;
         private readonly ValueGetter<VBuffer<float>>? featureGetter;
-        private readonly bool[] _active;
-        private readonly int inputLength, _width;
-        private readonly float[] features = [], _outputs = [];
-        private readonly DataViewRowId[] _ids = [];
-        private readonly ValueGetter<DataViewRowId>? aheadId, _mainId;
-        private VBuffer<float> _row;
+        private readonly bool[] active;
+        private readonly int inputLength, width;
+        private readonly float[] features = [], outputs = [];
+        private readonly DataViewRowId[] ids = [];
+        private readonly ValueGetter<DataViewRowId>? aheadId, mainId;
+        private VBuffer<float> featureRow;
         private long aheadRows;      // rows the look-ahead cursor has moved past
         private long blockStart = -1; // position of the first row in the scored block
         private int blockRows;
 
         public Cursor(BatchedScoringDataView parent, DataViewRowCursor main, DataViewRowCursor? ahead, bool[] active, bool checkIds)
         {
-            _parent = parent;
-            _main = main;
-            _ahead = ahead;
-            _active = active;
-            inputLength = parent._scorer.InputLength;
-            _width = parent._scorer.OutputWidth;
+            this.parent = parent;
+            this.main = main;
+            this.ahead = ahead;
+            this.active = active;
+            inputLength = parent.scorer.InputLength;
+            width = parent.scorer.OutputWidth;
             if (ahead is not null)
             {
-                featureGetter = ahead.GetGetter<VBuffer<float>>(parent._source.Schema[parent.featureIndex]);
-                features = new float[(long)parent._blockSize * inputLength];
-                _outputs = new float[(long)parent._blockSize * _width];
+                featureGetter = ahead.GetGetter<VBuffer<float>>(parent.source.Schema[parent.featureIndex]);
+                features = new float[(long)parent.blockSize * inputLength];
+                outputs = new float[(long)parent.blockSize * width];
                 if (checkIds)
                 {
-                    _ids = new DataViewRowId[parent._blockSize];
+                    ids = new DataViewRowId[parent.blockSize];
                     aheadId = ahead.GetIdGetter();
-                    _mainId = main.GetIdGetter();
+                    mainId = main.GetIdGetter();
                 }
             }
         }
 
-        public override DataViewSchema Schema => _parent.Schema;
+        public override DataViewSchema Schema => parent.Schema;
 
-        public override long Position => _main.Position;
+        public override long Position => main.Position;
 
-        public override long Batch => _main.Batch;
+        public override long Batch => main.Batch;
 
-        public override bool MoveNext() => _main.MoveNext();
+        public override bool MoveNext() => main.MoveNext();
 
-        public override ValueGetter<DataViewRowId> GetIdGetter() => _main.GetIdGetter();
+        public override ValueGetter<DataViewRowId> GetIdGetter() => main.GetIdGetter();
 
         public override bool IsColumnActive(DataViewSchema.Column column)
         {
-            if (column.Index >= _parent.firstOutputIndex)
-                return _active[column.Index - _parent.firstOutputIndex];
-            return _main.IsColumnActive(_main.Schema[column.Index]);
+            if (column.Index >= parent.firstOutputIndex)
+                return active[column.Index - parent.firstOutputIndex];
+            return main.IsColumnActive(main.Schema[column.Index]);
         }
 
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
-            if (column.Index < _parent.firstOutputIndex)
-                return _main.GetGetter<TValue>(_main.Schema[column.Index]);
-            int k = column.Index - _parent.firstOutputIndex;
-            if (k < _active.Length && _active[k])
+            if (column.Index < parent.firstOutputIndex)
+                return main.GetGetter<TValue>(main.Schema[column.Index]);
+            int k = column.Index - parent.firstOutputIndex;
+            if (k < active.Length && active[k])
             {
-                var scored = _parent._columns[k];
+                var scored = parent.columns[k];
                 if (typeof(TValue) != scored.Type.RawType)
                     throw new InvalidOperationException(
                         $"Column '{column.Name}' is {column.Type}; read it as {RawTypeName(scored.Type.RawType)}, not {RawTypeName(typeof(TValue))}.");
@@ -169,7 +169,7 @@ internal sealed class BatchedScoringDataView : IDataView
         /// <summary>Index of the current row in the scored block, scoring the block that starts here if needed.</summary>
         private int CurrentBlockRow()
         {
-            long pos = _main.Position;
+            long pos = main.Position;
             if (pos < 0)
                 throw new InvalidOperationException("The cursor is not on a row; call MoveNext first.");
             int row;
@@ -180,11 +180,11 @@ internal sealed class BatchedScoringDataView : IDataView
                 ScoreBlockAt(pos);
                 row = 0;
             }
-            if (_mainId is not null)
+            if (mainId is not null)
             {
                 DataViewRowId id = default;
-                _mainId(ref id);
-                if (!id.Equals(_ids[row]))
+                mainId(ref id);
+                if (!id.Equals(ids[row]))
                     throw new InvalidOperationException(
                         "The source data view visited rows in a different order for two cursors created with the same random seed, so shuffled " +
                         "scores cannot be paired with their rows. Score without shuffling, or cache the source first (mlContext.Data.Cache).");
@@ -194,35 +194,36 @@ internal sealed class BatchedScoringDataView : IDataView
 
         private void ScoreBlockAt(long pos)
         {
-            var ahead = _ahead!;
+            var lookAhead = ahead!;
             // Skip rows whose outputs were never read (no feature reads for them).
             while (aheadRows < pos)
             {
-                if (!ahead.MoveNext())
+                if (!lookAhead.MoveNext())
                     throw SourceChanged();
                 aheadRows++;
             }
             int n = 0;
-            while (n < _parent._blockSize && ahead.MoveNext())
+            while (n < parent.blockSize && lookAhead.MoveNext())
             {
                 aheadRows++;
-                aheadId?.Invoke(ref _ids[n]);
-                featureGetter!(ref _row);
-                if (_row.Length != inputLength)
+                aheadId?.Invoke(ref ids[n]);
+                featureGetter!(ref featureRow);
+                if (featureRow.Length != inputLength)
                     throw new InvalidOperationException(
-                        $"Row {aheadRows - 1} of feature column '{_parent._source.Schema[_parent.featureIndex].Name}' has {_row.Length} values; the model needs {inputLength}.");
-                _row.CopyTo(features.AsSpan(n * inputLength, inputLength));
+                        $"Row {aheadRows - 1} of feature column '{parent.source.Schema[parent.featureIndex].Name}' has {featureRow.Length} values; the model needs {inputLength}.");
+                featureRow.CopyTo(features.AsSpan(n * inputLength, inputLength));
                 n++;
             }
             if (n == 0)
                 throw SourceChanged();
-            _parent._scorer.Score(features.AsSpan(0, n * inputLength), n, _outputs.AsSpan(0, n * _width));
+            // The array overload: ONNX Runtime reads the block and writes the outputs in place (no staging copies).
+            parent.scorer.Score(features, n, outputs);
             blockStart = pos;
             blockRows = n;
         }
 
         /// <summary>The head's batched outputs of the current row (scores its block first when needed).</summary>
-        private ReadOnlySpan<float> CurrentRowOutputs() => _outputs.AsSpan(CurrentBlockRow() * _width, _width);
+        private ReadOnlySpan<float> CurrentRowOutputs() => outputs.AsSpan(CurrentBlockRow() * width, width);
 
         /// <summary>A type's C# name for messages (VBuffer&lt;Single&gt; rather than VBuffer`1).</summary>
         private static string RawTypeName(Type type) =>
@@ -236,8 +237,8 @@ internal sealed class BatchedScoringDataView : IDataView
         {
             if (disposing)
             {
-                _ahead?.Dispose();
-                _main.Dispose();
+                ahead?.Dispose();
+                main.Dispose();
             }
             base.Dispose(disposing);
         }

@@ -14,11 +14,11 @@ namespace MLNet.Compression.Quantization;
 /// </summary>
 internal sealed class QuantizedEmitter : OnnxLayerEmitter
 {
-    private readonly QuantizationSpec _spec;
+    private readonly QuantizationSpec spec;
 
     // Int8Static: for a weighted layer, the next weighted layer when only layers that keep quantized values (max-pooling,
     // flatten, dropout) lie between: its input range is then the range of this layer's activated output.
-    private readonly Dictionary<string, string> _next = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> nextLayer = new(StringComparer.Ordinal);
 
     // Int8Static: the DequantizeLinear output already carrying a layer's input quantization (emitted after the previous activation).
     private readonly Dictionary<string, string> quantizedInput = new(StringComparer.Ordinal);
@@ -32,7 +32,7 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
     public QuantizedEmitter(NetworkModel model, QuantizationSpec spec, bool sparseStorage = true)
     {
         QuantizedExport.Validate(model, spec);
-        _spec = spec;
+        this.spec = spec;
         sparse = sparseStorage;
         var layers = model.Layers;
         for (int i = 0; i < layers.Count; i++)
@@ -43,14 +43,14 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
             while (j < layers.Count && layers[j].KeepsQuantizedValues)
                 j++;
             if (j < layers.Count && layers[j] is ParameterizedLayer next)
-                _next[layers[i].Name] = next.Name;
+                nextLayer[layers[i].Name] = next.Name;
         }
     }
 
     /// <summary>The specification being written.</summary>
-    public QuantizationSpec Spec => _spec;
+    public QuantizationSpec Spec => spec;
 
-    private QuantizedExport.LayerPlan Plan(ParameterizedLayer layer) => QuantizedExport.PlanOf(layer, _spec);
+    private QuantizedExport.LayerPlan Plan(ParameterizedLayer layer) => QuantizedExport.PlanOf(layer, spec);
 
     /// <inheritdoc />
     public override string EmitWeight(OnnxGraphBuilder graph, ParameterizedLayer layer)
@@ -67,7 +67,7 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
             }
             case QuantizedExport.LayerPlan.Int8WeightOnlyConv:
             case QuantizedExport.LayerPlan.Int8Qdq:
-                return EmitInt8Weight(graph, layer, QuantizedTensor.Int8Symmetric(layer.Weight, layer.OutputUnits, _spec.PerChannel));
+                return EmitInt8Weight(graph, layer, QuantizedTensor.Int8Symmetric(layer.Weight, layer.OutputUnits, spec.PerChannel));
             default:
                 return base.EmitWeight(graph, layer);
         }
@@ -79,8 +79,8 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
         if (Plan(layer) != QuantizedExport.LayerPlan.Int8Qdq)
             return base.EmitBias(graph, layer);
         // int32 bias with scale x_scale * w_scale (per channel), zero point 0: what QLinearConv/QGemm take.
-        var (xScale, _) = QuantizedExport.ActivationParameters(_spec.InputRanges![layer.Name]);
-        var wq = QuantizedTensor.Int8Symmetric(layer.Weight, layer.OutputUnits, _spec.PerChannel);
+        var (xScale, _) = QuantizedExport.ActivationParameters(spec.InputRanges![layer.Name]);
+        var wq = QuantizedTensor.Int8Symmetric(layer.Weight, layer.OutputUnits, spec.PerChannel);
         var scales = wq.Scales.Select(s => xScale * s).ToArray();
         var q = new int[layer.Bias.Length];
         for (int i = 0; i < q.Length; i++)
@@ -92,7 +92,7 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
     }
 
     /// <inheritdoc />
-    public override LayerEncoding Encoding => _spec.Mode switch
+    public override LayerEncoding Encoding => spec.Mode switch
     {
         QuantizationMode.Float16 => LayerEncoding.Float16,
         QuantizationMode.Int8Dynamic => LayerEncoding.Int8Dynamic,
@@ -101,7 +101,7 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
     };
 
     /// <inheritdoc />
-    public override IReadOnlyCollection<string>? KeptFloat => _spec.KeepFloat;
+    public override IReadOnlyCollection<string>? KeptFloat => spec.KeepFloat;
 
     /// <inheritdoc />
     public override WeightCompute ComputeOf(ParameterizedLayer layer) => Plan(layer) switch
@@ -112,7 +112,7 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
     };
 
     /// <inheritdoc />
-    public override QuantizedTensor QuantizeWeights(ParameterizedLayer layer) => QuantizedExport.QuantizeWeights(layer, _spec);
+    public override QuantizedTensor QuantizeWeights(ParameterizedLayer layer) => QuantizedExport.QuantizeWeights(layer, spec);
 
     /// <inheritdoc />
     public override string AddIntegerTensor(OnnxGraphBuilder graph, string name, sbyte[] values, long[] dims, int bits) =>
@@ -132,8 +132,8 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
         var y = base.EmitActivation(graph, layer, input);
         // Int8Static: quantize the activated output with the next weighted layer's input range, so that ONNX Runtime sees
         // DQ → Conv/Gemm → (Relu) → Q and fuses it into QLinearConv/QGemm with a quantized output (max-pooling in between runs on uint8).
-        if (_spec.Mode != QuantizationMode.Int8Static || Plan(layer) != QuantizedExport.LayerPlan.Int8Qdq
-            || !_next.TryGetValue(layer.Name, out var next) || _spec.KeepFloat?.Contains(next) == true)
+        if (spec.Mode != QuantizationMode.Int8Static || Plan(layer) != QuantizedExport.LayerPlan.Int8Qdq
+            || !nextLayer.TryGetValue(layer.Name, out var next) || spec.KeepFloat?.Contains(next) == true)
             return y;
         // QuantizeInput reuses it when it reaches the next layer unchanged (only layers that emit no node lie between).
         var dq = QuantizeDequantize(graph, next, y);
@@ -146,7 +146,7 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
 
     private string QuantizeDequantize(OnnxGraphBuilder graph, string layerName, string input)
     {
-        var (scale, zp) = QuantizedExport.ActivationParameters(_spec.InputRanges![layerName]);
+        var (scale, zp) = QuantizedExport.ActivationParameters(spec.InputRanges![layerName]);
         var s = graph.AddFloatInitializer(layerName + ".input_scale", [scale], []);
         var z = graph.AddRawInitializer(layerName + ".input_zero_point", DataType.Uint8, [zp], 1, [], 1);
         var q = graph.AddNode("QuantizeLinear", [input, s, z], layerName + ".input_q");

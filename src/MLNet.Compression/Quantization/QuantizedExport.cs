@@ -13,7 +13,7 @@ namespace MLNet.Compression.Quantization;
 /// <item><see cref="QuantizationMode.Float16"/>: float16 weight initializers, Cast to float32, float Gemm/Conv; float32 biases.
 /// ONNX Runtime folds the Cast at load, so the weights are resident as float32.</item>
 /// <item><see cref="QuantizationMode.Int8Dynamic"/>: dense layers quantize each row of activations with its own uint8 scale and zero
-/// point (ReduceMin/ReduceMax per row), MatMulInteger(x_u8, W_s8 [in, out]) → Cast → minus zero point × the weights' column sums →
+/// point (ReduceMin/ReduceMax per row, then one QuantizeLinear along axis 0), MatMulInteger(x_u8, W_s8 [in, out]) → Cast → minus zero point × the weights' column sums →
 /// Mul(x_scale · w_scale) → Add(bias). Per-row scales make a row's result independent of the batch it is scored in (ONNX's
 /// DynamicQuantizeLinear uses one scale per batch), so batched and one-row-at-a-time scoring agree exactly. Convolutions store
 /// int8 per-channel weights behind a DequantizeLinear and compute in float (ConvInteger takes one weight zero point per tensor

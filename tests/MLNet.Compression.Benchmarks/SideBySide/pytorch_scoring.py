@@ -26,10 +26,10 @@ def load_images(path):
     return torch.from_numpy(pixels.astype(np.float32) / 255.0)
 
 
-def time_model(model, x, batch, repeats):
+def time_model(model, x, batch, repeats, warmup):
     runs = []
     with torch.inference_mode():
-        for _ in range(2):  # warm-up
+        for _ in range(warmup):
             for start in range(0, x.shape[0], batch):
                 model(x[start:start + batch])
         for _ in range(repeats):
@@ -47,6 +47,7 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--engine", default="onednn")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed passes over the rows first")
     parser.add_argument("--hidden", default="300,100", help="hidden layer sizes, comma separated")
     args = parser.parse_args()
 
@@ -62,7 +63,7 @@ def main():
     float32 = torch.nn.Sequential(*layers).eval()
     int8 = torch.quantization.quantize_dynamic(float32, {torch.nn.Linear}, dtype=torch.qint8)
     for name, model in (("pytorch-float32", float32), ("pytorch-int8-dynamic", int8)):
-        runs = time_model(model, x, args.batch, args.repeats)
+        runs = time_model(model, x, args.batch, args.repeats, args.warmup)
         print(json.dumps({"path": name, "rowsPerSecond": statistics.median(runs), "best": max(runs), "runs": len(runs),
                           "torch": torch.__version__, "engine": args.engine, "threads": args.threads, "batch": args.batch}))
 

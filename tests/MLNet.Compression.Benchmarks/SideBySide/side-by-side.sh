@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Side-by-side CPU scoring benchmark (not part of CI): our batched Transform (float32, int8 dynamic, int8 static, int4)
-# from BenchmarkDotNet's QuantizedScoringBenchmarks, then PyTorch's float32 and quantize_dynamic int8 (Debian's
-# python3-torch) on the same network shape (784-300-100-10), the same 10,000 MNIST test rows and the same batch
-# size (1,024), printed as one table with the ratios to our float32.
-# Usage: bash tests/MLNet.Compression.Benchmarks/SideBySide/side-by-side.sh [--quick]
-# Needs: MNIST in ~/.cache/mlnet-compression/mnist (the main job or the tests put it there); apt (root or sudo) the
-# first time, to install python3-torch. Run it on an otherwise idle machine: both sides use every core.
+# Side-by-side CPU scoring benchmark (issue 19; not part of CI), one command, about 2-4 minutes:
+# ours (ScoringLevers, `--scoring-levers`): LeNet-300-100 trained one epoch, quantized int8 dynamic / int8 static / int4,
+# the accuracy of every mode on the 10,000 test rows, then interleaved rounds of the bare ONNX Runtime session and of the
+# batched `model.Transform` per mode, ML.NET's ApplyOnnxModel on the float32 bytes, and in every round one
+# timed pass of PyTorch's float32 and quantize_dynamic int8 (pytorch_scoring.py with Debian's python3-torch, installed
+# with apt-get when missing; the same 784-300-100-10 shape, the same 10,000 MNIST test rows, batches of 1,024), so both
+# sides see the same load; then prints one table (medians) with the ratios to our float32 and to PyTorch's int8 dynamic, plus batched-vs-ApplyOnnxModel.
+# Usage: bash tests/MLNet.Compression.Benchmarks/SideBySide/side-by-side.sh [--quick] [--levers]
+#   --quick: 3 rounds instead of 15; --levers: also time the session options and graph variants (adds about 2 minutes).
+# Needs: MNIST in ~/.cache/mlnet-compression/mnist (the main job or the tests put it there). Run it on an otherwise idle
+# machine: both sides use every core.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
@@ -14,31 +18,39 @@ if ! "$py" -c 'import torch' 2>/dev/null; then
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq python3-torch python3-numpy
 fi
-quick=""; [ "${1:-}" = "--quick" ] && quick="--quick"
+rounds=15; levers=""
+for a in "$@"; do
+  case "$a" in
+    --quick) rounds=3 ;;
+    --levers) levers="--levers" ;;
+    *) echo "unknown argument $a" >&2; exit 2 ;;
+  esac
+done
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && dotnet run -c Release --project "$root/tests/MLNet.Compression.Benchmarks" -- \
-  --filter '*QuantizedScoringBenchmarks*' --exporters csv $quick) | tee "$work/ours.log" | grep -E '^// |Load average' || true
-csv=$(ls "$work"/BenchmarkDotNet.Artifacts/results/*QuantizedScoringBenchmarks-report.csv)
-repeats=15; [ -n "$quick" ] && repeats=3
-"$py" "$here/pytorch_scoring.py" --batch 1024 --threads "$(nproc)" --repeats "$repeats" > "$work/pytorch.jsonl"
-"$py" - "$csv" "$work/pytorch.jsonl" <<'PY'
-import csv, json, sys
-def seconds(text):
-    value, unit = text.replace(",", "").split()
-    return float(value) * {"ns": 1e-9, "us": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
-rows = {}
-with open(sys.argv[1], newline="") as f:
-    for r in csv.DictReader(f):
-        rows["ours-" + r["Method"]] = 10_000 / seconds(r["Median"])
-with open(sys.argv[2]) as f:
-    for line in f:
-        j = json.loads(line)
-        rows[j["path"]] = j["rowsPerSecond"]
-base = rows.get("ours-Float32")
+echo "// load average at start: $(cat /proc/loadavg) ($(nproc) cores)"
+dotnet build -c Release "$root/tests/MLNet.Compression.Benchmarks" -v q -nologo > "$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
+dotnet "$root/tests/MLNet.Compression.Benchmarks/bin/Release/net10.0/MLNet.Compression.Benchmarks.dll" --scoring-levers --rounds "$rounds" $levers --pytorch "$here/pytorch_scoring.py" \
+  | tee "$work/ours.log" | grep -v '^#json'
+echo "// load average at end: $(cat /proc/loadavg)"
+"$py" - "$work/ours.log" <<'PY'
+import json, sys
+ours = {}
+for line in open(sys.argv[1]):
+    if line.startswith("#json "):
+        j = json.loads(line[6:])
+        ours[j["path"]] = j["rowsPerSecond"]
+torch = {k: v for k, v in ours.items() if k.startswith("pytorch")}
+rows = [(f"ours {m}, batched Transform", ours[f"ours {m} Transform"]) for m in ("float32", "int8-dynamic", "int8-static", "int4")]
+rows += [(f"ours {m}, bare ONNX Runtime session", ours[f"ours {m} session"]) for m in ("float32", "int8-dynamic", "int8-static", "int4")]
+rows += [("PyTorch float32", torch["pytorch-float32"]), ("PyTorch int8 dynamic (quantize_dynamic)", torch["pytorch-int8-dynamic"])]
+base, pt = ours["ours float32 Transform"], torch["pytorch-int8-dynamic"]
 print()
-print("| path | rows/s (median) | vs ours float32 | vs PyTorch int8 dynamic |")
+print("| path (10,000 MNIST test rows, batches of 1,024) | rows/s | vs ours float32 (Transform) | vs PyTorch int8 dynamic |")
 print("| --- | ---: | ---: | ---: |")
-for name, rps in rows.items():
-    print(f"| {name} | {rps:,.0f} | {rps / base:.2f} | {rps / rows['pytorch-int8-dynamic']:.2f} |")
+for name, rps in rows:
+    print(f"| {name} | {rps:,.0f} | {rps / base:.2f} | {rps / pt:.2f} |")
+apply = ours["ours float32 ApplyOnnxModel"]
+print()
+print(f"batched Transform vs ApplyOnnxModel (float32, same ONNX bytes): {base:,.0f} vs {apply:,.0f} rows/s = {base / apply:.2f}x")
 PY

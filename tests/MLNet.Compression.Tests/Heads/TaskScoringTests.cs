@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNet.Compression.Networks;
+using MLNet.Compression.Quantization;
 using Xunit;
 
 namespace MLNet.Compression.Tests.Heads;
@@ -70,6 +71,26 @@ public class TaskScoringTests
             Assert.All(nan.GetColumn<float[]>("Score").Single(), s => Assert.True(float.IsNaN(s)));
             Assert.Equal(0u, nan.GetColumn<uint>("PredictedLabel").Single());
         }
+    }
+
+    [Fact]
+    public void TheNonFiniteGuardIsExact_HugeFiniteFeaturesKeepFiniteScores_AnInfiniteOneScoresNaN()
+    {
+        // Int8 static clamps every input to its calibrated range, so a row of 1e38s scores finite; the guard must not turn
+        // it into NaN although the row's plain sum (4e38) overflows float. An infinite feature must still give NaN scores.
+        var ml = new MLContext(seed: 3);
+        var data = ml.Transforms.Conversion.MapValueToKey("Label", "Code").Fit(ml.Data.LoadFromEnumerable(Classes(300, 1)))
+            .Transform(ml.Data.LoadFromEnumerable(Classes(300, 1)));
+        using var trained = ml.Compression().NeuralNetwork(new NeuralNetworkOptions { Architecture = NetworkArchitecture.Mlp(16), Epochs = 5, BatchSize = 16, Seed = 3 }).Fit(data);
+        using var int8 = ml.Compression().Quantize(trained, new QuantizationOptions { Mode = QuantizationMode.Int8Static }).Fit(data);
+        var rows = ml.Data.LoadFromEnumerable(new[]
+        {
+            new ClassRow { Features = [1e38f, 1e38f, 1e38f, 1e38f], Code = 10 },
+            new ClassRow { Features = [0, float.PositiveInfinity, 0, 0], Code = 10 },
+        });
+        var scores = int8.Transform(rows).GetColumn<float[]>("Score").ToArray();
+        Assert.All(scores[0], s => Assert.True(float.IsFinite(s), $"huge finite row scored {string.Join(", ", scores[0])}"));
+        Assert.All(scores[1], s => Assert.True(float.IsNaN(s), $"infinite row scored {string.Join(", ", scores[1])}"));
     }
 
     [Fact]

@@ -1,0 +1,501 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.OnnxRuntime;
+using MLNet.Compression.Data;
+using MLNet.Compression.Networks;
+using MLNet.Compression.Onnx;
+using MLNet.Compression.Onnx.Proto;
+using MLNet.Compression.Quantization;
+
+namespace MLNet.Compression.Benchmarks;
+
+/// <summary>
+/// Issue 19's scoring measurements outside BenchmarkDotNet, interleaved in one process so that a loaded machine slows every
+/// variant alike: LeNet-300-100 (one epoch) as float32 and quantized (int8 dynamic, int8 static, int4), the 10,000 MNIST
+/// test rows. For each model it times (a) one bare ONNX Runtime <see cref="InferenceSession"/> on the exported bytes, blocks
+/// of 1,024 rows, under several session options and graph variants (the levers), and (b) the whole batched
+/// <c>model.Transform</c> cursor pass (what a user gets), then prints medians, ratios and the accuracy of every mode, and
+/// <c>ApplyOnnxModel</c> on the float32 bytes for the batched-vs-ML.NET ratio.
+/// </summary>
+/// <remarks>
+/// <c>--scoring-levers [--rounds N] [--levers] [--profile DIR] [--save DIR] [--compare DIR] [--wide]</c>: without <c>--levers</c> only the table of the
+/// side-by-side script (ours per mode, bare session and Transform, ApplyOnnxModel); <c>--profile</c> writes ONNX Runtime
+/// profiles (per-node times) of each model (ONNX Runtime names the files itself, in the working directory);
+/// <c>--save</c>/<c>--compare</c> write the exported models / time another build's beside these (same seed, same weights);
+/// <c>--wide</c> runs <see cref="Wide"/> instead; <c>--pytorch SCRIPT</c> runs pytorch_scoring.py once per round (interleaved).
+/// </remarks>
+public static class ScoringLevers
+{
+    private const int Rows = 10_000;
+    private const int Block = 1024;
+
+    /// <summary>Runs the measurement; returns the process exit code.</summary>
+    public static int Run(string[] args)
+    {
+        int rounds = IntArg(args, "--rounds", 15);
+        if (args.Contains("--wide", StringComparer.Ordinal))
+            return Wide(rounds);
+        bool levers = args.Contains("--levers", StringComparer.Ordinal);
+        string? profileDir = StringArg(args, "--profile");
+        Console.WriteLine($"// load average before: {BenchmarkSettings.LoadAverage()} ({Environment.ProcessorCount} cores)");
+
+        var ml = new MLContext(seed: 1);
+        var train = BenchmarkSettings.LoadMnist(ml, MnistSplit.Train);
+        var test = ml.Data.Cache(BenchmarkSettings.LoadMnist(ml, MnistSplit.Test));
+        var sw = Stopwatch.StartNew();
+        using var float32 = ml.Compression().NeuralNetwork(new NeuralNetworkOptions
+        {
+            Architecture = NetworkArchitecture.Mlp(300, 100),
+            Epochs = 1,
+            BatchSize = 128,
+            Device = TrainingDevice.Cpu,
+            Seed = 1,
+        }).Fit(train);
+        Console.WriteLine($"// trained LeNet-300-100 (1 epoch) in {sw.Elapsed.TotalSeconds:F1} s");
+        var models = new List<(string Name, NeuralNetworkTransformer Model)> { ("float32", float32) };
+        foreach (var mode in new[] { QuantizationMode.Int8Dynamic, QuantizationMode.Int8Static, QuantizationMode.Int4WeightOnly })
+            models.Add((ModeName(mode), ml.Compression().Quantize(float32, new QuantizationOptions { Mode = mode }).Fit(train)));
+
+        // Accuracy of every mode on the 10,000 test rows (the batched path) and agreement with the bare session.
+        var features = ReadFeatures(test);
+        double floatAccuracy = 0;
+        foreach (var (name, model) in models)
+        {
+            var m = ml.MulticlassClassification.Evaluate(model.Transform(test));
+            if (name == "float32")
+                floatAccuracy = m.MicroAccuracy;
+            Console.WriteLine($"// accuracy {name}: {m.MicroAccuracy:F4} ({(m.MicroAccuracy - floatAccuracy) * 100:+0.00;-0.00;0.00} points vs float32), ONNX {model.GetOnnxModel().Length:N0} B");
+        }
+
+        var variants = new List<Variant>();
+        string? save = StringArg(args, "--save"), compare = StringArg(args, "--compare"), pytorchScript = StringArg(args, "--pytorch");
+        foreach (var (name, model) in models)
+        {
+            var onnx = model.GetOnnxModel();
+            variants.Add(new Variant($"{name} session", onnx, DefaultOptions));
+            // --save DIR writes the exported models; --compare DIR times the ones saved by another build beside these.
+            if (save is not null)
+            {
+                Directory.CreateDirectory(save);
+                File.WriteAllBytes(Path.Combine(save, name + ".onnx"), onnx);
+            }
+            if (compare is not null && File.Exists(Path.Combine(compare, name + ".onnx")))
+                variants.Add(new Variant($"{name} session, saved build", File.ReadAllBytes(Path.Combine(compare, name + ".onnx")), DefaultOptions));
+            if (levers)
+            {
+                variants.Add(new Variant($"{name} session, 1 thread", onnx, () => WithThreads(DefaultOptions(), 1)));
+                variants.Add(new Variant($"{name} session, no spinning", onnx, () => NoSpin(DefaultOptions())));
+                variants.Add(new Variant($"{name} session, ORT_ENABLE_EXTENDED", onnx, () => Level(GraphOptimizationLevel.ORT_ENABLE_EXTENDED)));
+                variants.Add(new Variant($"{name} session, ORT_ENABLE_BASIC", onnx, () => Level(GraphOptimizationLevel.ORT_ENABLE_BASIC)));
+                variants.Add(new Variant($"{name} session, no mem pattern/arena", onnx, () => NoArena(DefaultOptions())));
+                variants.Add(new Variant($"{name} session, no prepacking", onnx, () => NoPrepack(DefaultOptions())));
+                if (name == "int4")
+                    foreach (var level in new[] { 0, 1, 2, 4 })
+                        variants.Add(new Variant($"{name} session, MatMulNBits accuracy_level {level}", onnx, () => AccuracyLevel(DefaultOptions(), level)));
+                variants.Add(new Variant($"{name} session, block 256", onnx, DefaultOptions, 256));
+                variants.Add(new Variant($"{name} session, block 4096", onnx, DefaultOptions, 4096));
+                variants.Add(new Variant($"{name} session, block 10000", onnx, DefaultOptions, Rows));
+                variants.Add(new Variant($"{name} session, no NaN guard", GraphVariants.WithoutNanGuard(onnx), DefaultOptions));
+                variants.Add(new Variant($"{name} session, Einsum NaN guard (before)", GraphVariants.WithEinsumGuard(onnx), DefaultOptions));
+            }
+        }
+        if (StringArg(args, "--only") is { } only)
+            variants.RemoveAll(v => !only.Split(',').Any(o => v.Name.EndsWith(" session" + (o.Length > 0 ? ", " + o : ""), StringComparison.Ordinal)));
+        foreach (var v in variants)
+            v.Open(features);
+        // Every variant must give the outputs of its model's default session (graph variants: same values; a NaN row stays NaN).
+        var withNaN = (float[])features.Clone();
+        withNaN[5 * 784 + 300] = float.NaN;
+        withNaN[7 * 784 + 10] = float.PositiveInfinity;
+        var reference = new Dictionary<string, (float[] Plain, float[] Nan)>();
+        foreach (var v in variants)
+        {
+            string model = v.Name[..v.Name.IndexOf(" session", StringComparison.Ordinal)];
+            var plain = v.ScoreAll(features);
+            var nan = v.ScoreAll(withNaN);
+            if (!reference.TryGetValue(model, out var r))
+                reference[model] = r = (plain, nan);
+            double maxDiff = plain.Zip(r.Plain).Max(p => Math.Abs(p.First - p.Second));
+            bool nanRows = float.IsNaN(nan[5 * 10]) && float.IsNaN(nan[7 * 10]) && !float.IsNaN(nan[6 * 10]);
+            Console.WriteLine($"// {v.Name}: max |difference| to the default session {maxDiff:G3}; NaN/inf rows scored NaN: {nanRows}");
+        }
+        if (profileDir is not null)
+        {
+            Directory.CreateDirectory(profileDir);
+            foreach (var (name, model) in models)
+                Profile(model.GetOnnxModel(), features, Path.Combine(profileDir, name));
+        }
+
+        // Transform passes (the user's path) and ApplyOnnxModel on the float32 bytes.
+        var transforms = models.Select(m => (Name: $"{m.Name} Transform", Run: (Func<double>)(() => TimeTransform(m.Model, test)))).ToList();
+        var applyOnnx = ml.Transforms.ApplyOnnxModel(["Score"], ["Features"], new MemoryStream(float32.GetOnnxModel())).Fit(test);
+
+        var timings = new Dictionary<string, List<double>>();
+        void Add(string name, double seconds)
+        {
+            if (!timings.TryGetValue(name, out var list))
+                timings[name] = list = [];
+            list.Add(Rows / seconds);
+        }
+        // Warm-up round, then rounds of A, B, C, ... so that load changes hit every variant alike.
+        for (int r = -1; r < rounds; r++)
+        {
+            foreach (var v in variants)
+            {
+                double s = v.Time(features);
+                if (r >= 0) Add(v.Name, s);
+            }
+            foreach (var (name, run) in transforms)
+            {
+                double s = run();
+                if (r >= 0) Add(name, s);
+            }
+            if (pytorchScript is not null)
+            {
+                // PyTorch in the same rounds (one timed pass per model per round, after its own warm-up), so that it sees the
+                // same load as ours: a separate PyTorch run before or after ours was off by 5x on the loaded machine.
+                foreach (var (path, rowsPerSecond) in RunPyTorch(pytorchScript))
+                    if (r >= 0)
+                    {
+                        if (!timings.TryGetValue(path, out var list))
+                            timings[path] = list = [];
+                        list.Add(rowsPerSecond);
+                    }
+            }
+            {
+                // ApplyOnnxModel (one ONNX Runtime call per row) in every round too: the ratio needs both under the same load.
+                double s = TimeApplyOnnx(applyOnnx, test);
+                if (r >= 0) Add("float32 ApplyOnnxModel", s);
+            }
+        }
+
+        double Median(string name) { var l = timings[name].OrderBy(x => x).ToList(); return l.Count % 2 == 1 ? l[l.Count / 2] : (l[l.Count / 2 - 1] + l[l.Count / 2]) / 2; }
+        Console.WriteLine($"// load average after: {BenchmarkSettings.LoadAverage()}");
+        Console.WriteLine();
+        Console.WriteLine($"| path (medians of {rounds} interleaved rounds) | rows/s | vs same-path float32 |");
+        Console.WriteLine("| --- | ---: | ---: |");
+        foreach (var name in timings.Keys)
+        {
+            string baseline = name.EndsWith(" Transform", StringComparison.Ordinal) ? "float32 Transform"
+                : name.Contains(" session", StringComparison.Ordinal) ? "float32 session" + name[(name.IndexOf(" session", StringComparison.Ordinal) + 8)..] : name;
+            string ratio = timings.ContainsKey(baseline) ? (Median(name) / Median(baseline)).ToString("F2") : "–";
+            Console.WriteLine($"| {name} | {Median(name):N0} | {ratio} |");
+        }
+        Console.WriteLine();
+        Console.WriteLine($"// batched Transform vs ApplyOnnxModel (float32): {Median("float32 Transform") / Median("float32 ApplyOnnxModel"):F2}x");
+        // Machine-readable lines for side-by-side.sh.
+        foreach (var name in timings.Keys)
+            Console.WriteLine("#json " + JsonSerializer.Serialize(new { path = name.StartsWith("pytorch", StringComparison.Ordinal) ? name : "ours " + name, rowsPerSecond = Median(name) }));
+        foreach (var v in variants)
+            v.Dispose();
+        foreach (var (name, model) in models)
+            if (model != float32)
+                model.Dispose();
+        return 0;
+    }
+
+    /// <summary>
+    /// <c>--wide</c>: where memory bandwidth dominates. A 784-4096-4096-10 network (20 million weights: 80 MB as float32, far
+    /// beyond the caches; trained one epoch on 512 rows, as scoring time does not depend on the weights' values) scored one row
+    /// per call (a matrix-vector product: every weight read once per row) and in blocks of 1,024 (2,048 rows per pass), float32 against int4
+    /// (MatMulNBits, 10 MB) and int8 dynamic, interleaved.
+    /// </summary>
+    private static int Wide(int rounds)
+    {
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.TakeRows(BenchmarkSettings.LoadMnist(ml, MnistSplit.Train), 512);
+        var test = BenchmarkSettings.LoadMnist(ml, MnistSplit.Test);
+        using var float32 = ml.Compression().NeuralNetwork(new NeuralNetworkOptions
+        {
+            Architecture = NetworkArchitecture.Mlp(4096, 4096),
+            Epochs = 1,
+            BatchSize = 128,
+            Device = TrainingDevice.Cpu,
+            Seed = 1,
+        }).Fit(train);
+        using var int4 = ml.Compression().Quantize(float32, new QuantizationOptions { Mode = QuantizationMode.Int4WeightOnly }).Fit(train);
+        using var int8 = ml.Compression().Quantize(float32, new QuantizationOptions { Mode = QuantizationMode.Int8Dynamic }).Fit(train);
+        var features = ReadFeatures(test);
+        const int singleRows = 200;
+        var variants = new List<Variant>();
+        foreach (var (name, model) in new[] { ("float32", float32), ("int4", int4), ("int8-dynamic", int8) })
+        {
+            Console.WriteLine($"// {name}: ONNX {model.GetOnnxModel().Length:N0} B, resident weights {model.Memory.ResidentWeightBytes:N0} B");
+            variants.Add(new Variant($"{name} session, one row per call", model.GetOnnxModel(), DefaultOptions, block: 1, rows: singleRows));
+            variants.Add(new Variant($"{name} session, blocks of 1,024", model.GetOnnxModel(), DefaultOptions, rows: 2048));
+        }
+        foreach (var v in variants)
+            v.Open(features);
+        var timings = variants.ToDictionary(v => v.Name, _ => new List<double>());
+        for (int r = -1; r < rounds; r++)
+            foreach (var v in variants)
+            {
+                double s = v.Time(features);
+                if (r >= 0)
+                    timings[v.Name].Add(v.Rows / s);
+            }
+        Console.WriteLine($"// load average after: {BenchmarkSettings.LoadAverage()}");
+        Console.WriteLine();
+        Console.WriteLine($"| 784-4096-4096-10 (medians of {rounds} interleaved rounds) | rows/s | vs float32 |");
+        Console.WriteLine("| --- | ---: | ---: |");
+        double Median(List<double> l) => l.OrderBy(x => x).ElementAt(l.Count / 2);
+        foreach (var v in variants)
+        {
+            string baseline = "float32" + v.Name[v.Name.IndexOf(" session", StringComparison.Ordinal)..];
+            Console.WriteLine($"| {v.Name} | {Median(timings[v.Name]):N0} | {Median(timings[v.Name]) / Median(timings[baseline]):F2} |");
+        }
+        foreach (var v in variants)
+            v.Dispose();
+        return 0;
+    }
+
+    /// <summary>Runs <c>/usr/bin/python3 script --repeats 1 --warmup 1</c> (pytorch_scoring.py) and reads its JSON lines: path and rows/s.</summary>
+    private static List<(string Path, double RowsPerSecond)> RunPyTorch(string script)
+    {
+        var start = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var a in new[] { script, "--repeats", "1", "--warmup", "1", "--batch", Block.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                     "--threads", Environment.ProcessorCount.ToString(System.Globalization.CultureInfo.InvariantCulture) })
+            start.ArgumentList.Add(a);
+        using var process = Process.Start(start) ?? throw new InvalidOperationException($"Could not start /usr/bin/python3 {script}.");
+        string output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        if (process.ExitCode != 0)
+            throw new InvalidOperationException($"/usr/bin/python3 {script} exited with code {process.ExitCode}; is python3-torch installed (apt-get install python3-torch)?");
+        var result = new List<(string, double)>();
+        foreach (var line in output.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            using var json = JsonDocument.Parse(line);
+            result.Add((json.RootElement.GetProperty("path").GetString()!, json.RootElement.GetProperty("rowsPerSecond").GetDouble()));
+        }
+        return result;
+    }
+
+    private static string ModeName(QuantizationMode mode) => mode switch
+    {
+        QuantizationMode.Int8Dynamic => "int8-dynamic",
+        QuantizationMode.Int8Static => "int8-static",
+        QuantizationMode.Int4WeightOnly => "int4",
+        _ => mode.ToString(),
+    };
+
+    /// <summary>What <c>BatchedOnnxScorer</c> uses today.</summary>
+    private static SessionOptions DefaultOptions() => new() { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+
+    private static SessionOptions Level(GraphOptimizationLevel level) => new() { GraphOptimizationLevel = level };
+
+    private static SessionOptions WithThreads(SessionOptions o, int threads)
+    {
+        o.IntraOpNumThreads = threads;
+        return o;
+    }
+
+    private static SessionOptions NoSpin(SessionOptions o)
+    {
+        o.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+        return o;
+    }
+
+    private static SessionOptions NoArena(SessionOptions o)
+    {
+        o.EnableMemoryPattern = false;
+        o.EnableCpuMemArena = false;
+        return o;
+    }
+
+    private static SessionOptions AccuracyLevel(SessionOptions o, int level)
+    {
+        // The accuracy_level ONNX Runtime gives the MatMulNBits it makes from DequantizeLinear + MatMul (4: int8 compute).
+        o.AddSessionConfigEntry("session.qdq_matmulnbits_accuracy_level", level.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        return o;
+    }
+
+    private static SessionOptions NoPrepack(SessionOptions o)
+    {
+        o.AddSessionConfigEntry("session.disable_prepacking", "1");
+        return o;
+    }
+
+    private static float[] ReadFeatures(IDataView test)
+    {
+        var column = test.Schema["Features"];
+        var result = new float[Rows * 784];
+        using var cursor = test.GetRowCursor([column]);
+        var getter = cursor.GetGetter<VBuffer<float>>(column);
+        VBuffer<float> row = default;
+        int n = 0;
+        while (cursor.MoveNext())
+        {
+            getter(ref row);
+            row.CopyTo(result.AsSpan(n * 784, 784));
+            n++;
+        }
+        return n == Rows ? result : throw new InvalidOperationException($"Read {n} test rows.");
+    }
+
+    private static double TimeTransform(NeuralNetworkTransformer model, IDataView test)
+    {
+        var sw = Stopwatch.StartNew();
+        var scored = model.Transform(test);
+        var score = scored.Schema["Score"];
+        var predicted = scored.Schema["PredictedLabel"];
+        using var cursor = scored.GetRowCursor([score, predicted]);
+        var getScore = cursor.GetGetter<VBuffer<float>>(score);
+        var getPredicted = cursor.GetGetter<uint>(predicted);
+        VBuffer<float> s = default;
+        uint p = 0;
+        long rows = 0;
+        while (cursor.MoveNext())
+        {
+            getScore(ref s);
+            getPredicted(ref p);
+            rows++;
+        }
+        return rows == Rows ? sw.Elapsed.TotalSeconds : throw new InvalidOperationException($"Scored {rows} rows.");
+    }
+
+    private static double TimeApplyOnnx(ITransformer applyOnnx, IDataView test)
+    {
+        var sw = Stopwatch.StartNew();
+        var scored = applyOnnx.Transform(test);
+        var score = scored.Schema["Score"];
+        using var cursor = scored.GetRowCursor([score]);
+        var getScore = cursor.GetGetter<VBuffer<float>>(score);
+        VBuffer<float> s = default;
+        long rows = 0;
+        while (cursor.MoveNext())
+        {
+            getScore(ref s);
+            rows++;
+        }
+        return rows == Rows ? sw.Elapsed.TotalSeconds : throw new InvalidOperationException($"Scored {rows} rows.");
+    }
+
+    private static void Profile(byte[] onnx, float[] features, string prefix)
+    {
+        using var options = DefaultOptions();
+        options.EnableProfiling = true;
+        options.ProfileOutputPathPrefix = prefix;
+        using var v = new Variant("profile", onnx, () => options);
+        v.Open(features);
+        for (int i = 0; i < 5; i++)
+            v.Time(features);
+        var file = v.EndProfiling();
+        Console.WriteLine($"// profile: {file}");
+    }
+
+    private static int IntArg(string[] args, string name, int fallback)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], System.Globalization.CultureInfo.InvariantCulture) : fallback;
+    }
+
+    private static string? StringArg(string[] args, string name)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+    }
+
+    /// <summary>One session over one graph with one set of options, scoring the rows in blocks with pinned buffers.</summary>
+    private sealed class Variant(string name, byte[] onnx, Func<SessionOptions> options, int block = Block, int rows = Rows) : IDisposable
+    {
+        private InferenceSession? session;
+        private float[] input = [];
+        private float[] output = [];
+        private string inputName = "";
+        private string outputName = "";
+
+        public string Name { get; } = name;
+
+        /// <summary>Rows one <see cref="Time"/> pass scores (the first ones of the test set).</summary>
+        public int Rows { get; } = rows;
+
+        public void Open(float[] features)
+        {
+            using var o = options();
+            session = new InferenceSession(onnx, o);
+            inputName = session.InputNames[0];
+            outputName = OnnxExporter.ReadSignature(onnx).OutputHead.BatchedOutputs(OnnxExporter.ReadSignature(onnx))[0].Name;
+            input = GC.AllocateUninitializedArray<float>(block * 784, pinned: true);
+            output = GC.AllocateUninitializedArray<float>(block * 10, pinned: true);
+        }
+
+        public double Time(float[] features)
+        {
+            var sw = Stopwatch.StartNew();
+            using var runOptions = new RunOptions();
+            for (int start = 0; start < Rows; start += block)
+            {
+                int n = Math.Min(block, Rows - start);
+                features.AsSpan(start * 784, n * 784).CopyTo(input);
+                using var x = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, input.AsMemory(0, n * 784), [n, 784]);
+                using var y = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, output.AsMemory(0, n * 10), [n, 10]);
+                session!.Run(runOptions, [inputName], [x], [outputName], [y]);
+            }
+            return sw.Elapsed.TotalSeconds;
+        }
+
+        public float[] ScoreAll(float[] features)
+        {
+            var all = new float[Rows * 10];
+            using var runOptions = new RunOptions();
+            for (int start = 0; start < Rows; start += block)
+            {
+                int n = Math.Min(block, Rows - start);
+                features.AsSpan(start * 784, n * 784).CopyTo(input);
+                using var x = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, input.AsMemory(0, n * 784), [n, 784]);
+                using var y = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, output.AsMemory(0, n * 10), [n, 10]);
+                session!.Run(runOptions, [inputName], [x], [outputName], [y]);
+                output.AsSpan(0, n * 10).CopyTo(all.AsSpan(start * 10));
+            }
+            return all;
+        }
+
+        public string EndProfiling() => session!.EndProfiling();
+
+        public void Dispose() => session?.Dispose();
+    }
+}
+
+/// <summary>Rewrites of an exported graph, to measure what a part of it costs.</summary>
+internal static class GraphVariants
+{
+    private static readonly string[] GuardOutputs = ["input_zero", "input_row_zero", "outputs_t", "outputs_t_checked", "outputs_nan_checked"];
+
+    /// <summary>The graph without the non-finite guard: the last layer's outputs go straight to the head (an Identity).</summary>
+    public static byte[] WithoutNanGuard(byte[] onnx) => ReplaceGuard(onnx, (outputs, x) => [Node("Identity", [outputs], "outputs_nan_checked")]);
+
+    /// <summary>The guard as it was before issue 19: outputs + Einsum("ij,ik->ik", x, outputs − outputs).</summary>
+    public static byte[] WithEinsumGuard(byte[] onnx) => ReplaceGuard(onnx, (outputs, x) =>
+    [
+        Node("Sub", [outputs, outputs], "outputs_zero"),
+        Node("Einsum", [x, "outputs_zero"], "nan_probe", ("equation", "ij,ik->ik")),
+        Node("Add", [outputs, "nan_probe"], "outputs_nan_checked"),
+    ]);
+
+    private static byte[] ReplaceGuard(byte[] onnx, Func<string, string, NodeProto[]> guard)
+    {
+        var model = ModelProto.Parser.ParseFrom(onnx);
+        var nodes = model.Graph.Node;
+        string x = nodes.Single(n => n.Output[0] == "input_zero").Input[0];
+        string outputs = nodes.Single(n => n.Output[0] == "outputs_t").Input[0];
+        int at = nodes.IndexOf(nodes.Single(n => n.Output[0] == "input_zero"));
+        foreach (var dead in nodes.Where(n => GuardOutputs.Contains(n.Output[0])).ToList())
+            nodes.Remove(dead);
+        var added = guard(outputs, x);
+        for (int i = 0; i < added.Length; i++)
+            nodes.Insert(at + i, added[i]);
+        return Google.Protobuf.MessageExtensions.ToByteArray(model);
+    }
+
+    private static NodeProto Node(string op, string[] inputs, string output, (string Name, string Value)? attribute = null)
+    {
+        var node = new NodeProto { OpType = op, Name = "node_" + op + "_" + output };
+        node.Input.AddRange(inputs);
+        node.Output.Add(output);
+        if (attribute is { } a)
+            node.Attribute.Add(new AttributeProto { Name = a.Name, Type = AttributeProto.Types.AttributeType.String, S = Google.Protobuf.ByteString.CopyFromUtf8(a.Value) });
+        return node;
+    }
+}
