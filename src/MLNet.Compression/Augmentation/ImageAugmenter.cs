@@ -1,3 +1,4 @@
+using TorchSharp;
 using MLNet.Compression.Networks;
 using static TorchSharp.torch;
 
@@ -53,31 +54,41 @@ internal sealed class ImageAugmenter
         using var noGrad = no_grad();
         var images = x.reshape(n, channels, height, width);
 
+        // Every scalar is created explicitly and kept alive until the end of the call (see Training.Scalars: an implicit
+        // conversion can be finalized while libtorch still reads it).
+        using var two = 2.ToScalar();
+        using var one = 1.ToScalar();
         // Per row: uniform draws in [-1, 1) for rotation, scale, shift x, shift y.
-        var u = rand([n, 4], ScalarType.Float32, CPU, generator: generator).mul_(2).sub_(1);
-        var angle = u[.., 0].mul(augmentation.MaxRotationDegrees * Math.PI / 180);
-        double midScale = (augmentation.MinScale + augmentation.MaxScale) / 2, halfRange = (augmentation.MaxScale - augmentation.MinScale) / 2;
+        var u = rand([n, 4], ScalarType.Float32, CPU, generator: generator).mul_(two).sub_(one);
+        using var radians = (augmentation.MaxRotationDegrees * Math.PI / 180).ToScalar();
+        var angle = u[.., 0].mul(radians);
+        using var midScale = ((augmentation.MinScale + augmentation.MaxScale) / 2).ToScalar();
+        using var halfRange = ((augmentation.MaxScale - augmentation.MinScale) / 2).ToScalar();
         var inverseScale = u[.., 1].mul(halfRange).add_(midScale).reciprocal_();
-        var shiftX = u[.., 2].mul(augmentation.MaxShiftPixels * 2.0 / width);
-        var shiftY = u[.., 3].mul(augmentation.MaxShiftPixels * 2.0 / height);
+        using var shiftScaleX = (augmentation.MaxShiftPixels * 2.0 / width).ToScalar();
+        using var shiftScaleY = (augmentation.MaxShiftPixels * 2.0 / height).ToScalar();
+        var shiftX = u[.., 2].mul(shiftScaleX);
+        var shiftY = u[.., 3].mul(shiftScaleY);
         var cos = angle.cos().mul_(inverseScale);
         var sin = angle.sin().mul_(inverseScale);
         // Output → input map in normalised coordinates, corrected for the aspect ratio so rotations stay rotations.
-        double hw = (double)height / width, wh = (double)width / height;
-        var theta = stack([cos, sin.mul(-hw), shiftX, sin.mul(wh), cos, shiftY], 1).reshape(n, 2, 3);
+        using var minusHw = (-((double)height / width)).ToScalar();
+        using var wh = ((double)width / height).ToScalar();
+        var theta = stack([cos, sin.mul(minusHw), shiftX, sin.mul(wh), cos, shiftY], 1).reshape(n, 2, 3);
         var grid = nn.functional.affine_grid(theta, [n, channels, height, width], align_corners: false);
 
         if (gaussian is not null)
         {
             // Simard et al. 2003: uniform displacements in [-1, 1] per pixel and axis, smoothed by a Gaussian of σ, times α (pixels).
-            var field = rand([n * 2, 1, height, width], ScalarType.Float32, CPU, generator: generator).mul_(2).sub_(1);
+            var field = rand([n * 2, 1, height, width], ScalarType.Float32, CPU, generator: generator).mul_(two).sub_(one);
             int k = gaussian.Length;
             var kernel = tensor(gaussian, ScalarType.Float32);
             field = nn.functional.conv2d(field, kernel.reshape(1, 1, k, 1), padding: [k / 2, 0]);
             field = nn.functional.conv2d(field, kernel.reshape(1, 1, 1, k), padding: [0, k / 2]);
-            field = field.reshape(n, 2, height, width).permute(0, 2, 3, 1).mul(augmentation.ElasticAlpha);
+            using var alpha = augmentation.ElasticAlpha.ToScalar();
+            field = field.reshape(n, 2, height, width).permute(0, 2, 3, 1).mul(alpha);
             var toNormalised = tensor(new[] { 2f / width, 2f / height }, ScalarType.Float32);
-            grid = grid.add(field.mul(toNormalised));
+            grid = grid.add(field.mul(toNormalised), Training.Scalars.One);
         }
 
         var warped = nn.functional.grid_sample(images, grid.to(device), GridSampleMode.Bilinear,

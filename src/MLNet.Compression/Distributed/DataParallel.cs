@@ -3,6 +3,7 @@ using System.Globalization;
 using Microsoft.ML;
 using MLNet.Compression.Networks;
 using MLNet.Compression.Training;
+using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -204,7 +205,7 @@ internal sealed class DataParallel
     {
         EnsureBuffer(parameters);
         using var noGrad = no_grad();
-        float share = (float)localRows / globalRows;
+        using var share = ((float)localRows / globalRows).ToScalar();
         long offset = 0;
         foreach (var p in parameters)
         {

@@ -109,9 +109,12 @@ internal static class ExemplarTools
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var phi = Embed(net, pool);
-        phi = phi.div(phi.norm(1, keepdim: true).clamp_min(1e-12));
+        // Scalars explicit and kept alive (see Training.Scalars).
+        using var tiny = 1e-12.ToScalar();
+        using var two = 2.ToScalar();
+        phi = phi.div(phi.norm(1, keepdim: true).clamp_min(tiny));
         var mean = phi.mean([0]);
-        var sqNorm = phi.pow(2).sum(1);
+        var sqNorm = phi.pow(two).sum(1);
         var sum = zeros_like(mean);
         var taken = zeros(phi.size(0));
         var picked = new int[count];
@@ -119,12 +122,13 @@ internal static class ExemplarTools
         {
             // argmin_i ‖k·μ − S − φ_i‖² = argmin_i ‖φ_i‖² − 2 (k·μ − S)·φ_i (the target's own norm is the same for every i).
             using var inner = NewDisposeScope();
-            var target = mean.mul(k).sub(sum);
-            var score = sqNorm.sub(phi.mv(target).mul(2)).add(taken);
+            using var kScalar = k.ToScalar();
+            var target = mean.mul(kScalar).sub(sum);
+            var score = sqNorm.sub(phi.mv(target).mul(two)).add(taken, Scalars.One);
             int i = (int)score.argmin().item<long>();
             picked[k - 1] = i;
             taken[i].fill_(double.PositiveInfinity);
-            sum.add_(phi[i]);
+            sum.add_(phi[i], Scalars.One);
         }
         return picked;
     }
@@ -206,19 +210,23 @@ internal sealed class LogitReplayLoss(double alpha, double beta) : IDisposable
         int n = (int)outputs.size(0);
         int width = batch.Targets.Length / batch.Capacity;
         var targets = tensor(batch.Targets, [batch.Capacity, width]).narrow(0, 0, n).to(outputs.device);
-        var isExemplar = targets.select(1, 0).gt(0.5);
+        using var half = 0.5.ToScalar();
+        using var two = 2.ToScalar();
+        using var one = 1.ToScalar();
+        var isExemplar = targets.select(1, 0).gt(half);
         var stored = targets.narrow(1, 1, width - 1);
         int k = (int)Math.Min(stored.size(1), outputs.size(1));
         stored = stored.narrow(1, 0, k);
         var known = stored.isnan().logical_not().logical_and(isExemplar.unsqueeze(1));
-        var diff = outputs.narrow(1, 0, k).sub(stored.nan_to_num(0)).pow(2).mul(known.to(ScalarType.Float32));
-        var mse = diff.sum().div(known.sum().clamp_min(1));
+        var diff = outputs.narrow(1, 0, k).sub(stored.nan_to_num(0)).pow(two).mul(known.to(ScalarType.Float32));
+        var mse = diff.sum().div(known.sum().clamp_min(one));
         var loss = mse.mul(alphaScalar);
         if (beta != 1)
         {
             var y = tensor(batch.Labels, [batch.Capacity]).narrow(0, 0, n).to(outputs.device);
             var ce = nn.functional.cross_entropy(outputs, y, reduction: nn.Reduction.None);
-            var exemplarCe = ce.mul(isExemplar.to(ScalarType.Float32)).sum().div(n);
+            using var rows = n.ToScalar();
+            var exemplarCe = ce.mul(isExemplar.to(ScalarType.Float32)).sum().div(rows);
             loss = loss.add(exemplarCe.mul(betaMinusOne), Scalars.One);
         }
         return loss;
