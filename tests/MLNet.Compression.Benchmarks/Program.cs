@@ -14,6 +14,10 @@ if (args.Contains("--concurrent-training", StringComparer.Ordinal))
     ConcurrentTrainingBenchmark.Run(args);
     return 0;
 }
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --epoch-ratio [--rounds 7]
+//     (trainer epoch vs the hand-written TorchSharp loop, interleaved in one process; prints medians and the ratio; see EpochRatioBenchmark)
+if (args.Length > 0 && args[0] == "--epoch-ratio")
+    return EpochRatioBenchmark.Run(args);
 //   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --memory-estimate [--repeats N]
 //     (training memory estimate vs measured, one fresh process per configuration; prints a markdown table)
 if (args.Length > 0 && args[0] == "--memory-estimate")

@@ -1,3 +1,6 @@
+using System.Collections.Concurrent;
+using System.Numerics;
+using System.Runtime.ExceptionServices;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
@@ -86,6 +89,14 @@ internal sealed class BatchStream
     /// </summary>
     public CancellationToken Cancellation { get; init; }
 
+    /// <summary>
+    /// Whether <see cref="Read"/> fills the next batches on a background thread while the caller works on the current one
+    /// (default false). The batches, their order and the <c>Last*</c> counters are the same either way; each yielded batch
+    /// stays valid until the next one is asked for, as without prefetching, and an exception of the reading thread (a bad
+    /// row, <see cref="Cancellation"/>) is rethrown to the caller after the batches read before it.
+    /// </summary>
+    public bool Prefetch { get; init; }
+
     /// <summary>How the rows of the last (or current) <see cref="Read"/> are ordered.</summary>
     public RowOrder LastOrder { get; private set; }
 
@@ -122,6 +133,12 @@ internal sealed class BatchStream
     /// only on the data and <paramref name="rand"/>'s seed.
     /// </summary>
     public IEnumerable<Batch> Read(int batchSize, Random? rand, Func<DataViewRowId, bool>? include)
+    {
+        var batches = ReadInOrder(batchSize, rand, include);
+        return Prefetch ? Prefetched(batches, batchSize) : batches;
+    }
+
+    private IEnumerable<Batch> ReadInOrder(int batchSize, Random? rand, Func<DataViewRowId, bool>? include)
     {
         if (rand is null || data.CanShuffle)
         {
@@ -228,6 +245,73 @@ internal sealed class BatchStream
         features.AsSpan(row * f, f).CopyTo(batch.Features.AsSpan(n * f, f));
         targets.AsSpan(row * t, t).CopyTo(batch.Targets.AsSpan(n * t, t));
         batch.Labels[n] = labels[row];
+    }
+
+    /// <summary>
+    /// <paramref name="source"/>'s batches, read one to two batches ahead on a background thread into a pool of three batches
+    /// (one with the caller, one ready, one being filled). Disposing the enumerator stops the thread and waits for it, so the
+    /// cursor is closed when the caller's loop ends, early or not.
+    /// </summary>
+    private IEnumerable<Batch> Prefetched(IEnumerable<Batch> source, int batchSize)
+    {
+        const int PoolSize = 3;
+        using var free = new BlockingCollection<Batch>(new ConcurrentQueue<Batch>());
+        using var ready = new BlockingCollection<Batch>(new ConcurrentQueue<Batch>());
+        using var stop = new CancellationTokenSource();
+        for (int i = 0; i < PoolSize; i++)
+            free.Add(new Batch(batchSize, FeatureLength, TargetLength));
+        ExceptionDispatchInfo? failure = null;
+        var reader = new Thread(() =>
+        {
+            try
+            {
+                foreach (var batch in source)
+                {
+                    var copy = free.Take(stop.Token);
+                    int n = batch.Count;
+                    batch.Features.AsSpan(0, n * FeatureLength).CopyTo(copy.Features);
+                    batch.Targets.AsSpan(0, n * TargetLength).CopyTo(copy.Targets);
+                    batch.Labels.AsSpan(0, n).CopyTo(copy.Labels);
+                    copy.Count = n;
+                    ready.Add(copy);
+                }
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                // The caller stopped reading.
+            }
+            catch (Exception e)
+            {
+                failure = ExceptionDispatchInfo.Capture(e);
+            }
+            finally
+            {
+                ready.CompleteAdding();
+            }
+        })
+        {
+            IsBackground = true,
+            Name = "BatchStream prefetch",
+        };
+        reader.Start();
+        Batch? held = null;
+        try
+        {
+            while (true)
+            {
+                if (held is not null)
+                    free.Add(held); // the caller asked for the next batch: it is done with this one
+                if (!ready.TryTake(out held, Timeout.Infinite))
+                    break;
+                yield return held;
+            }
+            failure?.Throw();
+        }
+        finally
+        {
+            stop.Cancel();
+            reader.Join();
+        }
     }
 
     /// <summary>A uniformly random permutation of 0..<paramref name="count"/>−1 (Fisher–Yates), drawn from <paramref name="rand"/>.</summary>
@@ -347,8 +431,21 @@ internal sealed class BatchStream
 
         private static bool AllFinite(ReadOnlySpan<float> values)
         {
-            foreach (var v in values)
-                if (!float.IsFinite(v))
+            int i = 0;
+            if (Vector.IsHardwareAccelerated && values.Length >= Vector<float>.Count)
+            {
+                // v - v is 0 for a finite v and NaN for NaN or ±infinity; a NaN stays in the sum.
+                var sum = Vector<float>.Zero;
+                for (; i <= values.Length - Vector<float>.Count; i += Vector<float>.Count)
+                {
+                    var v = new Vector<float>(values.Slice(i, Vector<float>.Count));
+                    sum += v - v;
+                }
+                if (!Vector.EqualsAll(sum, Vector<float>.Zero))
+                    return false;
+            }
+            for (; i < values.Length; i++)
+                if (!float.IsFinite(values[i]))
                     return false;
             return true;
         }

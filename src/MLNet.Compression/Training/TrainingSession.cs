@@ -76,6 +76,12 @@ internal sealed class TrainingSession
     private readonly string stage;
     private readonly CancellationToken cancellation;
 
+    /// <summary>
+    /// Whether the batches are read on a background thread while the current step trains (<see cref="BatchStream.Prefetch"/>);
+    /// default true. Same batches in the same order either way; a switch for benchmarks (A/B in one process).
+    /// </summary>
+    internal static bool PrefetchBatches { get; set; } = true;
+
     public TrainingSession(MLContext ml, NeuralNetworkOptions options, string stage = "train", CancellationToken cancellation = default)
     {
         this.ml = ml;
@@ -112,6 +118,7 @@ internal sealed class TrainingSession
             ShuffleCacheLimitBytes = options.ShuffleCacheLimitBytes,
             ShuffleBufferRows = options.ShuffleBufferRows,
             Cancellation = cancellation,
+            Prefetch = PrefetchBatches,
         };
         if (stream.ClassCount != model.NumClasses)
             throw new ArgumentOutOfRangeException(nameof(data),

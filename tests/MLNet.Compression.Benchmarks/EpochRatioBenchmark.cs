@@ -1,0 +1,76 @@
+using System.Diagnostics;
+using MLNet.Compression.Training;
+
+namespace MLNet.Compression.Benchmarks;
+
+/// <summary>
+/// Benchmark mode <c>--epoch-ratio</c> (not a BenchmarkDotNet run): the methods of <see cref="TrainingEpochBenchmarks"/>
+/// called in one process, interleaved round by round (hand-written loop, trainer, trainer without the background batch reader, bare session, data pass), so that load from
+/// other work on the machine falls on all of them alike. Prints each one's median seconds per epoch and the ratios to the
+/// hand-written loop (target for the trainer: ≤ 1.1).
+/// </summary>
+public static class EpochRatioBenchmark
+{
+    /// <summary>Runs the mode. Option: <c>--rounds N</c> (default 7; one unmeasured warm-up round comes first).</summary>
+    public static int Run(string[] args)
+    {
+        int i = Array.IndexOf(args, "--rounds");
+        int rounds = i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], System.Globalization.CultureInfo.InvariantCulture) : 7;
+        var bench = new TrainingEpochBenchmarks();
+        bench.Setup();
+        var cases = new (string Name, Func<object> Run)[]
+        {
+            ("hand-written loop, preloaded tensors (baseline)", () => bench.HandWrittenPreloaded()),
+            ("NeuralNetworkTrainer.Fit, IdxDataView (ONNX export included)", () => bench.TrainerFit()),
+            ("NeuralNetworkTrainer.Fit, batches read on the training thread (PrefetchBatches = false)", () => WithoutPrefetch(bench.TrainerFit)),
+            ("TrainingSession.Run, IdxDataView (bare loop)", () => bench.SessionRun()),
+            ("data only: BatchStream pass + batch tensors, no training", () => bench.DataPass()),
+        };
+        var times = cases.Select(_ => new List<double>()).ToArray();
+        Console.WriteLine($"Epoch ratio: LeNet-300-100, 60,000 MNIST rows, batch 128, Adam, CPU, {TrainingEpochBenchmarks.Threads} intra-op thread(s) for every case; " +
+                          $"{rounds} rounds after a warm-up. Load average before: {BenchmarkSettings.LoadAverage()} ({Environment.ProcessorCount} cores).");
+        for (int round = 0; round <= rounds; round++)
+        {
+            for (int c = 0; c < cases.Length; c++)
+            {
+                var sw = Stopwatch.StartNew();
+                cases[c].Run();
+                sw.Stop();
+                if (round > 0)
+                    times[c].Add(sw.Elapsed.TotalSeconds);
+            }
+            if (round > 0)
+                Console.WriteLine($"round {round}: " + string.Join(" / ", times.Select(t => t[^1].ToString("F3", System.Globalization.CultureInfo.InvariantCulture))) + " s");
+        }
+        double hand = Median(times[0]);
+        Console.WriteLine("| case | median s/epoch | min s/epoch | vs hand-written (median) |");
+        Console.WriteLine("| --- | ---: | ---: | ---: |");
+        for (int c = 0; c < cases.Length; c++)
+            Console.WriteLine($"| {cases[c].Name} | {Median(times[c]):F3} | {times[c].Min():F3} | {Median(times[c]) / hand:F3} |");
+        var ratios = times[1].Zip(times[0], (t, h) => t / h).ToList();
+        Console.WriteLine($"Trainer / hand-written: {Median(times[1]) / hand:F3} (ratio of medians); per-round ratios median {Median(ratios):F3}, " +
+                          $"min {ratios.Min():F3}, max {ratios.Max():F3}. Target ≤ 1.1.");
+        Console.WriteLine($"Load average after: {BenchmarkSettings.LoadAverage()}");
+        return 0;
+    }
+
+    private static object WithoutPrefetch(Func<float> run)
+    {
+        TrainingSession.PrefetchBatches = false;
+        try
+        {
+            return run();
+        }
+        finally
+        {
+            TrainingSession.PrefetchBatches = true;
+        }
+    }
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.OrderBy(v => v).ToArray();
+        int n = sorted.Length;
+        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    }
+}
