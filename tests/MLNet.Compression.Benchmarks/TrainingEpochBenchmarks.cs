@@ -94,11 +94,15 @@ public class TrainingEpochBenchmarks
         labels.Dispose();
     }
 
+    /// <summary>The epoch's own seconds (the trainer's <c>TrainingHistory</c>) of the last <see cref="TrainerFit"/>: without weight init and ONNX export.</summary>
+    public double LastTrainerEpochSeconds { get; private set; }
+
     /// <summary>(a) The public path: NeuralNetworkTrainer.Fit with Epochs = 1 from the lazy IdxDataView, ONNX export included.</summary>
     [Benchmark, Rows(Rows)]
     public float TrainerFit()
     {
         using var model = ml.Compression().NeuralNetwork(options).Fit(train);
+        LastTrainerEpochSeconds = model.TrainingHistory[0].Seconds;
         return model.GetOnnxModel().Length;
     }
 
@@ -161,15 +165,22 @@ public class TrainingEpochBenchmarks
     /// and order) with each batch turned into its feature and label tensors, no training. Not a BenchmarkDotNet case; used by
     /// <c>--epoch-ratio</c> to show how much of the trainer's epoch is reading.
     /// </summary>
-    public long DataPass()
+    public long DataPass() => DataPass(cloneArrays: false);
+
+    /// <summary>
+    /// <see cref="DataPass()"/> with the batch tensors made as the trainer made them before (<c>torch.tensor(float[])</c>, which
+    /// clones the whole batch array) when <paramref name="cloneArrays"/> is true, else as it makes them now
+    /// (<see cref="BatchStream.Batch.FeaturesTensor"/>, sharing the array).
+    /// </summary>
+    public long DataPass(bool cloneArrays)
     {
         var stream = new BatchStream(train, options.LabelColumnName, options.FeatureColumnName, 784);
         long rows = 0;
         foreach (var batch in stream.Read(options.BatchSize, new Random(unchecked(Seed * 31 + 1)), null))
         {
             using var scope = NewDisposeScope();
-            var x = tensor(batch.Features, [batch.Capacity, 784]).narrow(0, 0, batch.Count);
-            var y = tensor(batch.Labels, [batch.Capacity]).narrow(0, 0, batch.Count);
+            var x = cloneArrays ? tensor(batch.Features, [batch.Capacity, 784]).narrow(0, 0, batch.Count) : batch.FeaturesTensor();
+            var y = cloneArrays ? tensor(batch.Labels, [batch.Capacity]).narrow(0, 0, batch.Count) : batch.LabelsTensor();
             rows += x.shape[0] + y.shape[0] / 2;
         }
         return rows;

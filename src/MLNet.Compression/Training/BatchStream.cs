@@ -3,6 +3,8 @@ using System.Numerics;
 using System.Runtime.ExceptionServices;
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using TorchSharp;
+using static TorchSharp.torch;
 
 namespace MLNet.Compression.Training;
 
@@ -56,6 +58,7 @@ internal sealed class BatchStream
     {
         public Batch(int capacity, int featureLength, int targetLength = 0)
         {
+            FeatureLength = featureLength;
             Features = new float[capacity * featureLength];
             Labels = new long[capacity];
             Targets = new float[capacity * targetLength];
@@ -72,6 +75,21 @@ internal sealed class BatchStream
         public int Capacity { get; }
 
         public int Count { get; internal set; }
+
+        /// <summary>Values per row of <see cref="Features"/>.</summary>
+        public int FeatureLength { get; }
+
+        /// <summary>
+        /// The first <see cref="Count"/> rows of <see cref="Features"/> as a [Count, FeatureLength] float32 tensor on the CPU that
+        /// shares the array's memory (pinned while the tensor lives) instead of copying it (<c>torch.tensor(float[])</c> clones
+        /// the whole array, a large-object allocation per batch). Valid until the stream fills the batch again, i.e. for the step
+        /// that reads it: dispose it (a dispose scope) before asking for the next batch, and copy it to keep it longer.
+        /// </summary>
+        public Tensor FeaturesTensor() =>
+            torch.frombuffer(Features, ScalarType.Float32, (long)Count * FeatureLength).view(Count, FeatureLength);
+
+        /// <summary>The first <see cref="Count"/> labels as an int64 tensor sharing <see cref="Labels"/>' memory (as <see cref="FeaturesTensor"/>).</summary>
+        public Tensor LabelsTensor() => torch.frombuffer(Labels, ScalarType.Int64, Count);
     }
 
     /// <summary>

@@ -189,6 +189,33 @@ public sealed class BatchPrefetchTests
         Assert.NotEqual(0f, a[0].Weight.Sum(v => MathF.Abs(v)));
     }
 
+    [Fact]
+    public void BatchTensorsHoldExactlyTheBatchRowsWithoutCopying()
+    {
+        var ml = new MLContext(seed: 1);
+        var stream = new BatchStream(ml.Data.Cache(Wide(ml, 100, out int badRows)), "Label", "Features", Width);
+        var counts = new List<int>();
+        foreach (var batch in stream.Read(40, null, null))
+        {
+            using var scope = TorchSharp.torch.NewDisposeScope();
+            var x = batch.FeaturesTensor();
+            var y = batch.LabelsTensor();
+            Assert.Equal(new long[] { batch.Count, Width }, x.shape);
+            Assert.Equal(new long[] { batch.Count }, y.shape);
+            Assert.Equal(TorchSharp.torch.ScalarType.Float32, x.dtype);
+            Assert.Equal(TorchSharp.torch.ScalarType.Int64, y.dtype);
+            // The same values as the old copy (torch.tensor of the whole array, narrowed to Count rows)...
+            var copied = TorchSharp.torch.tensor(batch.Features, [batch.Capacity, Width]).narrow(0, 0, batch.Count);
+            Assert.True(x.eq(copied).all().item<bool>());
+            Assert.Equal(batch.Labels.Take(batch.Count), y.data<long>().ToArray());
+            // ...in the batch's own memory: a write to the array shows in the tensor.
+            batch.Features[Width + 3] = -42f;
+            Assert.Equal(-42f, x[1, 3].item<float>());
+            counts.Add(batch.Count);
+        }
+        Assert.Equal(new[] { 40, 40, 100 - badRows - 80 }, counts); // the last, partial batch has Count rows, not Capacity
+    }
+
     /// <summary>A view that counts the cursors it opened and how many are still open.</summary>
     private sealed class CursorCounting(IDataView inner) : IDataView
     {
