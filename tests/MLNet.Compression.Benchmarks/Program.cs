@@ -18,6 +18,10 @@ if (args.Contains("--concurrent-training", StringComparer.Ordinal))
 //     (trainer epoch vs the hand-written TorchSharp loop, interleaved in one process; prints medians and the ratio; see EpochRatioBenchmark)
 if (args.Length > 0 && args[0] == "--epoch-ratio")
     return EpochRatioBenchmark.Run(args);
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --weights-hash
+//     (one seeded epoch; prints a SHA-256 of the weights, to compare two builds for bit-identical training)
+if (args.Length > 0 && args[0] == "--weights-hash")
+    return WeightsHash.Run();
 //   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --memory-estimate [--repeats N]
 //     (training memory estimate vs measured, one fresh process per configuration; prints a markdown table)
 if (args.Length > 0 && args[0] == "--memory-estimate")
