@@ -152,16 +152,22 @@ internal sealed class BatchStream
     /// </summary>
     public IEnumerable<Batch> Read(int batchSize, Random? rand, Func<DataViewRowId, bool>? include)
     {
-        var batches = ReadInOrder(batchSize, rand, include);
-        return Prefetch ? Prefetched(batches, batchSize) : batches;
+        if (!Prefetch)
+            return ReadInOrder(batchSize, rand, include, null);
+        var pool = new PrefetchPool(batchSize, FeatureLength, TargetLength);
+        return Prefetched(ReadInOrder(batchSize, rand, include, pool.Take), pool);
     }
 
-    private IEnumerable<Batch> ReadInOrder(int batchSize, Random? rand, Func<DataViewRowId, bool>? include)
+    /// <summary>
+    /// One pass; <paramref name="nextBatch"/> (null: one batch reused) gives the batch to fill first and after each one yielded,
+    /// so the background reader can fill batches of its pool without copying them.
+    /// </summary>
+    private IEnumerable<Batch> ReadInOrder(int batchSize, Random? rand, Func<DataViewRowId, bool>? include, Func<Batch>? nextBatch)
     {
         if (rand is null || data.CanShuffle)
         {
             LastOrder = rand is null ? RowOrder.DataOrder : RowOrder.ShuffledByDataView;
-            return ReadCursor(batchSize, rand, include);
+            return ReadCursor(batchSize, rand, include, nextBatch);
         }
         if (!cacheTooLarge && ShuffleCacheLimitBytes > 0 && (cache is null || !ReferenceEquals(cacheSelection, include)))
         {
@@ -175,15 +181,15 @@ internal sealed class BatchStream
             LastRowsRead = cache.RowsRead;
             LastSkippedNonFinite = cache.SkippedNonFinite;
             LastSkippedMissingLabel = cache.SkippedMissingLabel;
-            return cache.Read(batchSize, rand);
+            return cache.Read(batchSize, rand, nextBatch);
         }
         LastOrder = RowOrder.ShuffleBuffer;
-        return ReadBuffered(batchSize, rand, include);
+        return ReadBuffered(batchSize, rand, include, nextBatch);
     }
 
-    private IEnumerable<Batch> ReadCursor(int batchSize, Random? rand, Func<DataViewRowId, bool>? include)
+    private IEnumerable<Batch> ReadCursor(int batchSize, Random? rand, Func<DataViewRowId, bool>? include, Func<Batch>? nextBatch)
     {
-        var batch = new Batch(batchSize, FeatureLength, TargetLength);
+        var batch = nextBatch?.Invoke() ?? new Batch(batchSize, FeatureLength, TargetLength);
         using var reader = new RowReader(this, rand, include);
         int n = 0;
         while (reader.MoveNext(batch.Features.AsSpan(n * FeatureLength, FeatureLength), batch.Targets.AsSpan(n * TargetLength, TargetLength), out long label))
@@ -194,6 +200,7 @@ internal sealed class BatchStream
                 batch.Count = n;
                 yield return batch;
                 n = 0;
+                batch = nextBatch?.Invoke() ?? batch;
             }
         }
         if (n > 0)
@@ -208,7 +215,7 @@ internal sealed class BatchStream
     /// fill a buffer; each later row takes the place of one drawn uniformly from the buffer, which goes into the batch; at the end
     /// the rest of the buffer follows in a random order.
     /// </summary>
-    private IEnumerable<Batch> ReadBuffered(int batchSize, Random rand, Func<DataViewRowId, bool>? include)
+    private IEnumerable<Batch> ReadBuffered(int batchSize, Random rand, Func<DataViewRowId, bool>? include, Func<Batch>? nextBatch)
     {
         int f = FeatureLength, t = TargetLength, capacity = ShuffleBufferRows;
         var features = new float[(long)capacity * f];
@@ -216,7 +223,7 @@ internal sealed class BatchStream
         var labels = new long[capacity];
         var rowFeatures = new float[f];
         var rowTargets = new float[t];
-        var batch = new Batch(batchSize, f, t);
+        var batch = nextBatch?.Invoke() ?? new Batch(batchSize, f, t);
         using var reader = new RowReader(this, null, include);
         int held = 0, n = 0;
         while (reader.MoveNext(rowFeatures, rowTargets, out long label))
@@ -233,6 +240,7 @@ internal sealed class BatchStream
                     batch.Count = n;
                     yield return batch;
                     n = 0;
+                    batch = nextBatch?.Invoke() ?? batch;
                 }
             }
             rowFeatures.CopyTo(features.AsSpan(slot * f, f));
@@ -248,6 +256,7 @@ internal sealed class BatchStream
                 batch.Count = n;
                 yield return batch;
                 n = 0;
+                batch = nextBatch?.Invoke() ?? batch;
             }
         }
         if (n > 0)
@@ -266,33 +275,22 @@ internal sealed class BatchStream
     }
 
     /// <summary>
-    /// <paramref name="source"/>'s batches, read one to two batches ahead on a background thread into a pool of three batches
-    /// (one with the caller, one ready, one being filled). Disposing the enumerator stops the thread and waits for it, so the
-    /// cursor is closed when the caller's loop ends, early or not.
+    /// <paramref name="source"/>'s batches (a pass that fills the batches of <paramref name="pool"/> in turn, so nothing is copied),
+    /// read one to two batches ahead on a background thread (the pool holds three: one with the caller, one ready, one being
+    /// filled). Disposing the enumerator stops the thread and waits for it, so the cursor is closed when the caller's loop ends,
+    /// early or not.
     /// </summary>
-    private IEnumerable<Batch> Prefetched(IEnumerable<Batch> source, int batchSize)
+    private static IEnumerable<Batch> Prefetched(IEnumerable<Batch> source, PrefetchPool pool)
     {
-        const int PoolSize = 3;
-        using var free = new BlockingCollection<Batch>(new ConcurrentQueue<Batch>());
-        using var ready = new BlockingCollection<Batch>(new ConcurrentQueue<Batch>());
-        using var stop = new CancellationTokenSource();
-        for (int i = 0; i < PoolSize; i++)
-            free.Add(new Batch(batchSize, FeatureLength, TargetLength));
+        using var owned = pool;
+        var (free, ready, stop) = (pool.Free, pool.Ready, pool.Stop);
         ExceptionDispatchInfo? failure = null;
         var reader = new Thread(() =>
         {
             try
             {
                 foreach (var batch in source)
-                {
-                    var copy = free.Take(stop.Token);
-                    int n = batch.Count;
-                    batch.Features.AsSpan(0, n * FeatureLength).CopyTo(copy.Features);
-                    batch.Targets.AsSpan(0, n * TargetLength).CopyTo(copy.Targets);
-                    batch.Labels.AsSpan(0, n).CopyTo(copy.Labels);
-                    copy.Count = n;
-                    ready.Add(copy);
-                }
+                    ready.Add(batch);
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
@@ -329,6 +327,32 @@ internal sealed class BatchStream
         {
             stop.Cancel();
             reader.Join();
+        }
+    }
+
+    /// <summary>The batches the background reader fills and the caller releases, and the signal that stops the reader.</summary>
+    private sealed class PrefetchPool : IDisposable
+    {
+        public PrefetchPool(int batchSize, int featureLength, int targetLength)
+        {
+            for (int i = 0; i < 3; i++)
+                Free.Add(new Batch(batchSize, featureLength, targetLength));
+        }
+
+        public BlockingCollection<Batch> Free { get; } = new(new ConcurrentQueue<Batch>());
+
+        public BlockingCollection<Batch> Ready { get; } = new(new ConcurrentQueue<Batch>());
+
+        public CancellationTokenSource Stop { get; } = new();
+
+        /// <summary>The next batch to fill: waits until the caller has released one; throws when the reader is stopped.</summary>
+        public Batch Take() => Free.Take(Stop.Token);
+
+        public void Dispose()
+        {
+            Free.Dispose();
+            Ready.Dispose();
+            Stop.Dispose();
         }
     }
 
@@ -536,10 +560,10 @@ internal sealed class BatchStream
         }
 
         /// <summary>One pass over the cached rows in a permutation drawn from <paramref name="rand"/>.</summary>
-        public IEnumerable<Batch> Read(int batchSize, Random rand)
+        public IEnumerable<Batch> Read(int batchSize, Random rand, Func<Batch>? nextBatch)
         {
             int f = stream.FeatureLength, t = stream.TargetLength;
-            var batch = new Batch(batchSize, f, t);
+            var batch = nextBatch?.Invoke() ?? new Batch(batchSize, f, t);
             int n = 0;
             foreach (int row in Permutation(Count, rand))
             {
@@ -552,6 +576,7 @@ internal sealed class BatchStream
                     batch.Count = n;
                     yield return batch;
                     n = 0;
+                    batch = nextBatch?.Invoke() ?? batch;
                 }
             }
             if (n > 0)
