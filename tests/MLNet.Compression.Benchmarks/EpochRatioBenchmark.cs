@@ -5,7 +5,7 @@ namespace MLNet.Compression.Benchmarks;
 
 /// <summary>
 /// Benchmark mode <c>--epoch-ratio</c> (not a BenchmarkDotNet run): the methods of <see cref="TrainingEpochBenchmarks"/>
-/// called in one process, interleaved round by round (hand-written loop, trainer, trainer without the background batch reader, bare session, data pass), so that load from
+/// called in one process, interleaved round by round (hand-written loop, trainer, trainer without the background batch reader, trainer as before, data passes), so that load from
 /// other work on the machine falls on all of them alike. Prints each one's median seconds per epoch and the ratios to the
 /// hand-written loop (target for the trainer: ≤ 1.1).
 /// </summary>
@@ -23,8 +23,8 @@ public static class EpochRatioBenchmark
         {
             ("hand-written loop, preloaded tensors (baseline)", () => bench.HandWrittenPreloaded()),
             ("NeuralNetworkTrainer.Fit, IdxDataView (ONNX export included)", () => { var r = bench.TrainerFit(); epochOnly.Add(bench.LastTrainerEpochSeconds); return r; }),
-            ("NeuralNetworkTrainer.Fit, batches read on the training thread (PrefetchBatches = false)", () => WithoutPrefetch(bench.TrainerFit)),
-            ("TrainingSession.Run, IdxDataView (bare loop)", () => bench.SessionRun()),
+            ("NeuralNetworkTrainer.Fit, batches read on the training thread (PrefetchBatches = false)", () => Switched(bench.TrainerFit, prefetch: false, share: true)),
+            ("NeuralNetworkTrainer.Fit as before: read on the training thread, torch.tensor clones per batch", () => Switched(bench.TrainerFit, prefetch: false, share: false)),
             ("data only: BatchStream pass + batch tensors sharing the arrays (now), no training", () => bench.DataPass(cloneArrays: false)),
             ("data only: BatchStream pass + torch.tensor(float[]) clones (before), no training", () => bench.DataPass(cloneArrays: true)),
         };
@@ -90,9 +90,10 @@ public static class EpochRatioBenchmark
         return 0;
     }
 
-    private static object WithoutPrefetch(Func<float> run)
+    private static object Switched(Func<float> run, bool prefetch, bool share)
     {
-        TrainingSession.PrefetchBatches = false;
+        TrainingSession.PrefetchBatches = prefetch;
+        BatchStream.Batch.ShareArrays = share;
         try
         {
             return run();
@@ -100,6 +101,7 @@ public static class EpochRatioBenchmark
         finally
         {
             TrainingSession.PrefetchBatches = true;
+            BatchStream.Batch.ShareArrays = true;
         }
     }
 

@@ -121,7 +121,7 @@ internal sealed class TrainingSession
             ShuffleCacheLimitBytes = options.ShuffleCacheLimitBytes,
             ShuffleBufferRows = options.ShuffleBufferRows,
             Cancellation = cancellation,
-            Prefetch = PrefetchBatches,
+            Prefetch = PrefetchBatches && Environment.ProcessorCount > 1, // a core for the reader beside the training thread
         };
         if (stream.ClassCount != model.NumClasses)
             throw new ArgumentOutOfRangeException(nameof(data),
