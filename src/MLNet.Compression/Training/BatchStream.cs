@@ -283,9 +283,9 @@ internal sealed class BatchStream
 
     /// <summary>
     /// <paramref name="source"/>'s batches (a pass that fills the batches of <paramref name="pool"/> in turn, so nothing is copied),
-    /// read one to two batches ahead on a background thread (the pool holds three: one with the caller, one ready, one being
-    /// filled). Disposing the enumerator stops the thread and waits for it, so the cursor is closed when the caller's loop ends,
-    /// early or not.
+    /// read one batch ahead on a background thread: the pool holds two, one with the caller and one being filled (the same two
+    /// batch buffers <see cref="TrainingMemoryEstimate.InputBufferBytes"/> counts; the batch tensors share them). Disposing
+    /// the enumerator stops the thread and waits for it, so the cursor is closed when the caller's loop ends, early or not.
     /// </summary>
     private static IEnumerable<Batch> Prefetched(IEnumerable<Batch> source, PrefetchPool pool)
     {
@@ -342,7 +342,7 @@ internal sealed class BatchStream
     {
         public PrefetchPool(int batchSize, int featureLength, int targetLength)
         {
-            for (int i = 0; i < 3; i++)
+            for (int i = 0; i < 2; i++)
                 Free.Add(new Batch(batchSize, featureLength, targetLength));
         }
 
