@@ -21,6 +21,14 @@ if (args.Contains("--thread-scaling", StringComparer.Ordinal))
     ThreadScalingBenchmark.Run(args);
     return 0;
 }
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --epoch-ratio [--rounds 7]
+//     (trainer epoch vs the hand-written TorchSharp loop, interleaved in one process; prints medians and the ratio; see EpochRatioBenchmark)
+if (args.Length > 0 && args[0] == "--epoch-ratio")
+    return EpochRatioBenchmark.Run(args);
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --weights-hash
+//     (one seeded epoch; prints a SHA-256 of the weights, to compare two builds for bit-identical training)
+if (args.Length > 0 && args[0] == "--weights-hash")
+    return WeightsHash.Run();
 //   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --memory-estimate [--repeats N]
 //     (training memory estimate vs measured, one fresh process per configuration; prints a markdown table)
 //   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --scoring-levers [--rounds 15] [--levers] [--profile DIR] [--save DIR] [--compare DIR] [--wide]

@@ -42,7 +42,8 @@ public sealed class TrainingMemoryEstimate
             ActivationBytesPerBatch = layers.Sum(l => l.Bytes) + (long)batchSize * model.InputLength * element + 3L * batchSize * classes * sizeof(float);
             // While the backward pass runs, the gradient arriving at the widest layer and the one it passes on are alive at once.
             BackwardTransientBytes = 2 * widest * batchSize * element;
-            // The batch read from the data view (managed float[] and labels) and its copy as a tensor, both float32.
+            // Two batches read from the data view (managed float[] and labels): the training step's and the one the background
+            // reader fills (BatchStream.Prefetch); the batch tensors share these arrays.
             InputBufferBytes = 2 * ((long)batchSize * model.InputLength * sizeof(float) + (long)batchSize * sizeof(long));
             // At the end: the weights written back into the model and the optimizer state serialised for the checkpoint.
             WriteBackBytes = ParameterBytes + OptimizerStateBytes;

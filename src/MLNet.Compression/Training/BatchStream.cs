@@ -1,5 +1,10 @@
+using System.Collections.Concurrent;
+using System.Numerics;
+using System.Runtime.ExceptionServices;
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using TorchSharp;
+using static TorchSharp.torch;
 
 namespace MLNet.Compression.Training;
 
@@ -53,6 +58,7 @@ internal sealed class BatchStream
     {
         public Batch(int capacity, int featureLength, int targetLength = 0)
         {
+            FeatureLength = featureLength;
             Features = new float[capacity * featureLength];
             Labels = new long[capacity];
             Targets = new float[capacity * targetLength];
@@ -69,6 +75,28 @@ internal sealed class BatchStream
         public int Capacity { get; }
 
         public int Count { get; internal set; }
+
+        /// <summary>Values per row of <see cref="Features"/>.</summary>
+        public int FeatureLength { get; }
+
+        /// <summary>
+        /// The first <see cref="Count"/> rows of <see cref="Features"/> as a [Count, FeatureLength] float32 tensor on the CPU that
+        /// shares the array's memory (pinned while the tensor lives) instead of copying it (<c>torch.tensor(float[])</c> clones
+        /// the whole array, a large-object allocation per batch). Valid until the stream fills the batch again, i.e. for the step
+        /// that reads it: dispose it (a dispose scope) before asking for the next batch, and copy it to keep it longer.
+        /// </summary>
+        public Tensor FeaturesTensor() => ShareArrays
+            ? torch.frombuffer(Features, ScalarType.Float32, (long)Count * FeatureLength).view(Count, FeatureLength)
+            : tensor(Features, [Capacity, FeatureLength]).narrow(0, 0, Count);
+
+        /// <summary>The first <see cref="Count"/> labels as an int64 tensor sharing <see cref="Labels"/>' memory (as <see cref="FeaturesTensor"/>).</summary>
+        public Tensor LabelsTensor() => ShareArrays ? torch.frombuffer(Labels, ScalarType.Int64, Count) : tensor(Labels, [Capacity]).narrow(0, 0, Count);
+
+        /// <summary>
+        /// Whether <see cref="FeaturesTensor"/> and <see cref="LabelsTensor"/> share the arrays (default true) or clone them as
+        /// <c>torch.tensor</c> does (the way batches were made before); a switch for benchmarks (A/B in one process).
+        /// </summary>
+        internal static bool ShareArrays { get; set; } = true;
     }
 
     /// <summary>
@@ -85,6 +113,14 @@ internal sealed class BatchStream
     /// of a large view can be cancelled too, not only the training steps.
     /// </summary>
     public CancellationToken Cancellation { get; init; }
+
+    /// <summary>
+    /// Whether <see cref="Read"/> fills the next batches on a background thread while the caller works on the current one
+    /// (default false). The batches, their order and the <c>Last*</c> counters are the same either way; each yielded batch
+    /// stays valid until the next one is asked for, as without prefetching, and an exception of the reading thread (a bad
+    /// row, <see cref="Cancellation"/>) is rethrown to the caller after the batches read before it.
+    /// </summary>
+    public bool Prefetch { get; init; }
 
     /// <summary>How the rows of the last (or current) <see cref="Read"/> are ordered.</summary>
     public RowOrder LastOrder { get; private set; }
@@ -123,10 +159,22 @@ internal sealed class BatchStream
     /// </summary>
     public IEnumerable<Batch> Read(int batchSize, Random? rand, Func<DataViewRowId, bool>? include)
     {
+        if (!Prefetch)
+            return ReadInOrder(batchSize, rand, include, null);
+        var pool = new PrefetchPool(batchSize, FeatureLength, TargetLength);
+        return Prefetched(ReadInOrder(batchSize, rand, include, pool.Take), pool);
+    }
+
+    /// <summary>
+    /// One pass; <paramref name="nextBatch"/> (null: one batch reused) gives the batch to fill first and after each one yielded,
+    /// so the background reader can fill batches of its pool without copying them.
+    /// </summary>
+    private IEnumerable<Batch> ReadInOrder(int batchSize, Random? rand, Func<DataViewRowId, bool>? include, Func<Batch>? nextBatch)
+    {
         if (rand is null || data.CanShuffle)
         {
             LastOrder = rand is null ? RowOrder.DataOrder : RowOrder.ShuffledByDataView;
-            return ReadCursor(batchSize, rand, include);
+            return ReadCursor(batchSize, rand, include, nextBatch);
         }
         if (!cacheTooLarge && ShuffleCacheLimitBytes > 0 && (cache is null || !ReferenceEquals(cacheSelection, include)))
         {
@@ -140,15 +188,15 @@ internal sealed class BatchStream
             LastRowsRead = cache.RowsRead;
             LastSkippedNonFinite = cache.SkippedNonFinite;
             LastSkippedMissingLabel = cache.SkippedMissingLabel;
-            return cache.Read(batchSize, rand);
+            return cache.Read(batchSize, rand, nextBatch);
         }
         LastOrder = RowOrder.ShuffleBuffer;
-        return ReadBuffered(batchSize, rand, include);
+        return ReadBuffered(batchSize, rand, include, nextBatch);
     }
 
-    private IEnumerable<Batch> ReadCursor(int batchSize, Random? rand, Func<DataViewRowId, bool>? include)
+    private IEnumerable<Batch> ReadCursor(int batchSize, Random? rand, Func<DataViewRowId, bool>? include, Func<Batch>? nextBatch)
     {
-        var batch = new Batch(batchSize, FeatureLength, TargetLength);
+        var batch = nextBatch?.Invoke() ?? new Batch(batchSize, FeatureLength, TargetLength);
         using var reader = new RowReader(this, rand, include);
         int n = 0;
         while (reader.MoveNext(batch.Features.AsSpan(n * FeatureLength, FeatureLength), batch.Targets.AsSpan(n * TargetLength, TargetLength), out long label))
@@ -159,6 +207,7 @@ internal sealed class BatchStream
                 batch.Count = n;
                 yield return batch;
                 n = 0;
+                batch = nextBatch?.Invoke() ?? batch;
             }
         }
         if (n > 0)
@@ -173,7 +222,7 @@ internal sealed class BatchStream
     /// fill a buffer; each later row takes the place of one drawn uniformly from the buffer, which goes into the batch; at the end
     /// the rest of the buffer follows in a random order.
     /// </summary>
-    private IEnumerable<Batch> ReadBuffered(int batchSize, Random rand, Func<DataViewRowId, bool>? include)
+    private IEnumerable<Batch> ReadBuffered(int batchSize, Random rand, Func<DataViewRowId, bool>? include, Func<Batch>? nextBatch)
     {
         int f = FeatureLength, t = TargetLength, capacity = ShuffleBufferRows;
         var features = new float[(long)capacity * f];
@@ -181,7 +230,7 @@ internal sealed class BatchStream
         var labels = new long[capacity];
         var rowFeatures = new float[f];
         var rowTargets = new float[t];
-        var batch = new Batch(batchSize, f, t);
+        var batch = nextBatch?.Invoke() ?? new Batch(batchSize, f, t);
         using var reader = new RowReader(this, null, include);
         int held = 0, n = 0;
         while (reader.MoveNext(rowFeatures, rowTargets, out long label))
@@ -198,6 +247,7 @@ internal sealed class BatchStream
                     batch.Count = n;
                     yield return batch;
                     n = 0;
+                    batch = nextBatch?.Invoke() ?? batch;
                 }
             }
             rowFeatures.CopyTo(features.AsSpan(slot * f, f));
@@ -213,6 +263,7 @@ internal sealed class BatchStream
                 batch.Count = n;
                 yield return batch;
                 n = 0;
+                batch = nextBatch?.Invoke() ?? batch;
             }
         }
         if (n > 0)
@@ -228,6 +279,88 @@ internal sealed class BatchStream
         features.AsSpan(row * f, f).CopyTo(batch.Features.AsSpan(n * f, f));
         targets.AsSpan(row * t, t).CopyTo(batch.Targets.AsSpan(n * t, t));
         batch.Labels[n] = labels[row];
+    }
+
+    /// <summary>
+    /// <paramref name="source"/>'s batches (a pass that fills the batches of <paramref name="pool"/> in turn, so nothing is copied),
+    /// read one batch ahead on a background thread: the pool holds two, one with the caller and one being filled (the same two
+    /// batch buffers <see cref="TrainingMemoryEstimate.InputBufferBytes"/> counts; the batch tensors share them). Disposing
+    /// the enumerator stops the thread and waits for it, so the cursor is closed when the caller's loop ends, early or not.
+    /// </summary>
+    private static IEnumerable<Batch> Prefetched(IEnumerable<Batch> source, PrefetchPool pool)
+    {
+        using var owned = pool;
+        var (free, ready, stop) = (pool.Free, pool.Ready, pool.Stop);
+        ExceptionDispatchInfo? failure = null;
+        var reader = new Thread(() =>
+        {
+            try
+            {
+                foreach (var batch in source)
+                    ready.Add(batch);
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                // The caller stopped reading.
+            }
+            catch (Exception e)
+            {
+                failure = ExceptionDispatchInfo.Capture(e);
+            }
+            finally
+            {
+                ready.CompleteAdding();
+            }
+        })
+        {
+            IsBackground = true,
+            Name = "BatchStream prefetch",
+        };
+        reader.Start();
+        Batch? held = null;
+        try
+        {
+            while (true)
+            {
+                if (held is not null)
+                    free.Add(held); // the caller asked for the next batch: it is done with this one
+                if (!ready.TryTake(out held, Timeout.Infinite))
+                    break;
+                yield return held;
+            }
+            failure?.Throw();
+        }
+        finally
+        {
+            stop.Cancel();
+            reader.Join();
+        }
+    }
+
+    /// <summary>The batches the background reader fills and the caller releases, and the signal that stops the reader.</summary>
+    private sealed class PrefetchPool : IDisposable
+    {
+        public PrefetchPool(int batchSize, int featureLength, int targetLength)
+        {
+            for (int i = 0; i < 2; i++)
+                Free.Add(new Batch(batchSize, featureLength, targetLength));
+        }
+
+        public BlockingCollection<Batch> Free { get; } = new(new ConcurrentQueue<Batch>());
+
+        public BlockingCollection<Batch> Ready { get; } = new(new ConcurrentQueue<Batch>());
+
+        public CancellationTokenSource Stop { get; } = new();
+
+        /// <summary>The next batch to fill: waits until the caller has released one; throws when the reader is stopped.</summary>
+        public Batch Take() => Free.Take(Stop.Token);
+
+        public void Dispose()
+        {
+            Free.Dispose();
+            Ready.Dispose();
+            Stop.Dispose();
+        }
     }
 
     /// <summary>A uniformly random permutation of 0..<paramref name="count"/>−1 (Fisher–Yates), drawn from <paramref name="rand"/>.</summary>
@@ -347,8 +480,21 @@ internal sealed class BatchStream
 
         private static bool AllFinite(ReadOnlySpan<float> values)
         {
-            foreach (var v in values)
-                if (!float.IsFinite(v))
+            int i = 0;
+            if (Vector.IsHardwareAccelerated && values.Length >= Vector<float>.Count)
+            {
+                // v - v is 0 for a finite v and NaN for NaN or ±infinity; a NaN stays in the sum.
+                var sum = Vector<float>.Zero;
+                for (; i <= values.Length - Vector<float>.Count; i += Vector<float>.Count)
+                {
+                    var v = new Vector<float>(values.Slice(i, Vector<float>.Count));
+                    sum += v - v;
+                }
+                if (!Vector.EqualsAll(sum, Vector<float>.Zero))
+                    return false;
+            }
+            for (; i < values.Length; i++)
+                if (!float.IsFinite(values[i]))
                     return false;
             return true;
         }
@@ -421,10 +567,10 @@ internal sealed class BatchStream
         }
 
         /// <summary>One pass over the cached rows in a permutation drawn from <paramref name="rand"/>.</summary>
-        public IEnumerable<Batch> Read(int batchSize, Random rand)
+        public IEnumerable<Batch> Read(int batchSize, Random rand, Func<Batch>? nextBatch)
         {
             int f = stream.FeatureLength, t = stream.TargetLength;
-            var batch = new Batch(batchSize, f, t);
+            var batch = nextBatch?.Invoke() ?? new Batch(batchSize, f, t);
             int n = 0;
             foreach (int row in Permutation(Count, rand))
             {
@@ -437,6 +583,7 @@ internal sealed class BatchStream
                     batch.Count = n;
                     yield return batch;
                     n = 0;
+                    batch = nextBatch?.Invoke() ?? batch;
                 }
             }
             if (n > 0)

@@ -82,6 +82,15 @@ internal sealed class TrainingSession
     private readonly string stage;
     private readonly CancellationToken cancellation;
 
+    /// <summary>
+    /// Whether the batches are read on a background thread while the current step trains (<see cref="BatchStream.Prefetch"/>);
+    /// default true. Same batches in the same order either way; a switch for benchmarks (A/B in one process).
+    /// </summary>
+    internal static bool PrefetchBatches { get; set; } = true;
+
+    /// <summary>When set, the training steps of every run add their wall-clock breakdown to it (benchmarks only; default null).</summary>
+    internal static StepProfile? Profile { get; set; }
+
     public TrainingSession(MLContext ml, NeuralNetworkOptions options, string stage = "train", CancellationToken cancellation = default)
     {
         this.ml = ml;
@@ -118,6 +127,7 @@ internal sealed class TrainingSession
             ShuffleCacheLimitBytes = options.ShuffleCacheLimitBytes,
             ShuffleBufferRows = options.ShuffleBufferRows,
             Cancellation = cancellation,
+            Prefetch = PrefetchBatches && Environment.ProcessorCount > 1, // a core for the reader beside the training thread
         };
         if (stream.ClassCount != model.NumClasses)
             throw new ArgumentOutOfRangeException(nameof(data),
@@ -187,10 +197,13 @@ internal sealed class TrainingSession
             long correct = 0, rows = 0;
             var rand = options.Shuffle ? new Random(unchecked(seed * 31 + epoch)) : null;
             int stepInEpoch = 0;
+            var profile = Profile;
+            profile?.EpochStarted();
             foreach (var batch in dist is null ? stream.Read(options.BatchSize, rand, trainRows)
                          : dist.Shard(stream.Read(dist.GlobalBatchSize(options.BatchSize), rand, trainRows), options.BatchSize, model.InputLength, stream.TargetLength))
             {
                 stepInEpoch++;
+                profile?.BatchArrived();
                 if (loggedOrder != stream.LastOrder)
                 {
                     loggedOrder = stream.LastOrder;
@@ -199,8 +212,8 @@ internal sealed class TrainingSession
                 cancellation.ThrowIfCancellationRequested(); // within one batch of the request; the caller's model is untouched
                 using (var scope = NewDisposeScope())
                 {
-                    var x = tensor(batch.Features, [batch.Capacity, model.InputLength]).narrow(0, 0, batch.Count).to(device);
-                    var y = tensor(batch.Labels, [batch.Capacity]).narrow(0, 0, batch.Count).to(device);
+                    var x = batch.FeaturesTensor().to(device); // shares the batch's array: no per-batch clone
+                    var y = batch.LabelsTensor().to(device);
                     x = augmenter?.Apply(x, epoch, step) ?? x;
                     if (scaling is not null)
                     {
@@ -251,6 +264,7 @@ internal sealed class TrainingSession
                     correct += head.CorrectCount(logits, y).item<long>();
                     rows += batch.Count;
                 }
+                profile?.StepDone();
                 if ((options.Progress is not null || dist is not null) && step % options.ProgressInterval == 0)
                 {
                     var (progressLoss, progressCorrect, progressRows) = dist?.Totals(lossSum, correct, rows) ?? (lossSum, correct, rows);
@@ -381,8 +395,8 @@ internal sealed class TrainingSession
             if (dist is not null && !dist.Owns(batchIndex++))
                 continue; // each rank evaluates its share; the sums are reduced below
             using var scope = NewDisposeScope();
-            var x = tensor(batch.Features, [batch.Capacity, inputLength]).narrow(0, 0, batch.Count).to(device);
-            var y = tensor(batch.Labels, [batch.Capacity]).narrow(0, 0, batch.Count).to(device);
+            var x = batch.FeaturesTensor().to(device);
+            var y = batch.LabelsTensor().to(device);
             if (scaling is not null)
                 y = scaling.Labels(y);
             if (lowPrecision is not null)
