@@ -127,6 +127,9 @@ public static class MpiRuntime
         Guarded("MPI_Barrier", () => Check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"));
     }
 
+    /// <summary>How long <see cref="Abort"/> waits after printing, before <c>MPI_Abort</c>, for the launcher to forward the message.</summary>
+    private static readonly TimeSpan AbortOutputGrace = TimeSpan.FromMilliseconds(500);
+
     /// <summary>
     /// Ends the whole MPI job: prints <paramref name="message"/> to standard error with this rank's number and calls
     /// <c>MPI_Abort</c>, which terminates every rank; without MPI it ends this process.
@@ -138,6 +141,9 @@ public static class MpiRuntime
         Console.Error.WriteLine($"[rank {rank} of {size}] {message} Aborting the MPI job.");
         Console.Error.Flush();
         Console.Out.Flush();
+        // The launcher forwards each rank's output through its own pipes and drops what it has not forwarded yet when
+        // MPI_Abort tears the job down: give it a moment, so the reason reaches the user (an abort is not a hot path).
+        Thread.Sleep(AbortOutputGrace);
         if (IsInitialized)
             MPI_Abort(MPI_COMM_WORLD, exitCode == 0 ? 1 : exitCode);
         System.Environment.Exit(exitCode == 0 ? 1 : exitCode);
@@ -251,6 +257,7 @@ public static class MpiRuntime
                 "DistributedOptions.CollectiveTimeout: another rank has hung, died or is not running the same training. ";
             Console.Error.WriteLine($"[rank {rank} of {size}] {message}Aborting the MPI job.");
             Console.Error.Flush();
+            Thread.Sleep(AbortOutputGrace);
             if (multipleThreads)
                 MPI_Abort(MPI_COMM_WORLD, 2);
             // Without MPI_THREAD_MULTIPLE, MPI_Abort may not be called from this thread: end this process; the launcher
