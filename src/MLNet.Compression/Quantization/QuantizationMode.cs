@@ -8,7 +8,8 @@ public enum QuantizationMode
 
     /// <summary>
     /// Weights int8 (per-channel symmetric by default), activations quantized at run time
-    /// (DynamicQuantizeLinear + MatMulInteger / ConvInteger). About a quarter of the float32 artifact.
+    /// (each row's own uint8 scale and zero point, one QuantizeLinear along the rows, then MatMulInteger / ConvInteger), so a
+    /// row scores the same alone or in any batch. About a quarter of the float32 artifact.
     /// </summary>
     Int8Dynamic,
 
