@@ -37,6 +37,17 @@ internal sealed class CheckpointAugmentation
         Width = a.Width,
     };
 
+    /// <summary>The augmentation these values describe, built (and checked) by the public factory methods; a broken rule throws their <see cref="ArgumentException"/>.</summary>
+    internal ImageAugmentation ToAugmentation()
+    {
+        var a = ImageAugmentation.Affine(MaxShiftPixels, MaxRotationDegrees, (MinScale, MaxScale));
+        if (ElasticAlpha > 0 || ElasticSigma > 0)
+            a = a.WithElastic(ElasticAlpha, ElasticSigma);
+        if (Channels != 0 || Height != 0 || Width != 0)
+            a = a.WithImageShape(Channels, Height, Width);
+        return a;
+    }
+
     /// <summary>
     /// The augmentation, checked by the same rules as a new one; a bad stored value throws a
     /// <see cref="Training.CheckpointFormatException"/> naming the field (<c>options.augmentation.maxRotationDegrees</c>, ...;
@@ -49,12 +60,7 @@ internal sealed class CheckpointAugmentation
             return null;
         try
         {
-            var a = ImageAugmentation.Affine(c.MaxShiftPixels, c.MaxRotationDegrees, (c.MinScale, c.MaxScale));
-            if (c.ElasticAlpha > 0 || c.ElasticSigma > 0)
-                a = a.WithElastic(c.ElasticAlpha, c.ElasticSigma);
-            if (c.Channels != 0 || c.Height != 0 || c.Width != 0)
-                a = a.WithImageShape(c.Channels, c.Height, c.Width);
-            return a;
+            return c.ToAugmentation();
         }
         catch (ArgumentException e)
         {
@@ -78,12 +84,7 @@ internal sealed class ImageAugmentationJsonConverter : System.Text.Json.Serializ
             return null;
         try
         {
-            var a = ImageAugmentation.Affine(stored.MaxShiftPixels, stored.MaxRotationDegrees, (stored.MinScale, stored.MaxScale));
-            if (stored.ElasticAlpha > 0 || stored.ElasticSigma > 0)
-                a = a.WithElastic(stored.ElasticAlpha, stored.ElasticSigma);
-            if (stored.Channels != 0 || stored.Height != 0 || stored.Width != 0)
-                a = a.WithImageShape(stored.Channels, stored.Height, stored.Width);
-            return a;
+            return stored.ToAugmentation();
         }
         catch (ArgumentException e)
         {
