@@ -81,16 +81,16 @@ internal sealed class EwcState
         var fisher = Fisher.Select(f => (float[])f.Clone()).ToArray();
         var anchor = Anchor.Select(a => (float[])a.Clone()).ToArray();
         int w = fisher.Length - 2, b = fisher.Length - 1;
-        double std = scaling.Std, mean = scaling.Mean;
+        double std = scaling.Std;
         for (int j = 0; j < fisher[w].Length; j++)
         {
             fisher[w][j] = (float)(fisher[w][j] * std * std);
-            anchor[w][j] = (float)(anchor[w][j] / std);
+            anchor[w][j] = scaling.StandardizedWeight(anchor[w][j]);
         }
         for (int j = 0; j < fisher[b].Length; j++)
         {
             fisher[b][j] = (float)(fisher[b][j] * std * std);
-            anchor[b][j] = (float)((anchor[b][j] - mean) / std);
+            anchor[b][j] = scaling.StandardizedBias(anchor[b][j]);
         }
         return new EwcState(fisher, anchor, Tasks);
     }

@@ -69,9 +69,15 @@ internal sealed class TargetScaling
     public void ToStandardized(NetworkModel model)
     {
         var last = OutputLayer(model);
-        last.Weight = last.Weight.Select(w => (float)(w / Std)).ToArray();
-        last.Bias = last.Bias.Select(b => (float)((b - Mean) / Std)).ToArray();
+        last.Weight = last.Weight.Select(StandardizedWeight).ToArray();
+        last.Bias = last.Bias.Select(StandardizedBias).ToArray();
     }
+
+    /// <summary>An output-layer weight in label units, rewritten to standardized units (w / std).</summary>
+    public float StandardizedWeight(float weight) => (float)(weight / Std);
+
+    /// <summary>An output-layer bias in label units, rewritten to standardized units ((b − mean) / std).</summary>
+    public float StandardizedBias(float bias) => (float)((bias - Mean) / Std);
 
     /// <summary>Rewrites the output layer of <paramref name="model"/> (standardized units) back to label units, with new arrays.</summary>
     public void ToLabelUnits(NetworkModel model)
