@@ -160,16 +160,19 @@ internal sealed class BatchStream
     public IEnumerable<Batch> Read(int batchSize, Random? rand, Func<DataViewRowId, bool>? include)
     {
         if (!Prefetch)
-            return ReadInOrder(batchSize, rand, include, null);
+        {
+            var batch = new Batch(batchSize, FeatureLength, TargetLength); // one batch, filled again after each one yielded
+            return ReadInOrder(batchSize, rand, include, () => batch);
+        }
         var pool = new PrefetchPool(batchSize, FeatureLength, TargetLength);
         return Prefetched(ReadInOrder(batchSize, rand, include, pool.Take), pool);
     }
 
     /// <summary>
-    /// One pass; <paramref name="nextBatch"/> (null: one batch reused) gives the batch to fill first and after each one yielded,
-    /// so the background reader can fill batches of its pool without copying them.
+    /// One pass; <paramref name="nextBatch"/> gives the batch to fill first and after each one yielded (the same one again, or
+    /// the next of the background reader's pool, which is then filled without copying).
     /// </summary>
-    private IEnumerable<Batch> ReadInOrder(int batchSize, Random? rand, Func<DataViewRowId, bool>? include, Func<Batch>? nextBatch)
+    private IEnumerable<Batch> ReadInOrder(int batchSize, Random? rand, Func<DataViewRowId, bool>? include, Func<Batch> nextBatch)
     {
         if (rand is null || data.CanShuffle)
         {
@@ -194,9 +197,9 @@ internal sealed class BatchStream
         return ReadBuffered(batchSize, rand, include, nextBatch);
     }
 
-    private IEnumerable<Batch> ReadCursor(int batchSize, Random? rand, Func<DataViewRowId, bool>? include, Func<Batch>? nextBatch)
+    private IEnumerable<Batch> ReadCursor(int batchSize, Random? rand, Func<DataViewRowId, bool>? include, Func<Batch> nextBatch)
     {
-        var batch = nextBatch?.Invoke() ?? new Batch(batchSize, FeatureLength, TargetLength);
+        var batch = nextBatch();
         using var reader = new RowReader(this, rand, include);
         int n = 0;
         while (reader.MoveNext(batch.Features.AsSpan(n * FeatureLength, FeatureLength), batch.Targets.AsSpan(n * TargetLength, TargetLength), out long label))
@@ -207,7 +210,7 @@ internal sealed class BatchStream
                 batch.Count = n;
                 yield return batch;
                 n = 0;
-                batch = nextBatch?.Invoke() ?? batch;
+                batch = nextBatch();
             }
         }
         if (n > 0)
@@ -222,7 +225,7 @@ internal sealed class BatchStream
     /// fill a buffer; each later row takes the place of one drawn uniformly from the buffer, which goes into the batch; at the end
     /// the rest of the buffer follows in a random order.
     /// </summary>
-    private IEnumerable<Batch> ReadBuffered(int batchSize, Random rand, Func<DataViewRowId, bool>? include, Func<Batch>? nextBatch)
+    private IEnumerable<Batch> ReadBuffered(int batchSize, Random rand, Func<DataViewRowId, bool>? include, Func<Batch> nextBatch)
     {
         int f = FeatureLength, t = TargetLength, capacity = ShuffleBufferRows;
         var features = new float[(long)capacity * f];
@@ -230,7 +233,7 @@ internal sealed class BatchStream
         var labels = new long[capacity];
         var rowFeatures = new float[f];
         var rowTargets = new float[t];
-        var batch = nextBatch?.Invoke() ?? new Batch(batchSize, f, t);
+        var batch = nextBatch();
         using var reader = new RowReader(this, null, include);
         int held = 0, n = 0;
         while (reader.MoveNext(rowFeatures, rowTargets, out long label))
@@ -247,7 +250,7 @@ internal sealed class BatchStream
                     batch.Count = n;
                     yield return batch;
                     n = 0;
-                    batch = nextBatch?.Invoke() ?? batch;
+                    batch = nextBatch();
                 }
             }
             rowFeatures.CopyTo(features.AsSpan(slot * f, f));
@@ -263,7 +266,7 @@ internal sealed class BatchStream
                 batch.Count = n;
                 yield return batch;
                 n = 0;
-                batch = nextBatch?.Invoke() ?? batch;
+                batch = nextBatch();
             }
         }
         if (n > 0)
@@ -567,10 +570,10 @@ internal sealed class BatchStream
         }
 
         /// <summary>One pass over the cached rows in a permutation drawn from <paramref name="rand"/>.</summary>
-        public IEnumerable<Batch> Read(int batchSize, Random rand, Func<Batch>? nextBatch)
+        public IEnumerable<Batch> Read(int batchSize, Random rand, Func<Batch> nextBatch)
         {
             int f = stream.FeatureLength, t = stream.TargetLength;
-            var batch = nextBatch?.Invoke() ?? new Batch(batchSize, f, t);
+            var batch = nextBatch();
             int n = 0;
             foreach (int row in Permutation(Count, rand))
             {
@@ -583,7 +586,7 @@ internal sealed class BatchStream
                     batch.Count = n;
                     yield return batch;
                     n = 0;
-                    batch = nextBatch?.Invoke() ?? batch;
+                    batch = nextBatch();
                 }
             }
             if (n > 0)
