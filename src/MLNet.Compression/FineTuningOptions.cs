@@ -136,10 +136,13 @@ public abstract class FineTuningOptions
     /// </summary>
     internal static int EpochsFor(long rows, int batchSize, int stageDefault)
     {
-        long perEpoch = Math.Max(1, (rows + batchSize - 1) / batchSize);
+        long perEpoch = Math.Max(1, StepsPerEpoch(rows, batchSize));
         long needed = (DefaultMinimumSteps + perEpoch - 1) / perEpoch;
         return (int)Math.Max(stageDefault, Math.Min(needed, MaxDefaultEpochs));
     }
+
+    /// <summary>Optimizer steps of one epoch over <paramref name="rows"/> rows (the last batch may be short).</summary>
+    internal static long StepsPerEpoch(long rows, int batchSize) => (rows + batchSize - 1) / batchSize;
 
     /// <summary>Rows of <paramref name="data"/> when the default epochs depend on them (counted with a cursor when the view does not know them); null when <see cref="Epochs"/> is set.</summary>
     internal long? RowsFor(IDataView data) => epochs is null && EpochsFitTheData ? CountRows(data) : null;

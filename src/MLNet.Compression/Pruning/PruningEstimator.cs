@@ -39,7 +39,7 @@ public sealed class PruningEstimator : CompressionStageEstimator<PruningOptions,
         bool endsWithRun = Settings.Schedule.EndsWithRun && Settings.Schedule.Kind == PruningScheduleKind.PolynomialDecay;
         long? rows = endsWithRun ? FineTuningOptions.CountRows(input) : Settings.RowsFor(input); // counted only when needed
         var tuning = Settings.Derive(source.TrainingOptions, rows);
-        var schedule = endsWithRun ? Settings.Schedule.ForRun(StepsPerEpoch(rows!.Value, tuning.BatchSize) * tuning.Epochs) : Settings.Schedule;
+        var schedule = endsWithRun ? Settings.Schedule.ForRun(FineTuningOptions.StepsPerEpoch(rows!.Value, tuning.BatchSize) * tuning.Epochs) : Settings.Schedule;
         log.Info($"Pruning {original.Architecture.Name} ({Settings.Granularity}, {schedule}) of layers " +
                  $"{string.Join(", ", plan.Where(p => p.Pruned).Select(p => p.Layer.Name))}; fine-tuning {tuning.Epochs} epoch(s){(rows is { } n ? $" of {n:N0} rows" : "")} at lr={tuning.LearningRate}.");
 
@@ -146,9 +146,6 @@ public sealed class PruningEstimator : CompressionStageEstimator<PruningOptions,
                 ". Leave at least one layer prunable.", "options");
         return plan;
     }
-
-    /// <summary>Steps in one fine-tuning epoch of <paramref name="rows"/> rows.</summary>
-    private static long StepsPerEpoch(long rows, int batchSize) => (rows + batchSize - 1) / batchSize;
 
     private PruningReport BuildReport(LayerPlan[] plan, NetworkModel pruned, long steps, bool completed, PruningSchedule schedule, IReadOnlyList<string> warnings,
         NeuralNetworkOptions tuning)
