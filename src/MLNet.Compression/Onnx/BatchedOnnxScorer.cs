@@ -105,13 +105,9 @@ internal sealed class BatchedOnnxScorer : IDisposable
         lock (sync)
         {
             ObjectDisposedException.ThrowIf(disposed, this);
-            if (inputBuffer.Length < inLen)
-            {
-                // Pinned (POH) so ONNX Runtime reads and writes them in place; grown only when a bigger block arrives.
+            if (inputBuffer.Length < inLen) // pinned (POH) so ONNX Runtime reads it in place; grown only when a bigger block arrives
                 inputBuffer = GC.AllocateUninitializedArray<float>(checked((int)inLen), pinned: true);
-                for (int k = 0; k < outputBuffers.Length; k++)
-                    outputBuffers[k] = GC.AllocateUninitializedArray<float>(checked(rows * outputWidths[k]), pinned: true);
-            }
+            EnsureOutputBuffers(rows);
             features[..(int)inLen].CopyTo(inputBuffer);
             Run(inputBuffer.AsMemory(0, (int)inLen), rows, directOutput: null);
             CopyOutputs(rows, probabilities[..(int)outLen]);
@@ -138,12 +134,18 @@ internal sealed class BatchedOnnxScorer : IDisposable
                 Run(features.AsMemory(0, (int)inLen), rows, probabilities.AsMemory(0, (int)outLen));
                 return;
             }
-            for (int k = 0; k < outputBuffers.Length; k++)
-                if (outputBuffers[k].Length < rows * outputWidths[k])
-                    outputBuffers[k] = GC.AllocateUninitializedArray<float>(checked(rows * outputWidths[k]), pinned: true);
+            EnsureOutputBuffers(rows);
             Run(features.AsMemory(0, (int)inLen), rows, directOutput: null);
             CopyOutputs(rows, probabilities.AsSpan(0, (int)outLen));
         }
+    }
+
+    /// <summary>Grows the output buffers (pinned, so ONNX Runtime writes them in place) to hold <paramref name="rows"/> rows.</summary>
+    private void EnsureOutputBuffers(int rows)
+    {
+        for (int k = 0; k < outputBuffers.Length; k++)
+            if (outputBuffers[k].Length < rows * outputWidths[k])
+                outputBuffers[k] = GC.AllocateUninitializedArray<float>(checked(rows * outputWidths[k]), pinned: true);
     }
 
     private (long InLength, long OutLength) CheckLengths(int featureLength, int rows, int outputLength)
