@@ -183,7 +183,7 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
             if (carried?.Ewc is { } e && e.Matches(prevNetwork))
                 ewc = e;
             else if (Settings.PreviousData is { } prior)
-                ewc = EwcState.Estimate(prevNetwork, prior, featureName, Settings.EwcFisherRows, seed, scaling);
+                ewc = EwcState.Estimate(prevNetwork, prior, featureName, Settings.EwcFisherRows, seed, scaling, log.Info);
             else
                 throw new ArgumentException(
                     "ContinueTrainingOptions.Strategies includes ElasticWeightConsolidation, but the previous model carries no Fisher information " +
@@ -282,7 +282,7 @@ public sealed class ContinueTrainingEstimator : CompressionStageEstimator<Contin
         // What the next increment needs: EWC adds this task's Fisher information.
         EwcState? nextEwc = null;
         if (ewcOn)
-            nextEwc = EwcState.Combine(ewc, EwcState.Estimate(result.Model, input, featureName, Settings.EwcFisherRows, seed, scaling), Settings.EwcDecay);
+            nextEwc = EwcState.Combine(ewc, EwcState.Estimate(result.Model, input, featureName, Settings.EwcFisherRows, seed, scaling, log.Info), Settings.EwcDecay);
         var state = new IncrementalState(nextMemory, nextEwc, increment);
 
         // The new model, with whatever encoding steps the previous one carries (clustering, quantization) done again.

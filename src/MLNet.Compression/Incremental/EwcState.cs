@@ -120,19 +120,21 @@ internal sealed class EwcState
     /// <paramref name="data"/>, from the model's head's own likelihood (<see cref="Networks.Heads.OutputHead.FisherOutputGradient"/>):
     /// multiclass and binary the empirical-predictive Fisher, the mean over rows of the squared gradient of log p(ŷ | x), ŷ the
     /// model's predicted class (as van de Ven &amp; Tolias compute it); regression the Gaussian likelihood's, in the units of
-    /// <paramref name="scaling"/>. Only the feature column is read, on the CPU. For networks of dense layers
-    /// only, the per-row squared gradients are computed exactly for a whole batch at once (a dense layer's per-row weight
-    /// gradient is the outer product of the output gradient and the input, so its square sums as (g²)ᵀ·(x²)); other
-    /// networks take one backward pass per row.
+    /// <paramref name="scaling"/>. Only the feature column is read, on the CPU. The per-row squared gradients are computed
+    /// exactly for a batch of rows at once (<see cref="EstimateBatched"/>: autograd gives each layer's per-row output gradient,
+    /// the layer's <see cref="ParameterizedLayer.SquaredGradientSums"/> turns it into squared weight gradients); when a layer
+    /// type has no batched form, the whole network takes one backward pass per row (<see cref="EstimatePerRow"/>) and
+    /// <paramref name="log"/> is told why.
     /// </summary>
     public static EwcState Estimate(NetworkModel model, IDataView data, string featureColumnName, int maxRows, int seed,
-        Networks.Heads.TargetScaling? scaling = null)
+        Networks.Heads.TargetScaling? scaling = null, Action<string>? log = null)
     {
         TorchNative.EnsureLoaded();
         var featureColumn = SchemaValidation.FeatureColumn(data.Schema, featureColumnName, model.InputLength);
-        return model.Layers.All(l => l is DenseModelLayer || l.IsIdentityOnFlatInput)
-            ? EstimateDense(model, data, featureColumn, maxRows, seed, scaling)
-            : EstimatePerRow(model, data, featureColumn, maxRows, seed, scaling);
+        if (EstimateBatched(model, data, featureColumn, maxRows, seed, scaling, out var unsupported) is { } batched)
+            return batched;
+        log?.Invoke($"EWC's Fisher information takes one backward pass per row (slower): {unsupported}");
+        return EstimatePerRow(model, data, featureColumn, maxRows, seed, scaling);
     }
 
     /// <summary>One backward pass per row (any network).</summary>
@@ -196,76 +198,101 @@ internal sealed class EwcState
         }
     }
 
-    /// <summary>The exact per-row Fisher diagonal of a dense network, a batch of rows at a time.</summary>
-    internal static EwcState EstimateDense(NetworkModel model, IDataView data, DataViewSchema.Column featureColumn, int maxRows, int seed,
-        Networks.Heads.TargetScaling? scaling = null)
+    /// <summary>
+    /// The exact per-row Fisher diagonal of any network whose weighted layers all have a batched form, a batch of rows at a
+    /// time: the network's own forward (<see cref="TorchNetwork.Forward(Tensor, ILayerInterceptor)"/>) keeps each weighted
+    /// layer's input and pre-activation output, one autograd pass gives the gradient of Σ z · g (g the head's per-row output
+    /// gradient) with respect to every such output, which keeps the rows apart, and each layer's
+    /// <see cref="ParameterizedLayer.SquaredGradientSums"/> sums its rows' squared weight and bias gradients. Returns null, with
+    /// <paramref name="unsupported"/> saying which layer, when a layer type has no batched form. <paramref name="batch"/> rows
+    /// go through at a time (the result does not depend on it beyond rounding).
+    /// </summary>
+    internal static EwcState? EstimateBatched(NetworkModel model, IDataView data, DataViewSchema.Column featureColumn, int maxRows, int seed,
+        Networks.Heads.TargetScaling? scaling, out string? unsupported, int batch = 256)
     {
+        unsupported = null;
         var head = model.Head;
         TorchNative.EnsureLoaded();
-        const int batch = 256;
-        var layers = model.ParameterizedLayers.Cast<DenseModelLayer>().ToArray();
-        using var cursor = data.GetRowCursor([featureColumn], data.CanShuffle ? new Random(seed) : null);
-        var getter = cursor.GetGetter<VBuffer<float>>(featureColumn);
-        VBuffer<float> features = default;
-        var buffer = new float[batch * model.InputLength];
-        int rows = 0;
-        using var scopeAll = NewDisposeScope();
-        var weights = layers.Select(l => tensor(l.Weight, [l.OutFeatures, l.InFeatures])).ToArray();
-        var biases = layers.Select(l => tensor(l.Bias, [l.OutFeatures])).ToArray();
-        var sumW = layers.Select(l => zeros(l.OutFeatures, l.InFeatures)).ToArray();
-        var sumB = layers.Select(l => zeros(l.OutFeatures)).ToArray();
-        while (rows < maxRows)
+        var layers = model.ParameterizedLayers.ToArray();
+        using var net = new TorchNetwork(model);
+        net.LoadWeights(model);
+        net.eval();
+        var sumW = layers.Select(l => zeros(l.WeightShape.Select(d => (long)d).ToArray()).DetachFromDisposeScope()).ToArray();
+        var sumB = layers.Select(l => zeros(l.OutputUnits).DetachFromDisposeScope()).ToArray();
+        try
         {
-            int n = 0;
-            while (n < batch && rows + n < maxRows && cursor.MoveNext())
+            using var cursor = data.GetRowCursor([featureColumn], data.CanShuffle ? new Random(seed) : null);
+            var getter = cursor.GetGetter<VBuffer<float>>(featureColumn);
+            VBuffer<float> features = default;
+            var buffer = new float[batch * model.InputLength];
+            int rows = 0;
+            while (rows < maxRows)
             {
-                getter(ref features);
-                features.CopyTo(buffer.AsSpan(n * model.InputLength, model.InputLength));
-                n++;
+                int n = 0;
+                while (n < batch && rows + n < maxRows && cursor.MoveNext())
+                {
+                    getter(ref features);
+                    features.CopyTo(buffer.AsSpan(n * model.InputLength, model.InputLength));
+                    n++;
+                }
+                if (n == 0)
+                    break;
+                using (var scope = NewDisposeScope())
+                {
+                    var capture = new LayerCapture(layers.Length);
+                    var x = tensor(buffer, [batch, model.InputLength]).narrow(0, 0, n);
+                    var z = net.Forward(x, capture);
+                    // dL/dz of the output for the head's likelihood (softmax: L = -log p(ŷ | x), ŷ = arg max, so softmax(z) - onehot(ŷ)),
+                    // one row per example; autograd carries it back to every weighted layer's output, each row on its own.
+                    var outputGradient = head.FisherOutputGradient(z.detach(), scaling);
+                    var layerGradients = autograd.grad([z], capture.Outputs, [outputGradient]);
+                    using (no_grad())
+                        for (int i = 0; i < layers.Length; i++)
+                        {
+                            if (layers[i].SquaredGradientSums(capture.Inputs[i].detach(), layerGradients[i]) is not { } sums)
+                            {
+                                unsupported = $"layer '{layers[i].Name}' ({layers[i].GetType().Name}) has no batched form (ParameterizedLayer.SquaredGradientSums).";
+                                return null;
+                            }
+                            sumW[i].add_(sums.Weight, Scalars.One);
+                            sumB[i].add_(sums.Bias, Scalars.One);
+                        }
+                }
+                rows += n;
             }
-            if (n == 0)
-                break;
-            using (var scope = NewDisposeScope())
-            using (no_grad())
+            if (rows == 0)
+                throw new ArgumentException("The data for EWC's Fisher information has no rows.", nameof(data));
+            using var inv = (1.0 / rows).ToScalar();
+            var fisher = new float[2 * layers.Length][];
+            var anchor = new float[2 * layers.Length][];
+            for (int i = 0; i < layers.Length; i++)
             {
-                var h = tensor(buffer, [batch, model.InputLength]).narrow(0, 0, n);
-                var inputs = new Tensor[layers.Length];
-                var outputs = new Tensor[layers.Length];
-                for (int i = 0; i < layers.Length; i++)
-                {
-                    inputs[i] = h;
-                    outputs[i] = h.matmul(weights[i].t()).add(biases[i], Scalars.One);
-                    h = layers[i].Activation == Activation.Relu ? nn.functional.relu(outputs[i]) : outputs[i];
-                }
-                // dL/dz of the output for the head's likelihood (softmax: L = -log p(ŷ | x), ŷ = arg max, so softmax(z) - onehot(ŷ)),
-                // one row per example; then back through each layer by hand, keeping the rows apart.
-                var grad = head.FisherOutputGradient(outputs[^1], scaling);
-                for (int i = layers.Length - 1; i >= 0; i--)
-                {
-                    var g2 = grad.square();
-                    sumW[i].add_(g2.t().matmul(inputs[i].square()), Scalars.One);
-                    sumB[i].add_(g2.sum(0L), Scalars.One);
-                    if (i == 0)
-                        break;
-                    var upstream = grad.matmul(weights[i]); // dL/dh of the layer below
-                    grad = layers[i - 1].Activation == Activation.Relu ? upstream.mul(outputs[i - 1].gt(Scalars.Zero).to(ScalarType.Float32)) : upstream;
-                }
+                fisher[2 * i] = TorchNetwork.ToArray(sumW[i].mul_(inv));
+                fisher[2 * i + 1] = TorchNetwork.ToArray(sumB[i].mul_(inv));
+                anchor[2 * i] = (float[])layers[i].Weight.Clone();
+                anchor[2 * i + 1] = (float[])layers[i].Bias.Clone();
             }
-            rows += n;
+            return new EwcState(fisher, anchor, 1);
         }
-        if (rows == 0)
-            throw new ArgumentException("The data for EWC's Fisher information has no rows.", nameof(data));
-        using var inv = (1.0 / rows).ToScalar();
-        var fisher = new float[2 * layers.Length][];
-        var anchor = new float[2 * layers.Length][];
-        for (int i = 0; i < layers.Length; i++)
+        finally
         {
-            fisher[2 * i] = TorchNetwork.ToArray(sumW[i].mul(inv));
-            fisher[2 * i + 1] = TorchNetwork.ToArray(sumB[i].mul(inv));
-            anchor[2 * i] = (float[])layers[i].Weight.Clone();
-            anchor[2 * i + 1] = (float[])layers[i].Bias.Clone();
+            foreach (var s in sumW.Concat(sumB))
+                s.Dispose();
         }
-        return new EwcState(fisher, anchor, 1);
+    }
+
+    /// <summary>Keeps each weighted layer's input and pre-activation output during the network's own forward pass.</summary>
+    private sealed class LayerCapture(int layers) : ILayerInterceptor
+    {
+        public Tensor[] Inputs { get; } = new Tensor[layers];
+
+        public Tensor[] Outputs { get; } = new Tensor[layers];
+
+        public Tensor Input(int index, ParameterizedLayer layer, Tensor value) => Inputs[index] = value;
+
+        public Tensor Weight(int index, ParameterizedLayer layer, Tensor value) => value;
+
+        public Tensor Output(int index, ParameterizedLayer layer, Tensor value) => Outputs[index] = value;
     }
 
     public void Write(Stream stream)

@@ -118,6 +118,26 @@ internal sealed class ConvModelLayer : ParameterizedLayer
     public override Tensor Forward(Tensor input, Tensor weight, Tensor bias) =>
         nn.functional.conv2d(input, weight, bias, strides: [Stride, Stride], padding: [Padding, Padding], dilation: [1, 1], groups: Groups);
 
+    /// <inheritdoc />
+    /// <remarks>
+    /// Per row, the weight gradient is the output gradient [out, positions] times the unfolded input (im2col: [positions,
+    /// in/groups · k · k] per group), so a batched matrix product over rows and groups gives every row's gradient apart; they are
+    /// squared and summed over rows. The bias gradient of a row is its output gradient summed over positions.
+    /// </remarks>
+    public override (Tensor Weight, Tensor Bias)? SquaredGradientSums(Tensor input, Tensor outputGradient)
+    {
+        long n = input.shape[0];
+        long positions = (long)OutputShape[1] * OutputShape[2];
+        long perGroupIn = FanIn;
+        var columns = nn.functional.unfold(input, Kernel, dilation: 1, padding: Padding, stride: Stride)
+            .view(n, Groups, perGroupIn, positions); // [N, G, in/G·k·k, L]
+        var g = outputGradient.reshape(n, Groups, OutChannels / Groups, positions); // [N, G, out/G, L]
+        var perRow = g.matmul(columns.transpose(2, 3)); // [N, G, out/G, in/G·k·k]
+        var weight = perRow.square().sum(0L).view(WeightShape.Select(d => (long)d).ToArray());
+        var bias = outputGradient.reshape(n, OutChannels, positions).sum(2L).square().sum(0L);
+        return (weight, bias);
+    }
+
     /// <summary>
     /// Conv(x, W, b) (NCHW, the layer's stride, padding and groups) for every encoding: the encoding supplies the weight
     /// (float, float16, int8 behind DequantizeLinear, sparse, clustered), the bias and, for int8 static, the quantized input.

@@ -76,6 +76,17 @@ internal sealed class DenseModelLayer : ParameterizedLayer
 
     public override Tensor Forward(Tensor input, Tensor weight, Tensor bias) => nn.functional.linear(input, weight, bias);
 
+    /// <inheritdoc />
+    /// <remarks>
+    /// A row's weight gradient is the outer product gᵀx of its output gradient g [out] and its input x [in], so its square is
+    /// (g²)ᵀ(x²) and the sum over rows is one matrix product of the squared batches; the bias gradient is g itself.
+    /// </remarks>
+    public override (Tensor Weight, Tensor Bias)? SquaredGradientSums(Tensor input, Tensor outputGradient)
+    {
+        var g2 = outputGradient.square();
+        return (g2.t().matmul(input.square()), g2.sum(0L));
+    }
+
     public override ModelLayer Shrink(int[]? keptIn, int[]? keepOwn, out int[]? keptOut)
     {
         if (keptIn is not null && keptIn.Length == 0)

@@ -173,6 +173,15 @@ internal abstract class ParameterizedLayer : ModelLayer
     /// </summary>
     public abstract Tensor Forward(Tensor input, Tensor weight, Tensor bias);
 
+    /// <summary>
+    /// EWC's diagonal Fisher for a batch of rows: given the layer's <paramref name="input"/> (what its module receives, one row
+    /// per example) and each row's gradient with respect to the layer's output before its activation
+    /// (<paramref name="outputGradient"/>, same rows), the sum over the rows of each row's squared gradient of the weight
+    /// (<see cref="WeightShape"/>) and of the bias, computed without mixing rows. Null (the default) when the layer type has no
+    /// batched form: EWC then takes one backward pass per row for the whole network, so a new layer type works without it.
+    /// </summary>
+    public virtual (Tensor Weight, Tensor Bias)? SquaredGradientSums(Tensor input, Tensor outputGradient) => null;
+
     protected void CopyParametersFrom(ParameterizedLayer other)
     {
         Weight = (float[])other.Weight.Clone();

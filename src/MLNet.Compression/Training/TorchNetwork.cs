@@ -16,6 +16,12 @@ internal interface ILayerInterceptor
 
     /// <summary>The weight to use for parameterized layer number <paramref name="index"/> (or <paramref name="value"/> itself).</summary>
     Tensor Weight(int index, ParameterizedLayer layer, Tensor value);
+
+    /// <summary>
+    /// The output of parameterized layer number <paramref name="index"/> before its activation (or <paramref name="value"/> itself,
+    /// the default); EWC's batched Fisher keeps it to take the gradient with respect to it.
+    /// </summary>
+    Tensor Output(int index, ParameterizedLayer layer, Tensor value) => value;
 }
 
 /// <summary>A TorchSharp module built from a <see cref="NetworkModel"/> (each layer creates its own modules); weights copy both ways.</summary>
@@ -71,7 +77,7 @@ internal sealed class TorchNetwork : nn.Module<Tensor, Tensor>
             if (layer is ParameterizedLayer p)
             {
                 var (w, b) = ParametersOf(modules[0]);
-                x = p.Forward(interceptor.Input(k, p, x), interceptor.Weight(k, p, w), b);
+                x = interceptor.Output(k, p, p.Forward(interceptor.Input(k, p, x), interceptor.Weight(k, p, w), b));
                 k++;
                 first = 1;
             }

@@ -339,7 +339,7 @@ public sealed class ContinueTrainingTests : IClassFixture<IncrementFixture>
     {
         var data = Ml.Data.TakeRows(fixture.Second, 300);
         var column = data.Schema["Features"];
-        var batched = EwcState.EstimateDense(fixture.Model.Network, data, column, 200, 3);
+        var batched = EwcState.EstimateBatched(fixture.Model.Network, data, column, 200, 3, null, out _)!;
         var perRow = EwcState.EstimatePerRow(fixture.Model.Network, data, column, 200, 3);
         Assert.Equal(perRow.Fisher.Length, batched.Fisher.Length);
         for (int i = 0; i < perRow.Fisher.Length; i++)
