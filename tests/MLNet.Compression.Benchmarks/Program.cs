@@ -42,6 +42,10 @@ if (args.Length > 0 && args[0] == "--memory-estimate")
 //   (accuracy of 90 % pruning with fine-tuning rules across data sizes; see FineTuneSweep)
 if (args.Length > 0 && args[0] == "--finetune-sweep")
     return MLNet.Compression.Benchmarks.FineTuneSweep.Run(args);
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --ewc-fisher [--rows 1000] [--rounds 3]
+//   (EWC's Fisher information: one backward pass per row vs the batched form, interleaved; see EwcFisherBenchmark)
+if (args.Length > 0 && args[0] == "--ewc-fisher")
+    return EwcFisherBenchmark.Run(args);
 if (args.Length > 0 && args[0] == "--memory-probe")
     return MLNet.Compression.Benchmarks.MemoryEstimateMeasurement.Probe(args);
 var quick = args.Contains("--quick", StringComparer.Ordinal);
