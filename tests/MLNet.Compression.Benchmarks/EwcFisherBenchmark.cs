@@ -24,11 +24,13 @@ public static class EwcFisherBenchmark
 {
     /// <summary>
     /// Runs the mode. Options: <c>--rows N</c> (default 1000), <c>--rounds N</c> (default 3, after one warm-up round),
-    /// <c>--head multiclass|binary|regression</c> (default multiclass), <c>--batch N</c> (rows per batch of the batched form,
+    /// <c>--conv-math</c> (only <see cref="ConvMath"/>), <c>--head multiclass|binary|regression</c> (default multiclass), <c>--batch N</c> (rows per batch of the batched form,
     /// default 256; 1 runs the batched math on the same one-row forward as the per-row pass), <c>--arch lenet5|depthwise</c> (default both).
     /// </summary>
     public static int Run(string[] args)
     {
+        if (args.Contains("--conv-math", StringComparer.Ordinal))
+            return ConvMath(Option(args, "--rounds", 3));
         int rows = Option(args, "--rows", 1000);
         int rounds = Option(args, "--rounds", 3);
         int batch = Option(args, "--batch", 256);
@@ -82,6 +84,47 @@ public static class EwcFisherBenchmark
                 $"| {architecture.Name} | {p:F2} | {q:F2} | {p / q:F1}x | {worst:E1} | {worstL1:E1} |"));
         }
         Console.WriteLine($"Load average after: {BenchmarkSettings.LoadAverage()}");
+        return 0;
+    }
+
+    /// <summary>
+    /// <c>--conv-math</c>: the per-row squared weight gradients of LeNet-5's second convolution (20 → 50 channels, 5×5, on
+    /// 12×12 inputs) for one batch of 256 random rows, as <see cref="ConvModelLayer.SquaredGradientSums"/> computes them
+    /// (im2col + batched matrix product) against a convolution with the batch as groups (input [1, N·C, H, W], the output
+    /// gradients as N·C·O filters), interleaved; checks the two agree.
+    /// </summary>
+    private static int ConvMath(int rounds)
+    {
+        TorchNative.EnsureLoaded();
+        set_num_threads(1);
+        const int n = 256, c = 20, o = 50;
+        var conv = NetworkModel.Create(NetworkArchitecture.LeNet5(), 10).ParameterizedLayers.OfType<ConvModelLayer>().ElementAt(1);
+        random.manual_seed(1);
+        using var x = randn(n, c, 12, 12);
+        using var g = randn(n, o, 8, 8);
+        var unfold = new List<double>();
+        var groups = new List<double>();
+        double difference = 0;
+        for (int round = 0; round <= rounds; round++)
+        {
+            using var scope = NewDisposeScope();
+            var sw = Stopwatch.StartNew();
+            var a = conv.SquaredGradientSums(x, g)!.Value.Weight;
+            double ta = sw.Elapsed.TotalSeconds;
+            sw.Restart();
+            var filters = g.reshape(n, 1, o, 8, 8).expand(n, c, o, 8, 8).reshape(n * c * o, 1, 8, 8);
+            var perRow = nn.functional.conv2d(x.reshape(1, n * c, 12, 12), filters, groups: n * c); // [1, N·C·O, 5, 5]
+            var b = perRow.view(n, c, o, 25).pow(2).sum(0L).transpose(0, 1).reshape(o, c, 5, 5);
+            double tb = sw.Elapsed.TotalSeconds;
+            if (round > 0)
+            {
+                unfold.Add(ta);
+                groups.Add(tb);
+            }
+            difference = a.sub(b).abs().max().item<float>() / (double)a.abs().max().item<float>();
+        }
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"LeNet-5 conv2, 256 rows, 1 thread: im2col + matmul {Median(unfold) * 1000:F1} ms, conv with the batch as groups {Median(groups) * 1000:F1} ms (median of {rounds}); largest difference {difference:E1} of the largest value"));
         return 0;
     }
 

@@ -42,7 +42,7 @@ if (args.Length > 0 && args[0] == "--memory-estimate")
 //   (accuracy of 90 % pruning with fine-tuning rules across data sizes; see FineTuneSweep)
 if (args.Length > 0 && args[0] == "--finetune-sweep")
     return MLNet.Compression.Benchmarks.FineTuneSweep.Run(args);
-//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --ewc-fisher [--rows 1000] [--rounds 3]
+//   dotnet run -c Release --project tests/MLNet.Compression.Benchmarks -- --ewc-fisher [--rows 1000] [--rounds 3] [--head regression] [--batch 1] [--arch lenet5] [--conv-math]
 //   (EWC's Fisher information: one backward pass per row vs the batched form, interleaved; see EwcFisherBenchmark)
 if (args.Length > 0 && args[0] == "--ewc-fisher")
     return EwcFisherBenchmark.Run(args);
