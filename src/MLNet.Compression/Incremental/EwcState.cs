@@ -284,8 +284,10 @@ internal sealed class EwcState
     /// <summary>Keeps each weighted layer's input and pre-activation output during the network's own forward pass.</summary>
     private sealed class LayerCapture(int layers) : ILayerInterceptor
     {
+        /// <summary>Per weighted layer, its input in the last forward pass.</summary>
         public Tensor[] Inputs { get; } = new Tensor[layers];
 
+        /// <summary>Per weighted layer, its output before the activation in the last forward pass.</summary>
         public Tensor[] Outputs { get; } = new Tensor[layers];
 
         public Tensor Input(int index, ParameterizedLayer layer, Tensor value) => Inputs[index] = value;
