@@ -85,18 +85,12 @@ internal sealed class BatchStream
         /// the whole array, a large-object allocation per batch). Valid until the stream fills the batch again, i.e. for the step
         /// that reads it: dispose it (a dispose scope) before asking for the next batch, and copy it to keep it longer.
         /// </summary>
-        public Tensor FeaturesTensor() => ShareArrays
+        public Tensor FeaturesTensor() => BenchmarkHooks.ShareBatchArrays
             ? torch.frombuffer(Features, ScalarType.Float32, (long)Count * FeatureLength).view(Count, FeatureLength)
             : tensor(Features, [Capacity, FeatureLength]).narrow(0, 0, Count);
 
         /// <summary>The first <see cref="Count"/> labels as an int64 tensor sharing <see cref="Labels"/>' memory (as <see cref="FeaturesTensor"/>).</summary>
-        public Tensor LabelsTensor() => ShareArrays ? torch.frombuffer(Labels, ScalarType.Int64, Count) : tensor(Labels, [Capacity]).narrow(0, 0, Count);
-
-        /// <summary>
-        /// Whether <see cref="FeaturesTensor"/> and <see cref="LabelsTensor"/> share the arrays (default true) or clone them as
-        /// <c>torch.tensor</c> does (the way batches were made before); a switch for benchmarks (A/B in one process).
-        /// </summary>
-        internal static bool ShareArrays { get; set; } = true;
+        public Tensor LabelsTensor() => BenchmarkHooks.ShareBatchArrays ? torch.frombuffer(Labels, ScalarType.Int64, Count) : tensor(Labels, [Capacity]).narrow(0, 0, Count);
     }
 
     /// <summary>
