@@ -1,6 +1,5 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Distillation;
 
