@@ -1,6 +1,5 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using MLNet.Compression.Memory;
 using MLNet.Compression.Networks;
 using MLNet.Compression.Onnx;
 using MLNet.Compression.Training;

@@ -23,7 +23,7 @@ public static class EpochRatioBenchmark
         {
             ("hand-written loop, preloaded tensors (baseline)", () => bench.HandWrittenPreloaded()),
             ("NeuralNetworkTrainer.Fit, IdxDataView (ONNX export included)", () => { var r = bench.TrainerFit(); epochOnly.Add(bench.LastTrainerEpochSeconds); return r; }),
-            ("NeuralNetworkTrainer.Fit, batches read on the training thread (PrefetchBatches = false)", () => Switched(bench.TrainerFit, prefetch: false, share: true)),
+            ("NeuralNetworkTrainer.Fit, batches read on the training thread (BenchmarkHooks.PrefetchBatches false)", () => Switched(bench.TrainerFit, prefetch: false, share: true)),
             ("NeuralNetworkTrainer.Fit as before: read on the training thread, torch.tensor clones per batch", () => Switched(bench.TrainerFit, prefetch: false, share: false)),
             ("data only: BatchStream pass + batch tensors sharing the arrays (now), no training", () => bench.DataPass(cloneArrays: false)),
             ("data only: BatchStream pass + torch.tensor(float[]) clones (before), no training", () => bench.DataPass(cloneArrays: true)),
@@ -65,22 +65,13 @@ public static class EpochRatioBenchmark
         var ratios = times[1].Zip(times[0], (t, h) => t / h).ToList();
         Console.WriteLine($"Trainer / hand-written: {Median(times[1]) / hand:F3} (ratio of medians); per-round ratios median {Median(ratios):F3}, " +
                           $"min {ratios.Min():F3}, max {ratios.Max():F3}. Target ≤ 1.1.");
-        // Where the bare loop's time goes (TrainingSession.Profile), with and without the background reader, interleaved.
+        // Where the bare loop's time goes (BenchmarkHooks.Profile), with and without the background reader, interleaved.
         var profiles = new[] { new StepProfile(), new StepProfile() };
         for (int round = 0; round < 3; round++)
             for (int p = 0; p < 2; p++)
             {
-                TrainingSession.Profile = profiles[p];
-                TrainingSession.PrefetchBatches = p == 0;
-                try
-                {
+                using (BenchmarkHooks.Set(prefetchBatches: p == 0, profile: profiles[p]))
                     bench.SessionRun();
-                }
-                finally
-                {
-                    TrainingSession.Profile = null;
-                    TrainingSession.PrefetchBatches = true;
-                }
             }
         for (int p = 0; p < 2; p++)
             Console.WriteLine($"TrainingSession.Run breakdown over 3 epochs, {(p == 0 ? "background reader" : "reading on the training thread")}: " +
@@ -92,17 +83,8 @@ public static class EpochRatioBenchmark
 
     private static object Switched(Func<float> run, bool prefetch, bool share)
     {
-        TrainingSession.PrefetchBatches = prefetch;
-        BatchStream.Batch.ShareArrays = share;
-        try
-        {
+        using (BenchmarkHooks.Set(prefetchBatches: prefetch, shareBatchArrays: share))
             return run();
-        }
-        finally
-        {
-            TrainingSession.PrefetchBatches = true;
-            BatchStream.Batch.ShareArrays = true;
-        }
     }
 
     private static double Median(List<double> values)

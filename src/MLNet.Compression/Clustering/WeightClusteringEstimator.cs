@@ -3,10 +3,8 @@ using System.Text;
 using System.Text.Json.Serialization;
 using Microsoft.ML;
 using MLNet.Compression.Distillation;
-using MLNet.Compression.Memory;
 using MLNet.Compression.Networks;
 using MLNet.Compression.Onnx;
-using TorchSharp;
 using static TorchSharp.torch;
 using MLNet.Compression.Training;
 

@@ -65,33 +65,12 @@ public sealed class MnistOptions
 }
 
 /// <summary>Paths of the four verified, uncompressed MNIST files.</summary>
-public sealed class MnistFiles
+/// <param name="TrainImages">Path of <c>train-images-idx3-ubyte</c> (60,000 images of 28×28).</param>
+/// <param name="TrainLabels">Path of <c>train-labels-idx1-ubyte</c> (60,000 labels).</param>
+/// <param name="TestImages">Path of <c>t10k-images-idx3-ubyte</c> (10,000 images of 28×28).</param>
+/// <param name="TestLabels">Path of <c>t10k-labels-idx1-ubyte</c> (10,000 labels).</param>
+public sealed record MnistFiles(string TrainImages, string TrainLabels, string TestImages, string TestLabels)
 {
-    /// <summary>Creates the set of paths.</summary>
-    /// <param name="trainImages">Path of <c>train-images-idx3-ubyte</c>.</param>
-    /// <param name="trainLabels">Path of <c>train-labels-idx1-ubyte</c>.</param>
-    /// <param name="testImages">Path of <c>t10k-images-idx3-ubyte</c>.</param>
-    /// <param name="testLabels">Path of <c>t10k-labels-idx1-ubyte</c>.</param>
-    public MnistFiles(string trainImages, string trainLabels, string testImages, string testLabels)
-    {
-        TrainImages = trainImages;
-        TrainLabels = trainLabels;
-        TestImages = testImages;
-        TestLabels = testLabels;
-    }
-
-    /// <summary>Path of <c>train-images-idx3-ubyte</c> (60,000 images of 28×28).</summary>
-    public string TrainImages { get; }
-
-    /// <summary>Path of <c>train-labels-idx1-ubyte</c> (60,000 labels).</summary>
-    public string TrainLabels { get; }
-
-    /// <summary>Path of <c>t10k-images-idx3-ubyte</c> (10,000 images of 28×28).</summary>
-    public string TestImages { get; }
-
-    /// <summary>Path of <c>t10k-labels-idx1-ubyte</c> (10,000 labels).</summary>
-    public string TestLabels { get; }
-
     /// <summary>The image file of a split.</summary>
     /// <param name="split">Which split.</param>
     public string ImagesPath(MnistSplit split) => split == MnistSplit.Train ? TrainImages : TestImages;

@@ -1,8 +1,6 @@
 using System.Diagnostics;
 using Microsoft.ML;
-using Microsoft.ML.Data;
 using MLNet.Compression.Networks;
-using static TorchSharp.torch;
 using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Distillation;

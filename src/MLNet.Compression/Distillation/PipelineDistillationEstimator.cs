@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using Microsoft.ML;
 using MLNet.Compression.Pipelines;
-using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Distillation;
 

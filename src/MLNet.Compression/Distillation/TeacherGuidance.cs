@@ -11,48 +11,35 @@ namespace MLNet.Compression.Distillation;
 /// batch. Shared by distillation and by the fine-tuning of pruning and weight clustering when they are given a teacher.
 /// Disposing it deletes the cache.
 /// </summary>
-internal sealed class TeacherGuidance : IDisposable
+internal sealed class TeacherGuidance(IDataView data, string features, string labels, string target, long cacheBytes, TeacherJoin? owned,
+    DistillationOptions options, int classCount) : IDisposable
 {
-    private TeacherJoin? owned;
-    private TeacherScoreKind? seen;
-
-    private TeacherGuidance(IDataView data, string features, string labels, string target, long cacheBytes, TeacherJoin? owned,
-        DistillationOptions options, int classCount)
-    {
-        Data = data;
-        FeatureColumnName = features;
-        LabelColumnName = labels;
-        TargetColumnName = target;
-        CacheBytes = cacheBytes;
-        this.owned = owned;
-        Options = options;
-        ClassCount = classCount;
-        seen = options.TeacherScoreKind == TeacherScoreKind.Auto ? null : options.TeacherScoreKind;
-    }
+    private TeacherJoin? owned = owned;
+    private TeacherScoreKind? seen = options.TeacherScoreKind == TeacherScoreKind.Auto ? null : options.TeacherScoreKind;
 
     /// <summary>The rows to train on: the student's columns under <see cref="FeatureColumnName"/> and <see cref="LabelColumnName"/>, and the teacher's scores.</summary>
-    public IDataView Data { get; }
+    public IDataView Data { get; } = data;
 
     /// <summary>The student's feature column.</summary>
-    public string FeatureColumnName { get; }
+    public string FeatureColumnName { get; } = features;
 
     /// <summary>The student's label column.</summary>
-    public string LabelColumnName { get; }
+    public string LabelColumnName { get; } = labels;
 
     /// <summary>The teacher's score column, read into every batch's targets.</summary>
-    public string TargetColumnName { get; }
+    public string TargetColumnName { get; } = target;
 
     /// <summary>Bytes of the disk cache; 0 when the teacher runs on every batch.</summary>
-    public long CacheBytes { get; }
+    public long CacheBytes { get; } = cacheBytes;
 
     /// <summary>The temperature and weights used.</summary>
-    public DistillationOptions Options { get; }
+    public DistillationOptions Options { get; } = options;
 
     /// <summary>The teacher's score column as the user named it (how Auto decides what it holds for a binary student).</summary>
     public string ScoreColumn { get; init; } = "Score";
 
     /// <summary>The width of the teacher's scores: the number of classes (one for a binary or regression student).</summary>
-    public int ClassCount { get; }
+    public int ClassCount { get; } = classCount;
 
     /// <summary>The student's output head, whose distillation loss <see cref="Loss"/> uses (default: multiclass).</summary>
     public Networks.Heads.OutputHead Head { get; set; } = Networks.Heads.OutputHead.Multiclass;

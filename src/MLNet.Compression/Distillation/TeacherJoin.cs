@@ -1,6 +1,5 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using MLNet.Compression.Training;
 
 namespace MLNet.Compression.Distillation;
 
@@ -11,31 +10,21 @@ namespace MLNet.Compression.Distillation;
 /// <see cref="Data"/> and makes the join <see cref="Ambient"/> while the network trains, so the training finds the scores in
 /// its prepared data instead of running the teacher on rows the student's transforms have already changed.
 /// </summary>
-internal sealed class TeacherJoin : IDisposable
+/// <remarks>Made by <see cref="Create"/>.</remarks>
+internal sealed class TeacherJoin(ITransformer teacher, DistillationOptions options, IDataView data, string scoreColumn, string teacherScoreColumn,
+    long cacheBytes, string? cachePath) : IDisposable
 {
     private static readonly AsyncLocal<TeacherJoin?> ambient = new();
-    private string? cachePath;
-
-    private TeacherJoin(ITransformer teacher, DistillationOptions options, IDataView data, string scoreColumn, string teacherScoreColumn, long cacheBytes,
-        string? cachePath)
-    {
-        Teacher = teacher;
-        Options = options;
-        Data = data;
-        ScoreColumnName = scoreColumn;
-        TeacherScoreColumnName = teacherScoreColumn;
-        CacheBytes = cacheBytes;
-        this.cachePath = cachePath;
-    }
+    private string? cachePath = cachePath;
 
     /// <summary>The join a pipeline stage is training with on this thread (or async flow), or null.</summary>
     public static TeacherJoin? Ambient => ambient.Value;
 
     /// <summary>The teacher.</summary>
-    public ITransformer Teacher { get; }
+    public ITransformer Teacher { get; } = teacher;
 
     /// <summary>How the teacher's scores are blended with the labels.</summary>
-    public DistillationOptions Options { get; }
+    public DistillationOptions Options { get; } = options;
 
     /// <summary>
     /// Whether a network trainer (<see cref="NeuralNetworkTrainer"/>) that finds these scores in its input learns from them
@@ -47,16 +36,16 @@ internal sealed class TeacherJoin : IDisposable
     public TeacherGuidance? Guidance { get; set; }
 
     /// <summary>The rows plus the teacher's scores.</summary>
-    public IDataView Data { get; }
+    public IDataView Data { get; } = data;
 
     /// <summary>The name of the scores in <see cref="Data"/> (not a name the rows had).</summary>
-    public string ScoreColumnName { get; }
+    public string ScoreColumnName { get; } = scoreColumn;
 
     /// <summary>The teacher's own name for its scores (<c>Score</c>).</summary>
-    public string TeacherScoreColumnName { get; }
+    public string TeacherScoreColumnName { get; } = teacherScoreColumn;
 
     /// <summary>Bytes of the disk cache; 0 when the teacher runs as the rows are read.</summary>
-    public long CacheBytes { get; }
+    public long CacheBytes { get; } = cacheBytes;
 
     /// <summary>Set when a training run used these scores (a pipeline stage checks that its student found them).</summary>
     public bool Used { get; set; }

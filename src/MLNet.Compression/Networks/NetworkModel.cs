@@ -4,27 +4,20 @@ namespace MLNet.Compression.Networks;
 /// A network with every size resolved and its weights as plain arrays: what the trainer produces, the compression stages
 /// change, the ONNX exporter writes and the checkpoint stores. The last layer is the dense output layer (logits).
 /// </summary>
-internal sealed class NetworkModel
+/// <remarks>Built by <see cref="Create"/>, <see cref="Clone"/> and <see cref="WithLayers"/>.</remarks>
+internal sealed class NetworkModel(NetworkArchitecture architecture, int numClasses, IReadOnlyList<ModelLayer> layers, Heads.OutputHeadKind headKind)
 {
-    private NetworkModel(NetworkArchitecture architecture, int numClasses, IReadOnlyList<ModelLayer> layers, Heads.OutputHeadKind headKind)
-    {
-        Architecture = architecture;
-        NumClasses = numClasses;
-        Layers = layers;
-        HeadKind = headKind;
-    }
+    public NetworkArchitecture Architecture { get; } = architecture;
 
-    public NetworkArchitecture Architecture { get; }
-
-    public int NumClasses { get; }
+    public int NumClasses { get; } = numClasses;
 
     /// <summary>Which output head the network has (what its last layer's outputs mean); persisted with the model.</summary>
-    public Heads.OutputHeadKind HeadKind { get; }
+    public Heads.OutputHeadKind HeadKind { get; } = headKind;
 
     /// <summary>The output head: losses, ONNX outputs and scoring columns.</summary>
     public Heads.OutputHead Head => Heads.OutputHead.For(HeadKind);
 
-    public IReadOnlyList<ModelLayer> Layers { get; }
+    public IReadOnlyList<ModelLayer> Layers { get; } = layers;
 
     public int[] InputShape => Architecture.InputShape.ToArray();
 

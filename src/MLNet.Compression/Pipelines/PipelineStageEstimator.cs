@@ -2,7 +2,6 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNet.Compression.Distillation;
 using MLNet.Compression.Pipelines;
-using MLNet.Compression.Training;
 
 namespace MLNet.Compression;
 

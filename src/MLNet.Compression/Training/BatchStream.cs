@@ -85,18 +85,12 @@ internal sealed class BatchStream
         /// the whole array, a large-object allocation per batch). Valid until the stream fills the batch again, i.e. for the step
         /// that reads it: dispose it (a dispose scope) before asking for the next batch, and copy it to keep it longer.
         /// </summary>
-        public Tensor FeaturesTensor() => ShareArrays
+        public Tensor FeaturesTensor() => BenchmarkHooks.ShareBatchArrays
             ? torch.frombuffer(Features, ScalarType.Float32, (long)Count * FeatureLength).view(Count, FeatureLength)
             : tensor(Features, [Capacity, FeatureLength]).narrow(0, 0, Count);
 
         /// <summary>The first <see cref="Count"/> labels as an int64 tensor sharing <see cref="Labels"/>' memory (as <see cref="FeaturesTensor"/>).</summary>
-        public Tensor LabelsTensor() => ShareArrays ? torch.frombuffer(Labels, ScalarType.Int64, Count) : tensor(Labels, [Capacity]).narrow(0, 0, Count);
-
-        /// <summary>
-        /// Whether <see cref="FeaturesTensor"/> and <see cref="LabelsTensor"/> share the arrays (default true) or clone them as
-        /// <c>torch.tensor</c> does (the way batches were made before); a switch for benchmarks (A/B in one process).
-        /// </summary>
-        internal static bool ShareArrays { get; set; } = true;
+        public Tensor LabelsTensor() => BenchmarkHooks.ShareBatchArrays ? torch.frombuffer(Labels, ScalarType.Int64, Count) : tensor(Labels, [Capacity]).narrow(0, 0, Count);
     }
 
     /// <summary>
@@ -199,12 +193,29 @@ internal sealed class BatchStream
 
     private IEnumerable<Batch> ReadCursor(int batchSize, Random? rand, Func<DataViewRowId, bool>? include, Func<Batch> nextBatch)
     {
-        var batch = nextBatch();
         using var reader = new RowReader(this, rand, include);
-        int n = 0;
-        while (reader.MoveNext(batch.Features.AsSpan(n * FeatureLength, FeatureLength), batch.Targets.AsSpan(n * TargetLength, TargetLength), out long label))
+        foreach (var batch in Batches(batchSize, nextBatch, (batch, n) =>
         {
+            if (!reader.MoveNext(batch.Features.AsSpan(n * FeatureLength, FeatureLength), batch.Targets.AsSpan(n * TargetLength, TargetLength), out long label))
+                return false;
             batch.Labels[n] = label;
+            return true;
+        }))
+            yield return batch;
+    }
+
+    /// <summary>
+    /// The rows of one pass grouped into batches of <paramref name="batchSize"/> (the last one may be smaller):
+    /// <paramref name="writeRow"/> writes the pass's next row into row n of the batch, or returns false at the end of the pass.
+    /// A full batch is yielded first; only then does <paramref name="nextBatch"/> give the batch to fill next (with prefetching
+    /// that may wait until the caller gives one back).
+    /// </summary>
+    private static IEnumerable<Batch> Batches(int batchSize, Func<Batch> nextBatch, Func<Batch, int, bool> writeRow)
+    {
+        var batch = nextBatch();
+        int n = 0;
+        while (writeRow(batch, n))
+        {
             if (++n == batchSize)
             {
                 batch.Count = n;
@@ -227,15 +238,32 @@ internal sealed class BatchStream
     /// </summary>
     private IEnumerable<Batch> ReadBuffered(int batchSize, Random rand, Func<DataViewRowId, bool>? include, Func<Batch> nextBatch)
     {
-        int f = FeatureLength, t = TargetLength, capacity = ShuffleBufferRows;
-        var features = new float[(long)capacity * f];
-        var targets = new float[(long)capacity * t];
+        int capacity = ShuffleBufferRows;
+        var features = new float[(long)capacity * FeatureLength];
+        var targets = new float[(long)capacity * TargetLength];
         var labels = new long[capacity];
+        using var slots = ShuffleBufferOrder(rand, include, features, targets, labels).GetEnumerator();
+        foreach (var batch in Batches(batchSize, nextBatch, (batch, n) =>
+        {
+            if (!slots.MoveNext())
+                return false;
+            Copy(slots.Current, features, targets, labels, batch, n);
+            return true;
+        }))
+            yield return batch;
+    }
+
+    /// <summary>
+    /// The buffer slots of <see cref="ReadBuffered"/> in the order their rows leave the buffer. The caller copies a yielded
+    /// slot's row out before asking for the next slot, which may write a new row into it.
+    /// </summary>
+    private IEnumerable<int> ShuffleBufferOrder(Random rand, Func<DataViewRowId, bool>? include, float[] features, float[] targets, long[] labels)
+    {
+        int f = FeatureLength, t = TargetLength, capacity = labels.Length;
         var rowFeatures = new float[f];
         var rowTargets = new float[t];
-        var batch = nextBatch();
         using var reader = new RowReader(this, null, include);
-        int held = 0, n = 0;
+        int held = 0;
         while (reader.MoveNext(rowFeatures, rowTargets, out long label))
         {
             int slot;
@@ -244,36 +272,14 @@ internal sealed class BatchStream
             else
             {
                 slot = rand.Next(capacity);
-                Copy(slot, features, targets, labels, batch, n);
-                if (++n == batchSize)
-                {
-                    batch.Count = n;
-                    yield return batch;
-                    n = 0;
-                    batch = nextBatch();
-                }
+                yield return slot;
             }
             rowFeatures.CopyTo(features.AsSpan(slot * f, f));
             rowTargets.CopyTo(targets.AsSpan(slot * t, t));
             labels[slot] = label;
         }
-        var rest = Permutation(held, rand);
-        foreach (int slot in rest)
-        {
-            Copy(slot, features, targets, labels, batch, n);
-            if (++n == batchSize)
-            {
-                batch.Count = n;
-                yield return batch;
-                n = 0;
-                batch = nextBatch();
-            }
-        }
-        if (n > 0)
-        {
-            batch.Count = n;
-            yield return batch;
-        }
+        foreach (int slot in Permutation(held, rand))
+            yield return slot;
     }
 
     private void Copy(int row, float[] features, float[] targets, long[] labels, Batch batch, int n)
@@ -573,27 +579,20 @@ internal sealed class BatchStream
         public IEnumerable<Batch> Read(int batchSize, Random rand, Func<Batch> nextBatch)
         {
             int f = stream.FeatureLength, t = stream.TargetLength;
-            var batch = nextBatch();
-            int n = 0;
-            foreach (int row in Permutation(Count, rand))
+            var order = Permutation(Count, rand);
+            int next = 0;
+            foreach (var batch in Batches(batchSize, nextBatch, (batch, n) =>
             {
+                if (next == order.Length)
+                    return false;
+                int row = order[next++];
                 int chunk = row / chunkRows, within = row % chunkRows;
                 features[chunk].AsSpan(within * f, f).CopyTo(batch.Features.AsSpan(n * f, f));
                 targets[chunk].AsSpan(within * t, t).CopyTo(batch.Targets.AsSpan(n * t, t));
-                batch.Labels[n] = labels[chunk][row % chunkRows];
-                if (++n == batchSize)
-                {
-                    batch.Count = n;
-                    yield return batch;
-                    n = 0;
-                    batch = nextBatch();
-                }
-            }
-            if (n > 0)
-            {
-                batch.Count = n;
+                batch.Labels[n] = labels[chunk][within];
+                return true;
+            }))
                 yield return batch;
-            }
         }
     }
 

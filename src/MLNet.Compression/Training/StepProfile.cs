@@ -3,7 +3,7 @@ using System.Diagnostics;
 namespace MLNet.Compression.Training;
 
 /// <summary>
-/// A wall-clock breakdown of training epochs for benchmarks (<see cref="TrainingSession.Profile"/>; off unless set): the time the
+/// A wall-clock breakdown of training epochs for benchmarks (<see cref="BenchmarkHooks.Profile"/>; off unless set): the time the
 /// training thread waited for the next batch, and the time of the steps themselves (tensors, forward, loss, backward, optimizer,
 /// bookkeeping). Not thread-safe: one training at a time.
 /// </summary>

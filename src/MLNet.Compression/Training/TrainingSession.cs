@@ -82,15 +82,6 @@ internal sealed class TrainingSession
     private readonly string stage;
     private readonly CancellationToken cancellation;
 
-    /// <summary>
-    /// Whether the batches are read on a background thread while the current step trains (<see cref="BatchStream.Prefetch"/>);
-    /// default true. Same batches in the same order either way; a switch for benchmarks (A/B in one process).
-    /// </summary>
-    internal static bool PrefetchBatches { get; set; } = true;
-
-    /// <summary>When set, the training steps of every run add their wall-clock breakdown to it (benchmarks only; default null).</summary>
-    internal static StepProfile? Profile { get; set; }
-
     public TrainingSession(MLContext ml, NeuralNetworkOptions options, string stage = "train", CancellationToken cancellation = default)
     {
         this.ml = ml;
@@ -127,7 +118,7 @@ internal sealed class TrainingSession
             ShuffleCacheLimitBytes = options.ShuffleCacheLimitBytes,
             ShuffleBufferRows = options.ShuffleBufferRows,
             Cancellation = cancellation,
-            Prefetch = PrefetchBatches && Environment.ProcessorCount > 1, // a core for the reader beside the training thread
+            Prefetch = BenchmarkHooks.PrefetchBatches && Environment.ProcessorCount > 1, // a core for the reader beside the training thread
         };
         if (stream.ClassCount != model.NumClasses)
             throw new ArgumentOutOfRangeException(nameof(data),
@@ -197,7 +188,7 @@ internal sealed class TrainingSession
             long correct = 0, rows = 0;
             var rand = options.Shuffle ? new Random(unchecked(seed * 31 + epoch)) : null;
             int stepInEpoch = 0;
-            var profile = Profile;
+            var profile = BenchmarkHooks.Profile;
             profile?.EpochStarted();
             foreach (var batch in dist is null ? stream.Read(options.BatchSize, rand, trainRows)
                          : dist.Shard(stream.Read(dist.GlobalBatchSize(options.BatchSize), rand, trainRows), options.BatchSize, model.InputLength, stream.TargetLength))

@@ -165,16 +165,8 @@ public sealed class BatchPrefetchTests
             var model = NetworkModel.Create(NetworkArchitecture.Mlp(16).ForFeatures(data.Schema, "Features"), 3);
             NeuralNetworkTrainer.InitializeWeights(model, 9);
             var session = new TrainingSession(ml, options);
-            bool before = TrainingSession.PrefetchBatches;
-            TrainingSession.PrefetchBatches = prefetch;
-            try
-            {
+            using (BenchmarkHooks.Set(prefetchBatches: prefetch))
                 return session.Run(data, model, 9).Model;
-            }
-            finally
-            {
-                TrainingSession.PrefetchBatches = before;
-            }
         }
         var plain = Train(false);
         var prefetched = Train(true);

@@ -1,5 +1,4 @@
 using Microsoft.ML;
-using Microsoft.ML.Data;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -15,24 +14,11 @@ namespace MLNet.Compression.Networks.Heads;
 /// statistics of the data it is given. Rewriting the last layer by one positive factor keeps its zeros (pruning masks) and
 /// the equality of its shared weights (clustering).
 /// </summary>
-internal sealed class TargetScaling
+/// <param name="Mean">Mean of the finite labels.</param>
+/// <param name="Std">Standard deviation of the finite labels (1 when they are all equal).</param>
+/// <param name="Rows">Rows whose label was counted.</param>
+internal sealed record TargetScaling(double Mean, double Std, long Rows)
 {
-    private TargetScaling(double mean, double std, long rows)
-    {
-        Mean = mean;
-        Std = std;
-        Rows = rows;
-    }
-
-    /// <summary>Mean of the finite labels.</summary>
-    public double Mean { get; }
-
-    /// <summary>Standard deviation of the finite labels (1 when they are all equal).</summary>
-    public double Std { get; }
-
-    /// <summary>Rows whose label was counted.</summary>
-    public long Rows { get; }
-
     /// <summary>
     /// Reads the Single column <paramref name="label"/> of <paramref name="data"/> once (only that column) and returns its
     /// mean and standard deviation over the finite values; throws when there is none.
