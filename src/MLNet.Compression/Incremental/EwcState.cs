@@ -137,16 +137,31 @@ internal sealed class EwcState
         return EstimatePerRow(model, data, featureColumn, maxRows, seed, scaling);
     }
 
+    /// <summary>The model's network in TorchSharp with its weights loaded, in evaluation mode (the caller disposes it).</summary>
+    private static TorchNetwork EvaluationNetwork(NetworkModel model)
+    {
+        TorchNative.EnsureLoaded();
+        var net = new TorchNetwork(model);
+        try
+        {
+            net.LoadWeights(model);
+            net.eval();
+            return net;
+        }
+        catch
+        {
+            net.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>One backward pass per row (any network).</summary>
     internal static EwcState EstimatePerRow(NetworkModel model, IDataView data, DataViewSchema.Column featureColumn, int maxRows, int seed,
         Networks.Heads.TargetScaling? scaling = null)
     {
         var head = model.Head;
-        TorchNative.EnsureLoaded();
         var layers = model.ParameterizedLayers.ToArray();
-        using var net = new TorchNetwork(model);
-        net.LoadWeights(model);
-        net.eval();
+        using var net = EvaluationNetwork(model);
         var parameters = net.ParameterizedModules.SelectMany(m =>
         {
             var (w, b) = TorchNetwork.ParametersOf(m.Module);
@@ -212,11 +227,8 @@ internal sealed class EwcState
     {
         unsupported = null;
         var head = model.Head;
-        TorchNative.EnsureLoaded();
         var layers = model.ParameterizedLayers.ToArray();
-        using var net = new TorchNetwork(model);
-        net.LoadWeights(model);
-        net.eval();
+        using var net = EvaluationNetwork(model);
         var sumW = layers.Select(l => zeros(l.WeightShape.Select(d => (long)d).ToArray()).DetachFromDisposeScope()).ToArray();
         var sumB = layers.Select(l => zeros(l.OutputUnits).DetachFromDisposeScope()).ToArray();
         try
