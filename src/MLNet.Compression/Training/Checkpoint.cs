@@ -123,6 +123,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                 WriteFloats(s, layer.Weight);
                 WriteFloats(s, layer.Bias);
             }
+        BatchNormFolding.WriteState(zip, cp.Network);
         if (cp.OptimizerState is { } state)
             using (var s = zip.CreateEntry(OptimizerEntry, CompressionLevel.Fastest).Open())
                 s.Write(state);
@@ -210,6 +211,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
             if (s.ReadByte() != -1)
                 throw Fault(WeightsEntry, "length", $"holds more than the {weightBytes} bytes its zip entry declares");
         }
+        BatchNormFolding.ReadState(zip, network);
 
         byte[]? state = null;
         if (zip.GetEntry(OptimizerEntry) is { } opt)
