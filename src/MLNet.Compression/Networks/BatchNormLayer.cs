@@ -268,6 +268,17 @@ internal static class BatchNormFolding
         return model.WithLayers(layers);
     }
 
+    /// <summary>
+    /// The sizes of <paramref name="layer"/>'s trained tensors in the order of its module's parameters (weight and bias; γ and
+    /// β for a normalization): what the optimizer state holds for it.
+    /// </summary>
+    public static IEnumerable<long> TrainedTensorSizes(ModelLayer layer) => layer switch
+    {
+        ParameterizedLayer p => [p.WeightCount, p.OutputUnits],
+        BatchNormModelLayer bn => [bn.Channels, bn.Channels],
+        _ => [],
+    };
+
     /// <summary>Checkpoint entry of the <see cref="IStatefulLayer"/> values (float32, layer order), present only when the model has such layers.</summary>
     public const string StateEntry = "layer_state.bin";
 

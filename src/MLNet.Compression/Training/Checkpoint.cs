@@ -216,7 +216,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
         byte[]? state = null;
         if (zip.GetEntry(OptimizerEntry) is { } opt)
         {
-            var sizes = weighted.SelectMany(l => new long[] { l.WeightCount, l.OutputUnits }).ToArray();
+            var sizes = network.Layers.SelectMany(BatchNormFolding.TrainedTensorSizes).ToArray();
             long max = ParameterOptimizer.MaxStateBytes(sizes);
             if (doc.Optimizer?.Bytes is { } declaredBytes && declaredBytes != opt.Length)
                 throw Fault(JsonEntry, "optimizer.bytes", $"is {declaredBytes} but optimizer.bin holds {opt.Length} bytes");
