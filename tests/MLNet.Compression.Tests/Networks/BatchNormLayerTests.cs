@@ -3,6 +3,7 @@ using Microsoft.ML;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using MLNet.Compression.Clustering;
+using MLNet.Compression.Incremental;
 using MLNet.Compression.Networks;
 using MLNet.Compression.Onnx;
 using MLNet.Compression.Onnx.Proto;
@@ -201,6 +202,17 @@ public class BatchNormLayerTests(ITestOutputHelper output)
         Assert.True(int8Metrics.MicroAccuracy > metrics.MicroAccuracy - 0.02, $"int8 static {int8Metrics.MicroAccuracy:F4} vs float32 {metrics.MicroAccuracy:F4}");
         AssertRoundTrips(ml, int8, train, test, "int8 static");
 
+        // Quantization-aware training fake-quantizes the unfolded weights per channel; folding scales each output channel by one
+        // factor, so the exported (folded, then quantized) int8 weights are those QAT saw, scaled.
+        using var qat = ml.Compression().Quantize(model, new QuantizationOptions { Mode = QuantizationMode.Int8Static, QuantizationAwareTraining = true, QatEpochs = 1 }).Fit(train);
+        var qatMetrics = ml.MulticlassClassification.Evaluate(qat.Transform(test));
+        output.WriteLine($"int8 static QAT test accuracy {qatMetrics.MicroAccuracy:F4}");
+        Assert.True(qatMetrics.MicroAccuracy > metrics.MicroAccuracy - 0.02, $"int8 static QAT {qatMetrics.MicroAccuracy:F4} vs float32 {metrics.MicroAccuracy:F4}");
+
+        // Clustering is refused before any work, naming the layer.
+        var refused = Assert.Throws<NotSupportedException>(() => ml.Compression().ClusterWeights(model, new WeightClusteringOptions { ClusterCount = 8, Epochs = 1 }).Fit(train).Dispose());
+        Assert.Contains("Layer 'bn1'", refused.Message);
+
         // Structured pruning removes units of a dense layer and the same channels of its normalization.
         using var slim = ml.Compression().Prune(model, new PruningOptions { Granularity = PruningGranularity.StructuredNeurons, Epochs = 1 }).Fit(train);
         var dense = slim.Network.ParameterizedLayers.First();
@@ -266,6 +278,10 @@ public class BatchNormLayerTests(ITestOutputHelper output)
             Assert.Equal(before[i].State, after[i].State);
         Assert.Equal(OnnxExporter.Export(model.Network), OnnxExporter.Export(restored.Network));
         Scoring.AssertIdentical(expected, Scoring.Read(restored.Transform(test)));
+        // Training goes on from the restored statistics and optimizer state.
+        using var continued = ml.Compression().ContinueTraining(restored, new ContinueTrainingOptions { Epochs = 1 }).Fit(train);
+        var accuracy = ml.MulticlassClassification.Evaluate(continued.Transform(test)).MicroAccuracy;
+        Assert.True(accuracy > 0.8, $"{what}: accuracy {accuracy:F4} after continued training");
         output.WriteLine($"{what}: save/load and checkpoint scores identical on {expected.Labels.Length} rows");
     }
 }
