@@ -4,6 +4,7 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using MLNet.Compression.Clustering;
 using MLNet.Compression.Incremental;
+using MLNet.Compression.Memory;
 using MLNet.Compression.Networks;
 using MLNet.Compression.Onnx;
 using MLNet.Compression.Onnx.Proto;
@@ -242,7 +243,7 @@ public class BatchNormLayerTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void LowerPrecisionTrainingRefusesBatchNorm()
+    public void LowerPrecisionTrainingRefusesBatchNorm_AndAMemoryBudgetKeepsFloat32()
     {
         var ml = new MLContext(seed: 3);
         var train = ml.Data.TakeRows(TestMnist.LoadTrain(ml), 200);
@@ -252,6 +253,20 @@ public class BatchNormLayerTests(ITestOutputHelper output)
         }).Fit(train).Dispose());
         Assert.Contains("Layer 'bn1'", e.Message);
         Assert.Contains("Float32", e.Message);
+
+        // A memory budget that would pick bfloat16 for the same network without normalization keeps float32 with it.
+        var plain = new NetworkArchitecture("LeNet", [1, 28, 28], [new Conv2dLayer(6, 5), new MaxPool2dLayer(2), new Conv2dLayer(16, 5), new MaxPool2dLayer(2), new FlattenLayer(), new DenseLayer(64)]);
+        long budget = MemoryReport.Estimate(plain, 10, 32, OptimizerKind.Adam, TrainingPrecision.Float32, 0.9).TotalBytes;
+        var options = new NeuralNetworkOptions
+        {
+            Architecture = plain, Epochs = 1, BatchSize = 256, Device = TrainingDevice.Cpu, MemoryBudgetBytes = budget, AllowLowerPrecisionForBudget = true,
+        };
+        Assert.Equal(TrainingPrecision.BFloat16, MemoryBudget.Choose(options, 10)!.Options.Precision);
+        options.Architecture = LeNetLike();
+        var choice = MemoryBudget.Choose(options, 10)!;
+        Assert.Equal(TrainingPrecision.Float32, choice.Options.Precision);
+        Assert.InRange(choice.Options.BatchSize, 1, 255);
+        using var model = ml.Compression().NeuralNetwork(options).Fit(train); // no budget-chosen bfloat16 to refuse: it trains
     }
 
     /// <summary>
