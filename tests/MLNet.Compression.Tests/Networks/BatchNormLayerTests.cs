@@ -227,6 +227,33 @@ public class BatchNormLayerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void EarlyStoppingKeepsTheBestEpochsStatistics()
+    {
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.TakeRows(TestMnist.LoadTrain(ml), 1000);
+        var test = ml.Data.TakeRows(TestMnist.LoadTest(ml), 300);
+        NeuralNetworkOptions Options(int epochs) => new()
+        {
+            Architecture = Mlp(), Epochs = epochs, BatchSize = 64, LearningRate = 0.01, ValidationFraction = 0.2, EarlyStoppingPatience = 2,
+            Device = TrainingDevice.Cpu, Seed = 3,
+        };
+        using var stopped = ml.Compression().NeuralNetwork(Options(30)).Fit(train);
+        var history = stopped.TrainingHistory;
+        output.WriteLine(string.Join("\n", history));
+        Assert.True(history.Count < 30, "Early stopping never triggered.");
+        int bestEpoch = history[^3].Epoch;
+        Assert.Equal(history.Max(e => e.ValidationAccuracy!.Value), history[^3].ValidationAccuracy!.Value);
+        // The same run stopped by its epoch count at the best epoch: the same weights and the same running statistics, so the
+        // same scores (the later epochs' statistics would not be).
+        using var reference = ml.Compression().NeuralNetwork(Options(bestEpoch)).Fit(train);
+        var stoppedBn = stopped.Network.Layers.OfType<BatchNormModelLayer>().ToArray();
+        var referenceBn = reference.Network.Layers.OfType<BatchNormModelLayer>().ToArray();
+        for (int i = 0; i < stoppedBn.Length; i++)
+            Assert.Equal(referenceBn[i].State, stoppedBn[i].State);
+        Scoring.AssertIdentical(Scoring.Read(reference.Transform(test)), Scoring.Read(stopped.Transform(test)));
+    }
+
+    [Fact]
     public void LeNetLikeConvNetWithBatchNormTrainsOnMnist()
     {
         var ml = new MLContext(seed: 2);
