@@ -296,7 +296,7 @@ internal static class BatchNormFolding
     }
 
     /// <summary>Reads the values of <paramref name="model"/>'s stateful layers back from <paramref name="zip"/>.</summary>
-    /// <exception cref="CheckpointException">The entry is missing or has the wrong length.</exception>
+    /// <exception cref="Training.CheckpointFormatException">The entry is missing or has the wrong length (the checkpoint reader adds the file's path).</exception>
     public static void ReadState(ZipArchive zip, NetworkModel model)
     {
         var stateful = model.Layers.OfType<IStatefulLayer>().ToArray();
@@ -304,9 +304,9 @@ internal static class BatchNormFolding
             return;
         long need = stateful.Sum(l => l.State.Sum(a => (long)a.Length)) * sizeof(float);
         var entry = zip.GetEntry(StateEntry)
-            ?? throw new CheckpointException($"The checkpoint's '{StateEntry}' is missing, but its architecture has batch normalization, whose statistics it holds.", StateEntry, null);
+            ?? throw Training.Checkpoint.Fault(StateEntry, null, "is missing, but the architecture has batch normalization, whose statistics it holds");
         if (entry.Length != need)
-            throw new CheckpointException($"The checkpoint's '{StateEntry}' is {entry.Length} bytes, but the architecture's batch normalizations need exactly {need}.", StateEntry, "length");
+            throw Training.Checkpoint.Fault(StateEntry, "length", $"is {entry.Length} bytes, but the architecture's batch normalizations need exactly {need}");
         using var s = new BinaryReader(entry.Open());
         foreach (var layer in stateful)
             layer.State = layer.State.Select(a => Enumerable.Range(0, a.Length).Select(_ => s.ReadSingle()).ToArray()).ToArray();

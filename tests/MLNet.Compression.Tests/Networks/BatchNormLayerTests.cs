@@ -139,6 +139,27 @@ public class BatchNormLayerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void GrowingTheOutputForNewClassesKeepsTheStatistics_AndShrinkKeepsTheSurvivingChannels()
+    {
+        var model = RandomModel(Mlp(), 8);
+        var grown = ClassGrowth.GrowOutput(model, 12, seed: 1);
+        Assert.Equal(12, grown.NumClasses);
+        var before = model.Layers.OfType<BatchNormModelLayer>().ToArray();
+        var after = grown.Layers.OfType<BatchNormModelLayer>().ToArray();
+        Assert.Equal(2, after.Length);
+        for (int i = 0; i < before.Length; i++)
+            Assert.Equal(before[i].State, after[i].State);
+
+        var bn = before[0];
+        var shrunk = (BatchNormModelLayer)bn.Shrink([1, 5, 63], null, out var keptOut);
+        Assert.Equal([1, 5, 63], keptOut!);
+        Assert.Equal([3], shrunk.OutputShape);
+        for (int a = 0; a < 4; a++)
+            Assert.Equal(new[] { bn.State[a][1], bn.State[a][5], bn.State[a][63] }, shrunk.State[a]);
+        Assert.Contains("Remove units of that layer instead", bn.UnitsNotRemovable);
+    }
+
+    [Fact]
     public void EveryEncodingWritesTheFoldedWeights_AndClusteringIsRefused()
     {
         var model = RandomModel(LeNetLike(), 4);
@@ -251,6 +272,41 @@ public class BatchNormLayerTests(ITestOutputHelper output)
         for (int i = 0; i < stoppedBn.Length; i++)
             Assert.Equal(referenceBn[i].State, stoppedBn[i].State);
         Scoring.AssertIdentical(Scoring.Read(reference.Transform(test)), Scoring.Read(stopped.Transform(test)));
+    }
+
+    [Fact]
+    public void ACheckpointWithMissingOrTruncatedStatisticsIsRefused()
+    {
+        var ml = new MLContext(seed: 4);
+        using var model = ml.Compression().NeuralNetwork(new NeuralNetworkOptions { Architecture = Mlp(), Epochs = 1, Device = TrainingDevice.Cpu })
+            .Fit(ml.Data.TakeRows(TestMnist.LoadTrain(ml), 300));
+        using var dir = TestMnist.NewTempDirectory();
+        string path = Path.Combine(dir.Path, "bn.ckpt");
+        model.SaveCheckpoint(path);
+        foreach (var truncate in new[] { false, true })
+        {
+            string damaged = Path.Combine(dir.Path, $"damaged-{truncate}.ckpt");
+            File.Copy(path, damaged);
+            using (var zip = System.IO.Compression.ZipFile.Open(damaged, System.IO.Compression.ZipArchiveMode.Update))
+            {
+                var entry = zip.GetEntry(BatchNormFolding.StateEntry)!;
+                byte[] bytes;
+                using (var s = entry.Open())
+                using (var copy = new MemoryStream())
+                {
+                    s.CopyTo(copy);
+                    bytes = copy.ToArray();
+                }
+                entry.Delete();
+                if (truncate)
+                    using (var s = zip.CreateEntry(BatchNormFolding.StateEntry).Open())
+                        s.Write(bytes, 0, bytes.Length - 4);
+            }
+            var e = Assert.Throws<CheckpointException>(() => NeuralNetworkTransformer.LoadCheckpoint(new MLContext(), damaged).Dispose());
+            output.WriteLine(e.Message);
+            Assert.Equal(BatchNormFolding.StateEntry, e.EntryName);
+            Assert.Contains(truncate ? "need exactly" : "is missing", e.Message);
+        }
     }
 
     [Fact]
