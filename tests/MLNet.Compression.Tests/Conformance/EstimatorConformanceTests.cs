@@ -88,6 +88,7 @@ public sealed class EstimatorConformanceTests : IClassFixture<ConformanceFixture
     {
         ["Trainer"] = (ml, _) => ml.Compression().NeuralNetwork(ConformanceFixture.Options()),
         ["Trainer BatchNorm"] = (ml, _) => ml.Compression().NeuralNetwork(WithBatchNorm(ConformanceFixture.Options())),
+        ["Prune BatchNorm chained"] = (ml, _) => ml.Compression().NeuralNetwork(WithBatchNorm(ConformanceFixture.Options())).Prune(Prune()),
         ["Quantize Int8Static BatchNorm chained"] = (ml, _) => ml.Compression().NeuralNetwork(WithBatchNorm(ConformanceFixture.Options())).Quantize(QuantizationMode.Int8Static),
         ["Prune chained"] = (ml, _) => ml.Compression().NeuralNetwork(ConformanceFixture.Options()).Prune(Prune()),
         ["Prune"] = (ml, model) => ml.Compression().Prune(model, Prune()),
