@@ -60,6 +60,7 @@ public sealed class WeightClusteringEstimator : CompressionStageEstimator<Weight
         var log = new ContextLog(context, "ClusterWeights");
         var network = source.Network.Clone();
         CheckLayerNames(network, Settings);
+        LayerEncodings.EnsureSupported(network, LayerEncoding.Clustered); // before any work: e.g. batch normalization cannot be folded into a codebook
         SchemaValidation.FeatureColumn(input.Schema, source.FeatureColumnName, network.InputLength);
         var distinctBefore = network.ParameterizedLayers.ToDictionary(l => l.Name, l => CountDistinctNonZero(l.Weight), StringComparer.Ordinal);
         var clusters = ClusterLayers(network, Settings, source.Seed);

@@ -50,6 +50,8 @@ internal static class ClassGrowth
             to[i].Weight = (float[])from[i].Weight.Clone();
             to[i].Bias = (float[])from[i].Bias.Clone();
         }
+        foreach (var (source, target) in network.Layers.OfType<IStatefulLayer>().Zip(grown.Layers.OfType<IStatefulLayer>()))
+            target.State = source.State.Select(a => (float[])a.Clone()).ToArray();
         var oldOut = from[^1];
         var newOut = to[^1];
         Array.Copy(oldOut.Weight, newOut.Weight, oldOut.Weight.Length); // rows 0..K_old-1, row-major [K, in]

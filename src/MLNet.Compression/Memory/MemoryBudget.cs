@@ -21,7 +21,9 @@ internal static class MemoryBudget
         if (options.MemoryBudgetBytes is not long budget)
             return null;
         var precisions = new List<TrainingPrecision> { options.Precision };
-        if (options.AllowLowerPrecisionForBudget && options.Precision == TrainingPrecision.Float32)
+        // Not for batch normalization, whose running statistics only float32 training carries (TrainingSession refuses the rest).
+        if (options.AllowLowerPrecisionForBudget && options.Precision == TrainingPrecision.Float32
+            && !options.Architecture.Layers.Any(l => l is Networks.BatchNormLayer))
             precisions.Add(TrainingPrecision.BFloat16);
         // The precision that allows the largest batch (the options' own on a tie).
         var (best, batch) = precisions.Select(p => (Precision: p, Batch: LargestBatch(options, classCount, p, budget))).MaxBy(c => c.Batch);

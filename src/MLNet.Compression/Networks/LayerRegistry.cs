@@ -15,6 +15,7 @@ internal static class LayerRegistry
         new MaxPool2dLayerType(),
         new FlattenLayerType(),
         new DropoutLayerType(),
+        new BatchNormLayerType(),
     ];
 
     private static readonly Dictionary<Type, LayerType> BySpec = Types.ToDictionary(t => t.SpecType);

@@ -65,6 +65,7 @@ internal static class OnnxExporter
         }
 
         LayerEncodings.EnsureSupported(model, emitter.Encoding, emitter.KeptFloat);
+        model = BatchNormFolding.Fold(model);
         foreach (var layer in model.Layers)
             x = layer.EmitOnnx(g, emitter, x);
 

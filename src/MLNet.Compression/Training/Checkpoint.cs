@@ -123,6 +123,7 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
                 WriteFloats(s, layer.Weight);
                 WriteFloats(s, layer.Bias);
             }
+        BatchNormFolding.WriteState(zip, cp.Network);
         if (cp.OptimizerState is { } state)
             using (var s = zip.CreateEntry(OptimizerEntry, CompressionLevel.Fastest).Open())
                 s.Write(state);
@@ -210,11 +211,12 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
             if (s.ReadByte() != -1)
                 throw Fault(WeightsEntry, "length", $"holds more than the {weightBytes} bytes its zip entry declares");
         }
+        BatchNormFolding.ReadState(zip, network);
 
         byte[]? state = null;
         if (zip.GetEntry(OptimizerEntry) is { } opt)
         {
-            var sizes = weighted.SelectMany(l => new long[] { l.WeightCount, l.OutputUnits }).ToArray();
+            var sizes = network.Layers.SelectMany(BatchNormFolding.TrainedTensorSizes).ToArray();
             long max = ParameterOptimizer.MaxStateBytes(sizes);
             if (doc.Optimizer?.Bytes is { } declaredBytes && declaredBytes != opt.Length)
                 throw Fault(JsonEntry, "optimizer.bytes", $"is {declaredBytes} but optimizer.bin holds {opt.Length} bytes");

@@ -107,6 +107,9 @@ internal sealed class TorchNetwork : nn.Module<Tensor, Tensor>
             w.copy_(wt);
             b.copy_(bt);
         }
+        for (int i = 0; i < steps.Count; i++)
+            if (model.Layers[i] is IStatefulLayer s)
+                s.LoadInto(steps[i].Modules[0]);
     }
 
     /// <summary>Copies this module's weights into <paramref name="model"/>'s arrays.</summary>
@@ -119,6 +122,9 @@ internal sealed class TorchNetwork : nn.Module<Tensor, Tensor>
             layers[i].Weight = ToArray(w);
             layers[i].Bias = ToArray(b);
         }
+        for (int i = 0; i < steps.Count; i++)
+            if (model.Layers[i] is IStatefulLayer s)
+                s.StoreFrom(steps[i].Modules[0]);
     }
 
     internal static float[] ToArray(Tensor t)

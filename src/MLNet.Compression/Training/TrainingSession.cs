@@ -106,6 +106,9 @@ internal sealed class TrainingSession
     {
         TorchNative.EnsureLoaded();
         var log = new ContextLog(ml, stage == "train" ? nameof(NeuralNetworkTrainer) : stage);
+        if (model.Layers.FirstOrDefault(l => l is IStatefulLayer) is { } statefulLayer && (options.Precision != TrainingPrecision.Float32 || dist is not null))
+            throw new NotSupportedException($"Layer '{statefulLayer.Name}' (batch normalization) keeps running statistics that {(dist is null ? options.Precision + " training" : "distributed training")} " +
+                "does not carry yet; train this architecture in Float32 in one process, or without BatchNormLayer.");
         var requestedDevice = dist?.Device(options.Device, cuda ?? TorchCudaInfo.Instance, ml.GpuDeviceId) ?? options.Device; // one GPU per rank
         var resolved = DeviceSelector.Resolve(requestedDevice, cuda ?? TorchCudaInfo.Instance, ml.GpuDeviceId, ml.FallbackToCpu);
         if (resolved.Warning is not null)
@@ -329,6 +332,8 @@ internal sealed class TrainingSession
                     target.Weight = source.Weight;
                     target.Bias = source.Bias;
                 }
+                else if (model.Layers[i] is IStatefulLayer stateful && best.Layers[i] is IStatefulLayer bestState)
+                    stateful.State = bestState.State;
         scaling?.ToLabelUnits(model);
         EnsureFinite(model, stage);
         dist?.Finish(model); // every rank returns the same weights

@@ -87,6 +87,9 @@ public sealed class EstimatorConformanceTests : IClassFixture<ConformanceFixture
     private static readonly Dictionary<string, Func<MLContext, NeuralNetworkTransformer, IEstimator<NeuralNetworkTransformer>>> Estimators = new()
     {
         ["Trainer"] = (ml, _) => ml.Compression().NeuralNetwork(ConformanceFixture.Options()),
+        ["Trainer BatchNorm"] = (ml, _) => ml.Compression().NeuralNetwork(WithBatchNorm(ConformanceFixture.Options())),
+        ["Prune BatchNorm chained"] = (ml, _) => ml.Compression().NeuralNetwork(WithBatchNorm(ConformanceFixture.Options())).Prune(Prune()),
+        ["Quantize Int8Static BatchNorm chained"] = (ml, _) => ml.Compression().NeuralNetwork(WithBatchNorm(ConformanceFixture.Options())).Quantize(QuantizationMode.Int8Static),
         ["Prune chained"] = (ml, _) => ml.Compression().NeuralNetwork(ConformanceFixture.Options()).Prune(Prune()),
         ["Prune"] = (ml, model) => ml.Compression().Prune(model, Prune()),
         ["Prune structured"] = (ml, model) => ml.Compression().Prune(model, new PruningOptions { Granularity = PruningGranularity.StructuredNeurons, Epochs = 1 }),
@@ -112,6 +115,13 @@ public sealed class EstimatorConformanceTests : IClassFixture<ConformanceFixture
         foreach (var name in Estimators.Keys)
             data.Add(name);
         return data;
+    }
+
+    /// <summary>The options with a hidden layer normalized by a <see cref="BatchNormLayer"/> (folded into it at export).</summary>
+    private static NeuralNetworkOptions WithBatchNorm(NeuralNetworkOptions options)
+    {
+        options.Architecture = new NetworkArchitecture("MLP-32-bn", [784], [new DenseLayer(32, Activation.None), new BatchNormLayer(Activation.Relu)]);
+        return options;
     }
 
     private static PruningOptions Prune() => new() { Schedule = PruningSchedule.ConstantSparsity(0.5), Epochs = 1 };
