@@ -38,8 +38,6 @@ internal sealed class DropoutModelLayer : ModelLayer
 
     public override bool KeepsQuantizedValues => true;
 
-    public override bool IsIdentityOnFlatInput => true;
-
     /// <summary>The output and the kept-values mask.</summary>
     public override long ActivationElements => 2 * ShapeSize(OutputShape);
 

@@ -30,8 +30,6 @@ internal sealed class FlattenModelLayer : ModelLayer
 
     public override bool KeepsQuantizedValues => true;
 
-    public override bool IsIdentityOnFlatInput => true;
-
     public override ModelLayer Clone() => new FlattenModelLayer(Name, InputShape);
 
     public override IEnumerable<(string Name, nn.Module<Tensor, Tensor> Module)> CreateModules()

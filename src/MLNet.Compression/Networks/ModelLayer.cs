@@ -37,9 +37,6 @@ internal abstract class ModelLayer
     /// </summary>
     public virtual bool KeepsQuantizedValues => false;
 
-    /// <summary>Whether the layer is the identity on a flat [N, features] input in evaluation (flatten, dropout).</summary>
-    public virtual bool IsIdentityOnFlatInput => false;
-
     public abstract ModelLayer Clone();
 
     /// <summary>
