@@ -32,6 +32,13 @@ public sealed class EwcFisherTests
             "Mlp" => NetworkArchitecture.Mlp(64, 32).WithInput(784),
             "LeNet5" => NetworkArchitecture.LeNet5(),
             "DepthwiseSeparable" => NetworkArchitecture.DepthwiseSeparable(),
+            // Batch normalization between a layer and its activation: the Fisher of the weights sees the normalization's
+            // running statistics (evaluation mode) in both passes.
+            "ConvBatchNorm" => new NetworkArchitecture("conv-bn", [1, 28, 28],
+            [
+                new Conv2dLayer(6, 5, Activation: Activation.None), new BatchNormLayer(Activation.Relu), new MaxPool2dLayer(2),
+                new FlattenLayer(), new DenseLayer(32, Activation.None), new BatchNormLayer(Activation.Relu),
+            ]),
             _ => throw new ArgumentOutOfRangeException(nameof(architecture)),
         };
         var model = NetworkModel.Create(arch, head == OutputHeadKind.Multiclass ? 10 : head == OutputHeadKind.Binary ? 2 : 1, head);
@@ -51,6 +58,8 @@ public sealed class EwcFisherTests
     [InlineData("DepthwiseSeparable", 0)]
     [InlineData("DepthwiseSeparable", 1)]
     [InlineData("DepthwiseSeparable", 2)]
+    [InlineData("ConvBatchNorm", 0)]
+    [InlineData("ConvBatchNorm", 2)]
     public void TheBatchedFisherEqualsOneBackwardPassPerRow(string architecture, int headKind)
     {
         var head = (OutputHeadKind)headKind;
