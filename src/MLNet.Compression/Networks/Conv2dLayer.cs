@@ -60,31 +60,21 @@ internal sealed class Conv2dLayerType : LayerType<Conv2dLayer>
 }
 
 /// <summary>A resolved convolution: weights [out, in/groups, k, k].</summary>
-internal sealed class ConvModelLayer : ParameterizedLayer
+internal sealed class ConvModelLayer(string name, int[] inputShape, int outChannels, int kernel, int stride, int padding, int groups, Activation activation)
+    : ParameterizedLayer(name, inputShape, ConvOutput(inputShape, outChannels, kernel, stride, padding),
+        [outChannels, inputShape[0] / groups, kernel, kernel], activation)
 {
-    public ConvModelLayer(string name, int[] inputShape, int outChannels, int kernel, int stride, int padding, int groups, Activation activation)
-        : base(name, inputShape, ConvOutput(inputShape, outChannels, kernel, stride, padding),
-            [outChannels, inputShape[0] / groups, kernel, kernel], activation)
-    {
-        InChannels = inputShape[0];
-        OutChannels = outChannels;
-        Kernel = kernel;
-        Stride = stride;
-        Padding = padding;
-        Groups = groups;
-    }
+    public int InChannels { get; } = inputShape[0];
 
-    public int InChannels { get; }
+    public int OutChannels { get; } = outChannels;
 
-    public int OutChannels { get; }
+    public int Kernel { get; } = kernel;
 
-    public int Kernel { get; }
+    public int Stride { get; } = stride;
 
-    public int Stride { get; }
+    public int Padding { get; } = padding;
 
-    public int Padding { get; }
-
-    public int Groups { get; }
+    public int Groups { get; } = groups;
 
     public override string OnnxOperator => "Conv";
 

@@ -37,18 +37,12 @@ internal sealed class DenseLayerType : LayerType<DenseLayer>
 }
 
 /// <summary>A resolved dense layer: weights [out, in].</summary>
-internal sealed class DenseModelLayer : ParameterizedLayer
+internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatures, Activation activation)
+    : ParameterizedLayer(name, [inFeatures], [outFeatures], [outFeatures, inFeatures], activation)
 {
-    public DenseModelLayer(string name, int inFeatures, int outFeatures, Activation activation)
-        : base(name, [inFeatures], [outFeatures], [outFeatures, inFeatures], activation)
-    {
-        InFeatures = inFeatures;
-        OutFeatures = outFeatures;
-    }
+    public int InFeatures { get; } = inFeatures;
 
-    public int InFeatures { get; }
-
-    public int OutFeatures { get; }
+    public int OutFeatures { get; } = outFeatures;
 
     public override string OnnxOperator => "Gemm";
 
