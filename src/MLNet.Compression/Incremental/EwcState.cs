@@ -344,12 +344,7 @@ internal sealed class EwcState
             expected = checked(expected + sizeof(int) + 2L * n * sizeof(float));
         if (length != expected)
             throw Checkpoint.Fault(entry, "length", $"is {length} bytes but the Fisher and anchor values of this network's {sizes.Length} parameter tensors take exactly {expected}");
-        var header = new byte[HeaderBytes];
-        Checkpoint.ReadExactly(stream, header, entry);
-        var h = header.AsSpan();
-        if (h[0] != Magic.Length || System.Text.Encoding.ASCII.GetString(h.Slice(1, Magic.Length)) != Magic)
-            throw Checkpoint.Fault(entry, "magic", "is not 'MLNC-EWC': this is not an EWC state");
-        h = h[(1 + Magic.Length)..];
+        var h = Checkpoint.ReadMagicHeader(stream, HeaderBytes, Magic, entry, "an EWC state").AsSpan();
         int version = BinaryPrimitives.ReadInt32LittleEndian(h);
         if (version != Version)
             throw Checkpoint.Fault(entry, "version", $"is {version}; this library reads version {Version}");

@@ -701,12 +701,7 @@ internal sealed class ReplayMemory
         const string entry = IncrementalState.ReplayEntry;
         if (length < HeaderBytes)
             throw Checkpoint.Fault(entry, "length", $"is {length} bytes, shorter than the {HeaderBytes}-byte header");
-        var header = new byte[HeaderBytes];
-        Checkpoint.ReadExactly(stream, header, entry);
-        var h = header.AsSpan();
-        if (h[0] != Magic.Length || System.Text.Encoding.ASCII.GetString(h.Slice(1, Magic.Length)) != Magic)
-            throw Checkpoint.Fault(entry, "magic", "is not 'MLNC-REPLAY': this is not a replay memory");
-        h = h[(1 + Magic.Length)..];
+        var h = Checkpoint.ReadMagicHeader(stream, HeaderBytes, Magic, entry, "a replay memory").AsSpan();
         int version = BinaryPrimitives.ReadInt32LittleEndian(h);
         if (version is not (Version1 or Version2))
             throw Checkpoint.Fault(entry, "version", $"is {version}; this library reads versions {Version1} and {Version2}");

@@ -516,6 +516,20 @@ internal sealed record Checkpoint(NetworkModel Network, IReadOnlyList<string> Cl
         return bytes;
     }
 
+    /// <summary>
+    /// Reads the <paramref name="headerBytes"/>-byte header of the binary entry <paramref name="entry"/>, which starts with the
+    /// length of <paramref name="magic"/> in one byte and its ASCII text, and returns the bytes after the magic; throws a
+    /// fault on the field "magic" saying the entry is not <paramref name="what"/> when the magic differs.
+    /// </summary>
+    internal static byte[] ReadMagicHeader(Stream stream, int headerBytes, string magic, string entry, string what)
+    {
+        var header = new byte[headerBytes];
+        ReadExactly(stream, header, entry);
+        if (header[0] != magic.Length || System.Text.Encoding.ASCII.GetString(header, 1, magic.Length) != magic)
+            throw Fault(entry, "magic", $"is not '{magic}': this is not {what}");
+        return header[(1 + magic.Length)..];
+    }
+
     internal static void ReadExactly(Stream s, Span<byte> destination, string name)
     {
         int read = 0;
