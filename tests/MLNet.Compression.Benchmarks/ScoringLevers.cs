@@ -99,6 +99,8 @@ public static class ScoringLevers
                 variants.Add(new Variant($"{name} session, block 10000", onnx, DefaultOptions, Rows));
                 variants.Add(new Variant($"{name} session, no NaN guard", GraphVariants.WithoutNanGuard(onnx), DefaultOptions));
                 variants.Add(new Variant($"{name} session, Einsum NaN guard (before)", GraphVariants.WithEinsumGuard(onnx), DefaultOptions));
+                variants.Add(new Variant($"{name} session, ReduceSum NaN guard", GraphVariants.WithReduceSumGuard(onnx), DefaultOptions));
+                variants.Add(new Variant($"{name} session, MatMul-zeros NaN guard", GraphVariants.WithMatMulGuard(onnx), DefaultOptions));
             }
         }
         if (StringArg(args, "--only") is { } only)
@@ -474,9 +476,31 @@ internal static class GraphVariants
         Node("Add", [outputs, "nan_probe"], "outputs_nan_checked"),
     ]);
 
-    private static byte[] ReplaceGuard(byte[] onnx, Func<string, string, NodeProto[]> guard)
+    /// <summary>outputs + ReduceSum(x − x, axes [1], keepdims): [N, K] + [N, 1] by broadcast, no Einsum, no Transposes.</summary>
+    public static byte[] WithReduceSumGuard(byte[] onnx) => ReplaceGuard(onnx, (outputs, x) =>
+    [
+        Node("Sub", [x, x], "input_zero"),
+        Node("ReduceSum", [ "input_zero", "guard_axes"], "input_row_zero", null, ("keepdims", 1L)),
+        Node("Add", [outputs, "input_row_zero"], "outputs_nan_checked"),
+    ], model => model.Graph.Initializer.Add(new TensorProto { Name = "guard_axes", DataType = (int)TensorProto.Types.DataType.Int64, Dims = { 1 }, Int64Data = { 1 } }));
+
+    /// <summary>outputs + MatMul(x, zeros [D, 1]): one read of x, no [N, D] temporary (x·0 is 0 for finite x, NaN for NaN or ±inf).</summary>
+    public static byte[] WithMatMulGuard(byte[] onnx) => ReplaceGuard(onnx, (outputs, x) =>
+    [
+        Node("MatMul", [x, "guard_zeros"], "input_row_zero"),
+        Node("Add", [outputs, "input_row_zero"], "outputs_nan_checked"),
+    ], model =>
+    {
+        var input = model.Graph.Input[0].Type.TensorType.Shape.Dim[1].DimValue;
+        var zeros = new TensorProto { Name = "guard_zeros", DataType = (int)TensorProto.Types.DataType.Float, Dims = { input, 1 } };
+        zeros.FloatData.AddRange(new float[input]);
+        model.Graph.Initializer.Add(zeros);
+    });
+
+    private static byte[] ReplaceGuard(byte[] onnx, Func<string, string, NodeProto[]> guard, Action<ModelProto>? addInitializers = null)
     {
         var model = ModelProto.Parser.ParseFrom(onnx);
+        addInitializers?.Invoke(model);
         var nodes = model.Graph.Node;
         string x = nodes.Single(n => n.Output[0] == "input_zero").Input[0];
         string outputs = nodes.Single(n => n.Output[0] == "outputs_t").Input[0];
@@ -489,13 +513,21 @@ internal static class GraphVariants
         return Google.Protobuf.MessageExtensions.ToByteArray(model);
     }
 
-    private static NodeProto Node(string op, string[] inputs, string output, (string Name, string Value)? attribute = null)
+    private static NodeProto Node(string op, string[] inputs, string output, (string Name, string Value)? attribute = null, (string Name, long Value)? intAttribute = null)
     {
+        if (intAttribute is { } ia)
+            return WithInt(Node(op, inputs, output, attribute), ia.Name, ia.Value);
         var node = new NodeProto { OpType = op, Name = "node_" + op + "_" + output };
         node.Input.AddRange(inputs);
         node.Output.Add(output);
         if (attribute is { } a)
             node.Attribute.Add(new AttributeProto { Name = a.Name, Type = AttributeProto.Types.AttributeType.String, S = Google.Protobuf.ByteString.CopyFromUtf8(a.Value) });
+        return node;
+    }
+
+    private static NodeProto WithInt(NodeProto node, string name, long value)
+    {
+        node.Attribute.Add(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value });
         return node;
     }
 }
