@@ -100,7 +100,7 @@ public static class ScoringLevers
                 variants.Add(new Variant($"{name} session, block 10000", onnx, DefaultOptions, Rows));
                 variants.Add(new Variant($"{name} session, no NaN guard", GraphVariants.WithoutNanGuard(onnx), DefaultOptions));
                 variants.Add(new Variant($"{name} session, Einsum NaN guard (before)", GraphVariants.WithEinsumGuard(onnx), DefaultOptions));
-                variants.Add(new Variant($"{name} session, ReduceSum NaN guard", GraphVariants.WithReduceSumGuard(onnx), DefaultOptions));
+                variants.Add(new Variant($"{name} session, Transpose-Einsum NaN guard (before)", GraphVariants.WithTransposedEinsumGuard(onnx), DefaultOptions));
                 variants.Add(new Variant($"{name} session, MatMul-zeros NaN guard", GraphVariants.WithMatMulGuard(onnx), DefaultOptions));
             }
         }
@@ -486,7 +486,7 @@ public static class ScoringLevers
 /// <summary>Rewrites of an exported graph, to measure what a part of it costs.</summary>
 internal static class GraphVariants
 {
-    private static readonly string[] GuardOutputs = ["input_zero", "input_row_zero", "outputs_t", "outputs_t_checked", "outputs_nan_checked"];
+    private static readonly string[] GuardOutputs = ["input_zero", "input_row_zero", "outputs_t", "outputs_nan_checked"];
 
     /// <summary>The graph without the non-finite guard: the last layer's outputs go straight to the head (an Identity).</summary>
     public static byte[] WithoutNanGuard(byte[] onnx) => ReplaceGuard(onnx, (outputs, x) => [Node("Identity", [outputs], "outputs_nan_checked")]);
@@ -499,13 +499,18 @@ internal static class GraphVariants
         Node("Add", [outputs, "nan_probe"], "outputs_nan_checked"),
     ]);
 
-    /// <summary>outputs + ReduceSum(x − x, axes [1], keepdims): [N, K] + [N, 1] by broadcast, no Einsum, no Transposes.</summary>
-    public static byte[] WithReduceSumGuard(byte[] onnx) => ReplaceGuard(onnx, (outputs, x) =>
+    /// <summary>
+    /// The guard as it was from the first issue-19 change until the ReduceMean form (still the form from opset 18): Transpose(Transpose(outputs) +
+    /// Einsum("ij->i", x − x)).
+    /// </summary>
+    public static byte[] WithTransposedEinsumGuard(byte[] onnx) => ReplaceGuard(onnx, (outputs, x) =>
     [
         Node("Sub", [x, x], "input_zero"),
-        Node("ReduceSum", [ "input_zero", "guard_axes"], "input_row_zero", null, ("keepdims", 1L)),
-        Node("Add", [outputs, "input_row_zero"], "outputs_nan_checked"),
-    ], model => model.Graph.Initializer.Add(new TensorProto { Name = "guard_axes", DataType = (int)TensorProto.Types.DataType.Int64, Dims = { 1 }, Int64Data = { 1 } }));
+        Node("Einsum", ["input_zero"], "input_row_zero", ("equation", "ij->i")),
+        Node("Transpose", [outputs], "outputs_t"),
+        Node("Add", ["outputs_t", "input_row_zero"], "outputs_t_checked"),
+        Node("Transpose", ["outputs_t_checked"], "outputs_nan_checked"),
+    ]);
 
     /// <summary>outputs + MatMul(x, zeros [D, 1]): one read of x, no [N, D] temporary (x·0 is 0 for finite x, NaN for NaN or ±inf).</summary>
     public static byte[] WithMatMulGuard(byte[] onnx) => ReplaceGuard(onnx, (outputs, x) =>
@@ -526,9 +531,9 @@ internal static class GraphVariants
         addInitializers?.Invoke(model);
         var nodes = model.Graph.Node;
         string x = nodes.Single(n => n.Output[0] == "input_zero").Input[0];
-        string outputs = nodes.Single(n => n.Output[0] == "outputs_t").Input[0];
+        string outputs = (nodes.SingleOrDefault(n => n.Output[0] == "outputs_t") ?? nodes.Single(n => n.Output[0] == "outputs_nan_checked")).Input[0];
         int at = nodes.IndexOf(nodes.Single(n => n.Output[0] == "input_zero"));
-        foreach (var dead in nodes.Where(n => GuardOutputs.Contains(n.Output[0])).ToList())
+        foreach (var dead in nodes.Where(n => GuardOutputs.Any(g => n.Output[0].StartsWith(g, StringComparison.Ordinal))).ToList())
             nodes.Remove(dead);
         var added = guard(outputs, x);
         for (int i = 0; i < added.Length; i++)
