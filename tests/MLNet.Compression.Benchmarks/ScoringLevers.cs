@@ -197,7 +197,8 @@ public static class ScoringLevers
         Console.WriteLine("| --- | ---: | ---: |");
         foreach (var name in timings.Keys)
         {
-            string baseline = name.EndsWith(" Transform", StringComparison.Ordinal) ? "float32 Transform"
+            string baseline = name.StartsWith("pytorch", StringComparison.Ordinal) ? "pytorch-float32"
+                : name.EndsWith(" Transform", StringComparison.Ordinal) ? "float32 Transform"
                 : name.Contains(" session", StringComparison.Ordinal) ? "float32 session" + name[(name.IndexOf(" session", StringComparison.Ordinal) + 8)..] : name;
             string ratio = timings.ContainsKey(baseline) ? (Median(name) / Median(baseline)).ToString("F2") : "–";
             Console.WriteLine($"| {name} | {Median(name):N0} | {ratio} |");
