@@ -67,7 +67,8 @@ internal static class QuantizedExport
     public static QuantizedWeightsInfo Describe(NetworkModel model, QuantizationSpec spec)
     {
         Validate(model, spec);
-        var layers = model.ParameterizedLayers.Select(l => DescribeLayer(l, spec)).ToArray();
+        var reluInputs = ReluInputLayers(model);
+        var layers = model.ParameterizedLayers.Select(l => DescribeLayer(l, spec, reluInputs.Contains(l.Name))).ToArray();
         return new QuantizedWeightsInfo(spec.Mode, layers);
     }
 
@@ -81,7 +82,8 @@ internal static class QuantizedExport
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
         var spec = new QuantizationSpec(options.Mode, options.PerChannel, options.BlockSize, null, options.KeepFloat.ToArray());
-        return new QuantizedWeightsInfo(spec.Mode, model.ParameterizedLayers.Select(l => DescribeLayer(l, spec)).ToArray()).ResidentBytes;
+        var reluInputs = ReluInputLayers(model);
+        return new QuantizedWeightsInfo(spec.Mode, model.ParameterizedLayers.Select(l => DescribeLayer(l, spec, reluInputs.Contains(l.Name))).ToArray()).ResidentBytes;
     }
 
     /// <summary>
@@ -183,7 +185,31 @@ internal static class QuantizedExport
     private static bool HasQuantizedDense(NetworkModel model, QuantizationSpec spec) =>
         model.ParameterizedLayers.Any(l => PlanOf(l, spec) == LayerPlan.Int4Dense);
 
-    private static QuantizedLayerInfo DescribeLayer(ParameterizedLayer layer, QuantizationSpec spec)
+    /// <summary>
+    /// The layers whose ONNX input is a Relu node's output: the previous layer (dropout emits nothing in between) has a ReLU
+    /// activation. Their int8 dynamic form needs no zero point and so no column sums (<c>DenseModelLayer</c>'s EmitDynamicInt8).
+    /// </summary>
+    internal static HashSet<string> ReluInputLayers(NetworkModel model)
+    {
+        var result = new HashSet<string>(StringComparer.Ordinal);
+        bool relu = false;
+        foreach (var layer in model.Layers)
+        {
+            if (layer is DropoutModelLayer)
+                continue;
+            if (layer is ParameterizedLayer p)
+            {
+                if (relu)
+                    result.Add(p.Name);
+                relu = p.Activation == Activation.Relu;
+            }
+            else
+                relu = false;
+        }
+        return result;
+    }
+
+    private static QuantizedLayerInfo DescribeLayer(ParameterizedLayer layer, QuantizationSpec spec, bool reluInput)
     {
         long n = layer.Weight.Length, outUnits = layer.OutputUnits, biasFloat = layer.Bias.Length * (long)sizeof(float);
         long channelScales = spec.PerChannel ? outUnits : 1;
@@ -197,10 +223,11 @@ internal static class QuantizedExport
                     n, n * 2, n * 4, biasFloat);
             case LayerPlan.Int8DynamicDense:
             {
-                // int8 values + float scales + the float column sums used for the zero-point correction + three float constants;
-                // MatMulInteger prepacks the int8 matrix (about 1 byte per weight).
-                long stored = StoredValueBytes(layer, spec, 8) + channelScales * 4 + (long)layer.OutputUnits * 4 + 3 * 4;
-                long resident = n + channelScales * 4 + (long)layer.OutputUnits * 4 + 3 * 4;
+                // int8 values + float scales + the float column sums used for the zero-point correction (none when the input is a
+                // ReLU's output: its zero point is 0) + three float constants; MatMulInteger prepacks the int8 matrix (about 1 byte per weight).
+                long columnSums = reluInput ? 0 : (long)layer.OutputUnits * 4;
+                long stored = StoredValueBytes(layer, spec, 8) + channelScales * 4 + columnSums + 3 * 4;
+                long resident = n + channelScales * 4 + columnSums + 3 * 4;
                 return new(layer.Name, Int8Name(spec), "per-row dynamic quantization + MatMulInteger (int8)", n, stored, resident, biasFloat);
             }
             case LayerPlan.Int8WeightOnlyConv:

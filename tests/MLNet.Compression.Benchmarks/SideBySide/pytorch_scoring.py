@@ -26,12 +26,13 @@ def load_images(path):
     return torch.from_numpy(pixels.astype(np.float32) / 255.0)
 
 
-def time_model(model, x, batch, repeats, warmup):
+def time_model(model, x, batch, repeats, warmup, settle_ms):
     runs = []
     with torch.inference_mode():
         for _ in range(warmup):
             for start in range(0, x.shape[0], batch):
                 model(x[start:start + batch])
+        time.sleep(settle_ms / 1000.0)
         for _ in range(repeats):
             t0 = time.perf_counter()
             for start in range(0, x.shape[0], batch):
@@ -47,6 +48,8 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--engine", default="onednn")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--float-repeats", type=int, default=None, help="timed passes of float32 (default: --repeats)")
+    parser.add_argument("--settle-ms", type=int, default=0, help="pause after the warm-up, before the timed passes")
     parser.add_argument("--warmup", type=int, default=2, help="untimed passes over the rows first")
     parser.add_argument("--hidden", default="300,100", help="hidden layer sizes, comma separated")
     args = parser.parse_args()
@@ -63,7 +66,8 @@ def main():
     float32 = torch.nn.Sequential(*layers).eval()
     int8 = torch.quantization.quantize_dynamic(float32, {torch.nn.Linear}, dtype=torch.qint8)
     for name, model in (("pytorch-float32", float32), ("pytorch-int8-dynamic", int8)):
-        runs = time_model(model, x, args.batch, args.repeats, args.warmup)
+        repeats = args.float_repeats if name == "pytorch-float32" and args.float_repeats else args.repeats
+        runs = time_model(model, x, args.batch, repeats, args.warmup, args.settle_ms)
         print(json.dumps({"path": name, "rowsPerSecond": statistics.median(runs), "best": max(runs), "runs": len(runs),
                           "torch": torch.__version__, "engine": args.engine, "threads": args.threads, "batch": args.batch}))
 

@@ -77,7 +77,9 @@ public class TaskScoringTests
     public void TheNonFiniteGuardIsExact_HugeFiniteFeaturesKeepFiniteScores_AnInfiniteOneScoresNaN()
     {
         // Int8 static clamps every input to its calibrated range, so a row of 1e38s scores finite; the guard must not turn
-        // it into NaN although the row's plain sum (4e38) overflows float. An infinite feature must still give NaN scores.
+        // it into NaN although the row's plain sum (4e38) overflows float; nor a row of float.MaxValue or of −3e38. An infinite
+        // or NaN feature must still give NaN scores. The float model's huge rows may score finite or not by its own arithmetic
+        // (a float Gemm of 3e38s overflows to ±inf and Softmax gives NaN), so it is held to the non-finite rows only.
         var ml = new MLContext(seed: 3);
         var data = ml.Transforms.Conversion.MapValueToKey("Label", "Code").Fit(ml.Data.LoadFromEnumerable(Classes(300, 1)))
             .Transform(ml.Data.LoadFromEnumerable(Classes(300, 1)));
@@ -87,10 +89,19 @@ public class TaskScoringTests
         {
             new ClassRow { Features = [1e38f, 1e38f, 1e38f, 1e38f], Code = 10 },
             new ClassRow { Features = [0, float.PositiveInfinity, 0, 0], Code = 10 },
+            new ClassRow { Features = [float.MaxValue, float.MaxValue, float.MaxValue, float.MaxValue], Code = 10 },
+            new ClassRow { Features = [-3e38f, -3e38f, -3e38f, -3e38f], Code = 10 },
+            new ClassRow { Features = [0, 0, float.NegativeInfinity, 0], Code = 10 },
+            new ClassRow { Features = [0, 0, 0, float.NaN], Code = 10 },
         });
-        var scores = int8.Transform(rows).GetColumn<float[]>("Score").ToArray();
-        Assert.All(scores[0], s => Assert.True(float.IsFinite(s), $"huge finite row scored {string.Join(", ", scores[0])}"));
-        Assert.All(scores[1], s => Assert.True(float.IsNaN(s), $"infinite row scored {string.Join(", ", scores[1])}"));
+        foreach (var model in new[] { trained, int8 })
+        {
+            var scores = model.Transform(rows).GetColumn<float[]>("Score").ToArray();
+            foreach (int finite in model == int8 ? new[] { 0, 2, 3 } : [])
+                Assert.All(scores[finite], s => Assert.True(float.IsFinite(s), $"huge finite row {finite} scored {string.Join(", ", scores[finite])}"));
+            foreach (int nonFinite in new[] { 1, 4, 5 })
+                Assert.All(scores[nonFinite], s => Assert.True(float.IsNaN(s), $"non-finite row {nonFinite} scored {string.Join(", ", scores[nonFinite])}"));
+        }
     }
 
     [Fact]

@@ -71,9 +71,9 @@ public class OnnxExporterTests
         Assert.Equal("N", input.Type.TensorType.Shape.Dim[0].DimParam);
         Assert.Equal(784, input.Type.TensorType.Shape.Dim[1].DimValue);
         Assert.Equal(["Score", "PredictedLabelIndex"], proto.Graph.Output.Select(o => o.Name));
-        // The head: the non-finite probe (outputs + Σ (features − features) per row), Softmax, and the NaN-aware ArgMax (-1 where a score is NaN).
+        // The head: the non-finite probe (outputs + mean of (features − features) per row, ReduceMean with keepdims, broadcast), Softmax, and the NaN-aware ArgMax (-1 where a score is NaN).
         Assert.Equal(["Reshape", "Conv", "Relu", "MaxPool", "Conv", "Relu", "MaxPool", "Flatten", "Gemm", "Relu", "Gemm",
-                "Sub", "Einsum", "Transpose", "Add", "Transpose", "Softmax", "ArgMax", "Einsum", "IsNaN", "Cast", "Neg", "Where"],
+                "Sub", "ReduceMean", "Add", "Softmax", "ArgMax", "Einsum", "IsNaN", "Cast", "Neg", "Where"],
             proto.Graph.Node.Select(n => n.OpType));
 
         var conv1 = model.ParameterizedLayers.First();

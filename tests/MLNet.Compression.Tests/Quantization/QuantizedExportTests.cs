@@ -312,7 +312,13 @@ public class QuantizedExportTests(ITestOutputHelper output)
                     Assert.DoesNotContain(optimized.Graph.Initializer, t => t.DataType == (int)TensorProto.Types.DataType.Float16);
                     break;
                 case QuantizationMode.Int8Dynamic:
-                    Assert.Equal(dense, Count("MatMulInteger") + Count("MatMulIntegerToFloat")); // int8 GEMM with per-row activation scales
+                    // int8 GEMM with per-row activation scales; never MatMulIntegerToFloat, whose activation scale is one per
+                    // tensor: fused over a per-row scale it would give every row the first row's scale.
+                    Assert.Equal(dense, Count("MatMulInteger"));
+                    Assert.Equal(0, Count("MatMulIntegerToFloat"));
+                    // A dense layer whose input is a ReLU's output needs no row minimum (it is 0): ReduceMin only for the others.
+                    var reluInputs = QuantizedExport.ReluInputLayers(model);
+                    Assert.Equal(model.Layers.OfType<DenseModelLayer>().Count(l => !reluInputs.Contains(l.Name)), Count("ReduceMin"));
                     Assert.Equal(conv, Count("DequantizeLinear")); // conv weights stay int8, dequantized per run
                     break;
                 case QuantizationMode.Int8Static:
