@@ -127,6 +127,8 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
     /// </summary>
     private string EmitDynamicInt8(OnnxGraphBuilder graph, OnnxLayerEmitter encoding, string input)
     {
+        if (encoding.PerBatchActivationScales)
+            return EmitPerBatchInt8(graph, encoding, input);
         var q = encoding.QuantizeWeights(this);
         int k = InFeatures, n = OutFeatures;
         var transposed = new sbyte[q.Values!.Length];
@@ -187,6 +189,45 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
         var y = graph.AddNode("Mul", [corrected, outScale], name + ".matmul");
         return graph.AddNode("Add", [y, encoding.EmitBias(graph, this)], name);
     }
+
+    /// <summary>
+    /// Per-batch dynamic quantization (<see cref="Quantization.ActivationScaleScope.PerBatch"/>, opt-in): DynamicQuantizeLinear
+    /// gives the whole batch one uint8 scale and zero point, then MatMulInteger(x_q, W [in, out], zp) → Cast → Mul(x_scale ·
+    /// w_scale) → Add(bias), which ONNX Runtime fuses into DynamicQuantizeMatMul. First every feature whose magnitude is not
+    /// below <see cref="PerBatchInputLimit"/> (NaN, ±infinity, and finite values so large that max − min would overflow)
+    /// is replaced by 0, so one bad row cannot make the shared scale infinite or NaN and with it every other row's scores NaN;
+    /// the non-finite guard still scores a row with a NaN or infinite feature NaN.
+    /// </summary>
+    private string EmitPerBatchInt8(OnnxGraphBuilder graph, OnnxLayerEmitter encoding, string input)
+    {
+        var q = encoding.QuantizeWeights(this);
+        int k = InFeatures, n = OutFeatures;
+        var transposed = new sbyte[q.Values!.Length];
+        for (int o = 0; o < n; o++)
+            for (int i = 0; i < k; i++)
+                transposed[i * n + o] = q.Values[o * k + i];
+        string name = Name;
+        var w = encoding.AddIntegerTensor(graph, name + ".weight_q", transposed, [k, n], 8);
+        var ws = QuantizedStorage.AddScale(graph, name + ".weight_scale", q.Scales);
+        var limit = graph.AddFloatInitializer(name + ".finite_limit", [PerBatchInputLimit], []);
+        var zero = graph.AddFloatInitializer(name + ".zero", [0f], []);
+        // A ReLU's output is never below 0, so x < limit suffices there (false for NaN too); otherwise |x| < limit (false for NaN and ±inf).
+        var magnitude = IsNonNegative(graph, input) ? input : graph.AddNode("Abs", [input], name + ".input_abs");
+        var inRange = graph.AddNode("Less", [magnitude, limit], name + ".input_in_range");
+        var clean = graph.AddNode("Where", [inRange, input, zero], name + ".input_clean");
+        var dql = graph.AddNode("DynamicQuantizeLinear", [clean], [name + ".input_q", name + ".batch_scale", name + ".batch_zero_point"]);
+        var mm = graph.AddNode("MatMulInteger", [dql[0], w, dql[2]], name + ".matmul_int32");
+        var mmf = graph.AddNode("Cast", [mm], name + ".matmul_float", new Dictionary<string, object> { ["to"] = (long)DataType.Float });
+        var outScale = graph.AddNode("Mul", [dql[1], ws], name + ".output_scale");
+        var y = graph.AddNode("Mul", [mmf, outScale], name + ".matmul");
+        return graph.AddNode("Add", [y, encoding.EmitBias(graph, this)], name);
+    }
+
+    /// <summary>
+    /// Per-batch int8: features of at least this magnitude are replaced by 0 before the batch's scale is taken (half of
+    /// float.MaxValue, so that the batch's max − min cannot overflow to infinity).
+    /// </summary>
+    internal const float PerBatchInputLimit = float.MaxValue / 2;
 
     /// <summary>Whether <paramref name="value"/> is the output of a Relu node of <paramref name="graph"/> (never below 0).</summary>
     private static bool IsNonNegative(OnnxGraphBuilder graph, string value) =>

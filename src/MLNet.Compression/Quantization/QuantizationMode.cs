@@ -35,3 +35,27 @@ public enum CalibrationMethod
     /// <summary>The range that minimises the KL divergence between the float and the quantized histograms (TensorRT's method).</summary>
     Entropy,
 }
+
+/// <summary>
+/// How <see cref="QuantizationMode.Int8Dynamic"/> chooses the uint8 scale of a dense layer's activations at run time
+/// (<see cref="QuantizationOptions.ActivationScales"/>).
+/// </summary>
+public enum ActivationScaleScope
+{
+    /// <summary>
+    /// Each row gets its own scale and zero point (the default): a row's scores never depend on the other rows it is scored
+    /// with, so batched in-process scoring and the saved zip (one row per run) agree bit for bit.
+    /// </summary>
+    PerRow,
+
+    /// <summary>
+    /// One scale and zero point for the whole batch (ONNX Runtime's DynamicQuantizeLinear, fused with the integer MatMul; the
+    /// form PyTorch's <c>quantize_dynamic</c> and ONNX Runtime's own quantization tool use): faster, but a row's scores depend
+    /// on the batch it is scored in. Non-finite features (NaN, ±infinity) and features beyond ±1.7e38 are replaced by 0
+    /// before the batch scale is taken, so such a row cannot turn the other rows' scores into NaN (the row itself still scores
+    /// NaN through the non-finite guard). A FINITE outlier row (e.g. a feature of 1e30) is not caught: it stretches the
+    /// shared scale and silently wrecks the scores of every other row in its batch (they stay finite, but may be wrong).
+    /// Use it only where inputs are known to be in range.
+    /// </summary>
+    PerBatch,
+}

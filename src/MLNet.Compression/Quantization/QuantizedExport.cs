@@ -153,6 +153,11 @@ internal static class QuantizedExport
         ArgumentNullException.ThrowIfNull(spec);
         if (!Enum.IsDefined(spec.Mode))
             throw new ArgumentOutOfRangeException(nameof(spec), spec.Mode, "Unknown quantization mode.");
+        if (!Enum.IsDefined(spec.ActivationScales))
+            throw new ArgumentOutOfRangeException(nameof(spec), spec.ActivationScales, "Unknown activation scale scope.");
+        if (spec.ActivationScales == ActivationScaleScope.PerBatch && spec.Mode != QuantizationMode.Int8Dynamic)
+            throw new ArgumentException(
+                $"Per-batch activation scales apply to Int8Dynamic only, not to {spec.Mode}; use ActivationScaleScope.PerRow.", nameof(spec));
         var names = model.ParameterizedLayers.Select(l => l.Name).ToHashSet(StringComparer.Ordinal);
         if (spec.KeepFloat is { } keep)
             foreach (var name in keep)
@@ -225,6 +230,13 @@ internal static class QuantizedExport
             {
                 // int8 values + float scales + the float column sums used for the zero-point correction (none when the input is a
                 // ReLU's output: its zero point is 0) + three float constants; MatMulInteger prepacks the int8 matrix (about 1 byte per weight).
+                if (spec.ActivationScales == ActivationScaleScope.PerBatch)
+                {
+                    // int8 values + float scales + two float constants of the finite-input clamp (DenseModelLayer's EmitPerBatchInt8).
+                    long batchStored = StoredValueBytes(layer, spec, 8) + channelScales * 4 + 2 * 4;
+                    return new(layer.Name, Int8Name(spec), "per-batch dynamic quantization + DynamicQuantizeMatMul (int8)", n, batchStored,
+                        n + channelScales * 4 + 2 * 4, biasFloat);
+                }
                 long columnSums = reluInput ? 0 : (long)layer.OutputUnits * 4;
                 long stored = StoredValueBytes(layer, spec, 8) + channelScales * 4 + columnSums + 3 * 4;
                 long resident = n + channelScales * 4 + columnSums + 3 * 4;

@@ -96,6 +96,8 @@ public sealed class EstimatorConformanceTests : IClassFixture<ConformanceFixture
         ["Quantize Float16 chained"] = (ml, _) => ml.Compression().NeuralNetwork(ConformanceFixture.Options()).Quantize(QuantizationMode.Float16),
         ["Quantize Float16"] = (ml, model) => ml.Compression().Quantize(model, new QuantizationOptions { Mode = QuantizationMode.Float16 }),
         ["Quantize Int8Dynamic"] = (ml, model) => ml.Compression().Quantize(model, new QuantizationOptions { Mode = QuantizationMode.Int8Dynamic }),
+        ["Quantize Int8Dynamic PerBatch"] = (ml, model) => ml.Compression().Quantize(model,
+            new QuantizationOptions { Mode = QuantizationMode.Int8Dynamic, ActivationScales = ActivationScaleScope.PerBatch }),
         ["Quantize Int8Static chained"] = (ml, _) => ml.Compression().NeuralNetwork(ConformanceFixture.Options()).Quantize(QuantizationMode.Int8Static),
         ["Quantize Int8Static"] = (ml, model) => ml.Compression().Quantize(model, new QuantizationOptions { Mode = QuantizationMode.Int8Static, CalibrationRows = 200 }),
         ["Quantize Int8Static QAT"] = (ml, model) => ml.Compression().Quantize(model,
