@@ -74,14 +74,14 @@ internal static class QuantizedExport
 
     /// <summary>
     /// Bytes the weights and biases of <paramref name="model"/> occupy once ONNX Runtime has loaded its export quantized with
-    /// <paramref name="options"/> (what the quantization estimator reported): they depend on the mode, per-channel scales,
+    /// <paramref name="options"/> (what the quantization estimator reported): they depend on the mode, activation scale scope, per-channel scales,
     /// block size and float layers, not on the weights or the calibrated ranges, so a restored model re-derives them.
     /// </summary>
     public static long ResidentBytes(NetworkModel model, QuantizationOptions options)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
-        var spec = new QuantizationSpec(options.Mode, options.PerChannel, options.BlockSize, null, options.KeepFloat.ToArray());
+        var spec = new QuantizationSpec(options.Mode, options.PerChannel, options.BlockSize, null, options.KeepFloat.ToArray(), options.ActivationScales);
         var reluInputs = ReluInputLayers(model);
         return new QuantizedWeightsInfo(spec.Mode, model.ParameterizedLayers.Select(l => DescribeLayer(l, spec, reluInputs.Contains(l.Name))).ToArray()).ResidentBytes;
     }
