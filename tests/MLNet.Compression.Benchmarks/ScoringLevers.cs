@@ -113,6 +113,7 @@ public static class ScoringLevers
                     // before the first layer (the raw features; what a NaN/inf row needs, not what a 1e38 row needs).
                     variants.Add(new Variant($"{name} session, no input clamp", GraphVariants.WithoutPerBatchClamp(onnx, keepFirst: false), DefaultOptions));
                     variants.Add(new Variant($"{name} session, first-layer clamp only", GraphVariants.WithoutPerBatchClamp(onnx, keepFirst: true), DefaultOptions));
+                    variants.Add(new Variant($"{name} session, no Clip on the input", GraphVariants.WithoutPerBatchInputClip(onnx), DefaultOptions));
                 }
             }
         }
@@ -582,8 +583,15 @@ internal static class GraphVariants
         bool first = true;
         foreach (var dql in nodes.Where(n => n.OpType == "DynamicQuantizeLinear").ToList())
         {
-            var where = nodes.SingleOrDefault(n => n.OpType == "Where" && n.Output[0] == dql.Input[0]);
-            if (where is null)
+            // The model's input: Where(row bad, 0, x) → Clip; a hidden layer's: Where(in range, x, 0).
+            var producer = nodes.SingleOrDefault(n => n.Output[0] == dql.Input[0]);
+            string? raw = producer?.OpType switch
+            {
+                "Clip" => nodes.Single(n => n.Output[0] == producer.Input[0]).Input[2],
+                "Where" => producer.Input[1],
+                _ => null,
+            };
+            if (raw is null)
                 continue;
             if (first && keepFirst)
             {
@@ -591,7 +599,23 @@ internal static class GraphVariants
                 continue;
             }
             first = false;
-            dql.Input[0] = where.Input[1];
+            dql.Input[0] = raw;
+        }
+        RemoveDeadNodes(model);
+        return Google.Protobuf.MessageExtensions.ToByteArray(model);
+    }
+
+    /// <summary>The per-batch int8 dynamic export without the Clip of the model's input (rows with NaN/inf still zeroed).</summary>
+    public static byte[] WithoutPerBatchInputClip(byte[] onnx)
+    {
+        var model = ModelProto.Parser.ParseFrom(onnx);
+        var nodes = model.Graph.Node;
+        foreach (var clip in nodes.Where(n => n.OpType == "Clip" && n.Output[0].EndsWith(".input_clean", StringComparison.Ordinal)).ToList())
+        {
+            foreach (var reader in nodes.Where(n => n.Input.Contains(clip.Output[0])))
+                for (int i = 0; i < reader.Input.Count; i++)
+                    if (reader.Input[i] == clip.Output[0])
+                        reader.Input[i] = clip.Input[0];
         }
         RemoveDeadNodes(model);
         return Google.Protobuf.MessageExtensions.ToByteArray(model);

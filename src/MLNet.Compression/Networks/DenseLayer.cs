@@ -193,10 +193,17 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
     /// <summary>
     /// Per-batch dynamic quantization (<see cref="Quantization.ActivationScaleScope.PerBatch"/>, opt-in): DynamicQuantizeLinear
     /// gives the whole batch one uint8 scale and zero point, then MatMulInteger(x_q, W [in, out], zp) → Cast → Mul(x_scale ·
-    /// w_scale) → Add(bias), which ONNX Runtime fuses into DynamicQuantizeMatMul. First every feature whose magnitude is not
-    /// below <see cref="PerBatchInputLimit"/> (NaN, ±infinity, and finite values so large that max − min would overflow)
-    /// is replaced by 0, so one bad row cannot make the shared scale infinite or NaN and with it every other row's scores NaN;
-    /// the non-finite guard still scores a row with a NaN or infinite feature NaN.
+    /// w_scale) → Add(bias), which ONNX Runtime fuses into DynamicQuantizeMatMul. The input is cleaned first so that one bad
+    /// row cannot make the shared scale infinite or NaN and with it every other row's scores NaN:
+    /// <list type="bullet">
+    /// <item>on the model's input (the first layer): a row with a NaN or infinite feature is replaced by zeros as a whole,
+    /// found through the row mean of (x − x) (the same Sub and ReduceMean as the output head's non-finite guard, which ONNX
+    /// Runtime's common-subexpression elimination merges with them: one extra pass, the Where), then Clip to
+    /// ±<see cref="PerBatchInputLimit"/> so that the batch's max − min cannot overflow; the guard still scores the bad row NaN;</item>
+    /// <item>elsewhere (a hidden layer's activations, where an outlier row may have overflowed to infinity): every value whose
+    /// magnitude is not below <see cref="PerBatchInputLimit"/> (NaN, ±infinity) is replaced by 0 (Less → Where; after a ReLU
+    /// without the Abs).</item>
+    /// </list>
     /// </summary>
     private string EmitPerBatchInt8(OnnxGraphBuilder graph, OnnxLayerEmitter encoding, string input)
     {
@@ -211,10 +218,27 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
         var ws = QuantizedStorage.AddScale(graph, name + ".weight_scale", q.Scales);
         var limit = graph.AddFloatInitializer(name + ".finite_limit", [PerBatchInputLimit], []);
         var zero = graph.AddFloatInitializer(name + ".zero", [0f], []);
-        // A ReLU's output is never below 0, so x < limit suffices there (false for NaN too); otherwise |x| < limit (false for NaN and ±inf).
-        var magnitude = IsNonNegative(graph, input) ? input : graph.AddNode("Abs", [input], name + ".input_abs");
-        var inRange = graph.AddNode("Less", [magnitude, limit], name + ".input_in_range");
-        var clean = graph.AddNode("Where", [inRange, input, zero], name + ".input_clean");
+        string clean;
+        if (graph.Graph.Input.Any(i => i.Name == input))
+        {
+            // The row mean of x − x: 0 for a finite row, NaN for a row with a NaN or infinite feature ([N, 1]).
+            var difference = graph.AddNode("Sub", [input, input], name + ".input_zero");
+            var rowZero = graph.Opset is > 0 and <= 17
+                ? graph.AddNode("ReduceMean", [difference], name + ".input_row_zero", new Dictionary<string, object> { ["axes"] = new long[] { 1 }, ["keepdims"] = 1L })
+                : graph.AddNode("ReduceMean", [difference, graph.AddInt64Initializer(name + ".row_axis", [1L], [1])], name + ".input_row_zero",
+                    new Dictionary<string, object> { ["keepdims"] = 1L });
+            var badRow = graph.AddNode("IsNaN", [rowZero], name + ".input_row_bad");
+            var rowsZeroed = graph.AddNode("Where", [badRow, zero, input], name + ".input_rows_clean");
+            var minusLimit = graph.AddFloatInitializer(name + ".finite_limit_neg", [-PerBatchInputLimit], []);
+            clean = graph.AddNode("Clip", [rowsZeroed, minusLimit, limit], name + ".input_clean");
+        }
+        else
+        {
+            // A ReLU's output is never below 0, so x < limit suffices there (false for NaN too); otherwise |x| < limit (false for NaN and ±inf).
+            var magnitude = IsNonNegative(graph, input) ? input : graph.AddNode("Abs", [input], name + ".input_abs");
+            var inRange = graph.AddNode("Less", [magnitude, limit], name + ".input_in_range");
+            clean = graph.AddNode("Where", [inRange, input, zero], name + ".input_clean");
+        }
         var dql = graph.AddNode("DynamicQuantizeLinear", [clean], [name + ".input_q", name + ".batch_scale", name + ".batch_zero_point"]);
         var mm = graph.AddNode("MatMulInteger", [dql[0], w, dql[2]], name + ".matmul_int32");
         var mmf = graph.AddNode("Cast", [mm], name + ".matmul_float", new Dictionary<string, object> { ["to"] = (long)DataType.Float });

@@ -24,6 +24,9 @@ internal sealed class OnnxGraphBuilder
     /// <summary>The graph being built.</summary>
     public GraphProto Graph { get; }
 
+    /// <summary>The opset the graph is written for (0: not stated), for emitters whose operator form depends on it.</summary>
+    public int Opset { get; init; }
+
     /// <summary>Reserves <paramref name="name"/> exactly for a later <see cref="AddNodeWithReservedOutput"/>; throws if it is already used.</summary>
     public string ReserveName(string name)
     {

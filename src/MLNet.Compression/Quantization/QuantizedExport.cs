@@ -68,7 +68,7 @@ internal static class QuantizedExport
     {
         Validate(model, spec);
         var reluInputs = ReluInputLayers(model);
-        var layers = model.ParameterizedLayers.Select(l => DescribeLayer(l, spec, reluInputs.Contains(l.Name))).ToArray();
+        var layers = model.ParameterizedLayers.Select(l => DescribeLayer(l, spec, reluInputs.Contains(l.Name), ReferenceEquals(l, model.Layers[0]))).ToArray();
         return new QuantizedWeightsInfo(spec.Mode, layers);
     }
 
@@ -83,7 +83,7 @@ internal static class QuantizedExport
         ArgumentNullException.ThrowIfNull(options);
         var spec = new QuantizationSpec(options.Mode, options.PerChannel, options.BlockSize, null, options.KeepFloat.ToArray(), options.ActivationScales);
         var reluInputs = ReluInputLayers(model);
-        return new QuantizedWeightsInfo(spec.Mode, model.ParameterizedLayers.Select(l => DescribeLayer(l, spec, reluInputs.Contains(l.Name))).ToArray()).ResidentBytes;
+        return new QuantizedWeightsInfo(spec.Mode, model.ParameterizedLayers.Select(l => DescribeLayer(l, spec, reluInputs.Contains(l.Name), ReferenceEquals(l, model.Layers[0]))).ToArray()).ResidentBytes;
     }
 
     /// <summary>
@@ -214,7 +214,7 @@ internal static class QuantizedExport
         return result;
     }
 
-    private static QuantizedLayerInfo DescribeLayer(ParameterizedLayer layer, QuantizationSpec spec, bool reluInput)
+    private static QuantizedLayerInfo DescribeLayer(ParameterizedLayer layer, QuantizationSpec spec, bool reluInput, bool readsModelInput)
     {
         long n = layer.Weight.Length, outUnits = layer.OutputUnits, biasFloat = layer.Bias.Length * (long)sizeof(float);
         long channelScales = spec.PerChannel ? outUnits : 1;
@@ -232,10 +232,12 @@ internal static class QuantizedExport
                 // ReLU's output: its zero point is 0) + three float constants; MatMulInteger prepacks the int8 matrix (about 1 byte per weight).
                 if (spec.ActivationScales == ActivationScaleScope.PerBatch)
                 {
-                    // int8 values + float scales + two float constants of the finite-input clamp (DenseModelLayer's EmitPerBatchInt8).
-                    long batchStored = StoredValueBytes(layer, spec, 8) + channelScales * 4 + 2 * 4;
+                    // int8 values + float scales + the float constants of the input clamp (DenseModelLayer's EmitPerBatchInt8: two,
+                    // three on the model's input; exported at opset 18 or later that layer also stores an 8-byte reduction axis, not counted).
+                    long constants = readsModelInput ? 3 * 4 : 2 * 4;
+                    long batchStored = StoredValueBytes(layer, spec, 8) + channelScales * 4 + constants;
                     return new(layer.Name, Int8Name(spec), "per-batch dynamic quantization + DynamicQuantizeMatMul (int8)", n, batchStored,
-                        n + channelScales * 4 + 2 * 4, biasFloat);
+                        n + channelScales * 4 + constants, biasFloat);
                 }
                 long columnSums = reluInput ? 0 : (long)layer.OutputUnits * 4;
                 long stored = StoredValueBytes(layer, spec, 8) + channelScales * 4 + columnSums + 3 * 4;
