@@ -160,6 +160,9 @@ public static class ScoringLevers
             Directory.CreateDirectory(profileDir);
             foreach (var (name, model) in models)
                 Profile(model.GetOnnxModel(), features, Path.Combine(profileDir, name));
+            // With --levers, the per-batch int8 graph variants too (what each part of the input clean costs, per node).
+            foreach (var v in variants.Where(v => v.Name.StartsWith("int8-dynamic-per-batch session, ", StringComparison.Ordinal)))
+                Profile(v.Onnx, features, Path.Combine(profileDir, v.Name.Replace(' ', '_').Replace(",", "", StringComparison.Ordinal)));
         }
 
         // Transform passes (the user's path) and ApplyOnnxModel on the float32 bytes.
@@ -468,6 +471,8 @@ public static class ScoringLevers
     {
         private InferenceSession? session;
         private float[] input = [];
+
+        public byte[] Onnx => onnx;
         private float[] output = [];
         private string inputName = "";
         private string outputName = "";

@@ -15,7 +15,10 @@ namespace MLNet.Compression.Quantization;
 /// <item><see cref="QuantizationMode.Int8Dynamic"/>: dense layers quantize each row of activations with its own uint8 scale and zero
 /// point (ReduceMin/ReduceMax per row, then one QuantizeLinear along axis 0), MatMulInteger(x_u8, W_s8 [in, out]) → Cast → minus zero point × the weights' column sums →
 /// Mul(x_scale · w_scale) → Add(bias). Per-row scales make a row's result independent of the batch it is scored in (ONNX's
-/// DynamicQuantizeLinear uses one scale per batch), so batched and one-row-at-a-time scoring agree exactly. Convolutions store
+/// DynamicQuantizeLinear uses one scale per batch), so batched and one-row-at-a-time scoring agree exactly. With
+/// <see cref="ActivationScaleScope.PerBatch"/> (opt-in) dense layers use exactly that instead: the input cleaned of
+/// non-finite values, DynamicQuantizeLinear → MatMulInteger → Cast → Mul → Add, which ONNX Runtime fuses into
+/// DynamicQuantizeMatMul (<c>DenseModelLayer</c>'s EmitPerBatchInt8). Convolutions store
 /// int8 per-channel weights behind a DequantizeLinear and compute in float (ConvInteger takes one weight zero point per tensor
 /// and ONNX Runtime's CPU kernel has no int8-weight variant); ONNX Runtime keeps the int8 weights and dequantizes them each run.</item>
 /// <item><see cref="QuantizationMode.Int8Static"/>: QDQ. Each layer input goes through QuantizeLinear/DequantizeLinear (uint8, the

@@ -197,7 +197,7 @@ public sealed class EstimatorConformanceTests : IClassFixture<ConformanceFixture
 
     /// <summary>
     /// Int8Dynamic with per-batch activation scales: the saved zip scores one row per run, so a row's activation scale differs
-    /// from the batched in-process one. The stated bound (PerBatchActivationScaleTests): every score within 2e-2, a label
+    /// from the batched in-process one. The stated bound (PerBatchActivationScaleTests): every score within 5e-2, a label
     /// differs only on a near-tie (the two best in-process scores closer than twice that row's score difference).
     /// </summary>
     private static void AssertWithinPerBatchBound((float[][] Scores, uint[] Labels) expected, (float[][] Scores, uint[] Labels) actual, string name)
@@ -206,7 +206,7 @@ public sealed class EstimatorConformanceTests : IClassFixture<ConformanceFixture
         for (int row = 0; row < expected.Labels.Length; row++)
         {
             float diff = expected.Scores[row].Zip(actual.Scores[row]).Max(p => Math.Abs(p.First - p.Second));
-            Assert.True(diff <= 2e-2f, $"{name}: row {row}'s scores differ by {diff:G3} after reload, more than 2e-2.");
+            Assert.True(diff <= 5e-2f, $"{name}: row {row}'s scores differ by {diff:G3} after reload, more than 5e-2.");
             var top = expected.Scores[row].OrderByDescending(v => v).Take(2).ToArray();
             Assert.True(expected.Labels[row] == actual.Labels[row] || top[0] - top[1] < 2 * diff,
                 $"{name}: row {row}'s label changed after reload without a near-tie ({top[0]:G5} vs {top[1]:G5}).");

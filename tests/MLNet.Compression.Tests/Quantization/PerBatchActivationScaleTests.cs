@@ -19,10 +19,11 @@ namespace MLNet.Compression.Tests.Quantization;
 public sealed class PerBatchActivationScaleTests : IClassFixture<QuantizableMlpFixture>
 {
     /// <summary>
-    /// The bound stated for the saved zip against the batched in-process model (measured on this fixture: largest score
-    /// difference 6.9e-3 over 2,000 rows; the bound leaves room for other weights and rows).
+    /// The bound stated for the saved zip against the batched in-process model. A row scored alone gets its own scale, so the
+    /// difference is that between per-row and per-batch scales: measured 6.9e-3 on this fixture's 2,000 rows (784-128-10) and
+    /// 1.8e-2 for LeNet-300-100 on the 10,000 test rows (the benchmark's per-batch vs per-row line); the bound leaves room.
     /// </summary>
-    private const float SavedZipScoreBound = 2e-2f;
+    private const float SavedZipScoreBound = 5e-2f;
 
     private readonly QuantizableMlpFixture fixture;
     private readonly ITestOutputHelper output;
@@ -121,11 +122,12 @@ public sealed class PerBatchActivationScaleTests : IClassFixture<QuantizableMlpF
     public void TheSavedZipScoresEachRowAloneWithinTheStatedBound_LabelsDifferOnlyOnNearTies()
     {
         using var perBatch = Quantize(ActivationScaleScope.PerBatch, out _);
-        var inProcess = Scoring.Read(perBatch.Transform(fixture.Test));
+        var test = TestMnist.LoadTest(Ml); // all 10,000 rows
+        var inProcess = Scoring.Read(perBatch.Transform(test));
         using var dir = TestMnist.NewTempDirectory();
         Ml.Model.Save(perBatch, fixture.Train.Schema, dir["perbatch.zip"]);
         var loaded = new MLContext(seed: 3).Model.Load(dir["perbatch.zip"], out _);
-        var reloaded = Scoring.Read(loaded.Transform(fixture.Test));
+        var reloaded = Scoring.Read(loaded.Transform(test));
         Assert.Equal(inProcess.Labels.Length, reloaded.Labels.Length);
         float maxDiff = 0;
         int flipped = 0;
