@@ -113,7 +113,6 @@ public static class ScoringLevers
                     // before the first layer (the raw features; what a NaN/inf row needs, not what a 1e38 row needs).
                     variants.Add(new Variant($"{name} session, no input clamp", GraphVariants.WithoutPerBatchClamp(onnx, keepFirst: false), DefaultOptions));
                     variants.Add(new Variant($"{name} session, first-layer clamp only", GraphVariants.WithoutPerBatchClamp(onnx, keepFirst: true), DefaultOptions));
-                    variants.Add(new Variant($"{name} session, no Clip on the input", GraphVariants.WithoutPerBatchInputClip(onnx), DefaultOptions));
                 }
             }
         }
@@ -588,10 +587,11 @@ internal static class GraphVariants
         bool first = true;
         foreach (var dql in nodes.Where(n => n.OpType == "DynamicQuantizeLinear").ToList())
         {
-            // The model's input: Where(row bad, 0, x) → Clip; a hidden layer's: Where(in range, x, 0).
+            // The model's input: If(any row bad, Where(row bad, 0, x) → Clip, Clip(x)) (before: Where → Clip); a hidden layer's: Where(in range, x, 0).
             var producer = nodes.SingleOrDefault(n => n.Output[0] == dql.Input[0]);
             string? raw = producer?.OpType switch
             {
+                "If" => producer.Attribute.Single(a => a.Name == "else_branch").G.Node[0].Input[0],
                 "Clip" => nodes.Single(n => n.Output[0] == producer.Input[0]).Input[2],
                 "Where" => producer.Input[1],
                 _ => null,
@@ -610,35 +610,22 @@ internal static class GraphVariants
         return Google.Protobuf.MessageExtensions.ToByteArray(model);
     }
 
-    /// <summary>The per-batch int8 dynamic export without the Clip of the model's input (rows with NaN/inf still zeroed).</summary>
-    public static byte[] WithoutPerBatchInputClip(byte[] onnx)
-    {
-        var model = ModelProto.Parser.ParseFrom(onnx);
-        var nodes = model.Graph.Node;
-        foreach (var clip in nodes.Where(n => n.OpType == "Clip" && n.Output[0].EndsWith(".input_clean", StringComparison.Ordinal)).ToList())
-        {
-            foreach (var reader in nodes.Where(n => n.Input.Contains(clip.Output[0])))
-                for (int i = 0; i < reader.Input.Count; i++)
-                    if (reader.Input[i] == clip.Output[0])
-                        reader.Input[i] = clip.Input[0];
-        }
-        RemoveDeadNodes(model);
-        return Google.Protobuf.MessageExtensions.ToByteArray(model);
-    }
-
     private static void RemoveDeadNodes(ModelProto model)
     {
+        // Inputs read by a node or by a node of its branch graphs (If reads outer values by name).
+        static IEnumerable<string> Reads(NodeProto n) =>
+            n.Input.Concat(n.Attribute.Where(a => a.G is not null).SelectMany(a => a.G.Node.SelectMany(Reads)));
         var nodes = model.Graph.Node;
         while (true)
         {
-            var used = nodes.SelectMany(n => n.Input).Concat(model.Graph.Output.Select(o => o.Name)).ToHashSet(StringComparer.Ordinal);
+            var used = nodes.SelectMany(Reads).Concat(model.Graph.Output.Select(o => o.Name)).ToHashSet(StringComparer.Ordinal);
             var dead = nodes.Where(n => !n.Output.Any(used.Contains)).ToList();
             if (dead.Count == 0)
                 break;
             foreach (var d in dead)
                 nodes.Remove(d);
         }
-        var stillUsed = nodes.SelectMany(n => n.Input).ToHashSet(StringComparer.Ordinal);
+        var stillUsed = nodes.SelectMany(Reads).ToHashSet(StringComparer.Ordinal);
         foreach (var t in model.Graph.Initializer.Where(t => !stillUsed.Contains(t.Name)).ToList())
             model.Graph.Initializer.Remove(t);
     }

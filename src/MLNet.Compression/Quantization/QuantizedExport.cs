@@ -235,9 +235,9 @@ internal static class QuantizedExport
                 // ReLU's output: its zero point is 0) + three float constants; MatMulInteger prepacks the int8 matrix (about 1 byte per weight).
                 if (spec.ActivationScales == ActivationScaleScope.PerBatch)
                 {
-                    // int8 values + float scales + the float constants of the input clamp (DenseModelLayer's EmitPerBatchInt8: two,
-                    // three on the model's input; exported at opset 18 or later that layer also stores an 8-byte reduction axis, not counted).
-                    long constants = readsModelInput ? 3 * 4 : 2 * 4;
+                    // int8 values + float scales + the three float constants of the input clean (DenseModelLayer's EmitPerBatchInt8;
+                    // exported at opset 18 or later the layer reading the model's input also stores an 8-byte reduction axis, not counted).
+                    long constants = 3 * 4;
                     long batchStored = StoredValueBytes(layer, spec, 8) + channelScales * 4 + constants;
                     return new(layer.Name, Int8Name(spec), "per-batch dynamic quantization + DynamicQuantizeMatMul (int8)", n, batchStored,
                         n + channelScales * 4 + constants, biasFloat);

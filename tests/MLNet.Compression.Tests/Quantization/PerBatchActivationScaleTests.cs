@@ -191,6 +191,15 @@ public sealed class PerBatchActivationScaleTests : IClassFixture<QuantizableMlpF
             }
             output.WriteLine($"outlier ±{outlier:G3} in rows 3 and 4: {agree} of {rows.Length - 2} other rows keep their label (finite scores)");
         }
+
+        // A row of 1e38 in every feature: its hidden activations overflow to infinity, which the hidden layer's clean zeroes
+        // before the shared scale (without it the scale would be infinite and every row NaN).
+        var overflowing = rows.Select(r => (float[])r.Clone()).ToArray();
+        Array.Fill(overflowing[3], 1e38f);
+        var scoredOverflow = Score(perBatch, overflowing);
+        for (int row = 0; row < rows.Length; row++)
+            if (row != 3)
+                Assert.All(scoredOverflow.Scores[row], s => Assert.True(float.IsFinite(s), $"a row of 1e38: row {row} scored {s}"));
     }
 
     [Fact]
