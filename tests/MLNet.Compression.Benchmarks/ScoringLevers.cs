@@ -57,6 +57,9 @@ public static class ScoringLevers
         var models = new List<(string Name, NeuralNetworkTransformer Model)> { ("float32", float32) };
         foreach (var mode in new[] { QuantizationMode.Int8Dynamic, QuantizationMode.Int8Static, QuantizationMode.Int4WeightOnly })
             models.Add((ModeName(mode), ml.Compression().Quantize(float32, new QuantizationOptions { Mode = mode }).Fit(train)));
+        // Int8Dynamic with the opt-in per-batch activation scales (ActivationScaleScope.PerBatch: DynamicQuantizeMatMul).
+        models.Insert(2, ("int8-dynamic-per-batch", ml.Compression().Quantize(float32,
+            new QuantizationOptions { Mode = QuantizationMode.Int8Dynamic, ActivationScales = ActivationScaleScope.PerBatch }).Fit(train)));
 
         // Accuracy of every mode on the 10,000 test rows (the batched path) and agreement with the bare session.
         var features = ReadFeatures(test);
@@ -104,6 +107,13 @@ public static class ScoringLevers
                 variants.Add(new Variant($"{name} session, MatMul-zeros NaN guard", GraphVariants.WithMatMulGuard(onnx), DefaultOptions));
                 if (name == "int8-dynamic")
                     variants.Add(new Variant($"{name} session, per-batch scales", GraphVariants.WithPerBatchScales(onnx), DefaultOptions));
+                if (name == "int8-dynamic-per-batch")
+                {
+                    // The cost of the non-finite clamp (Abs/Less/Where before each DynamicQuantizeLinear): without it, and only
+                    // before the first layer (the raw features; what a NaN/inf row needs, not what a 1e38 row needs).
+                    variants.Add(new Variant($"{name} session, no input clamp", GraphVariants.WithoutPerBatchClamp(onnx, keepFirst: false), DefaultOptions));
+                    variants.Add(new Variant($"{name} session, first-layer clamp only", GraphVariants.WithoutPerBatchClamp(onnx, keepFirst: true), DefaultOptions));
+                }
             }
         }
         if (StringArg(args, "--only") is { } only)
@@ -128,12 +138,30 @@ public static class ScoringLevers
             for (int row = 0; row < Rows; row++)
                 agree += ArgMax(plain.AsSpan(row * 10, 10)) == ArgMax(r.Plain.AsSpan(row * 10, 10)) ? 1 : 0;
             Console.WriteLine($"// {v.Name}: max |difference| to the default session {maxDiff:G3}, same arg-max on {agree:N0} of {Rows:N0} rows; NaN/inf rows scored NaN: {nanRows}");
+            if (model == "int8-dynamic-per-batch" && reference.TryGetValue("int8-dynamic", out var perRowReference))
+            {
+                // Against per-row int8 dynamic, and whether the NaN/inf rows left the other rows of their block unchanged.
+                var perRow = perRowReference.Plain;
+                double toPerRow = plain.Zip(perRow).Max(p => Math.Abs(p.First - p.Second));
+                int sameLabel = 0;
+                for (int row = 0; row < Rows; row++)
+                    sameLabel += ArgMax(plain.AsSpan(row * 10, 10)) == ArgMax(perRow.AsSpan(row * 10, 10)) ? 1 : 0;
+                int changed = 0;
+                for (int row = 0; row < Rows; row++)
+                    if (row is not (5 or 7) && !nan.AsSpan(row * 10, 10).SequenceEqual(plain.AsSpan(row * 10, 10)))
+                        changed++;
+                Console.WriteLine($"//   vs per-row int8 dynamic: max |difference| {toPerRow:G3}, same arg-max on {sameLabel:N0} of {Rows:N0} rows; " +
+                                  $"rows changed by the NaN/inf rows in their block: {changed}");
+            }
         }
         if (profileDir is not null)
         {
             Directory.CreateDirectory(profileDir);
             foreach (var (name, model) in models)
                 Profile(model.GetOnnxModel(), features, Path.Combine(profileDir, name));
+            // With --levers, the per-batch int8 graph variants too (what each part of the input clean costs, per node).
+            foreach (var v in variants.Where(v => v.Name.StartsWith("int8-dynamic-per-batch session, ", StringComparison.Ordinal)))
+                Profile(v.Onnx, features, Path.Combine(profileDir, v.Name.Replace(' ', '_').Replace(",", "", StringComparison.Ordinal)));
         }
 
         // Transform passes (the user's path) and ApplyOnnxModel on the float32 bytes.
@@ -442,6 +470,8 @@ public static class ScoringLevers
     {
         private InferenceSession? session;
         private float[] input = [];
+
+        public byte[] Onnx => onnx;
         private float[] output = [];
         private string inputName = "";
         private string outputName = "";
@@ -546,6 +576,60 @@ internal static class GraphVariants
     /// point MatMulInteger takes out, and the output scale is that one scale times the weight scales; the per-row nodes left
     /// without consumers are removed. A row's result then depends on the rows scored with it.
     /// </summary>
+    /// <summary>
+    /// The per-batch int8 dynamic export without its non-finite clamp (Abs → Less → Where before each DynamicQuantizeLinear),
+    /// or with it before the first layer only (<paramref name="keepFirst"/>): for measuring what the clamp costs.
+    /// </summary>
+    public static byte[] WithoutPerBatchClamp(byte[] onnx, bool keepFirst)
+    {
+        var model = ModelProto.Parser.ParseFrom(onnx);
+        var nodes = model.Graph.Node;
+        bool first = true;
+        foreach (var dql in nodes.Where(n => n.OpType == "DynamicQuantizeLinear").ToList())
+        {
+            // The model's input: If(any row bad, Where(row bad, 0, x) → Clip, Clip(x)) (before: Where → Clip); a hidden layer's: Where(in range, x, 0).
+            var producer = nodes.SingleOrDefault(n => n.Output[0] == dql.Input[0]);
+            string? raw = producer?.OpType switch
+            {
+                "If" => producer.Attribute.Single(a => a.Name == "else_branch").G.Node[0].Input[0],
+                "Clip" => nodes.Single(n => n.Output[0] == producer.Input[0]).Input[2],
+                "Where" => producer.Input[1],
+                _ => null,
+            };
+            if (raw is null)
+                continue;
+            if (first && keepFirst)
+            {
+                first = false;
+                continue;
+            }
+            first = false;
+            dql.Input[0] = raw;
+        }
+        RemoveDeadNodes(model);
+        return Google.Protobuf.MessageExtensions.ToByteArray(model);
+    }
+
+    private static void RemoveDeadNodes(ModelProto model)
+    {
+        // Inputs read by a node or by a node of its branch graphs (If reads outer values by name).
+        static IEnumerable<string> Reads(NodeProto n) =>
+            n.Input.Concat(n.Attribute.Where(a => a.G is not null).SelectMany(a => a.G.Node.SelectMany(Reads)));
+        var nodes = model.Graph.Node;
+        while (true)
+        {
+            var used = nodes.SelectMany(Reads).Concat(model.Graph.Output.Select(o => o.Name)).ToHashSet(StringComparer.Ordinal);
+            var dead = nodes.Where(n => !n.Output.Any(used.Contains)).ToList();
+            if (dead.Count == 0)
+                break;
+            foreach (var d in dead)
+                nodes.Remove(d);
+        }
+        var stillUsed = nodes.SelectMany(Reads).ToHashSet(StringComparer.Ordinal);
+        foreach (var t in model.Graph.Initializer.Where(t => !stillUsed.Contains(t.Name)).ToList())
+            model.Graph.Initializer.Remove(t);
+    }
+
     public static byte[] WithPerBatchScales(byte[] onnx)
     {
         var model = ModelProto.Parser.ParseFrom(onnx);

@@ -127,6 +127,8 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
     /// </summary>
     private string EmitDynamicInt8(OnnxGraphBuilder graph, OnnxLayerEmitter encoding, string input)
     {
+        if (encoding.PerBatchActivationScales)
+            return EmitPerBatchInt8(graph, encoding, input);
         var q = encoding.QuantizeWeights(this);
         int k = InFeatures, n = OutFeatures;
         var transposed = new sbyte[q.Values!.Length];
@@ -187,6 +189,84 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
         var y = graph.AddNode("Mul", [corrected, outScale], name + ".matmul");
         return graph.AddNode("Add", [y, encoding.EmitBias(graph, this)], name);
     }
+
+    /// <summary>
+    /// Per-batch dynamic quantization (<see cref="Quantization.ActivationScaleScope.PerBatch"/>, opt-in): DynamicQuantizeLinear
+    /// gives the whole batch one uint8 scale and zero point, then MatMulInteger(x_q, W [in, out], zp) → Cast → Mul(x_scale ·
+    /// w_scale) → Add(bias), which ONNX Runtime fuses into DynamicQuantizeMatMul. The input is cleaned first so that one bad
+    /// row cannot make the shared scale infinite or NaN and with it every other row's scores NaN:
+    /// <list type="bullet">
+    /// <item>on the model's input (the first layer): a row with a NaN or infinite feature is replaced by zeros as a whole,
+    /// found through the row mean of (x − x) (the same Sub and ReduceMean as the output head's non-finite guard, which ONNX
+    /// Runtime's common-subexpression elimination merges with them), inside an If so that only a batch holding such a row
+    /// pays for the Where; then Clip to ±<see cref="PerBatchInputLimit"/> so that the batch's max − min cannot overflow; the
+    /// guard still scores the bad row NaN;</item>
+    /// <item>elsewhere (a hidden layer's activations, where an outlier row may have overflowed to infinity): if the sum of
+    /// squares of the whole batch is not finite (one read pass), every value whose magnitude is not below
+    /// <see cref="PerBatchInputLimit"/> (NaN, ±infinity) is replaced by 0 (Less → Where; after a ReLU without the Abs).</item>
+    /// </list>
+    /// </summary>
+    private string EmitPerBatchInt8(OnnxGraphBuilder graph, OnnxLayerEmitter encoding, string input)
+    {
+        var q = encoding.QuantizeWeights(this);
+        int k = InFeatures, n = OutFeatures;
+        var transposed = new sbyte[q.Values!.Length];
+        for (int o = 0; o < n; o++)
+            for (int i = 0; i < k; i++)
+                transposed[i * n + o] = q.Values[o * k + i];
+        string name = Name;
+        var w = encoding.AddIntegerTensor(graph, name + ".weight_q", transposed, [k, n], 8);
+        var ws = QuantizedStorage.AddScale(graph, name + ".weight_scale", q.Scales);
+        var limit = graph.AddFloatInitializer(name + ".finite_limit", [PerBatchInputLimit], []);
+        var zero = graph.AddFloatInitializer(name + ".zero", [0f], []);
+        string clean;
+        if (graph.Graph.Input.Any(i => i.Name == input))
+        {
+            // The row mean of x − x: 0 for a finite row, NaN for a row with a NaN or infinite feature ([N, 1]).
+            var difference = graph.AddNode("Sub", [input, input], name + ".input_zero");
+            var rowZero = graph.Opset is > 0 and <= 17
+                ? graph.AddNode("ReduceMean", [difference], name + ".input_row_zero", new Dictionary<string, object> { ["axes"] = new long[] { 1 }, ["keepdims"] = 1L })
+                : graph.AddNode("ReduceMean", [difference, graph.AddInt64Initializer(name + ".row_axis", [1L], [1])], name + ".input_row_zero",
+                    new Dictionary<string, object> { ["keepdims"] = 1L });
+            var minusLimit = graph.AddFloatInitializer(name + ".finite_limit_neg", [-PerBatchInputLimit], []);
+            // Only a batch that holds such a row pays for zeroing it (the Where over [N, in] is most of the clean's cost): If
+            // the sum of the row means is NaN, Where(IsNaN(row mean), 0, x) → Clip, else Clip alone.
+            var anyBad = graph.AddNode("IsNaN", [graph.AddNode("ReduceSum", [rowZero], name + ".input_any_bad_sum",
+                new Dictionary<string, object> { ["keepdims"] = 0L })], name + ".input_any_bad");
+            var zeroRows = graph.Branch(name + ".zero_bad_rows",
+                ("IsNaN", [rowZero]), ("Where", ["$previous", zero, input]), ("Clip", ["$previous", minusLimit, limit]));
+            var keepRows = graph.Branch(name + ".all_rows_finite", ("Clip", [input, minusLimit, limit]));
+            clean = graph.AddNode("If", [anyBad], name + ".input_clean",
+                new Dictionary<string, object> { ["then_branch"] = zeroRows, ["else_branch"] = keepRows });
+        }
+        else
+        {
+            // Only a batch whose activations hold a NaN, an infinity or a huge value pays for the clean: If the sum of squares
+            // (NaN or infinite then; one read pass) is not below infinity, Where(in range, x, 0), else x. A ReLU's output is never
+            // below 0, so x < limit suffices there (false for NaN too); otherwise |x| < limit (false for NaN and ±inf).
+            var sumSquares = graph.AddNode("ReduceSumSquare", [input], name + ".input_sum_squares", new Dictionary<string, object> { ["keepdims"] = 0L });
+            var infinity = graph.AddFloatInitializer(name + ".infinity", [float.PositiveInfinity], []);
+            var suspect = graph.AddNode("Not", [graph.AddNode("Less", [sumSquares, infinity], name + ".input_sum_squares_finite")], name + ".input_suspect");
+            var zeroOutOfRange = IsNonNegative(graph, input)
+                ? graph.Branch(name + ".zero_out_of_range", ("Less", [input, limit]), ("Where", ["$previous", input, zero]))
+                : graph.Branch(name + ".zero_out_of_range", ("Abs", [input]), ("Less", ["$previous", limit]), ("Where", ["$previous", input, zero]));
+            var unchanged = graph.Branch(name + ".all_in_range", ("Identity", [input]));
+            clean = graph.AddNode("If", [suspect], name + ".input_clean",
+                new Dictionary<string, object> { ["then_branch"] = zeroOutOfRange, ["else_branch"] = unchanged });
+        }
+        var dql = graph.AddNode("DynamicQuantizeLinear", [clean], [name + ".input_q", name + ".batch_scale", name + ".batch_zero_point"]);
+        var mm = graph.AddNode("MatMulInteger", [dql[0], w, dql[2]], name + ".matmul_int32");
+        var mmf = graph.AddNode("Cast", [mm], name + ".matmul_float", new Dictionary<string, object> { ["to"] = (long)DataType.Float });
+        var outScale = graph.AddNode("Mul", [dql[1], ws], name + ".output_scale");
+        var y = graph.AddNode("Mul", [mmf, outScale], name + ".matmul");
+        return graph.AddNode("Add", [y, encoding.EmitBias(graph, this)], name);
+    }
+
+    /// <summary>
+    /// Per-batch int8: features of at least this magnitude are replaced by 0 before the batch's scale is taken (half of
+    /// float.MaxValue, so that the batch's max − min cannot overflow to infinity).
+    /// </summary>
+    internal const float PerBatchInputLimit = float.MaxValue / 2;
 
     /// <summary>Whether <paramref name="value"/> is the output of a Relu node of <paramref name="graph"/> (never below 0).</summary>
     private static bool IsNonNegative(OnnxGraphBuilder graph, string value) =>

@@ -51,7 +51,7 @@ internal static class OnnxExporter
             throw new ArgumentException(
                 $"The model's last layer must be the dense output layer with the {head.OutputUnits(model.NumClasses)} unit(s) its {head.Name} head needs.", nameof(model));
 
-        var g = new OnnxGraphBuilder(model.Architecture.Name);
+        var g = new OnnxGraphBuilder(model.Architecture.Name) { Opset = options.Opset };
         var emitter = UsesSparseWeights(options) ? new SparseWeightsEmitter(options) : options.LayerEmitter;
         foreach (var outputName in head.OutputNames(options))
             g.ReserveName(outputName);

@@ -24,6 +24,9 @@ internal sealed class OnnxGraphBuilder
     /// <summary>The graph being built.</summary>
     public GraphProto Graph { get; }
 
+    /// <summary>The opset the graph is written for (0: not stated), for emitters whose operator form depends on it.</summary>
+    public int Opset { get; init; }
+
     /// <summary>Reserves <paramref name="name"/> exactly for a later <see cref="AddNodeWithReservedOutput"/>; throws if it is already used.</summary>
     public string ReserveName(string name)
     {
@@ -95,7 +98,7 @@ internal sealed class OnnxGraphBuilder
     /// <summary>
     /// Adds a node. Outputs are given as name prefixes and made unique; the actual output names are returned.
     /// Attribute values may be <see cref="long"/>/<see cref="int"/>, <see cref="float"/>, <see cref="string"/>,
-    /// <see cref="long"/>[]/<see cref="int"/>[], <see cref="float"/>[] or <see cref="TensorProto"/>.
+    /// <see cref="long"/>[]/<see cref="int"/>[], <see cref="float"/>[], <see cref="TensorProto"/> or <see cref="GraphProto"/> (an If branch).
     /// </summary>
     public string[] AddNode(string opType, IReadOnlyList<string> inputs, IReadOnlyList<string> outputPrefixes,
         IReadOnlyDictionary<string, object>? attributes = null, string? domain = null)
@@ -111,6 +114,31 @@ internal sealed class OnnxGraphBuilder
                 node.Attribute.Add(Attribute(key, value));
         Graph.Node.Add(node);
         return outputs;
+    }
+
+    /// <summary>
+    /// A branch graph for an If node: <paramref name="nodes"/> (op type, inputs, output) run in order, reading values of the
+    /// enclosing graph by name; the last node's output, a float tensor, is the branch's output. Names are made unique in this graph.
+    /// </summary>
+    public GraphProto Branch(string name, params (string OpType, string[] Inputs)[] nodes)
+    {
+        var branch = new GraphProto { Name = UniqueName(name) };
+        string previous = "";
+        foreach (var (op, inputs) in nodes)
+        {
+            var output = UniqueName(name + "." + op.ToLowerInvariant());
+            var node = new NodeProto { OpType = op, Name = UniqueName("node_" + op + "_" + output) };
+            node.Input.AddRange(inputs.Select(i => i == "$previous" ? previous : i));
+            node.Output.Add(output);
+            branch.Node.Add(node);
+            previous = output;
+        }
+        branch.Output.Add(new ValueInfoProto
+        {
+            Name = previous,
+            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float } },
+        });
+        return branch;
     }
 
     /// <summary>Adds a single-output node and returns the output name.</summary>
@@ -150,6 +178,7 @@ internal sealed class OnnxGraphBuilder
             case long[] la: a.Type = AttributeProto.Types.AttributeType.Ints; a.Ints.AddRange(la); break;
             case float[] fa: a.Type = AttributeProto.Types.AttributeType.Floats; a.Floats.AddRange(fa); break;
             case TensorProto t: a.Type = AttributeProto.Types.AttributeType.Tensor; a.T = t; break;
+            case GraphProto g: a.Type = AttributeProto.Types.AttributeType.Graph; a.G = g; break;
             default: throw new ArgumentException($"Attribute '{name}' has unsupported value type {value?.GetType().Name ?? "null"}.", nameof(value));
         }
         return a;

@@ -55,6 +55,11 @@ internal class OnnxLayerEmitter
     public virtual string EmitActivation(OnnxGraphBuilder graph, ParameterizedLayer layer, string input) =>
         Activations.Emit(graph, layer.Name, layer.Activation, input);
 
+    /// <summary>
+    /// For <see cref="WeightCompute.DynamicInt8"/>: one activation scale per batch (DynamicQuantizeLinear) instead of one per row.
+    /// </summary>
+    public virtual bool PerBatchActivationScales => false;
+
     /// <summary>The compute path for <paramref name="layer"/>; <see cref="WeightCompute.Float"/> unless the encoding uses one of the layer's integer kernels.</summary>
     public virtual WeightCompute ComputeOf(ParameterizedLayer layer) => WeightCompute.Float;
 

@@ -68,7 +68,8 @@ public sealed class QuantizationEstimator : CompressionStageEstimator<Quantizati
             log.Info($"Calibrated the input ranges of {calibration.Ranges.Count} layer(s) on {calibration.Rows:N0} row(s) ({Settings.Calibration}).");
         }
 
-        var spec = new QuantizationSpec(Settings.Mode, Settings.PerChannel, Settings.BlockSize, calibration?.Ranges, keepFloat.ToArray());
+        var spec = new QuantizationSpec(Settings.Mode, Settings.PerChannel, Settings.BlockSize, calibration?.Ranges, keepFloat.ToArray(),
+            Settings.ActivationScales);
         var exportOptions = QuantizedExport.Options(network, spec);
         var weights = QuantizedExport.Describe(network, spec);
         var resultOptions = source.TrainingOptions.Clone();
@@ -80,6 +81,7 @@ public sealed class QuantizationEstimator : CompressionStageEstimator<Quantizati
             FineTuningEpochs = tuning?.Epochs ?? 0,
             FineTuningSteps = result?.Steps ?? 0,
             FineTuningLearningRate = tuning?.LearningRate,
+            ActivationScales = Settings.ActivationScales,
         };
         log.Info(report.ToString());
         return (model, report);
@@ -158,6 +160,13 @@ public sealed record QuantizationReport : CompressionStageReport
     /// <summary>Rows run through the network for calibration (0 when nothing was calibrated).</summary>
     public long CalibrationRows { get; }
 
+    /// <summary>
+    /// How <see cref="QuantizationMode.Int8Dynamic"/> scaled the activations at run time: per row (a row's scores never depend
+    /// on its batch) or per batch (faster; scores depend on the batch). <see cref="ActivationScaleScope.PerRow"/> for the other modes.
+    /// </summary>
+    [JsonInclude]
+    public ActivationScaleScope ActivationScales { get; internal init; }
+
     /// <summary>Whether the network was fine-tuned with simulated quantization before export.</summary>
     public bool QuantizationAwareTraining { get; }
 
@@ -204,6 +213,10 @@ public sealed record QuantizationReport : CompressionStageReport
         sb.Append(c, $"Quantization {Mode}");
         if (Mode is QuantizationMode.Int8Dynamic or QuantizationMode.Int8Static)
             sb.Append(PerChannel ? ", per-channel weights" : ", per-tensor weights");
+        if (Mode == QuantizationMode.Int8Dynamic)
+            sb.Append(ActivationScales == ActivationScaleScope.PerBatch
+                ? ", activation scales per batch (scores depend on the batch)"
+                : ", activation scales per row");
         if (BlockSize is { } bs)
             sb.Append(c, $", block {bs}");
         if (Calibration is { } m)

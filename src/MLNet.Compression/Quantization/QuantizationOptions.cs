@@ -37,6 +37,15 @@ public sealed class QuantizationOptions : FineTuningOptions
     /// <summary>Weights per scale in <see cref="QuantizationMode.Int4WeightOnly"/>: a power of two from 16 to 4096. Default 32.</summary>
     public int BlockSize { get; set; } = 128;
 
+    /// <summary>
+    /// How <see cref="QuantizationMode.Int8Dynamic"/> quantizes dense layers' activations at run time: one scale per row
+    /// (<see cref="ActivationScaleScope.PerRow"/>, the default: a row's scores never depend on its batch) or one per batch
+    /// (<see cref="ActivationScaleScope.PerBatch"/>: faster, scores depend slightly on the batch, and one row with a huge
+    /// finite feature silently degrades the other rows of its batch; see there). Only <see cref="QuantizationMode.Int8Dynamic"/>
+    /// accepts <see cref="ActivationScaleScope.PerBatch"/>.
+    /// </summary>
+    public ActivationScaleScope ActivationScales { get; set; } = ActivationScaleScope.PerRow;
+
     /// <summary>How the activation ranges of <see cref="QuantizationMode.Int8Static"/> are chosen. Default <see cref="CalibrationMethod.MinMax"/>.</summary>
     public CalibrationMethod Calibration { get; set; } = CalibrationMethod.MinMax;
 
@@ -85,6 +94,7 @@ public sealed class QuantizationOptions : FineTuningOptions
     {
         Mode = Mode,
         PerChannel = PerChannel,
+        ActivationScales = ActivationScales,
         BlockSize = BlockSize,
         Calibration = Calibration,
         CalibrationRows = CalibrationRows,
@@ -97,6 +107,12 @@ public sealed class QuantizationOptions : FineTuningOptions
     {
         if (!Enum.IsDefined(Mode))
             throw new ArgumentOutOfRangeException(nameof(Mode), Mode, "QuantizationOptions.Mode is not a known value.");
+        if (!Enum.IsDefined(ActivationScales))
+            throw new ArgumentOutOfRangeException(nameof(ActivationScales), ActivationScales, "QuantizationOptions.ActivationScales is not a known value.");
+        if (ActivationScales == ActivationScaleScope.PerBatch && Mode != QuantizationMode.Int8Dynamic)
+            throw new ArgumentException(
+                $"QuantizationOptions.ActivationScales = PerBatch applies to Int8Dynamic only (activations quantized at run time), not to {Mode}. " +
+                "Set Mode = Int8Dynamic or leave ActivationScales at PerRow.", nameof(ActivationScales));
         if (!Enum.IsDefined(Calibration))
             throw new ArgumentOutOfRangeException(nameof(Calibration), Calibration, "QuantizationOptions.Calibration is not a known value.");
         if (BlockSize < MinBlockSize || BlockSize > MaxBlockSize || (BlockSize & (BlockSize - 1)) != 0)

@@ -104,6 +104,9 @@ internal sealed class QuantizedEmitter : OnnxLayerEmitter
     public override IReadOnlyCollection<string>? KeptFloat => spec.KeepFloat;
 
     /// <inheritdoc />
+    public override bool PerBatchActivationScales => spec.ActivationScales == ActivationScaleScope.PerBatch;
+
+    /// <inheritdoc />
     public override WeightCompute ComputeOf(ParameterizedLayer layer) => Plan(layer) switch
     {
         QuantizedExport.LayerPlan.Int8DynamicDense => WeightCompute.DynamicInt8,

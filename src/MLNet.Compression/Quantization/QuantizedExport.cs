@@ -15,7 +15,10 @@ namespace MLNet.Compression.Quantization;
 /// <item><see cref="QuantizationMode.Int8Dynamic"/>: dense layers quantize each row of activations with its own uint8 scale and zero
 /// point (ReduceMin/ReduceMax per row, then one QuantizeLinear along axis 0), MatMulInteger(x_u8, W_s8 [in, out]) → Cast → minus zero point × the weights' column sums →
 /// Mul(x_scale · w_scale) → Add(bias). Per-row scales make a row's result independent of the batch it is scored in (ONNX's
-/// DynamicQuantizeLinear uses one scale per batch), so batched and one-row-at-a-time scoring agree exactly. Convolutions store
+/// DynamicQuantizeLinear uses one scale per batch), so batched and one-row-at-a-time scoring agree exactly. With
+/// <see cref="ActivationScaleScope.PerBatch"/> (opt-in) dense layers use exactly that instead: the input cleaned of
+/// non-finite values, DynamicQuantizeLinear → MatMulInteger → Cast → Mul → Add, which ONNX Runtime fuses into
+/// DynamicQuantizeMatMul (<c>DenseModelLayer</c>'s EmitPerBatchInt8). Convolutions store
 /// int8 per-channel weights behind a DequantizeLinear and compute in float (ConvInteger takes one weight zero point per tensor
 /// and ONNX Runtime's CPU kernel has no int8-weight variant); ONNX Runtime keeps the int8 weights and dequantizes them each run.</item>
 /// <item><see cref="QuantizationMode.Int8Static"/>: QDQ. Each layer input goes through QuantizeLinear/DequantizeLinear (uint8, the
@@ -68,22 +71,22 @@ internal static class QuantizedExport
     {
         Validate(model, spec);
         var reluInputs = ReluInputLayers(model);
-        var layers = model.ParameterizedLayers.Select(l => DescribeLayer(l, spec, reluInputs.Contains(l.Name))).ToArray();
+        var layers = model.ParameterizedLayers.Select(l => DescribeLayer(l, spec, reluInputs.Contains(l.Name), ReferenceEquals(l, model.Layers[0]))).ToArray();
         return new QuantizedWeightsInfo(spec.Mode, layers);
     }
 
     /// <summary>
     /// Bytes the weights and biases of <paramref name="model"/> occupy once ONNX Runtime has loaded its export quantized with
-    /// <paramref name="options"/> (what the quantization estimator reported): they depend on the mode, per-channel scales,
+    /// <paramref name="options"/> (what the quantization estimator reported): they depend on the mode, activation scale scope, per-channel scales,
     /// block size and float layers, not on the weights or the calibrated ranges, so a restored model re-derives them.
     /// </summary>
     public static long ResidentBytes(NetworkModel model, QuantizationOptions options)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
-        var spec = new QuantizationSpec(options.Mode, options.PerChannel, options.BlockSize, null, options.KeepFloat.ToArray());
+        var spec = new QuantizationSpec(options.Mode, options.PerChannel, options.BlockSize, null, options.KeepFloat.ToArray(), options.ActivationScales);
         var reluInputs = ReluInputLayers(model);
-        return new QuantizedWeightsInfo(spec.Mode, model.ParameterizedLayers.Select(l => DescribeLayer(l, spec, reluInputs.Contains(l.Name))).ToArray()).ResidentBytes;
+        return new QuantizedWeightsInfo(spec.Mode, model.ParameterizedLayers.Select(l => DescribeLayer(l, spec, reluInputs.Contains(l.Name), ReferenceEquals(l, model.Layers[0]))).ToArray()).ResidentBytes;
     }
 
     /// <summary>
@@ -153,6 +156,11 @@ internal static class QuantizedExport
         ArgumentNullException.ThrowIfNull(spec);
         if (!Enum.IsDefined(spec.Mode))
             throw new ArgumentOutOfRangeException(nameof(spec), spec.Mode, "Unknown quantization mode.");
+        if (!Enum.IsDefined(spec.ActivationScales))
+            throw new ArgumentOutOfRangeException(nameof(spec), spec.ActivationScales, "Unknown activation scale scope.");
+        if (spec.ActivationScales == ActivationScaleScope.PerBatch && spec.Mode != QuantizationMode.Int8Dynamic)
+            throw new ArgumentException(
+                $"Per-batch activation scales apply to Int8Dynamic only, not to {spec.Mode}; use ActivationScaleScope.PerRow.", nameof(spec));
         var names = model.ParameterizedLayers.Select(l => l.Name).ToHashSet(StringComparer.Ordinal);
         if (spec.KeepFloat is { } keep)
             foreach (var name in keep)
@@ -209,7 +217,7 @@ internal static class QuantizedExport
         return result;
     }
 
-    private static QuantizedLayerInfo DescribeLayer(ParameterizedLayer layer, QuantizationSpec spec, bool reluInput)
+    private static QuantizedLayerInfo DescribeLayer(ParameterizedLayer layer, QuantizationSpec spec, bool reluInput, bool readsModelInput)
     {
         long n = layer.Weight.Length, outUnits = layer.OutputUnits, biasFloat = layer.Bias.Length * (long)sizeof(float);
         long channelScales = spec.PerChannel ? outUnits : 1;
@@ -225,6 +233,15 @@ internal static class QuantizedExport
             {
                 // int8 values + float scales + the float column sums used for the zero-point correction (none when the input is a
                 // ReLU's output: its zero point is 0) + three float constants; MatMulInteger prepacks the int8 matrix (about 1 byte per weight).
+                if (spec.ActivationScales == ActivationScaleScope.PerBatch)
+                {
+                    // int8 values + float scales + the three float constants of the input clean (DenseModelLayer's EmitPerBatchInt8;
+                    // exported at opset 18 or later the layer reading the model's input also stores an 8-byte reduction axis, not counted).
+                    long constants = 3 * 4;
+                    long batchStored = StoredValueBytes(layer, spec, 8) + channelScales * 4 + constants;
+                    return new(layer.Name, Int8Name(spec), "per-batch dynamic quantization + DynamicQuantizeMatMul (int8)", n, batchStored,
+                        n + channelScales * 4 + constants, biasFloat);
+                }
                 long columnSums = reluInput ? 0 : (long)layer.OutputUnits * 4;
                 long stored = StoredValueBytes(layer, spec, 8) + channelScales * 4 + columnSums + 3 * 4;
                 long resident = n + channelScales * 4 + columnSums + 3 * 4;

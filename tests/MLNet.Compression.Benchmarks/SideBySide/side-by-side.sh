@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side CPU scoring benchmark (issue 19; not part of CI), one command, about 2-4 minutes:
-# ours (ScoringLevers, `--scoring-levers`): LeNet-300-100 trained one epoch, quantized int8 dynamic / int8 static / int4,
+# ours (ScoringLevers, `--scoring-levers`): LeNet-300-100 trained one epoch, quantized int8 dynamic (per-row scales, and per-batch: ActivationScaleScope.PerBatch) / int8 static / int4,
 # the accuracy of every mode on the 10,000 test rows, then interleaved rounds of the bare ONNX Runtime session and of the
 # batched `model.Transform` per mode, ML.NET's ApplyOnnxModel on the float32 bytes, and in every round one
 # timed pass of PyTorch's float32 and quantize_dynamic int8 (pytorch_scoring.py with Debian's python3-torch, installed
@@ -44,8 +44,8 @@ for line in open(sys.argv[1]):
         j = json.loads(line[10:])
         accuracy[j["mode"]] = j["accuracy"]
 torch = {k: v for k, v in ours.items() if k.startswith("pytorch")}
-rows = [(f"ours {m}, batched Transform", ours[f"ours {m} Transform"]) for m in ("float32", "int8-dynamic", "int8-static", "int4")]
-rows += [(f"ours {m}, bare ONNX Runtime session", ours[f"ours {m} session"]) for m in ("float32", "int8-dynamic", "int8-static", "int4")]
+rows = [(f"ours {m}, batched Transform", ours[f"ours {m} Transform"]) for m in ("float32", "int8-dynamic", "int8-dynamic-per-batch", "int8-static", "int4")]
+rows += [(f"ours {m}, bare ONNX Runtime session", ours[f"ours {m} session"]) for m in ("float32", "int8-dynamic", "int8-dynamic-per-batch", "int8-static", "int4")]
 rows += [("PyTorch float32", torch["pytorch-float32"]), ("PyTorch int8 dynamic (quantize_dynamic)", torch["pytorch-int8-dynamic"])]
 base, pt = ours["ours float32 Transform"], torch["pytorch-int8-dynamic"]
 print()

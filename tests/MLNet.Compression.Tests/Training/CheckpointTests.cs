@@ -152,7 +152,7 @@ public sealed class CheckpointRoundTripTests
         AssertEveryPropertyDiffers(new NeuralNetworkOptions(), options);
         var quantization = new QuantizationOptions
         {
-            Mode = QuantizationMode.Int8Dynamic, PerChannel = false, BlockSize = 64, Calibration = CalibrationMethod.Percentile, CalibrationRows = 77,
+            Mode = QuantizationMode.Int8Dynamic, ActivationScales = ActivationScaleScope.PerBatch, PerChannel = false, BlockSize = 64, Calibration = CalibrationMethod.Percentile, CalibrationRows = 77,
             Percentile = 99.5, KeepFloat = ["output"], QuantizationAwareTraining = true, QatEpochs = 5, QatLearningRate = 3e-4,
             Progress = new Progress<TrainingProgress>(), BatchSize = 24, ProgressInterval = 9, CancellationToken = Cancelled(),
             Distributed = DistributedOptions.Mpi(), Augmentation = ImageAugmentation.None,
@@ -190,6 +190,7 @@ public sealed class CheckpointRoundTripTests
             // The recipe is the steps' own form, enumerations by name.
             Assert.Equal(["clustering", "quantization"], recipe.Select(r => (string)r!["kind"]!));
             Assert.Equal("Int8Dynamic", (string)recipe[1]!["quantization"]!["mode"]!);
+            Assert.Equal("PerBatch", (string)recipe[1]!["quantization"]!["activationScales"]!);
             Assert.Equal("Density", (string)recipe[0]!["clustering"]!["initialization"]!);
             Assert.Equal("Logits", (string)recipe[0]!["clustering"]!["distillation"]!["teacherScoreKind"]!);
         }
