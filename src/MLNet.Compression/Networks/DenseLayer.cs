@@ -131,16 +131,8 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
             return EmitPerBatchInt8(graph, encoding, input);
         var q = encoding.QuantizeWeights(this);
         int k = InFeatures, n = OutFeatures;
-        var transposed = new sbyte[q.Values!.Length];
-        var columnSums = new float[n];
-        for (int o = 0; o < n; o++)
-            for (int i = 0; i < k; i++)
-            {
-                transposed[i * n + o] = q.Values[o * k + i];
-                columnSums[o] += q.Values[o * k + i];
-            }
         string name = Name;
-        var w = encoding.AddIntegerTensor(graph, name + ".weight_q", transposed, [k, n], 8);
+        var w = encoding.AddIntegerTensor(graph, name + ".weight_q", InputMajor(q.Values!), [k, n], 8);
         // The weight scales as a row [1, channels] in the ReLU form below (for its MatMul), as AddScale stores them otherwise.
         bool reluInput = IsNonNegative(graph, input);
         var ws = reluInput ? graph.AddFloatInitializer(name + ".weight_scale", q.Scales, [1, q.Scales.Length])
@@ -182,6 +174,10 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
             var xq = graph.AddNode("QuantizeLinear", [input, rowScales, rowZeroPoints], name + ".input_q", perRow);
             var mm = graph.AddNode("MatMulInteger", [xq, w], name + ".matmul_int32");
             var mmf = graph.AddNode("Cast", [mm], name + ".matmul_float", new Dictionary<string, object> { ["to"] = (long)DataType.Float });
+            var columnSums = new float[n];
+            for (int o = 0; o < n; o++)
+                for (int i = 0; i < k; i++)
+                    columnSums[o] += q.Values![o * k + i];
             var colsum = graph.AddFloatInitializer(name + ".weight_column_sums", columnSums, [1, n]);
             corrected = graph.AddNode("Sub", [mmf, graph.AddNode("Mul", [zeroPoint, colsum], name + ".zero_point_term")], name + ".matmul_centered");
             outScale = graph.AddNode("Mul", [scale, ws], name + ".output_scale");
@@ -210,12 +206,8 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
     {
         var q = encoding.QuantizeWeights(this);
         int k = InFeatures, n = OutFeatures;
-        var transposed = new sbyte[q.Values!.Length];
-        for (int o = 0; o < n; o++)
-            for (int i = 0; i < k; i++)
-                transposed[i * n + o] = q.Values[o * k + i];
         string name = Name;
-        var w = encoding.AddIntegerTensor(graph, name + ".weight_q", transposed, [k, n], 8);
+        var w = encoding.AddIntegerTensor(graph, name + ".weight_q", InputMajor(q.Values!), [k, n], 8);
         var ws = QuantizedStorage.AddScale(graph, name + ".weight_scale", q.Scales);
         var limit = graph.AddFloatInitializer(name + ".finite_limit", [PerBatchInputLimit], []);
         var zero = graph.AddFloatInitializer(name + ".zero", [0f], []);
@@ -223,11 +215,7 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
         if (graph.Graph.Input.Any(i => i.Name == input))
         {
             // The row mean of x − x: 0 for a finite row, NaN for a row with a NaN or infinite feature ([N, 1]).
-            var difference = graph.AddNode("Sub", [input, input], name + ".input_zero");
-            var rowZero = graph.Opset is > 0 and <= 17
-                ? graph.AddNode("ReduceMean", [difference], name + ".input_row_zero", new Dictionary<string, object> { ["axes"] = new long[] { 1 }, ["keepdims"] = 1L })
-                : graph.AddNode("ReduceMean", [difference, graph.AddInt64Initializer(name + ".row_axis", [1L], [1])], name + ".input_row_zero",
-                    new Dictionary<string, object> { ["keepdims"] = 1L });
+            var rowZero = graph.NonFiniteRowProbe(input, name + ".input_");
             var minusLimit = graph.AddFloatInitializer(name + ".finite_limit_neg", [-PerBatchInputLimit], []);
             // Only a batch that holds such a row pays for zeroing it (the Where over [N, in] is most of the clean's cost): If
             // the sum of the row means is NaN, Where(IsNaN(row mean), 0, x) → Clip, else Clip alone.
@@ -263,10 +251,25 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
     }
 
     /// <summary>
-    /// Per-batch int8: features of at least this magnitude are replaced by 0 before the batch's scale is taken (half of
-    /// float.MaxValue, so that the batch's max − min cannot overflow to infinity).
+    /// Per-batch int8: before the batch's scale is taken, the model's input is clipped to ± this and a hidden layer's values of
+    /// at least this magnitude are replaced by 0 (half of float.MaxValue, so that the batch's max − min cannot overflow to
+    /// infinity).
     /// </summary>
     internal const float PerBatchInputLimit = float.MaxValue / 2;
+
+    /// <summary>
+    /// The integer weights [out, in] (this layer's layout) as [in, out], the layout MatMulInteger and MatMul take as their
+    /// second input.
+    /// </summary>
+    private sbyte[] InputMajor(sbyte[] values)
+    {
+        int k = InFeatures, n = OutFeatures;
+        var transposed = new sbyte[values.Length];
+        for (int o = 0; o < n; o++)
+            for (int i = 0; i < k; i++)
+                transposed[i * n + o] = values[o * k + i];
+        return transposed;
+    }
 
     /// <summary>Whether <paramref name="value"/> is the output of a Relu node of <paramref name="graph"/> (never below 0).</summary>
     private static bool IsNonNegative(OnnxGraphBuilder graph, string value) =>
@@ -281,15 +284,11 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
         var q = encoding.QuantizeWeights(this);
         int k = InFeatures, n = OutFeatures, bs = q.BlockSize;
         int blocks = q.BlocksPerRow;
-        var transposed = new sbyte[q.Values!.Length];
-        for (int i = 0; i < k; i++)
-            for (int o = 0; o < n; o++)
-                transposed[i * n + o] = q.Values[o * k + i];
         var scales = new float[blocks * n];
         for (int b = 0; b < blocks; b++)
             for (int o = 0; o < n; o++)
                 scales[b * n + o] = q.Scales[o * blocks + b];
-        var w = encoding.AddIntegerTensor(graph, Name + ".weight_q4", transposed, [k, n], 4);
+        var w = encoding.AddIntegerTensor(graph, Name + ".weight_q4", InputMajor(q.Values!), [k, n], 4);
         var s = graph.AddFloatInitializer(Name + ".weight_scale", scales, [blocks, n]);
         var wf = graph.AddNode("DequantizeLinear", [w, s], Name + ".weight_t",
             new Dictionary<string, object> { ["axis"] = 0L, ["block_size"] = (long)bs });

@@ -117,6 +117,22 @@ internal sealed class OnnxGraphBuilder
     }
 
     /// <summary>
+    /// [N, 1]: each row's mean of (x − x) for <paramref name="x"/> [N, D]: exactly 0 for a row of finite values however large,
+    /// NaN for a row holding a NaN or an infinity. Its nodes' outputs are <paramref name="prefix"/> + "zero" and + "row_zero".
+    /// Up to opset 17 ReduceMean's axes are an attribute; from opset 18 they are an int64 initializer (prefix + "row_axis").
+    /// One place writes it, so two users of the same x (the output head's non-finite guard, the per-batch int8 input clean)
+    /// build identical nodes, which ONNX Runtime's common-subexpression elimination computes once.
+    /// </summary>
+    public string NonFiniteRowProbe(string x, string prefix)
+    {
+        var difference = AddNode("Sub", [x, x], prefix + "zero");
+        return Opset is > 0 and <= 17
+            ? AddNode("ReduceMean", [difference], prefix + "row_zero", new Dictionary<string, object> { ["axes"] = new long[] { 1 }, ["keepdims"] = 1L })
+            : AddNode("ReduceMean", [difference, AddInt64Initializer(prefix + "row_axis", [1L], [1])], prefix + "row_zero",
+                new Dictionary<string, object> { ["keepdims"] = 1L });
+    }
+
+    /// <summary>
     /// A branch graph for an If node: <paramref name="nodes"/> (op type, inputs, output) run in order, reading values of the
     /// enclosing graph by name; the last node's output, a float tensor, is the branch's output. Names are made unique in this graph.
     /// </summary>

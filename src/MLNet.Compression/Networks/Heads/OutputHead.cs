@@ -180,13 +180,9 @@ internal abstract class OutputHead
     /// </summary>
     protected static string PropagateNonFinite(OnnxGraphBuilder g, string outputs, OnnxExportOptions options)
     {
-        var zero = g.AddNode("Sub", [options.InputName, options.InputName], "input_zero");
         if (options.Opset <= 17)
-        {
-            var rowZero = g.AddNode("ReduceMean", [zero], "input_row_zero",
-                new Dictionary<string, object> { ["axes"] = new long[] { 1 }, ["keepdims"] = 1L });
-            return g.AddNode("Add", [outputs, rowZero], "outputs_nan_checked");
-        }
+            return g.AddNode("Add", [outputs, g.NonFiniteRowProbe(options.InputName, "input_")], "outputs_nan_checked");
+        var zero = g.AddNode("Sub", [options.InputName, options.InputName], "input_zero");
         var rowSum = g.AddNode("Einsum", [zero], "input_row_zero", new Dictionary<string, object> { ["equation"] = "ij->i" });
         var transposed = g.AddNode("Transpose", [outputs], "outputs_t");
         var checkedT = g.AddNode("Add", [transposed, rowSum], "outputs_t_checked");
