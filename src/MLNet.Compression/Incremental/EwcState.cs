@@ -193,18 +193,7 @@ internal sealed class EwcState
                             sums[i].addcmul_(g, g, Scalars.One);
                 rows++;
             }
-            if (rows == 0)
-                throw new ArgumentException("The data for EWC's Fisher information has no rows.", nameof(data));
-            using var inv = (1.0 / rows).ToScalar();
-            var fisher = new float[parameters.Length][];
-            var anchor = new float[parameters.Length][];
-            for (int i = 0; i < parameters.Length; i++)
-            {
-                sums[i].mul_(inv);
-                fisher[i] = TorchNetwork.ToArray(sums[i]);
-                anchor[i] = i % 2 == 0 ? (float[])layers[i / 2].Weight.Clone() : (float[])layers[i / 2].Bias.Clone();
-            }
-            return new EwcState(fisher, anchor, 1);
+            return FromSums(layers, sums, rows);
         }
         finally
         {
@@ -272,25 +261,33 @@ internal sealed class EwcState
                 }
                 rows += n;
             }
-            if (rows == 0)
-                throw new ArgumentException("The data for EWC's Fisher information has no rows.", nameof(data));
-            using var inv = (1.0 / rows).ToScalar();
-            var fisher = new float[2 * layers.Length][];
-            var anchor = new float[2 * layers.Length][];
-            for (int i = 0; i < layers.Length; i++)
-            {
-                fisher[2 * i] = TorchNetwork.ToArray(sumW[i].mul_(inv));
-                fisher[2 * i + 1] = TorchNetwork.ToArray(sumB[i].mul_(inv));
-                anchor[2 * i] = (float[])layers[i].Weight.Clone();
-                anchor[2 * i + 1] = (float[])layers[i].Bias.Clone();
-            }
-            return new EwcState(fisher, anchor, 1);
+            return FromSums(layers, sumW.Zip(sumB, (w, b) => new[] { w, b }).SelectMany(p => p).ToArray(), rows);
         }
         finally
         {
             foreach (var s in sumW.Concat(sumB))
                 s.Dispose();
         }
+    }
+
+    /// <summary>
+    /// The state of one task from the sums over <paramref name="rows"/> rows of the squared gradients, one tensor per parameter
+    /// in the order weight, bias of each of <paramref name="layers"/> (divided in place): the Fisher information is their mean,
+    /// the anchor the layers' current weights.
+    /// </summary>
+    private static EwcState FromSums(ParameterizedLayer[] layers, Tensor[] sums, int rows)
+    {
+        if (rows == 0)
+            throw new ArgumentException("The data for EWC's Fisher information has no rows.", "data");
+        using var inv = (1.0 / rows).ToScalar();
+        var fisher = new float[sums.Length][];
+        var anchor = new float[sums.Length][];
+        for (int i = 0; i < sums.Length; i++)
+        {
+            fisher[i] = TorchNetwork.ToArray(sums[i].mul_(inv));
+            anchor[i] = i % 2 == 0 ? (float[])layers[i / 2].Weight.Clone() : (float[])layers[i / 2].Bias.Clone();
+        }
+        return new EwcState(fisher, anchor, 1);
     }
 
     /// <summary>Keeps each weighted layer's input and pre-activation output during the network's own forward pass.</summary>
