@@ -86,22 +86,6 @@ public class QuantizedScoringBenchmarks
     private float Score(NeuralNetworkTransformer model)
     {
         var scored = model.Transform(test);
-        var score = scored.Schema["Score"];
-        var predicted = scored.Schema["PredictedLabel"];
-        using var cursor = scored.GetRowCursor([score, predicted]);
-        var getScore = cursor.GetGetter<VBuffer<float>>(score);
-        var getPredicted = cursor.GetGetter<uint>(predicted);
-        VBuffer<float> s = default;
-        uint p = 0;
-        float sum = 0;
-        long rows = 0;
-        while (cursor.MoveNext())
-        {
-            getScore(ref s);
-            getPredicted(ref p);
-            sum += s.GetValues()[0] + p;
-            rows++;
-        }
-        return rows == Rows ? sum : throw new InvalidOperationException($"Scored {rows} rows.");
+        return ScoredRows.Read(scored, Rows);
     }
 }

@@ -405,22 +405,8 @@ public static class ScoringLevers
     private static double TimeTransform(NeuralNetworkTransformer model, IDataView test)
     {
         var sw = Stopwatch.StartNew();
-        var scored = model.Transform(test);
-        var score = scored.Schema["Score"];
-        var predicted = scored.Schema["PredictedLabel"];
-        using var cursor = scored.GetRowCursor([score, predicted]);
-        var getScore = cursor.GetGetter<VBuffer<float>>(score);
-        var getPredicted = cursor.GetGetter<uint>(predicted);
-        VBuffer<float> s = default;
-        uint p = 0;
-        long rows = 0;
-        while (cursor.MoveNext())
-        {
-            getScore(ref s);
-            getPredicted(ref p);
-            rows++;
-        }
-        return rows == Rows ? sw.Elapsed.TotalSeconds : throw new InvalidOperationException($"Scored {rows} rows.");
+        ScoredRows.Read(model.Transform(test), Rows);
+        return sw.Elapsed.TotalSeconds;
     }
 
     private static double TimeApplyOnnx(ITransformer applyOnnx, IDataView test)
