@@ -105,6 +105,12 @@ public static class ScoringLevers
                 variants.Add(new Variant($"{name} session, Einsum NaN guard (before)", GraphVariants.WithEinsumGuard(onnx), DefaultOptions));
                 variants.Add(new Variant($"{name} session, Transpose-Einsum NaN guard (before)", GraphVariants.WithTransposedEinsumGuard(onnx), DefaultOptions));
                 variants.Add(new Variant($"{name} session, MatMul-zeros NaN guard", GraphVariants.WithMatMulGuard(onnx), DefaultOptions));
+                variants.Add(new Variant($"{name} session, 2 streams x 1 thread", onnx, () => WithThreads(DefaultOptions(), 1), streams: 2));
+                variants.Add(new Variant($"{name} session, 2 streams x 1 thread block 512", onnx, () => WithThreads(DefaultOptions(), 1), 512, streams: 2));
+                variants.Add(new Variant($"{name} session, 2 streams x 2 threads", onnx, DefaultOptions, streams: 2));
+                variants.Add(new Variant($"{name} session, Gemm-row NaN guard", GraphVariants.WithGemmRowGuard(onnx), DefaultOptions));
+                if (name != "int4") // opset 21: ReduceMax's axes are an input there
+                    variants.Add(new Variant($"{name} session, max-min NaN guard", GraphVariants.WithMaxMinGuard(onnx), DefaultOptions));
                 if (name == "int8-dynamic")
                     variants.Add(new Variant($"{name} session, per-batch scales", GraphVariants.WithPerBatchScales(onnx), DefaultOptions));
                 if (name == "int8-dynamic-per-batch")
@@ -452,7 +458,7 @@ public static class ScoringLevers
     }
 
     /// <summary>One session over one graph with one set of options, scoring the rows in blocks with pinned buffers.</summary>
-    private sealed class Variant(string name, byte[] onnx, Func<SessionOptions> options, int block = Block, int rows = Rows) : IDisposable
+    private sealed class Variant(string name, byte[] onnx, Func<SessionOptions> options, int block = Block, int rows = Rows, int streams = 1) : IDisposable
     {
         private InferenceSession? session;
         private float[] input = [];
@@ -479,6 +485,8 @@ public static class ScoringLevers
 
         public double Time(float[] features)
         {
+            if (streams > 1)
+                return TimeStreams(features);
             var sw = Stopwatch.StartNew();
             using var runOptions = new RunOptions();
             for (int start = 0; start < Rows; start += block)
@@ -489,6 +497,29 @@ public static class ScoringLevers
                 using var y = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, output.AsMemory(0, n * 10), [n, 10]);
                 session!.Run(runOptions, [inputName], [x], [outputName], [y]);
             }
+            return sw.Elapsed.TotalSeconds;
+        }
+
+        /// <summary>Blocks scored by <c>streams</c> threads at once on the one session (each its own buffers).</summary>
+        private double TimeStreams(float[] features)
+        {
+            var sw = Stopwatch.StartNew();
+            var threads = Enumerable.Range(0, streams).Select(t => new Thread(() =>
+            {
+                var inBuf = GC.AllocateUninitializedArray<float>(block * 784, pinned: true);
+                var outBuf = GC.AllocateUninitializedArray<float>(block * 10, pinned: true);
+                using var runOptions = new RunOptions();
+                for (int start = t * block; start < Rows; start += streams * block)
+                {
+                    int n = Math.Min(block, Rows - start);
+                    features.AsSpan(start * 784, n * 784).CopyTo(inBuf);
+                    using var x = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, inBuf.AsMemory(0, n * 784), [n, 784]);
+                    using var y = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, outBuf.AsMemory(0, n * 10), [n, 10]);
+                    session!.Run(runOptions, [inputName], [x], [outputName], [y]);
+                }
+            })).ToList();
+            threads.ForEach(t => t.Start());
+            threads.ForEach(t => t.Join());
             return sw.Elapsed.TotalSeconds;
         }
 
@@ -555,6 +586,39 @@ internal static class GraphVariants
         zeros.FloatData.AddRange(new float[input]);
         model.Graph.Initializer.Add(zeros);
     });
+
+    /// <summary>outputs + Transpose(Gemm(zeros [1, D], x, transB)): one [1, N] product (MLAS's M = 1 transposed-B path), one read of x.</summary>
+    public static byte[] WithGemmRowGuard(byte[] onnx) => ReplaceGuard(onnx, (outputs, x) =>
+    [
+        WithInt(Node("Gemm", ["guard_zeros_row", x], "input_row_zero_t"), "transB", 1),
+        Node("Transpose", ["input_row_zero_t"], "input_row_zero"),
+        Node("Add", [outputs, "input_row_zero"], "outputs_nan_checked"),
+    ], model =>
+    {
+        var input = model.Graph.Input[0].Type.TensorType.Shape.Dim[1].DimValue;
+        var zeros = new TensorProto { Name = "guard_zeros_row", DataType = (int)TensorProto.Types.DataType.Float, Dims = { 1, input } };
+        zeros.FloatData.AddRange(new float[input]);
+        model.Graph.Initializer.Add(zeros);
+    });
+
+    /// <summary>outputs + (max − max) + (min − min) per row: two read-only reductions (relies on ReduceMax/Min propagating NaN).</summary>
+    public static byte[] WithMaxMinGuard(byte[] onnx) => ReplaceGuard(onnx, (outputs, x) =>
+    [
+        WithInt(WithInts(Node("ReduceMax", [x], "input_row_max"), "axes", 1), "keepdims", 1),
+        WithInt(WithInts(Node("ReduceMin", [x], "input_row_min"), "axes", 1), "keepdims", 1),
+        Node("Sub", ["input_row_max", "input_row_max"], "input_max_zero"),
+        Node("Sub", ["input_row_min", "input_row_min"], "input_min_zero"),
+        Node("Add", ["input_max_zero", "input_min_zero"], "input_row_zero"),
+        Node("Add", [outputs, "input_row_zero"], "outputs_nan_checked"),
+    ]);
+
+    private static NodeProto WithInts(NodeProto node, string name, params long[] values)
+    {
+        var a = new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints };
+        a.Ints.AddRange(values);
+        node.Attribute.Add(a);
+        return node;
+    }
 
     /// <summary>
     /// Int8 dynamic with one activation scale per batch (what PyTorch's quantize_dynamic does) instead of per row, to measure

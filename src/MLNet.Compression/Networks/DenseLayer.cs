@@ -117,13 +117,14 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
     }
 
     /// <summary>
-    /// Per-row dynamic quantization: each row's activations get their own uint8 scale and zero point (from that row's
-    /// min and max, widened to include 0), MatMulInteger multiplies them with the int8 weights [in, out], and the zero point
-    /// is taken out with the weights' column sums: y = (x_q·W − zp·colsum(W)) · x_scale · w_scale + b. Unlike
-    /// DynamicQuantizeLinear (one scale for the whole batch), a row's result does not depend on the other rows it is scored
-    /// with, so batched in-process scoring and ML.NET's one-row-at-a-time scoring give identical outputs. When the input is a
-    /// Relu node's output the row minimum is 0, so the graph skips ReduceMin, the zero point and the column-sum correction
-    /// (bit-identical outputs, fewer passes over the activations; issue 19).
+    /// Per-row dynamic quantization: each row's activations get their own uint8 scale, the int8 weights [in, out] are
+    /// multiplied with them by ONNX Runtime's <c>MatMulIntegerToFloat</c> (com.microsoft), which applies the weights'
+    /// per-column scales inside the integer product (activation scale 1), and the row's scale and the bias follow:
+    /// y = (x_q·W) · w_scale · x_scale + b. Unlike DynamicQuantizeLinear (one scale for the whole batch), a row's result does
+    /// not depend on the other rows it is scored with, so batched in-process scoring and ML.NET's one-row-at-a-time scoring
+    /// give identical outputs. After a Relu the row's values are never below 0: scale = max / 255, zero point 0. Elsewhere
+    /// (the model's input) the scale is symmetric, max |x| / 127, with the fixed zero point 128, which the integer kernel
+    /// takes out itself (issue 19: no per-row zero point, no column-sum correction, no Cast, no [N, out] scale product).
     /// </summary>
     private string EmitDynamicInt8(OnnxGraphBuilder graph, OnnxLayerEmitter encoding, string input)
     {
@@ -133,56 +134,38 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
         int k = InFeatures, n = OutFeatures;
         string name = Name;
         var w = encoding.AddIntegerTensor(graph, name + ".weight_q", InputMajor(q.Values!), [k, n], 8);
-        // The weight scales as a row [1, channels] in the ReLU form below (for its MatMul), as AddScale stores them otherwise.
-        bool reluInput = IsNonNegative(graph, input);
-        var ws = reluInput ? graph.AddFloatInitializer(name + ".weight_scale", q.Scales, [1, q.Scales.Length])
-            : QuantizedStorage.AddScale(graph, name + ".weight_scale", q.Scales);
-        var zero = graph.AddFloatInitializer(name + ".zero", [0f], []);
-        var levels = graph.AddFloatInitializer(name + ".levels", [255f], []);
+        var ws = graph.AddFloatInitializer(name + ".weight_scale", q.Scales, [n]);
+        var unit = graph.AddFloatInitializer(name + ".unit_scale", [1f], []);
         var tiny = graph.AddFloatInitializer(name + ".min_scale", [1e-30f], []);
         var rowAxis = new Dictionary<string, object> { ["axes"] = new long[] { 1 }, ["keepdims"] = 1L };
-        var rowMax = graph.AddNode("Max", [graph.AddNode("ReduceMax", [input], name + ".row_max", rowAxis), zero], name + ".row_max0");
-        var toUint8 = new Dictionary<string, object> { ["to"] = (long)DataType.Uint8 };
         var perRow = new Dictionary<string, object> { ["axis"] = 0L };
-        string corrected, scale, outScale;
-        if (reluInput)
+        // A row holding a NaN or an infinity gets meaningless codes here; the output head's non-finite guard scores it NaN.
+        var rowMax = graph.AddNode("ReduceMax", [input], name + ".row_max", rowAxis);
+        string scale, z;
+        if (IsNonNegative(graph, input))
         {
-            // Issue 19: the input is a ReLU's output (never below 0), so the row minimum widened to include 0 is exactly 0,
-            // the zero point is 0 and its correction term vanishes: no ReduceMin, no zero-point arithmetic, no [N, out]
-            // correction. The same numbers as the general form below (x − 0 = x, zp·colsum = ±0, m − ±0 = m), fewer passes.
+            // A ReLU's output: the row minimum is 0 (and the maximum at least 0), so uint8 codes 0-255 cover [0, max] with zero point 0.
+            var levels = graph.AddFloatInitializer(name + ".levels", [255f], []);
             scale = graph.AddNode("Max", [graph.AddNode("Div", [rowMax, levels], name + ".row_scale_raw"), tiny], name + ".row_scale");
-            // No zero point: QuantizeLinear's output is then uint8 with zero point 0, and so is MatMulInteger's a_zero_point.
-            var xq0 = graph.AddNode("QuantizeLinear", [input, graph.AddNode("Squeeze", [scale], name + ".row_scale_vector")], name + ".input_q", perRow);
-            corrected = graph.AddNode("Cast", [graph.AddNode("MatMulInteger", [xq0, w], name + ".matmul_int32")], name + ".matmul_float",
-                new Dictionary<string, object> { ["to"] = (long)DataType.Float });
-            // The row scale times the weight scales as MatMul([N, 1], [1, channels]) (one product per element, as Mul gives), not
-            // Mul: ONNX Runtime fuses MatMulInteger → Cast → Mul(·, Mul(a_scale, b_scale)) into MatMulIntegerToFloat, which
-            // takes one activation scale per tensor, not per row, and would give every row the first row's scale.
-            outScale = graph.AddNode("MatMul", [scale, ws], name + ".output_scale");
+            var xq = graph.AddNode("QuantizeLinear", [input, graph.AddNode("Squeeze", [scale], name + ".row_scale_vector")], name + ".input_q", perRow);
+            z = graph.AddNode("MatMulIntegerToFloat", [xq, w, unit, ws], name + ".matmul_scaled", domain: OnnxExporter.MicrosoftDomain);
         }
         else
         {
-            var rowMin = graph.AddNode("Min", [graph.AddNode("ReduceMin", [input], name + ".row_min", rowAxis), zero], name + ".row_min0");
-            scale = graph.AddNode("Max", [graph.AddNode("Div", [graph.AddNode("Sub", [rowMax, rowMin], name + ".row_range"), levels], name + ".row_scale_raw"), tiny], name + ".row_scale");
-            var zeroPoint = graph.AddNode("Clip", [graph.AddNode("Round", [graph.AddNode("Div", [graph.AddNode("Neg", [rowMin], name + ".neg_min"), scale], name + ".zp_raw")], name + ".zp_round"), zero, levels], name + ".row_zero_point");
-            // x_q = saturate(round(x / scale) + zero point) per row: one QuantizeLinear along axis 0 with the row scales and zero
-            // points as vectors [N] (Squeeze without axes: [N, 1] → [N], or a scalar when N = 1, which is the same per-tensor
-            // quantization of that one row). Issue 19: the same function as Div → Round → Add → Clip → Cast, five passes over
-            // the activations in one.
+            // Any sign: symmetric codes 1-255 around the zero point 128 for [-max|x|, max|x|] (127 steps a side);
+            // max |x| = max(row max, -row min), never below 0.
+            var levels = graph.AddFloatInitializer(name + ".levels", [127f], []);
+            var rowMinNeg = graph.AddNode("Neg", [graph.AddNode("ReduceMin", [input], name + ".row_min", rowAxis)], name + ".row_min_neg");
+            var absMax = graph.AddNode("Max", [rowMax, rowMinNeg], name + ".row_abs_max");
+            scale = graph.AddNode("Max", [graph.AddNode("Div", [absMax, levels], name + ".row_scale_raw"), tiny], name + ".row_scale");
             var rowScales = graph.AddNode("Squeeze", [scale], name + ".row_scale_vector");
-            var rowZeroPoints = graph.AddNode("Squeeze", [graph.AddNode("Cast", [zeroPoint], name + ".row_zero_point_u8", toUint8)], name + ".row_zero_point_vector");
+            var midpoint = graph.AddRawInitializer(name + ".zero_point", DataType.Uint8, [128], 1, [], 1);
+            // QuantizeLinear along axis 0 takes one zero point per row: 128 repeated to the row count.
+            var rowZeroPoints = graph.AddNode("Expand", [midpoint, graph.AddNode("Shape", [rowScales], name + ".row_count")], name + ".row_zero_point_vector");
             var xq = graph.AddNode("QuantizeLinear", [input, rowScales, rowZeroPoints], name + ".input_q", perRow);
-            var mm = graph.AddNode("MatMulInteger", [xq, w], name + ".matmul_int32");
-            var mmf = graph.AddNode("Cast", [mm], name + ".matmul_float", new Dictionary<string, object> { ["to"] = (long)DataType.Float });
-            var columnSums = new float[n];
-            for (int o = 0; o < n; o++)
-                for (int i = 0; i < k; i++)
-                    columnSums[o] += q.Values![o * k + i];
-            var colsum = graph.AddFloatInitializer(name + ".weight_column_sums", columnSums, [1, n]);
-            corrected = graph.AddNode("Sub", [mmf, graph.AddNode("Mul", [zeroPoint, colsum], name + ".zero_point_term")], name + ".matmul_centered");
-            outScale = graph.AddNode("Mul", [scale, ws], name + ".output_scale");
+            z = graph.AddNode("MatMulIntegerToFloat", [xq, w, unit, ws, midpoint], name + ".matmul_scaled", domain: OnnxExporter.MicrosoftDomain);
         }
-        var y = graph.AddNode("Mul", [corrected, outScale], name + ".matmul");
+        var y = graph.AddNode("Mul", [z, scale], name + ".matmul");
         return graph.AddNode("Add", [y, encoding.EmitBias(graph, this)], name);
     }
 

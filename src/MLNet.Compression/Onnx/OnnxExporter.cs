@@ -30,6 +30,9 @@ internal static class OnnxExporter
     /// <summary>Exports <paramref name="model"/> and returns the serialized ONNX model.</summary>
     public static byte[] Export(NetworkModel model, OnnxExportOptions? options = null) => BuildModel(model, options ?? new()).ToByteArray();
 
+    /// <summary>ONNX Runtime's contrib-operator domain (int8 dynamic layers use its MatMulIntegerToFloat).</summary>
+    internal const string MicrosoftDomain = "com.microsoft";
+
     /// <summary>Builds the ONNX model message (for callers that post-process it before serializing).</summary>
     public static ModelProto BuildModel(NetworkModel model, OnnxExportOptions options)
     {
@@ -82,6 +85,8 @@ internal static class OnnxExporter
             Graph = g.Graph,
         };
         proto.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = options.Opset });
+        if (g.Graph.Node.Any(n => n.Domain == MicrosoftDomain))
+            proto.OpsetImport.Add(new OperatorSetIdProto { Domain = MicrosoftDomain, Version = 1 });
         AddMetadata(proto, ArchitectureKey, model.Architecture.Name);
         AddMetadata(proto, InputShapeKey, JsonSerializer.Serialize(inputShape));
         if (head.Kind != OutputHeadKind.Multiclass)

@@ -8,8 +8,8 @@ public enum QuantizationMode
 
     /// <summary>
     /// Weights int8 (per-channel symmetric by default), activations quantized at run time
-    /// (each row's own uint8 scale and zero point, one QuantizeLinear along the rows, then MatMulInteger / ConvInteger), so a
-    /// row scores the same alone or in any batch. About a quarter of the float32 artifact. Opt-in, faster and batch-dependent:
+    /// (each row's own uint8 scale, one QuantizeLinear along the rows, then ONNX Runtime's MatMulIntegerToFloat for dense layers;
+    /// convolutions dequantize their int8 weights and compute in float), so a row scores the same alone or in any batch. About a quarter of the float32 artifact. Opt-in, faster and batch-dependent:
     /// one scale per batch (<see cref="QuantizationOptions.ActivationScales"/> = <see cref="ActivationScaleScope.PerBatch"/>).
     /// </summary>
     Int8Dynamic,

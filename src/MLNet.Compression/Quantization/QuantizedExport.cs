@@ -12,9 +12,10 @@ namespace MLNet.Compression.Quantization;
 /// <list type="bullet">
 /// <item><see cref="QuantizationMode.Float16"/>: float16 weight initializers, Cast to float32, float Gemm/Conv; float32 biases.
 /// ONNX Runtime folds the Cast at load, so the weights are resident as float32.</item>
-/// <item><see cref="QuantizationMode.Int8Dynamic"/>: dense layers quantize each row of activations with its own uint8 scale and zero
-/// point (ReduceMin/ReduceMax per row, then one QuantizeLinear along axis 0), MatMulInteger(x_u8, W_s8 [in, out]) → Cast → minus zero point × the weights' column sums →
-/// Mul(x_scale · w_scale) → Add(bias). Per-row scales make a row's result independent of the batch it is scored in (ONNX's
+/// <item><see cref="QuantizationMode.Int8Dynamic"/>: dense layers quantize each row of activations with its own uint8 scale
+/// (after a ReLU: row max / 255, zero point 0; elsewhere symmetric: max |x| / 127 from ReduceMax/ReduceMin per row, zero
+/// point 128; then one QuantizeLinear along axis 0), ONNX Runtime's MatMulIntegerToFloat(x_u8, W_s8 [in, out], activation
+/// scale 1, the weights' per-column scales) → Mul(x_scale per row) → Add(bias). Per-row scales make a row's result independent of the batch it is scored in (ONNX's
 /// DynamicQuantizeLinear uses one scale per batch), so batched and one-row-at-a-time scoring agree exactly. With
 /// <see cref="ActivationScaleScope.PerBatch"/> (opt-in) dense layers use exactly that instead: the input cleaned of
 /// non-finite values, DynamicQuantizeLinear → MatMulInteger → Cast → Mul → Add, which ONNX Runtime fuses into
@@ -195,7 +196,7 @@ internal static class QuantizedExport
 
     /// <summary>
     /// The layers whose ONNX input is a Relu node's output: the previous layer (dropout emits nothing in between) has a ReLU
-    /// activation. Their int8 dynamic form needs no zero point and so no column sums (<c>DenseModelLayer</c>'s EmitDynamicInt8).
+    /// activation. Their int8 dynamic form quantizes with zero point 0 (row max / 255) instead of the symmetric form (<c>DenseModelLayer</c>'s EmitDynamicInt8).
     /// </summary>
     internal static HashSet<string> ReluInputLayers(NetworkModel model)
     {
@@ -231,8 +232,9 @@ internal static class QuantizedExport
                     n, n * 2, n * 4, biasFloat);
             case LayerPlan.Int8DynamicDense:
             {
-                // int8 values + float scales + the float column sums used for the zero-point correction (none when the input is a
-                // ReLU's output: its zero point is 0) + three float constants; MatMulInteger prepacks the int8 matrix (about 1 byte per weight).
+                // int8 values + float scales + three float constants (the unit activation scale, the smallest row scale, the
+                // levels) + the uint8 zero point 128 of the symmetric form (none when the input is a ReLU's output: zero point 0);
+                // MatMulIntegerToFloat prepacks the int8 matrix (about 1 byte per weight).
                 if (spec.ActivationScales == ActivationScaleScope.PerBatch)
                 {
                     // int8 values + float scales + the three float constants of the input clean (DenseModelLayer's EmitPerBatchInt8;
@@ -242,10 +244,10 @@ internal static class QuantizedExport
                     return new(layer.Name, Int8Name(spec), "per-batch dynamic quantization + DynamicQuantizeMatMul (int8)", n, batchStored,
                         n + channelScales * 4 + constants, biasFloat);
                 }
-                long columnSums = reluInput ? 0 : (long)layer.OutputUnits * 4;
-                long stored = StoredValueBytes(layer, spec, 8) + channelScales * 4 + columnSums + 3 * 4;
-                long resident = n + channelScales * 4 + columnSums + 3 * 4;
-                return new(layer.Name, Int8Name(spec), "per-row dynamic quantization + MatMulInteger (int8)", n, stored, resident, biasFloat);
+                long zeroPoint = reluInput ? 0 : 1;
+                long stored = StoredValueBytes(layer, spec, 8) + channelScales * 4 + 3 * 4 + zeroPoint;
+                long resident = n + channelScales * 4 + 3 * 4 + zeroPoint;
+                return new(layer.Name, Int8Name(spec), "per-row dynamic quantization + MatMulIntegerToFloat (int8)", n, stored, resident, biasFloat);
             }
             case LayerPlan.Int8WeightOnlyConv:
             {

@@ -312,10 +312,18 @@ public class QuantizedExportTests(ITestOutputHelper output)
                     Assert.DoesNotContain(optimized.Graph.Initializer, t => t.DataType == (int)TensorProto.Types.DataType.Float16);
                     break;
                 case QuantizationMode.Int8Dynamic:
-                    // int8 GEMM with per-row activation scales; never MatMulIntegerToFloat, whose activation scale is one per
-                    // tensor: fused over a per-row scale it would give every row the first row's scale.
-                    Assert.Equal(dense, Count("MatMulInteger"));
-                    Assert.Equal(0, Count("MatMulIntegerToFloat"));
+                    // int8 GEMM with per-row activation scales: MatMulIntegerToFloat applies the weights' per-column scales inside
+                    // the integer product, and its activation scale (one per tensor) is the constant 1, never a row's scale (over a
+                    // per-row scale it would give every row the first row's scale); the row's scale is a Mul after it.
+                    Assert.Equal(dense, Count("MatMulIntegerToFloat"));
+                    Assert.Equal(0, Count("MatMulInteger"));
+                    var constants = optimized.Graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
+                    foreach (var mmitf in optimized.Graph.Node.Where(n => n.OpType == "MatMulIntegerToFloat"))
+                    {
+                        Assert.True(constants.TryGetValue(mmitf.Input[2], out var aScale), $"{mmitf.Name}: the activation scale is computed, not the constant 1");
+                        Assert.Empty(aScale!.Dims);
+                        Assert.Equal(1f, OnnxGraphBuilder.ReadFloat(aScale.RawData.Span, 0));
+                    }
                     // A dense layer whose input is a ReLU's output needs no row minimum (it is 0): ReduceMin only for the others.
                     var reluInputs = QuantizedExport.ReluInputLayers(model);
                     Assert.Equal(model.Layers.OfType<DenseModelLayer>().Count(l => !reluInputs.Contains(l.Name)), Count("ReduceMin"));
