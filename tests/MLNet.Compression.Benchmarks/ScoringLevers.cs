@@ -105,6 +105,7 @@ public static class ScoringLevers
                 variants.Add(new Variant($"{name} session, Einsum NaN guard (before)", GraphVariants.WithEinsumGuard(onnx), DefaultOptions));
                 variants.Add(new Variant($"{name} session, Transpose-Einsum NaN guard (before)", GraphVariants.WithTransposedEinsumGuard(onnx), DefaultOptions));
                 variants.Add(new Variant($"{name} session, MatMul-zeros NaN guard", GraphVariants.WithMatMulGuard(onnx), DefaultOptions));
+                variants.Add(new Variant($"{name} session, host checks", onnx, DefaultOptions, host: true));
                 variants.Add(new Variant($"{name} session, 2 streams x 1 thread", onnx, () => WithThreads(DefaultOptions(), 1), streams: 2));
                 variants.Add(new Variant($"{name} session, 2 streams x 1 thread block 512", onnx, () => WithThreads(DefaultOptions(), 1), 512, streams: 2));
                 variants.Add(new Variant($"{name} session, 2 streams x 2 threads", onnx, DefaultOptions, streams: 2));
@@ -458,9 +459,11 @@ public static class ScoringLevers
     }
 
     /// <summary>One session over one graph with one set of options, scoring the rows in blocks with pinned buffers.</summary>
-    private sealed class Variant(string name, byte[] onnx, Func<SessionOptions> options, int block = Block, int rows = Rows, int streams = 1) : IDisposable
+    private sealed class Variant(string name, byte[] onnx, Func<SessionOptions> options, int block = Block, int rows = Rows, int streams = 1, bool host = false) : IDisposable
     {
         private InferenceSession? session;
+        private HostRowChecks? checks;
+        private float[] probe = [];
         private float[] input = [];
 
         public byte[] Onnx => onnx;
@@ -476,8 +479,10 @@ public static class ScoringLevers
         public void Open(float[] features)
         {
             using var o = options();
-            session = new InferenceSession(onnx, o);
+            checks = host ? HostRowChecks.Rewrite(onnx) : null;
+            session = new InferenceSession(checks?.Onnx ?? onnx, o);
             inputName = session.InputNames[0];
+            probe = GC.AllocateUninitializedArray<float>(block, pinned: true);
             outputName = OnnxExporter.ReadSignature(onnx).OutputHead.BatchedOutputs(OnnxExporter.ReadSignature(onnx))[0].Name;
             input = GC.AllocateUninitializedArray<float>(block * 784, pinned: true);
             output = GC.AllocateUninitializedArray<float>(block * 10, pinned: true);
@@ -492,10 +497,8 @@ public static class ScoringLevers
             for (int start = 0; start < Rows; start += block)
             {
                 int n = Math.Min(block, Rows - start);
-                features.AsSpan(start * 784, n * 784).CopyTo(input);
-                using var x = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, input.AsMemory(0, n * 784), [n, 784]);
-                using var y = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, output.AsMemory(0, n * 10), [n, 10]);
-                session!.Run(runOptions, [inputName], [x], [outputName], [y]);
+                Fill(features, start, n);
+                RunBlock(runOptions, n);
             }
             return sw.Elapsed.TotalSeconds;
         }
@@ -530,13 +533,56 @@ public static class ScoringLevers
             for (int start = 0; start < Rows; start += block)
             {
                 int n = Math.Min(block, Rows - start);
-                features.AsSpan(start * 784, n * 784).CopyTo(input);
-                using var x = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, input.AsMemory(0, n * 784), [n, 784]);
-                using var y = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, output.AsMemory(0, n * 10), [n, 10]);
-                session!.Run(runOptions, [inputName], [x], [outputName], [y]);
+                Fill(features, start, n);
+                RunBlock(runOptions, n);
                 output.AsSpan(0, n * 10).CopyTo(all.AsSpan(start * 10));
             }
             return all;
+        }
+
+        /// <summary>Copies rows [start, start + n) into <c>input</c>; with --host through the scorer's checked copy (probes per row).</summary>
+        private void Fill(float[] features, int start, int n)
+        {
+            if (checks is not { Any: true })
+            {
+                features.AsSpan(start * 784, n * 784).CopyTo(input);
+                return;
+            }
+            for (int r = 0; r < n; r++)
+                probe[r] = checks.CopyRow(features.AsSpan((start + r) * 784, 784), input.AsSpan(r * 784, 784));
+        }
+
+        /// <summary>One block of <paramref name="n"/> rows from <c>input</c> into <c>output</c> (with --host: the scorer's host checks first).</summary>
+        private void RunBlock(RunOptions runOptions, int n)
+        {
+            using var x = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, input.AsMemory(0, n * 784), [n, 784]);
+            using var y = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, output.AsMemory(0, n * 10), [n, 10]);
+            if (checks is not { Any: true })
+            {
+                session!.Run(runOptions, [inputName], [x], [outputName], [y]);
+                return;
+            }
+            var names = new List<string> { inputName };
+            var values = new List<OrtValue> { x };
+            if (checks.HasRowProbe)
+            {
+                names.Add(HostRowChecks.RowProbeName);
+                values.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, probe.AsMemory(0, n), [n, 1]));
+            }
+            if (checks.HasRowProbeVector)
+            {
+                names.Add(HostRowChecks.RowProbeVectorName);
+                values.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, probe.AsMemory(0, n), [n]));
+            }
+            try
+            {
+                session!.Run(runOptions, names, values, [outputName], [y]);
+            }
+            finally
+            {
+                foreach (var v in values.Skip(1))
+                    v.Dispose();
+            }
         }
 
         public string EndProfiling() => session!.EndProfiling();

@@ -18,6 +18,8 @@ internal sealed class BatchedOnnxScorer : IDisposable
     private readonly InferenceSession session;
     private readonly RunOptions runOptions = new();
     private readonly string[] inputNames;
+    private readonly HostRowChecks hostChecks;
+    private float[] probeBuffer = [];
     private readonly string[] outputNames;
     private readonly object sync = new();
     private readonly int[] outputWidths;
@@ -34,7 +36,9 @@ internal sealed class BatchedOnnxScorer : IDisposable
     /// <param name="gpuDeviceId">CUDA device to run on, or null for the CPU (as <c>MLContext.GpuDeviceId</c>).</param>
     /// <param name="fallbackToCpu">When the CUDA provider cannot be used, run on the CPU instead of throwing (as <c>MLContext.FallbackToCpu</c>).</param>
     /// <param name="intraOpThreads">ONNX Runtime intra-op threads; null for its default (one per physical core).</param>
-    public BatchedOnnxScorer(byte[] onnx, int? gpuDeviceId = null, bool fallbackToCpu = false, int? intraOpThreads = null)
+    /// <param name="hostRowChecks">Make the graph's row checks on the host (<see cref="HostRowChecks"/>, the default); false runs
+    /// the exported graph as it is (tests and benchmarks compare the two).</param>
+    public BatchedOnnxScorer(byte[] onnx, int? gpuDeviceId = null, bool fallbackToCpu = false, int? intraOpThreads = null, bool hostRowChecks = true)
     {
         ArgumentNullException.ThrowIfNull(onnx);
         Signature = OnnxExporter.ReadSignature(onnx);
@@ -59,8 +63,13 @@ internal sealed class BatchedOnnxScorer : IDisposable
                     "Reference Microsoft.ML.OnnxRuntime.Gpu and install CUDA/cuDNN, or allow falling back to the CPU (MLContext.FallbackToCpu = true).", e);
             }
         }
-        session = new InferenceSession(onnx, options);
-        inputNames = [Signature.InputName];
+        // Issue 19: the graph's checks of the input rows (the non-finite probe, the per-batch clean) run on the host, on the
+        // block this scorer is handed, instead of as a pass of ONNX Runtime over the features; same outputs bit for bit.
+        hostChecks = hostRowChecks ? HostRowChecks.Rewrite(onnx) : HostRowChecks.None(onnx);
+        session = new InferenceSession(hostChecks.Onnx, options);
+        inputNames = [Signature.InputName,
+            .. hostChecks.HasRowProbe ? [HostRowChecks.RowProbeName] : Array.Empty<string>(),
+            .. hostChecks.HasRowProbeVector ? [HostRowChecks.RowProbeVectorName] : Array.Empty<string>()];
         var outputs = Signature.OutputHead.BatchedOutputs(Signature);
         outputNames = outputs.Select(o => o.Name).ToArray();
         outputWidths = outputs.Select(o => o.Width).ToArray();
@@ -117,28 +126,43 @@ internal sealed class BatchedOnnxScorer : IDisposable
     /// <summary>
     /// Scores <paramref name="rows"/> rows as <see cref="Score(ReadOnlySpan{float}, int, Span{float})"/> does, but ONNX
     /// Runtime reads <paramref name="features"/> and (single-output heads) writes <paramref name="probabilities"/> in place,
-    /// pinned for the call: no copy of the rows in or out (issue 19: the batched view's path).
+    /// pinned for the call: no copy of the rows in or out (issue 19: the batched view's path). For a per-batch int8 model
+    /// the rows are cleaned in place first, as its graph would (a row with a NaN or an infinity zeroed, values clipped).
     /// </summary>
-    public void Score(float[] features, int rows, float[] probabilities)
+    public void Score(float[] features, int rows, float[] probabilities) => Score(features, rows, probabilities, rowProbes: null);
+
+    /// <summary>
+    /// Scores as <see cref="Score(float[], int, float[])"/> with the rows already copied through <see cref="CopyRow"/>:
+    /// <paramref name="rowProbes"/> holds what it returned for each row (the host checks are then not repeated).
+    /// </summary>
+    public void Score(float[] features, int rows, float[] probabilities, float[]? rowProbes)
     {
         ArgumentNullException.ThrowIfNull(features);
         ArgumentNullException.ThrowIfNull(probabilities);
         var (inLen, outLen) = CheckLengths(features.Length, rows, probabilities.Length);
         if (rows == 0)
             return;
+        if (rowProbes is not null && rowProbes.Length < rows)
+            throw new ArgumentException($"{rows} rows need {rows} row probes but {rowProbes.Length} were given.", nameof(rowProbes));
         lock (sync)
         {
             ObjectDisposedException.ThrowIf(disposed, this);
             if (outputBuffers.Length == 1)
             {
-                Run(features.AsMemory(0, (int)inLen), rows, probabilities.AsMemory(0, (int)outLen));
+                Run(features.AsMemory(0, (int)inLen), rows, probabilities.AsMemory(0, (int)outLen), rowProbes);
                 return;
             }
             EnsureOutputBuffers(rows);
-            Run(features.AsMemory(0, (int)inLen), rows, directOutput: null);
+            Run(features.AsMemory(0, (int)inLen), rows, directOutput: null, rowProbes);
             CopyOutputs(rows, probabilities.AsSpan(0, (int)outLen));
         }
     }
+
+    /// <summary>
+    /// Copies one row of features into a block for <see cref="Score(float[], int, float[], float[])"/>, making this model's
+    /// host checks on it as it goes (see <see cref="HostRowChecks.CopyRow"/>); returns the row's probe.
+    /// </summary>
+    public float CopyRow(ReadOnlySpan<float> source, Span<float> destination) => hostChecks.CopyRow(source, destination);
 
     /// <summary>Grows the output buffers (pinned, so ONNX Runtime writes them in place) to hold <paramref name="rows"/> rows.</summary>
     private void EnsureOutputBuffers(int rows)
@@ -160,19 +184,38 @@ internal sealed class BatchedOnnxScorer : IDisposable
     }
 
     /// <summary>One session run (under the lock): into <paramref name="directOutput"/> (single output) or the output buffers.</summary>
-    private void Run(Memory<float> input, int rows, Memory<float>? directOutput)
+    private void Run(Memory<float> input, int rows, Memory<float>? directOutput, float[]? rowProbes = null)
     {
-        using var inputValue = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, input, [rows, InputLength]);
+        var inputs = new OrtValue[inputNames.Length];
         var outputs = new OrtValue[outputBuffers.Length];
         try
         {
+            inputs[0] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, input, [rows, InputLength]);
+            if (hostChecks.Any)
+            {
+                var probes = rowProbes;
+                if (probes is null)
+                {
+                    if (probeBuffer.Length < rows)
+                        probeBuffer = GC.AllocateUninitializedArray<float>(rows, pinned: true);
+                    hostChecks.Apply(input.Span, rows, InputLength, probeBuffer);
+                    probes = probeBuffer;
+                }
+                int k = 1;
+                if (hostChecks.HasRowProbe)
+                    inputs[k++] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, probes.AsMemory(0, rows), [rows, 1]);
+                if (hostChecks.HasRowProbeVector)
+                    inputs[k] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, probes.AsMemory(0, rows), [rows]);
+            }
             for (int k = 0; k < outputs.Length; k++)
                 outputs[k] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance,
                     directOutput ?? outputBuffers[k].AsMemory(0, rows * outputWidths[k]), [rows, outputWidths[k]]);
-            session.Run(runOptions, inputNames, [inputValue], outputNames, outputs);
+            session.Run(runOptions, inputNames, inputs, outputNames, outputs);
         }
         finally
         {
+            foreach (var o in inputs)
+                o?.Dispose();
             foreach (var o in outputs)
                 o?.Dispose();
         }

@@ -103,7 +103,7 @@ internal sealed class BatchedScoringDataView : IDataView
         private readonly ValueGetter<VBuffer<float>>? featureGetter;
         private readonly bool[] active;
         private readonly int inputLength, width;
-        private readonly float[] features = [], outputs = [];
+        private readonly float[] features = [], outputs = [], probes = [];
         private readonly DataViewRowId[] ids = [];
         private readonly ValueGetter<DataViewRowId>? aheadId, mainId;
         private VBuffer<float> featureRow;
@@ -124,6 +124,7 @@ internal sealed class BatchedScoringDataView : IDataView
                 featureGetter = ahead.GetGetter<VBuffer<float>>(parent.source.Schema[parent.featureIndex]);
                 features = new float[(long)parent.blockSize * inputLength];
                 outputs = new float[(long)parent.blockSize * width];
+                probes = GC.AllocateUninitializedArray<float>(parent.blockSize, pinned: true);
                 if (checkIds)
                 {
                     ids = new DataViewRowId[parent.blockSize];
@@ -211,13 +212,21 @@ internal sealed class BatchedScoringDataView : IDataView
                 if (featureRow.Length != inputLength)
                     throw new InvalidOperationException(
                         $"Row {aheadRows - 1} of feature column '{parent.source.Schema[parent.featureIndex].Name}' has {featureRow.Length} values; the model needs {inputLength}.");
-                featureRow.CopyTo(features.AsSpan(n * inputLength, inputLength));
+                // Copied with the model's row checks on the way (issue 19: the non-finite probe on values already in registers).
+                var row = features.AsSpan(n * inputLength, inputLength);
+                if (featureRow.IsDense)
+                    probes[n] = parent.scorer.CopyRow(featureRow.GetValues(), row);
+                else
+                {
+                    featureRow.CopyTo(row);
+                    probes[n] = parent.scorer.CopyRow(row, row);
+                }
                 n++;
             }
             if (n == 0)
                 throw SourceChanged();
             // The array overload: ONNX Runtime reads the block and writes the outputs in place (no staging copies).
-            parent.scorer.Score(features, n, outputs);
+            parent.scorer.Score(features, n, outputs, probes);
             blockStart = pos;
             blockRows = n;
         }

@@ -1,0 +1,178 @@
+using MLNet.Compression.Networks;
+using MLNet.Compression.Networks.Heads;
+using MLNet.Compression.Onnx;
+using MLNet.Compression.Onnx.Proto;
+using MLNet.Compression.Quantization;
+using MLNet.Compression.Tests.Quantization;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace MLNet.Compression.Tests.Onnx;
+
+/// <summary>
+/// Issue 19: the batched scorer makes the exported graph's row checks (the non-finite probe, the per-batch int8 clean) on the
+/// host and runs a graph without them. Its outputs must be the exported graph's bit for bit, on ordinary rows and on rows
+/// with NaN, infinities and huge finite values, for every encoding and head.
+/// </summary>
+public sealed class HostRowChecksTests(ITestOutputHelper output)
+{
+    public static TheoryData<string, string> ModelsAndEncodings()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var model in new[] { "mlp", "lenet", "binary", "regression" })
+            foreach (var encoding in new[] { "float32", "float16", "int8-dynamic", "int8-dynamic-per-batch", "int8-static", "int4" })
+                data.Add(model, encoding);
+        return data;
+    }
+
+    private static NetworkModel Model(string name) => name switch
+    {
+        "mlp" => OnnxTestModels.Mlp(5, 64, 32),
+        "lenet" => OnnxTestModels.LeNet5(seed: 7),
+        "binary" => OnnxTestModels.Fill(NetworkModel.Create(NetworkArchitecture.Mlp(32), 2, OutputHeadKind.Binary), 9),
+        _ => OnnxTestModels.Fill(NetworkModel.Create(NetworkArchitecture.Mlp(32), 1, OutputHeadKind.Regression), 10),
+    };
+
+    private static byte[] Export(NetworkModel model, string encoding)
+    {
+        if (encoding == "float32")
+            return OnnxExporter.Export(model);
+        var mode = encoding switch
+        {
+            "float16" => QuantizationMode.Float16,
+            "int8-dynamic" or "int8-dynamic-per-batch" => QuantizationMode.Int8Dynamic,
+            "int8-static" => QuantizationMode.Int8Static,
+            _ => QuantizationMode.Int4WeightOnly,
+        };
+        var rows = OnnxTestModels.RandomFeatures(100, model.InputLength, seed: 77);
+        var spec = new QuantizationSpec(mode,
+            InputRanges: mode == QuantizationMode.Int8Static ? QuantizedExportTests.CalibrateMinMax(model, rows) : null,
+            ActivationScales: encoding == "int8-dynamic-per-batch" ? ActivationScaleScope.PerBatch : ActivationScaleScope.PerRow);
+        return OnnxExporter.Export(model, QuantizedExport.Options(model, spec));
+    }
+
+    /// <summary>64 ordinary rows, then rows that exercise every check: NaN, ±infinity, float.MaxValue, huge finite values of both signs.</summary>
+    private static float[] Rows(int length, out int count)
+    {
+        var rows = OnnxTestModels.RandomFeatures(64, length, seed: 123).ToList();
+        float[] With(int column, float value)
+        {
+            var r = (float[])rows[0].Clone();
+            r[column] = value;
+            return r;
+        }
+        rows.Add(With(3, float.NaN));
+        rows.Add(With(length - 1, float.PositiveInfinity));
+        rows.Add(With(length / 2, float.NegativeInfinity));
+        rows.Add(Enumerable.Repeat(float.MaxValue, length).ToArray());
+        rows.Add(Enumerable.Range(0, length).Select(i => i % 2 == 0 ? -3e38f : 3e38f).ToArray());
+        rows.Add(With(5, 1e30f));
+        rows.Add(With(7, -float.MaxValue));
+        count = rows.Count;
+        return rows.SelectMany(r => r).ToArray();
+    }
+
+    [Theory]
+    [MemberData(nameof(ModelsAndEncodings))]
+    public void TheInProcessGraph_ScoresAsTheExportedGraph_BitForBit(string modelName, string encoding)
+    {
+        var model = Model(modelName);
+        var onnx = Export(model, encoding);
+        var checks = HostRowChecks.Rewrite(onnx);
+
+        // The checks left the graph: no Sub(x, x) probe, no If cleaning the model's input (per-batch int8: the hidden layers'
+        // cleans stay, they read activations); the head's probe is an input now.
+        Assert.True(checks.HasRowProbe || checks.HasRowProbeVector, "every exported graph has the output head's non-finite guard");
+        var graph = ModelProto.Parser.ParseFrom(checks.Onnx).Graph;
+        string x = graph.Input[0].Name;
+        Assert.DoesNotContain(graph.Node, n => n.OpType == "Sub" && n.Input.All(i => i == x));
+        Assert.DoesNotContain(graph.Node, n => n.OpType == "If" && n.Attribute.Any(a => a.G is { } b && b.Node.Any(i => i.Input.Contains(x))));
+        // The per-batch clean is written before a dense first layer only (convolutions compute in float).
+        Assert.Equal(encoding == "int8-dynamic-per-batch" && modelName != "lenet" ? DenseModelLayer.PerBatchInputLimit : null, checks.ClipLimit);
+        Assert.True(checks.Onnx.Length < onnx.Length);
+
+        var features = Rows(model.InputLength, out int rows);
+        using var exported = new BatchedOnnxScorer(onnx, hostRowChecks: false);
+        using var inProcess = new BatchedOnnxScorer(onnx);
+        int width = exported.OutputWidth;
+        var expected = new float[rows * width];
+        exported.Score((float[])features.Clone(), rows, expected);
+
+        // The scorer's own pass over the block, and the batched view's path (rows copied through CopyRow, probes handed over).
+        var scanned = new float[rows * width];
+        inProcess.Score((float[])features.Clone(), rows, scanned);
+        var block = new float[features.Length];
+        var probes = new float[rows];
+        for (int r = 0; r < rows; r++)
+            probes[r] = inProcess.CopyRow(features.AsSpan(r * model.InputLength, model.InputLength), block.AsSpan(r * model.InputLength, model.InputLength));
+        var copied = new float[rows * width];
+        inProcess.Score(block, rows, copied, probes);
+
+        for (int i = 0; i < expected.Length; i++)
+        {
+            Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(scanned[i]), $"row {i / width}, output {i % width}: {expected[i]} vs {scanned[i]} (host scan)");
+            Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(copied[i]), $"row {i / width}, output {i % width}: {expected[i]} vs {copied[i]} (checked copy)");
+        }
+        // The rows with a NaN or an infinity score NaN, the ordinary rows do not (huge finite rows may overflow in float).
+        for (int r = 0; r < 67; r++)
+            Assert.Equal(r >= 64, float.IsNaN(expected[r * width]));
+        output.WriteLine($"{modelName} {encoding}: {rows} rows equal bit for bit; graph {onnx.Length:N0} → {checks.Onnx.Length:N0} B");
+    }
+
+    [Fact]
+    public void CopyRow_CopiesAndReportsNonFiniteRows_AndRejectsAMismatchedRow()
+    {
+        var checks = HostRowChecks.Rewrite(OnnxExporter.Export(OnnxTestModels.Mlp(5, 16)));
+        Assert.Null(checks.ClipLimit);
+        // 37 values: whole vectors and a tail, with the bad value in either part.
+        foreach (int at in new[] { -1, 0, 20, 36 })
+            foreach (float bad in new[] { float.NaN, float.PositiveInfinity, float.NegativeInfinity })
+            {
+                var row = Enumerable.Range(0, 37).Select(i => i * 5e36f - 1e38f).ToArray();
+                if (at >= 0)
+                    row[at] = bad;
+                var copy = new float[37];
+                float probe = checks.CopyRow(row, copy);
+                Assert.Equal(row, copy);
+                Assert.Equal(at >= 0, float.IsNaN(probe));
+                Assert.True(at >= 0 || BitConverter.SingleToInt32Bits(probe) == 0, "a finite row's probe is +0, as x − x is");
+                Assert.Equal(at < 0, HostRowChecks.AllFinite(row));
+            }
+        var e = Assert.Throws<ArgumentException>(() => checks.CopyRow(new float[5], new float[4]));
+        Assert.Equal("source", e.ParamName);
+    }
+
+    [Fact]
+    public void PerBatchClean_ZeroesNonFiniteRows_AndClipsHugeValues_InTheBlock()
+    {
+        var model = OnnxTestModels.Mlp(5, 16);
+        var checks = HostRowChecks.Rewrite(Export(model, "int8-dynamic-per-batch"));
+        float limit = DenseModelLayer.PerBatchInputLimit;
+        Assert.Equal(limit, checks.ClipLimit);
+        var row = new float[model.InputLength];
+        row[1] = float.MaxValue;
+        row[2] = -float.MaxValue;
+        row[3] = 0.5f;
+        var copy = new float[row.Length];
+        Assert.Equal(0f, checks.CopyRow(row, copy));
+        Assert.Equal([0f, limit, -limit, 0.5f], copy[..4]);
+        row[4] = float.NaN;
+        Assert.True(float.IsNaN(checks.CopyRow(row, copy)));
+        Assert.All(copy, v => Assert.Equal(0f, v));
+    }
+
+    [Fact]
+    public void AGraphWithoutRowChecks_IsLeftAsItIs()
+    {
+        var g = new OnnxGraphBuilder("plain") { Opset = 17 };
+        var x = g.AddInput("Features", TensorProto.Types.DataType.Float, [null, 4]);
+        var y = g.AddNode("Relu", [x], "y");
+        g.AddOutput(y, TensorProto.Types.DataType.Float, [null, 4]);
+        var model = new ModelProto { IrVersion = 8, Graph = g.Graph };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 17 });
+        var bytes = Google.Protobuf.MessageExtensions.ToByteArray(model);
+        var checks = HostRowChecks.Rewrite(bytes);
+        Assert.False(checks.Any);
+        Assert.Same(bytes, checks.Onnx);
+    }
+}
