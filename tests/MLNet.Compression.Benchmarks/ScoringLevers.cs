@@ -438,7 +438,8 @@ public static class ScoringLevers
         using var options = DefaultOptions();
         options.EnableProfiling = true;
         options.ProfileOutputPathPrefix = prefix;
-        using var v = new Variant("profile", onnx, () => options);
+        // The graph the batched Transform runs: the row checks on the host (HostRowChecks), as BatchedOnnxScorer does.
+        using var v = new Variant("profile", onnx, () => options, host: true);
         v.Open(features);
         for (int i = 0; i < 5; i++)
             v.Time(features);

@@ -113,7 +113,11 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
             _ => graph.AddNode("Gemm", [encoding.EmitInput(graph, this, input), encoding.EmitWeight(graph, this), encoding.EmitBias(graph, this)],
                 Name, new Dictionary<string, object> { ["transB"] = 1L }),
         };
-        return encoding.EmitActivation(graph, this, y);
+        var output = encoding.EmitActivation(graph, this, y);
+        // None and ReLU never increase a magnitude: a bound on y holds for the layer's output too.
+        if (graph.MagnitudeBounds.TryGetValue(y, out double bound) && Activation is Activation.None or Activation.Relu)
+            graph.MagnitudeBounds[output] = bound;
+        return output;
     }
 
     /// <summary>
@@ -180,9 +184,14 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
     /// Runtime's common-subexpression elimination merges with them), inside an If so that only a batch holding such a row
     /// pays for the Where; then Clip to ±<see cref="PerBatchInputLimit"/> so that the batch's max − min cannot overflow; the
     /// guard still scores the bad row NaN;</item>
-    /// <item>elsewhere (a hidden layer's activations, where an outlier row may have overflowed to infinity): if the sum of
-    /// squares of the whole batch is not finite (one read pass), every value whose magnitude is not below
-    /// <see cref="PerBatchInputLimit"/> (NaN, ±infinity) is replaced by 0 (Less → Where; after a ReLU without the Abs).</item>
+    /// <item>a hidden layer's activations after such a layer (and None/ReLU activations) need nothing: their magnitude is
+    /// bounded by the clip and the weights (<see cref="OnnxGraphBuilder.MagnitudeBounds"/>), below
+    /// <see cref="PerBatchActivationLimit"/>, so no value can be infinite or NaN (issue 19: the If, its read pass and the
+    /// copy of its else branch cost the per-batch form about a tenth of its time);</item>
+    /// <item>elsewhere (activations with no such bound, e.g. after a float convolution, where an outlier row may have
+    /// overflowed to infinity): if the sum of squares of the whole batch is not finite (one read pass), every value whose
+    /// magnitude is not below <see cref="PerBatchActivationLimit"/> (NaN, ±infinity) is replaced by 0 (Less → Where; after a
+    /// ReLU without the Abs).</item>
     /// </list>
     /// </summary>
     private string EmitPerBatchInt8(OnnxGraphBuilder graph, OnnxLayerEmitter encoding, string input)
@@ -192,11 +201,12 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
         string name = Name;
         var w = encoding.AddIntegerTensor(graph, name + ".weight_q", InputMajor(q.Values!), [k, n], 8);
         var ws = QuantizedStorage.AddScale(graph, name + ".weight_scale", q.Scales);
-        var limit = graph.AddFloatInitializer(name + ".finite_limit", [PerBatchInputLimit], []);
         var zero = graph.AddFloatInitializer(name + ".zero", [0f], []);
         string clean;
+        double inputBound;
         if (graph.Graph.Input.Any(i => i.Name == input))
         {
+            var limit = graph.AddFloatInitializer(name + ".finite_limit", [PerBatchInputLimit], []);
             // The row mean of x − x: 0 for a finite row, NaN for a row with a NaN or infinite feature ([N, 1]).
             var rowZero = graph.NonFiniteRowProbe(input, name + ".input_");
             var minusLimit = graph.AddFloatInitializer(name + ".finite_limit_neg", [-PerBatchInputLimit], []);
@@ -209,9 +219,18 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
             var keepRows = graph.Branch(name + ".all_rows_finite", ("Clip", [input, minusLimit, limit]));
             clean = graph.AddNode("If", [anyBad], name + ".input_clean",
                 new Dictionary<string, object> { ["then_branch"] = zeroRows, ["else_branch"] = keepRows });
+            inputBound = PerBatchInputLimit;
+        }
+        else if (graph.MagnitudeBounds.TryGetValue(input, out double bound) && bound < PerBatchActivationLimit)
+        {
+            // Issue 19: the activations are finite and below the limit by construction (a bound carried from the clipped input
+            // through the layers before: see the end of this method), so the clean could never change a value: none is written.
+            clean = input;
+            inputBound = bound;
         }
         else
         {
+            var limit = graph.AddFloatInitializer(name + ".finite_limit", [PerBatchActivationLimit], []);
             // Only a batch whose activations hold a NaN, an infinity or a huge value pays for the clean: If the sum of squares
             // (NaN or infinite then; one read pass) is not below infinity, Where(in range, x, 0), else x. A ReLU's output is never
             // below 0, so x < limit suffices there (false for NaN too); otherwise |x| < limit (false for NaN and ±inf).
@@ -224,21 +243,42 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
             var unchanged = graph.Branch(name + ".all_in_range", ("Identity", [input]));
             clean = graph.AddNode("If", [suspect], name + ".input_clean",
                 new Dictionary<string, object> { ["then_branch"] = zeroOutOfRange, ["else_branch"] = unchanged });
+            inputBound = PerBatchActivationLimit;
         }
         var dql = graph.AddNode("DynamicQuantizeLinear", [clean], [name + ".input_q", name + ".batch_scale", name + ".batch_zero_point"]);
         var mm = graph.AddNode("MatMulInteger", [dql[0], w, dql[2]], name + ".matmul_int32");
         var mmf = graph.AddNode("Cast", [mm], name + ".matmul_float", new Dictionary<string, object> { ["to"] = (long)DataType.Float });
         var outScale = graph.AddNode("Mul", [dql[1], ws], name + ".output_scale");
         var y = graph.AddNode("Mul", [mmf, outScale], name + ".matmul");
-        return graph.AddNode("Add", [y, encoding.EmitBias(graph, this)], name);
+        var result = graph.AddNode("Add", [y, encoding.EmitBias(graph, this)], name);
+        // A bound on |result|: the batch's scale is (max(x, 0) − min(x, 0)) / 255 ≤ 2·bound / 255 and |x_q − zero point| ≤ 255, so
+        // each output is at most 2·bound·Σ|dequantized weights of its row| + |bias|; with a margin for float rounding.
+        double rowSum = 0;
+        for (int o = 0; o < n; o++)
+        {
+            double sum = 0;
+            for (int i = 0; i < k; i++)
+                sum += Math.Abs((double)q.Values![o * k + i] * q.ScaleAt(o * k + i));
+            rowSum = Math.Max(rowSum, sum);
+        }
+        double outputBound = (2 * inputBound * rowSum + Bias.Select(b => Math.Abs((double)b)).DefaultIfEmpty(0).Max()) * 1.01;
+        if (double.IsFinite(outputBound))
+            graph.MagnitudeBounds[result] = outputBound;
+        return result;
     }
 
     /// <summary>
-    /// Per-batch int8: before the batch's scale is taken, the model's input is clipped to ± this and a hidden layer's values of
-    /// at least this magnitude are replaced by 0 (half of float.MaxValue, so that the batch's max − min cannot overflow to
-    /// infinity).
+    /// Per-batch int8: the model's input is clipped to ± this before the batch's scale is taken, so that max − min cannot overflow
+    /// and the activations of the layers after it stay finite and below <see cref="PerBatchActivationLimit"/> (each layer's
+    /// bound follows from its weights); a feature this large already flattens its batch's scale for every other row.
     /// </summary>
-    internal const float PerBatchInputLimit = float.MaxValue / 2;
+    internal const float PerBatchInputLimit = 1e18f;
+
+    /// <summary>
+    /// Per-batch int8: a hidden layer's values of at least this magnitude (half of float.MaxValue) are replaced by 0 before the
+    /// batch's scale is taken, where the layers before it cannot bound them below it.
+    /// </summary>
+    internal const float PerBatchActivationLimit = float.MaxValue / 2;
 
     /// <summary>
     /// The integer weights [out, in] (this layer's layout) as [in, out], the layout MatMulInteger and MatMul take as their

@@ -24,6 +24,13 @@ internal sealed class OnnxGraphBuilder
     /// <summary>The graph being built.</summary>
     public GraphProto Graph { get; }
 
+    /// <summary>
+    /// Known bounds on the magnitude of every element of some values (value name → bound), written by emitters that can prove
+    /// one (per-batch int8 layers after the clipped input) and read by the layers after them to leave out checks that could
+    /// never fire.
+    /// </summary>
+    public Dictionary<string, double> MagnitudeBounds { get; } = new(StringComparer.Ordinal);
+
     /// <summary>The opset the graph is written for (0: not stated), for emitters whose operator form depends on it.</summary>
     public int Opset { get; init; }
 

@@ -97,6 +97,10 @@ public sealed class PerBatchActivationScaleTests : IClassFixture<QuantizableMlpF
         var graph = ModelProto.Parser.ParseFrom(perBatch.GetOnnxModel()).Graph;
         Assert.Equal(2, graph.Node.Count(n => n.OpType == "DynamicQuantizeLinear"));
         Assert.DoesNotContain(graph.Node, n => n.OpType == "QuantizeLinear");
+        // Only the model's input is cleaned (one If): the hidden layer's activations are bounded by the input's clip and the
+        // weights, so their clean could never fire and is not written (issue 19).
+        Assert.Single(graph.Node, n => n.OpType == "If");
+        Assert.DoesNotContain(graph.Node, n => n.OpType == "ReduceSumSquare");
         var path = Path.Combine(Path.GetTempPath(), $"perbatch-{Guid.NewGuid():N}.onnx");
         try
         {
@@ -192,14 +196,35 @@ public sealed class PerBatchActivationScaleTests : IClassFixture<QuantizableMlpF
             output.WriteLine($"outlier ±{outlier:G3} in rows 3 and 4: {agree} of {rows.Length - 2} other rows keep their label (finite scores)");
         }
 
-        // A row of 1e38 in every feature: its hidden activations overflow to infinity, which the hidden layer's clean zeroes
-        // before the shared scale (without it the scale would be infinite and every row NaN).
+        // A row of 1e38 in every feature: unclipped, its hidden activations would overflow to infinity and make the shared scale
+        // of the next layer infinite and every row NaN; clipped to ±PerBatchInputLimit at the input, every activation stays within
+        // the bound the export computed from the weights, so every row, this one included, scores finite.
         var overflowing = rows.Select(r => (float[])r.Clone()).ToArray();
         Array.Fill(overflowing[3], 1e38f);
         var scoredOverflow = Score(perBatch, overflowing);
         for (int row = 0; row < rows.Length; row++)
-            if (row != 3)
-                Assert.All(scoredOverflow.Scores[row], s => Assert.True(float.IsFinite(s), $"a row of 1e38: row {row} scored {s}"));
+            Assert.All(scoredOverflow.Scores[row], s => Assert.True(float.IsFinite(s), $"a row of 1e38: row {row} scored {s}"));
+    }
+
+    [Fact]
+    public void AHiddenLayerKeepsItsCleanWhereNoBoundHolds_AndDropsItWhereOneDoes()
+    {
+        static int Cleans(MLNet.Compression.Networks.NetworkModel model) =>
+            ModelProto.Parser.ParseFrom(MLNet.Compression.Onnx.OnnxExporter.Export(model, QuantizedExport.Options(model,
+                new QuantizationSpec(QuantizationMode.Int8Dynamic, ActivationScales: ActivationScaleScope.PerBatch)))).Graph.Node.Count(n => n.OpType == "If");
+
+        // LeNet-5: its dense layers read a float convolution's output, which the input clip does not bound: each keeps its clean.
+        var lenet = MLNet.Compression.Tests.Onnx.OnnxTestModels.LeNet5(seed: 7);
+        Assert.Equal(lenet.Layers.OfType<MLNet.Compression.Networks.DenseModelLayer>().Count(), Cleans(lenet));
+
+        // 784-16-16-10 with ordinary weights: the input's clean only. With weights 1e10 times larger, fc1's output is still
+        // bounded below the limit (2·1e18·Σ|w| ≈ 3e29) but fc2's is not (≈ 1e40): the output layer keeps its clean.
+        var mlp = MLNet.Compression.Tests.Onnx.OnnxTestModels.Mlp(5, 16, 16);
+        Assert.Equal(1, Cleans(mlp));
+        foreach (var layer in mlp.ParameterizedLayers)
+            for (int i = 0; i < layer.Weight.Length; i++)
+                layer.Weight[i] *= 1e10f;
+        Assert.Equal(2, Cleans(mlp));
     }
 
     [Fact]
