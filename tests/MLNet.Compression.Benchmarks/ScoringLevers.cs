@@ -464,7 +464,7 @@ public static class ScoringLevers
     {
         private InferenceSession? session;
         private HostRowChecks? checks;
-        private float[] probe = [];
+        private HostRowValues values = new(1);
         private float[] input = [];
 
         public byte[] Onnx => onnx;
@@ -483,7 +483,7 @@ public static class ScoringLevers
             checks = host ? HostRowChecks.Rewrite(onnx) : null;
             session = new InferenceSession(checks?.Onnx ?? onnx, o);
             inputName = session.InputNames[0];
-            probe = GC.AllocateUninitializedArray<float>(block, pinned: true);
+            values = new HostRowValues(block);
             outputName = OnnxExporter.ReadSignature(onnx).OutputHead.BatchedOutputs(OnnxExporter.ReadSignature(onnx))[0].Name;
             input = GC.AllocateUninitializedArray<float>(block * 784, pinned: true);
             output = GC.AllocateUninitializedArray<float>(block * 10, pinned: true);
@@ -550,7 +550,7 @@ public static class ScoringLevers
                 return;
             }
             for (int r = 0; r < n; r++)
-                probe[r] = checks.CopyRow(features.AsSpan((start + r) * 784, 784), input.AsSpan(r * 784, 784));
+                checks.CopyRow(features.AsSpan((start + r) * 784, 784), input.AsSpan(r * 784, 784), values, r);
         }
 
         /// <summary>One block of <paramref name="n"/> rows from <c>input</c> into <c>output</c> (with --host: the scorer's host checks first).</summary>
@@ -564,24 +564,29 @@ public static class ScoringLevers
                 return;
             }
             var names = new List<string> { inputName };
-            var values = new List<OrtValue> { x };
+            var inputs = new List<OrtValue> { x };
             if (checks.HasRowProbe)
             {
                 names.Add(HostRowChecks.RowProbeName);
-                values.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, probe.AsMemory(0, n), [n, 1]));
+                inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.Probes.AsMemory(0, n), [n, 1]));
             }
             if (checks.HasRowProbeVector)
             {
                 names.Add(HostRowChecks.RowProbeVectorName);
-                values.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, probe.AsMemory(0, n), [n]));
+                inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.Probes.AsMemory(0, n), [n]));
+            }
+            if (checks.HasRowAbsMax)
+            {
+                names.Add(HostRowChecks.RowAbsMaxName);
+                inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.AbsMax.AsMemory(0, n), [n, 1]));
             }
             try
             {
-                session!.Run(runOptions, names, values, [outputName], [y]);
+                session!.Run(runOptions, names, inputs, [outputName], [y]);
             }
             finally
             {
-                foreach (var v in values.Skip(1))
+                foreach (var v in inputs.Skip(1))
                     v.Dispose();
             }
         }

@@ -19,7 +19,7 @@ internal sealed class BatchedOnnxScorer : IDisposable
     private readonly RunOptions runOptions = new();
     private readonly string[] inputNames;
     private readonly HostRowChecks hostChecks;
-    private float[] probeBuffer = [];
+    private HostRowValues? hostValues;
     private readonly string[] outputNames;
     private readonly object sync = new();
     private readonly int[] outputWidths;
@@ -67,9 +67,7 @@ internal sealed class BatchedOnnxScorer : IDisposable
         // block this scorer is handed, instead of as a pass of ONNX Runtime over the features; same outputs bit for bit.
         hostChecks = hostRowChecks ? HostRowChecks.Rewrite(onnx) : HostRowChecks.None(onnx);
         session = new InferenceSession(hostChecks.Onnx, options);
-        inputNames = [Signature.InputName,
-            .. hostChecks.HasRowProbe ? [HostRowChecks.RowProbeName] : Array.Empty<string>(),
-            .. hostChecks.HasRowProbeVector ? [HostRowChecks.RowProbeVectorName] : Array.Empty<string>()];
+        inputNames = [Signature.InputName, .. hostChecks.HostInputNames];
         var outputs = Signature.OutputHead.BatchedOutputs(Signature);
         outputNames = outputs.Select(o => o.Name).ToArray();
         outputWidths = outputs.Select(o => o.Width).ToArray();
@@ -129,40 +127,41 @@ internal sealed class BatchedOnnxScorer : IDisposable
     /// pinned for the call: no copy of the rows in or out (issue 19: the batched view's path). For a per-batch int8 model
     /// the rows are cleaned in place first, as its graph would (a row with a NaN or an infinity zeroed, values clipped).
     /// </summary>
-    public void Score(float[] features, int rows, float[] probabilities) => Score(features, rows, probabilities, rowProbes: null);
+    public void Score(float[] features, int rows, float[] probabilities) => Score(features, rows, probabilities, rowValues: null);
 
     /// <summary>
     /// Scores as <see cref="Score(float[], int, float[])"/> with the rows already copied through <see cref="CopyRow"/>:
-    /// <paramref name="rowProbes"/> holds what it returned for each row (the host checks are then not repeated).
+    /// <paramref name="rowValues"/> holds what it wrote for each row (the host checks are then not repeated).
     /// </summary>
-    public void Score(float[] features, int rows, float[] probabilities, float[]? rowProbes)
+    public void Score(float[] features, int rows, float[] probabilities, HostRowValues? rowValues)
     {
         ArgumentNullException.ThrowIfNull(features);
         ArgumentNullException.ThrowIfNull(probabilities);
         var (inLen, outLen) = CheckLengths(features.Length, rows, probabilities.Length);
         if (rows == 0)
             return;
-        if (rowProbes is not null && rowProbes.Length < rows)
-            throw new ArgumentException($"{rows} rows need {rows} row probes but {rowProbes.Length} were given.", nameof(rowProbes));
+        if (rowValues is not null && rowValues.Capacity < rows)
+            throw new ArgumentException($"{rows} rows need {rows} row values but {rowValues.Capacity} were given.", nameof(rowValues));
         lock (sync)
         {
             ObjectDisposedException.ThrowIf(disposed, this);
             if (outputBuffers.Length == 1)
             {
-                Run(features.AsMemory(0, (int)inLen), rows, probabilities.AsMemory(0, (int)outLen), rowProbes);
+                Run(features.AsMemory(0, (int)inLen), rows, probabilities.AsMemory(0, (int)outLen), rowValues);
                 return;
             }
             EnsureOutputBuffers(rows);
-            Run(features.AsMemory(0, (int)inLen), rows, directOutput: null, rowProbes);
+            Run(features.AsMemory(0, (int)inLen), rows, directOutput: null, rowValues);
             CopyOutputs(rows, probabilities.AsSpan(0, (int)outLen));
         }
     }
 
     /// <summary>
-    /// Copies one row of features into a block for <see cref="Score(float[], int, float[], float[])"/>, making this model's
-    /// host checks on it as it goes (see <see cref="HostRowChecks.CopyRow"/>); returns the row's probe.
+    /// Copies one row of features into a block for <see cref="Score(float[], int, float[], HostRowValues)"/>, making this model's
+    /// host checks on it as it goes into row <paramref name="row"/> of <paramref name="values"/> (see <see cref="HostRowChecks.CopyRow"/>).
     /// </summary>
-    public float CopyRow(ReadOnlySpan<float> source, Span<float> destination) => hostChecks.CopyRow(source, destination);
+    public void CopyRow(ReadOnlySpan<float> source, Span<float> destination, HostRowValues values, int row) =>
+        hostChecks.CopyRow(source, destination, values, row);
 
     /// <summary>Grows the output buffers (pinned, so ONNX Runtime writes them in place) to hold <paramref name="rows"/> rows.</summary>
     private void EnsureOutputBuffers(int rows)
@@ -184,7 +183,7 @@ internal sealed class BatchedOnnxScorer : IDisposable
     }
 
     /// <summary>One session run (under the lock): into <paramref name="directOutput"/> (single output) or the output buffers.</summary>
-    private void Run(Memory<float> input, int rows, Memory<float>? directOutput, float[]? rowProbes = null)
+    private void Run(Memory<float> input, int rows, Memory<float>? directOutput, HostRowValues? rowValues = null)
     {
         var inputs = new OrtValue[inputNames.Length];
         var outputs = new OrtValue[outputBuffers.Length];
@@ -193,19 +192,21 @@ internal sealed class BatchedOnnxScorer : IDisposable
             inputs[0] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, input, [rows, InputLength]);
             if (hostChecks.Any)
             {
-                var probes = rowProbes;
-                if (probes is null)
+                var values = rowValues;
+                if (values is null)
                 {
-                    if (probeBuffer.Length < rows)
-                        probeBuffer = GC.AllocateUninitializedArray<float>(rows, pinned: true);
-                    hostChecks.Apply(input.Span, rows, InputLength, probeBuffer);
-                    probes = probeBuffer;
+                    if (hostValues is null || hostValues.Capacity < rows)
+                        hostValues = new HostRowValues(rows);
+                    hostChecks.Apply(input.Span, rows, InputLength, hostValues);
+                    values = hostValues;
                 }
                 int k = 1;
                 if (hostChecks.HasRowProbe)
-                    inputs[k++] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, probes.AsMemory(0, rows), [rows, 1]);
+                    inputs[k++] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.Probes.AsMemory(0, rows), [rows, 1]);
                 if (hostChecks.HasRowProbeVector)
-                    inputs[k] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, probes.AsMemory(0, rows), [rows]);
+                    inputs[k++] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.Probes.AsMemory(0, rows), [rows]);
+                if (hostChecks.HasRowAbsMax)
+                    inputs[k] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.AbsMax.AsMemory(0, rows), [rows, 1]);
             }
             for (int k = 0; k < outputs.Length; k++)
                 outputs[k] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance,

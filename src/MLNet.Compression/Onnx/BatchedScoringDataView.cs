@@ -103,7 +103,8 @@ internal sealed class BatchedScoringDataView : IDataView
         private readonly ValueGetter<VBuffer<float>>? featureGetter;
         private readonly bool[] active;
         private readonly int inputLength, width;
-        private readonly float[] features = [], outputs = [], probes = [];
+        private readonly float[] features = [], outputs = [];
+        private readonly HostRowValues? rowValues;
         private readonly DataViewRowId[] ids = [];
         private readonly ValueGetter<DataViewRowId>? aheadId, mainId;
         private VBuffer<float> featureRow;
@@ -124,7 +125,7 @@ internal sealed class BatchedScoringDataView : IDataView
                 featureGetter = ahead.GetGetter<VBuffer<float>>(parent.source.Schema[parent.featureIndex]);
                 features = new float[(long)parent.blockSize * inputLength];
                 outputs = new float[(long)parent.blockSize * width];
-                probes = GC.AllocateUninitializedArray<float>(parent.blockSize, pinned: true);
+                rowValues = new HostRowValues(parent.blockSize);
                 if (checkIds)
                 {
                     ids = new DataViewRowId[parent.blockSize];
@@ -215,18 +216,18 @@ internal sealed class BatchedScoringDataView : IDataView
                 // Copied with the model's row checks on the way (issue 19: the non-finite probe on values already in registers).
                 var row = features.AsSpan(n * inputLength, inputLength);
                 if (featureRow.IsDense)
-                    probes[n] = parent.scorer.CopyRow(featureRow.GetValues(), row);
+                    parent.scorer.CopyRow(featureRow.GetValues(), row, rowValues!, n);
                 else
                 {
                     featureRow.CopyTo(row);
-                    probes[n] = parent.scorer.CopyRow(row, row);
+                    parent.scorer.CopyRow(row, row, rowValues!, n);
                 }
                 n++;
             }
             if (n == 0)
                 throw SourceChanged();
             // The array overload: ONNX Runtime reads the block and writes the outputs in place (no staging copies).
-            parent.scorer.Score(features, n, outputs, probes);
+            parent.scorer.Score(features, n, outputs, rowValues);
             blockStart = pos;
             blockRows = n;
         }

@@ -31,13 +31,20 @@ internal sealed class HostRowChecks
     /// <summary>Name of the added [N] input holding each row's probe (the opset-18 Einsum form).</summary>
     internal const string RowProbeVectorName = "mlnet_host_row_probe_vector";
 
-    private HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVector, float? clipLimit)
+    /// <summary>Name of the added [N, 1] input holding each row's largest magnitude (the first int8 dynamic layer's range).</summary>
+    internal const string RowAbsMaxName = "mlnet_host_row_abs_max";
+
+    private HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVector, float? clipLimit, bool rowAbsMax = false)
     {
         Onnx = onnx;
         HasRowProbe = rowProbe;
         HasRowProbeVector = rowProbeVector;
         ClipLimit = clipLimit;
+        HasRowAbsMax = rowAbsMax;
     }
+
+    /// <summary>Whether the graph takes <see cref="RowAbsMaxName"/>: max(ReduceMax(x), −ReduceMin(x)) per row, from the host.</summary>
+    public bool HasRowAbsMax { get; }
 
     /// <summary>The graph the scorer runs.</summary>
     public byte[] Onnx { get; }
@@ -49,7 +56,12 @@ internal sealed class HostRowChecks
     public bool HasRowProbeVector { get; }
 
     /// <summary>Whether any check moved to the host (the scorer then scans each block).</summary>
-    public bool Any => HasRowProbe || HasRowProbeVector || ClipLimit is not null;
+    public bool Any => HasRowProbe || HasRowProbeVector || ClipLimit is not null || HasRowAbsMax;
+
+    /// <summary>The names of the inputs the host fills, in the order <see cref="HostRowValues"/> holds them after the features.</summary>
+    public IReadOnlyList<string> HostInputNames =>
+        [.. HasRowProbe ? [RowProbeName] : Array.Empty<string>(), .. HasRowProbeVector ? [RowProbeVectorName] : Array.Empty<string>(),
+         .. HasRowAbsMax ? [RowAbsMaxName] : Array.Empty<string>()];
 
     /// <summary>When set, the host zeroes non-finite rows and clips every value to ± this before the run (the per-batch clean).</summary>
     public float? ClipLimit { get; }
@@ -101,6 +113,20 @@ internal sealed class HostRowChecks
             clipLimit = hi;
             renames[clean.Output[0]] = x;
         }
+        // The symmetric per-row int8 dynamic layer reading the model's input: Max(ReduceMax(x), Neg(ReduceMin(x))) per row. The
+        // host sees every value as it copies the row, so it hands over the row's largest magnitude (exact: no rounding).
+        bool rowAbsMax = false;
+        NodeProto? Producer(string value) => nodes.FirstOrDefault(n => n.Output.Contains(value));
+        foreach (var max in nodes.Where(n => n.OpType == "Max" && n.Input.Count == 2).ToList())
+        {
+            if (Producer(max.Input[0]) is { OpType: "ReduceMax" } reduceMax && reduceMax.Input[0] == x && IsRowReduction(reduceMax, graph)
+                && Producer(max.Input[1]) is { OpType: "Neg" } neg && Producer(neg.Input[0]) is { OpType: "ReduceMin" } reduceMin
+                && reduceMin.Input[0] == x && IsRowReduction(reduceMin, graph))
+            {
+                renames[max.Output[0]] = RowAbsMaxName;
+                rowAbsMax = true;
+            }
+        }
         if (renames.Count == 0)
             return None(onnx);
 
@@ -114,58 +140,75 @@ internal sealed class HostRowChecks
             graph.Input.Add(FloatInput(RowProbeName, graph.Input[0], keepColumn: true));
         if (rowProbeVector)
             graph.Input.Add(FloatInput(RowProbeVectorName, graph.Input[0], keepColumn: false));
-        return new(model.ToByteArray(), rowProbe, rowProbeVector, clipLimit);
+        if (rowAbsMax)
+            graph.Input.Add(FloatInput(RowAbsMaxName, graph.Input[0], keepColumn: true));
+        return new(model.ToByteArray(), rowProbe, rowProbeVector, clipLimit, rowAbsMax);
     }
 
     /// <summary>
-    /// Fills <paramref name="probe"/>[r] with 0 for a row of finite values and NaN otherwise, for the <paramref name="rows"/>
-    /// rows of <paramref name="features"/> (<paramref name="width"/> values each); with <see cref="ClipLimit"/> set it also
-    /// zeroes the non-finite rows and clips every value to ± the limit, in place.
+    /// Makes the host checks on the <paramref name="rows"/> rows of <paramref name="features"/> (<paramref name="width"/>
+    /// values each) in place, as <see cref="CopyRow"/> does for one row, into <paramref name="values"/>.
     /// </summary>
-    public void Apply(Span<float> features, int rows, int width, Span<float> probe)
+    public void Apply(Span<float> features, int rows, int width, HostRowValues values)
     {
         for (int r = 0; r < rows; r++)
         {
             var row = features.Slice(r * width, width);
-            bool finite = AllFinite(row);
-            probe[r] = finite ? 0f : float.NaN;
-            if (ClipLimit is not float limit)
-                continue;
-            if (!finite)
-                row.Clear();
-            else if (AnyAtLeast(row, limit))
-                foreach (ref float v in row)
-                    v = Math.Clamp(v, -limit, limit);
+            CopyRow(row, row, values, r);
         }
     }
 
     /// <summary>
-    /// Copies one row from <paramref name="source"/> into <paramref name="destination"/> and returns its probe (0 for finite
-    /// values, NaN otherwise), checking the values as they are copied; with <see cref="ClipLimit"/> set the copy is also
-    /// cleaned (a non-finite row zeroed, values clipped). The batched view fills its block through this.
+    /// Copies one row from <paramref name="source"/> into <paramref name="destination"/> (they may be the same span) and
+    /// writes its host values at <paramref name="row"/> of <paramref name="values"/>, reading the values as they are copied:
+    /// its probe (0 for finite values, NaN otherwise) and, when the graph takes it, its largest magnitude; with
+    /// <see cref="ClipLimit"/> set the copy is also cleaned (a non-finite row zeroed, values clipped). The batched view fills
+    /// its block through this.
     /// </summary>
-    public float CopyRow(ReadOnlySpan<float> source, Span<float> destination)
+    public void CopyRow(ReadOnlySpan<float> source, Span<float> destination, HostRowValues values, int row)
     {
         if (source.Length != destination.Length)
             throw new ArgumentException($"The row has {source.Length} values; the block row holds {destination.Length}.", nameof(source));
         ref float src = ref MemoryMarshal.GetReference(source);
         ref float dst = ref MemoryMarshal.GetReference(destination);
         var sum = Vector<float>.Zero;
+        var top = new Vector<float>(float.NegativeInfinity);
+        var bottom = new Vector<float>(float.PositiveInfinity);
         int i = 0;
+        bool range = HasRowAbsMax;
         for (; i <= source.Length - Vector<float>.Count; i += Vector<float>.Count)
         {
             var v = Vector.LoadUnsafe(ref src, (nuint)i);
             v.StoreUnsafe(ref dst, (nuint)i);
             sum += v - v;
+            if (range)
+            {
+                top = Vector.Max(top, v);
+                bottom = Vector.Min(bottom, v);
+            }
         }
-        float tail = 0f;
+        float tail = 0f, high = float.NegativeInfinity, low = float.PositiveInfinity;
         for (; i < source.Length; i++)
         {
             float v = Unsafe.Add(ref src, i);
             Unsafe.Add(ref dst, i) = v;
             tail += v - v;
+            high = Math.Max(high, v);
+            low = Math.Min(low, v);
         }
         bool finite = Vector.EqualsAll(sum, Vector<float>.Zero) && tail == 0f;
+        values.Probes[row] = finite ? 0f : float.NaN;
+        if (range)
+        {
+            for (int l = 0; l < Vector<float>.Count; l++)
+            {
+                high = Math.Max(high, top[l]);
+                low = Math.Min(low, bottom[l]);
+            }
+            // Max(row max, −row min), as the graph's ReduceMax/ReduceMin/Neg/Max compute it for a finite row (a row with a NaN
+            // or an infinity scores NaN through its probe whatever this is).
+            values.AbsMax[row] = Math.Max(high, -low);
+        }
         if (ClipLimit is float limit)
         {
             if (!finite)
@@ -174,7 +217,6 @@ internal sealed class HostRowChecks
                 foreach (ref float v in destination)
                     v = Math.Clamp(v, -limit, limit);
         }
-        return finite ? 0f : float.NaN;
     }
 
     /// <summary>Whether every value of <paramref name="row"/> is finite: the sum of (v − v) is 0 exactly then, NaN otherwise.</summary>
@@ -283,4 +325,17 @@ internal sealed class HostRowChecks
             Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)DataType.Float, Shape = shape } },
         };
     }
+}
+
+/// <summary>The per-row values the host hands to the in-process graph for one block (<see cref="HostRowChecks"/>).</summary>
+internal sealed class HostRowValues(int capacity)
+{
+    /// <summary>Rows this holds.</summary>
+    public int Capacity { get; } = capacity;
+
+    /// <summary>Each row's probe: 0 for finite features, NaN otherwise (pinned: ONNX Runtime reads it in place).</summary>
+    public float[] Probes { get; } = GC.AllocateUninitializedArray<float>(capacity, pinned: true);
+
+    /// <summary>Each row's largest magnitude, when the graph takes it (pinned).</summary>
+    public float[] AbsMax { get; } = GC.AllocateUninitializedArray<float>(capacity, pinned: true);
 }

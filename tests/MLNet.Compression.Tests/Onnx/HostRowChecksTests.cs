@@ -89,6 +89,10 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
         Assert.DoesNotContain(graph.Node, n => n.OpType == "If" && n.Attribute.Any(a => a.G is { } b && b.Node.Any(i => i.Input.Contains(x))));
         // The per-batch clean is written before a dense first layer only (convolutions compute in float).
         Assert.Equal(encoding == "int8-dynamic-per-batch" && modelName != "lenet" ? DenseModelLayer.PerBatchInputLimit : null, checks.ClipLimit);
+        // Per-row int8 dynamic with a dense first layer: its row range (ReduceMax, ReduceMin over the features) comes from the host.
+        Assert.Equal(encoding == "int8-dynamic" && modelName != "lenet", checks.HasRowAbsMax);
+        if (checks.HasRowAbsMax)
+            Assert.DoesNotContain(graph.Node, n => n.OpType is "ReduceMax" or "ReduceMin" && n.Input[0] == x);
         Assert.True(checks.Onnx.Length < onnx.Length);
 
         var features = Rows(model.InputLength, out int rows);
@@ -102,16 +106,18 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
         var scanned = new float[rows * width];
         inProcess.Score((float[])features.Clone(), rows, scanned);
         var block = new float[features.Length];
-        var probes = new float[rows];
+        var values = new HostRowValues(rows);
         for (int r = 0; r < rows; r++)
-            probes[r] = inProcess.CopyRow(features.AsSpan(r * model.InputLength, model.InputLength), block.AsSpan(r * model.InputLength, model.InputLength));
+            inProcess.CopyRow(features.AsSpan(r * model.InputLength, model.InputLength), block.AsSpan(r * model.InputLength, model.InputLength), values, r);
         var copied = new float[rows * width];
-        inProcess.Score(block, rows, copied, probes);
+        inProcess.Score(block, rows, copied, values);
 
+        // Bit for bit, except that a NaN's payload is not compared (NaN is NaN; which NaN depends on the path that made it).
+        static bool Same(float a, float b) => float.IsNaN(a) ? float.IsNaN(b) : BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
         for (int i = 0; i < expected.Length; i++)
         {
-            Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(scanned[i]), $"row {i / width}, output {i % width}: {expected[i]} vs {scanned[i]} (host scan)");
-            Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(copied[i]), $"row {i / width}, output {i % width}: {expected[i]} vs {copied[i]} (checked copy)");
+            Assert.True(Same(expected[i], scanned[i]), $"row {i / width}, output {i % width}: {expected[i]} vs {scanned[i]} (host scan)");
+            Assert.True(Same(expected[i], copied[i]), $"row {i / width}, output {i % width}: {expected[i]} vs {copied[i]} (checked copy)");
         }
         // The rows with a NaN or an infinity score NaN, the ordinary rows do not (huge finite rows may overflow in float).
         for (int r = 0; r < 67; r++)
@@ -132,13 +138,15 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
                 if (at >= 0)
                     row[at] = bad;
                 var copy = new float[37];
-                float probe = checks.CopyRow(row, copy);
+                var values = new HostRowValues(1);
+                checks.CopyRow(row, copy, values, 0);
+                float probe = values.Probes[0];
                 Assert.Equal(row, copy);
                 Assert.Equal(at >= 0, float.IsNaN(probe));
                 Assert.True(at >= 0 || BitConverter.SingleToInt32Bits(probe) == 0, "a finite row's probe is +0, as x − x is");
                 Assert.Equal(at < 0, HostRowChecks.AllFinite(row));
             }
-        var e = Assert.Throws<ArgumentException>(() => checks.CopyRow(new float[5], new float[4]));
+        var e = Assert.Throws<ArgumentException>(() => checks.CopyRow(new float[5], new float[4], new HostRowValues(1), 0));
         Assert.Equal("source", e.ParamName);
     }
 
@@ -154,11 +162,31 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
         row[2] = -float.MaxValue;
         row[3] = 0.5f;
         var copy = new float[row.Length];
-        Assert.Equal(0f, checks.CopyRow(row, copy));
+        var values = new HostRowValues(1);
+        checks.CopyRow(row, copy, values, 0);
+        Assert.Equal(0f, values.Probes[0]);
         Assert.Equal([0f, limit, -limit, 0.5f], copy[..4]);
         row[4] = float.NaN;
-        Assert.True(float.IsNaN(checks.CopyRow(row, copy)));
+        checks.CopyRow(row, copy, values, 0);
+        Assert.True(float.IsNaN(values.Probes[0]));
         Assert.All(copy, v => Assert.Equal(0f, v));
+    }
+
+    [Fact]
+    public void RowAbsMax_IsTheLargestMagnitude_ExactlyAsTheGraphComputesIt()
+    {
+        var model = OnnxTestModels.Mlp(5, 16);
+        var checks = HostRowChecks.Rewrite(Export(model, "int8-dynamic"));
+        Assert.True(checks.HasRowAbsMax);
+        var rng = new Random(4);
+        var values = new HostRowValues(1);
+        foreach (int length in new[] { 1, 7, 8, 37, 784 })
+            for (int trial = 0; trial < 20; trial++)
+            {
+                var row = Enumerable.Range(0, length).Select(_ => (float)((rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-3, 4)))).ToArray();
+                checks.CopyRow(row, new float[length], values, 0);
+                Assert.Equal(Math.Max(row.Max(), -row.Min()), values.AbsMax[0]);
+            }
     }
 
     [Fact]
