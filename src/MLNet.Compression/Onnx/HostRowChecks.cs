@@ -23,7 +23,7 @@ namespace MLNet.Compression.Onnx;
 /// NaN otherwise, exactly what the host writes; the clean is the same Where and Clip on the same values. A graph with no
 /// such nodes is returned unchanged.
 /// </summary>
-internal sealed class HostRowChecks
+internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVector, float? clipLimit, bool rowAbsMax = false)
 {
     /// <summary>Name of the added [N, 1] input holding each row's probe (0 or NaN).</summary>
     internal const string RowProbeName = "mlnet_host_row_probe";
@@ -34,26 +34,17 @@ internal sealed class HostRowChecks
     /// <summary>Name of the added [N, 1] input holding each row's largest magnitude (the first int8 dynamic layer's range).</summary>
     internal const string RowAbsMaxName = "mlnet_host_row_abs_max";
 
-    private HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVector, float? clipLimit, bool rowAbsMax = false)
-    {
-        Onnx = onnx;
-        HasRowProbe = rowProbe;
-        HasRowProbeVector = rowProbeVector;
-        ClipLimit = clipLimit;
-        HasRowAbsMax = rowAbsMax;
-    }
-
     /// <summary>Whether the graph takes <see cref="RowAbsMaxName"/>: max(ReduceMax(x), −ReduceMin(x)) per row, from the host.</summary>
-    public bool HasRowAbsMax { get; }
+    public bool HasRowAbsMax { get; } = rowAbsMax;
 
     /// <summary>The graph the scorer runs.</summary>
-    public byte[] Onnx { get; }
+    public byte[] Onnx { get; } = onnx;
 
     /// <summary>Whether the graph takes <see cref="RowProbeName"/>.</summary>
-    public bool HasRowProbe { get; }
+    public bool HasRowProbe { get; } = rowProbe;
 
     /// <summary>Whether the graph takes <see cref="RowProbeVectorName"/>.</summary>
-    public bool HasRowProbeVector { get; }
+    public bool HasRowProbeVector { get; } = rowProbeVector;
 
     /// <summary>Whether any check moved to the host (the scorer then scans each block).</summary>
     public bool Any => HasRowProbe || HasRowProbeVector || ClipLimit is not null || HasRowAbsMax;
@@ -64,7 +55,7 @@ internal sealed class HostRowChecks
          .. HasRowAbsMax ? [RowAbsMaxName] : Array.Empty<string>()];
 
     /// <summary>When set, the host zeroes non-finite rows and clips every value to ± this before the run (the per-batch clean).</summary>
-    public float? ClipLimit { get; }
+    public float? ClipLimit { get; } = clipLimit;
 
     /// <summary>The graph as it is, with no check on the host.</summary>
     public static HostRowChecks None(byte[] onnx) => new(onnx, false, false, null);
