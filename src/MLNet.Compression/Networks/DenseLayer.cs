@@ -201,12 +201,12 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
         string name = Name;
         var w = encoding.AddIntegerTensor(graph, name + ".weight_q", InputMajor(q.Values!), [k, n], 8);
         var ws = QuantizedStorage.AddScale(graph, name + ".weight_scale", q.Scales);
-        var zero = graph.AddFloatInitializer(name + ".zero", [0f], []);
         string clean;
         double inputBound;
         if (graph.Graph.Input.Any(i => i.Name == input))
         {
             var limit = graph.AddFloatInitializer(name + ".finite_limit", [PerBatchInputLimit], []);
+            var zero = graph.AddFloatInitializer(name + ".zero", [0f], []);
             // The row mean of x − x: 0 for a finite row, NaN for a row with a NaN or infinite feature ([N, 1]).
             var rowZero = graph.NonFiniteRowProbe(input, name + ".input_");
             var minusLimit = graph.AddFloatInitializer(name + ".finite_limit_neg", [-PerBatchInputLimit], []);
@@ -231,6 +231,7 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
         else
         {
             var limit = graph.AddFloatInitializer(name + ".finite_limit", [PerBatchActivationLimit], []);
+            var zero = graph.AddFloatInitializer(name + ".zero", [0f], []);
             // Only a batch whose activations hold a NaN, an infinity or a huge value pays for the clean: If the sum of squares
             // (NaN or infinite then; one read pass) is not below infinity, Where(in range, x, 0), else x. A ReLU's output is never
             // below 0, so x < limit suffices there (false for NaN too); otherwise |x| < limit (false for NaN and ±inf).

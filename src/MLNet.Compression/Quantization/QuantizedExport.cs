@@ -72,7 +72,8 @@ internal static class QuantizedExport
     {
         Validate(model, spec);
         var reluInputs = ReluInputLayers(model);
-        var layers = model.ParameterizedLayers.Select(l => DescribeLayer(l, spec, reluInputs.Contains(l.Name), ReferenceEquals(l, model.Layers[0]))).ToArray();
+        var cleaned = PerBatchCleanedLayers(model, spec);
+        var layers = model.ParameterizedLayers.Select(l => DescribeLayer(l, spec, reluInputs.Contains(l.Name), cleaned.Contains(l.Name))).ToArray();
         return new QuantizedWeightsInfo(spec.Mode, layers);
     }
 
@@ -87,7 +88,22 @@ internal static class QuantizedExport
         ArgumentNullException.ThrowIfNull(options);
         var spec = new QuantizationSpec(options.Mode, options.PerChannel, options.BlockSize, null, options.KeepFloat.ToArray(), options.ActivationScales);
         var reluInputs = ReluInputLayers(model);
-        return new QuantizedWeightsInfo(spec.Mode, model.ParameterizedLayers.Select(l => DescribeLayer(l, spec, reluInputs.Contains(l.Name), ReferenceEquals(l, model.Layers[0]))).ToArray()).ResidentBytes;
+        var cleaned = PerBatchCleanedLayers(model, spec);
+        return new QuantizedWeightsInfo(spec.Mode, model.ParameterizedLayers.Select(l => DescribeLayer(l, spec, reluInputs.Contains(l.Name), cleaned.Contains(l.Name))).ToArray()).ResidentBytes;
+    }
+
+    /// <summary>
+    /// Per-batch int8 dynamic: the dense layers whose input is cleaned in the graph (the model's input always; a hidden layer
+    /// only where no bound on its activations holds, see <c>DenseModelLayer</c>'s EmitPerBatchInt8), each storing three
+    /// float constants; found by exporting, since the bounds follow from the weights. Empty for every other spec.
+    /// </summary>
+    private static HashSet<string> PerBatchCleanedLayers(NetworkModel model, QuantizationSpec spec)
+    {
+        if (spec.Mode != QuantizationMode.Int8Dynamic || spec.ActivationScales != ActivationScaleScope.PerBatch)
+            return [];
+        var graph = OnnxExporter.BuildModel(model, Options(model, spec)).Graph;
+        return model.ParameterizedLayers.Where(l => graph.Initializer.Any(t => t.Name == l.Name + ".finite_limit")).Select(l => l.Name)
+            .ToHashSet(StringComparer.Ordinal);
     }
 
     /// <summary>
@@ -218,7 +234,7 @@ internal static class QuantizedExport
         return result;
     }
 
-    private static QuantizedLayerInfo DescribeLayer(ParameterizedLayer layer, QuantizationSpec spec, bool reluInput, bool readsModelInput)
+    private static QuantizedLayerInfo DescribeLayer(ParameterizedLayer layer, QuantizationSpec spec, bool reluInput, bool perBatchCleaned)
     {
         long n = layer.Weight.Length, outUnits = layer.OutputUnits, biasFloat = layer.Bias.Length * (long)sizeof(float);
         long channelScales = spec.PerChannel ? outUnits : 1;
@@ -237,9 +253,10 @@ internal static class QuantizedExport
                 // MatMulIntegerToFloat prepacks the int8 matrix (about 1 byte per weight).
                 if (spec.ActivationScales == ActivationScaleScope.PerBatch)
                 {
-                    // int8 values + float scales + the three float constants of the input clean (DenseModelLayer's EmitPerBatchInt8;
-                    // exported at opset 18 or later the layer reading the model's input also stores an 8-byte reduction axis, not counted).
-                    long constants = 3 * 4;
+                    // int8 values + float scales + the three float constants of the input clean where the layer has one
+                    // (DenseModelLayer's EmitPerBatchInt8; exported at opset 18 or later the layer reading the model's input also
+                    // stores an 8-byte reduction axis, not counted).
+                    long constants = perBatchCleaned ? 3 * 4 : 0;
                     long batchStored = StoredValueBytes(layer, spec, 8) + channelScales * 4 + constants;
                     return new(layer.Name, Int8Name(spec), "per-batch dynamic quantization + DynamicQuantizeMatMul (int8)", n, batchStored,
                         n + channelScales * 4 + constants, biasFloat);

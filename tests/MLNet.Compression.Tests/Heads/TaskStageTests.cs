@@ -85,6 +85,48 @@ public class TaskStageTests(TaskModelsFixture f, ITestOutputHelper output) : ICl
         CheckRegression(regression, mode.ToString(), tolerance);
     }
 
+    /// <summary>
+    /// Per-batch int8 dynamic (opt-in) on the binary and regression heads: the saved zip scores each row alone, so its scores
+    /// are not the batched in-process ones. What the README promises and this checks: a binary probability within 5e-2 and a
+    /// predicted label that differs only on a near-tie (a probability closer to 0.5 than the row's difference); a regression
+    /// output within 5e-2 relative (|Δ| ≤ 5e-2 · max(1, |score|)); a binary Score (the logit, whose changes near 0 move the
+    /// probability by at most a quarter of them) within 0.2 · max(1, |score|).
+    /// </summary>
+    [Fact]
+    public void PerBatchQuantization_BinaryAndRegression_SavedZipWithinTheStatedBounds()
+    {
+        var options = new QuantizationOptions { Mode = QuantizationMode.Int8Dynamic, ActivationScales = ActivationScaleScope.PerBatch };
+        using var binary = Stage(33).Quantize(f.Binary, options).Fit(f.BinaryTrain);
+        using var regression = Stage(34).Quantize(f.Regression, options).Fit(f.RegressionTrain);
+        var scored = binary.Transform(f.BinaryTest);
+        var reloaded = TaskHeadsTests.SaveAndLoad(binary, f.BinaryTrain.Schema).Transform(f.BinaryTest);
+        var p = scored.GetColumn<float>("Probability").ToArray();
+        var pr = reloaded.GetColumn<float>("Probability").ToArray();
+        var labels = scored.GetColumn<bool>("PredictedLabel").ToArray();
+        var reloadedLabels = reloaded.GetColumn<bool>("PredictedLabel").ToArray();
+        double maxP = 0;
+        for (int i = 0; i < p.Length; i++)
+        {
+            double d = Math.Abs(p[i] - pr[i]);
+            maxP = Math.Max(maxP, d);
+            Assert.True(d <= 5e-2, $"binary row {i}: probability {p[i]} vs {pr[i]}");
+            if (labels[i] != reloadedLabels[i])
+                Assert.True(Math.Abs(p[i] - 0.5) <= d, $"binary row {i}: label differs but {p[i]} is not a near-tie ({pr[i]} after reload)");
+        }
+        double maxBinary = MaxRelative(scored.GetColumn<float>("Score").ToArray(), reloaded.GetColumn<float>("Score").ToArray());
+        var rScored = regression.Transform(f.RegressionTest).GetColumn<float>("Score").ToArray();
+        var rReloaded = TaskHeadsTests.SaveAndLoad(regression, f.RegressionTrain.Schema).Transform(f.RegressionTest).GetColumn<float>("Score").ToArray();
+        double maxRegression = MaxRelative(rScored, rReloaded);
+        output.WriteLine($"per-batch, saved zip vs in-process: binary probability max |Δ| {maxP:G3}, labels differing {labels.Zip(reloadedLabels).Count(q => q.First != q.Second)}, " +
+                         $"binary Score max relative {maxBinary:G3}; regression Score max relative {maxRegression:G3}");
+        Assert.True(maxBinary <= 0.2, $"binary Score differs by {maxBinary:G3} relative");
+        Assert.True(maxRegression <= 5e-2, $"regression Score differs by {maxRegression:G3} relative");
+        Assert.True(maxP > 0 || maxRegression > 0, "per-batch scales should change some score when a row is scored alone");
+
+        static double MaxRelative(float[] expected, float[] actual) =>
+            expected.Zip(actual).Max(q => Math.Abs(q.First - q.Second) / Math.Max(1, Math.Abs(q.First)));
+    }
+
     [Fact]
     public void WeightClustering_WorksForBinaryAndRegression()
     {

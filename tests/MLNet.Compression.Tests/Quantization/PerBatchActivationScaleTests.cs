@@ -228,6 +228,22 @@ public sealed class PerBatchActivationScaleTests : IClassFixture<QuantizableMlpF
     }
 
     [Fact]
+    public void DescribeCountsTheCleansConstants_WhereTheGraphHasThem()
+    {
+        var spec = new QuantizationSpec(QuantizationMode.Int8Dynamic, ActivationScales: ActivationScaleScope.PerBatch);
+        foreach (var model in new[] { MLNet.Compression.Tests.Onnx.OnnxTestModels.Mlp(5, 64, 32), MLNet.Compression.Tests.Onnx.OnnxTestModels.LeNet5(seed: 7) })
+        {
+            var graph = ModelProto.Parser.ParseFrom(MLNet.Compression.Onnx.OnnxExporter.Export(model, QuantizedExport.Options(model, spec))).Graph;
+            foreach (var layer in QuantizedExport.Describe(model, spec).Layers)
+            {
+                long inFile = graph.Initializer.Where(t => t.Name.StartsWith(layer.Name + ".", StringComparison.Ordinal) && !t.Name.Contains(".input_"))
+                    .Sum(t => (long)t.RawData.Length);
+                Assert.Equal(layer.Bytes, inFile);
+            }
+        }
+    }
+
+    [Fact]
     public void TheCheckpointKeepsTheScope_AndContinueTrainingReappliesIt()
     {
         using var perBatch = Quantize(ActivationScaleScope.PerBatch, out _);
