@@ -87,10 +87,11 @@ public class TaskStageTests(TaskModelsFixture f, ITestOutputHelper output) : ICl
 
     /// <summary>
     /// Per-batch int8 dynamic (opt-in) on the binary and regression heads: the saved zip scores each row alone, so its scores
-    /// are not the batched in-process ones. What the README promises and this checks: a binary probability within 5e-2 and a
+    /// are not the batched in-process ones. What the README promises and this checks: a binary probability within 0.1 and a
     /// predicted label that differs only on a near-tie (a probability closer to 0.5 than the row's difference); a regression
     /// output within 5e-2 relative (|Δ| ≤ 5e-2 · max(1, |score|)); a binary Score (the logit, whose changes near 0 move the
-    /// probability by at most a quarter of them) within 0.2 · max(1, |score|).
+    /// probability by at most a quarter of them) within 0.5 · max(1, |score|). Measured here 0.033 / 0.0092 / 0.13, and on a
+    /// tabular CSV tried as a new user 0.041 / – / 0.17: the bounds keep a margin of 2-3×.
     /// </summary>
     [Fact]
     public void PerBatchQuantization_BinaryAndRegression_SavedZipWithinTheStatedBounds()
@@ -109,7 +110,7 @@ public class TaskStageTests(TaskModelsFixture f, ITestOutputHelper output) : ICl
         {
             double d = Math.Abs(p[i] - pr[i]);
             maxP = Math.Max(maxP, d);
-            Assert.True(d <= 5e-2, $"binary row {i}: probability {p[i]} vs {pr[i]}");
+            Assert.True(d <= 0.1, $"binary row {i}: probability {p[i]} vs {pr[i]}");
             if (labels[i] != reloadedLabels[i])
                 Assert.True(Math.Abs(p[i] - 0.5) <= d, $"binary row {i}: label differs but {p[i]} is not a near-tie ({pr[i]} after reload)");
         }
@@ -119,7 +120,7 @@ public class TaskStageTests(TaskModelsFixture f, ITestOutputHelper output) : ICl
         double maxRegression = MaxRelative(rScored, rReloaded);
         output.WriteLine($"per-batch, saved zip vs in-process: binary probability max |Δ| {maxP:G3}, labels differing {labels.Zip(reloadedLabels).Count(q => q.First != q.Second)}, " +
                          $"binary Score max relative {maxBinary:G3}; regression Score max relative {maxRegression:G3}");
-        Assert.True(maxBinary <= 0.2, $"binary Score differs by {maxBinary:G3} relative");
+        Assert.True(maxBinary <= 0.5, $"binary Score differs by {maxBinary:G3} relative");
         Assert.True(maxRegression <= 5e-2, $"regression Score differs by {maxRegression:G3} relative");
         Assert.True(maxP > 0 || maxRegression > 0, "per-batch scales should change some score when a row is scored alone");
 
