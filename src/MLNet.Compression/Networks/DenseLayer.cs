@@ -254,12 +254,13 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
         var result = graph.AddNode("Add", [y, encoding.EmitBias(graph, this)], name);
         // A bound on |result|: the batch's scale is (max(x, 0) − min(x, 0)) / 255 ≤ 2·bound / 255 and |x_q − zero point| ≤ 255, so
         // each output is at most 2·bound·Σ|dequantized weights of its row| + |bias|; with a margin for float rounding.
+        var dequantized = q.Dequantize();
         double rowSum = 0;
         for (int o = 0; o < n; o++)
         {
             double sum = 0;
-            for (int i = 0; i < k; i++)
-                sum += Math.Abs((double)q.Values![o * k + i] * q.ScaleAt(o * k + i));
+            foreach (float v in dequantized.AsSpan(o * k, k))
+                sum += Math.Abs(v);
             rowSum = Math.Max(rowSum, sum);
         }
         double outputBound = (2 * inputBound * rowSum + Bias.Select(b => Math.Abs((double)b)).DefaultIfEmpty(0).Max()) * 1.01;

@@ -115,8 +115,17 @@ internal sealed class BatchedOnnxScorer : IDisposable
             if (inputBuffer.Length < inLen) // pinned (POH) so ONNX Runtime reads it in place; grown only when a bigger block arrives
                 inputBuffer = GC.AllocateUninitializedArray<float>(checked((int)inLen), pinned: true);
             EnsureOutputBuffers(rows);
-            features[..(int)inLen].CopyTo(inputBuffer);
-            Run(inputBuffer.AsMemory(0, (int)inLen), rows, directOutput: null);
+            HostRowValues? values = null;
+            if (hostChecks.Any)
+            {
+                // The host checks as the rows are copied in (one pass), as the batched view does.
+                values = HostValues(rows);
+                for (int r = 0; r < rows; r++)
+                    hostChecks.CopyRow(features.Slice(r * InputLength, InputLength), inputBuffer.AsSpan(r * InputLength, InputLength), values, r);
+            }
+            else
+                features[..(int)inLen].CopyTo(inputBuffer);
+            Run(inputBuffer.AsMemory(0, (int)inLen), rows, directOutput: null, values);
             CopyOutputs(rows, probabilities[..(int)outLen]);
         }
     }
@@ -163,6 +172,14 @@ internal sealed class BatchedOnnxScorer : IDisposable
     public void CopyRow(ReadOnlySpan<float> source, Span<float> destination, HostRowValues values, int row) =>
         hostChecks.CopyRow(source, destination, values, row);
 
+    /// <summary>The scorer's own per-row host values, grown to hold <paramref name="rows"/> rows (under the lock).</summary>
+    private HostRowValues HostValues(int rows)
+    {
+        if (hostValues is null || hostValues.Capacity < rows)
+            hostValues = new HostRowValues(rows);
+        return hostValues;
+    }
+
     /// <summary>Grows the output buffers (pinned, so ONNX Runtime writes them in place) to hold <paramref name="rows"/> rows.</summary>
     private void EnsureOutputBuffers(int rows)
     {
@@ -192,21 +209,12 @@ internal sealed class BatchedOnnxScorer : IDisposable
             inputs[0] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, input, [rows, InputLength]);
             if (hostChecks.Any)
             {
-                var values = rowValues;
-                if (values is null)
+                if (rowValues is null)
                 {
-                    if (hostValues is null || hostValues.Capacity < rows)
-                        hostValues = new HostRowValues(rows);
-                    hostChecks.Apply(input.Span, rows, InputLength, hostValues);
-                    values = hostValues;
+                    rowValues = HostValues(rows);
+                    hostChecks.Apply(input.Span, rows, InputLength, rowValues);
                 }
-                int k = 1;
-                if (hostChecks.HasRowProbe)
-                    inputs[k++] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.Probes.AsMemory(0, rows), [rows, 1]);
-                if (hostChecks.HasRowProbeVector)
-                    inputs[k++] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.Probes.AsMemory(0, rows), [rows]);
-                if (hostChecks.HasRowAbsMax)
-                    inputs[k] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.AbsMax.AsMemory(0, rows), [rows, 1]);
+                hostChecks.CreateHostInputs(rowValues, rows).CopyTo(inputs, 1);
             }
             for (int k = 0; k < outputs.Length; k++)
                 outputs[k] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance,

@@ -2,6 +2,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
 using MLNet.Compression.Onnx.Proto;
 using DataType = MLNet.Compression.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -49,10 +50,26 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
     /// <summary>Whether any check moved to the host (the scorer then scans each block).</summary>
     public bool Any => HasRowProbe || HasRowProbeVector || ClipLimit is not null || HasRowAbsMax;
 
-    /// <summary>The names of the inputs the host fills, in the order <see cref="HostRowValues"/> holds them after the features.</summary>
+    /// <summary>The names of the inputs the host fills, in the order <see cref="CreateHostInputs"/> gives their tensors.</summary>
     public IReadOnlyList<string> HostInputNames =>
         [.. HasRowProbe ? [RowProbeName] : Array.Empty<string>(), .. HasRowProbeVector ? [RowProbeVectorName] : Array.Empty<string>(),
          .. HasRowAbsMax ? [RowAbsMaxName] : Array.Empty<string>()];
+
+    /// <summary>
+    /// The tensors for <see cref="HostInputNames"/>, in that order, over the first <paramref name="rows"/> rows of
+    /// <paramref name="values"/> (pinned; the caller disposes them).
+    /// </summary>
+    public OrtValue[] CreateHostInputs(HostRowValues values, int rows)
+    {
+        var inputs = new List<OrtValue>(3);
+        if (HasRowProbe)
+            inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.Probes.AsMemory(0, rows), [rows, 1]));
+        if (HasRowProbeVector)
+            inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.Probes.AsMemory(0, rows), [rows]));
+        if (HasRowAbsMax)
+            inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.AbsMax.AsMemory(0, rows), [rows, 1]));
+        return [.. inputs];
+    }
 
     /// <summary>When set, the host zeroes non-finite rows and clips every value to ± this before the run (the per-batch clean).</summary>
     public float? ClipLimit { get; } = clipLimit;
@@ -166,7 +183,7 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
         var top = new Vector<float>(float.NegativeInfinity);
         var bottom = new Vector<float>(float.PositiveInfinity);
         int i = 0;
-        bool range = HasRowAbsMax;
+        bool range = HasRowAbsMax || ClipLimit is not null; // the row's largest magnitude: an input, or the clip's test
         for (; i <= source.Length - Vector<float>.Count; i += Vector<float>.Count)
         {
             var v = Vector.LoadUnsafe(ref src, (nuint)i);
@@ -189,6 +206,7 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
         }
         bool finite = Vector.EqualsAll(sum, Vector<float>.Zero) && tail == 0f;
         values.Probes[row] = finite ? 0f : float.NaN;
+        float absMax = 0f;
         if (range)
         {
             for (int l = 0; l < Vector<float>.Count; l++)
@@ -198,45 +216,18 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
             }
             // Max(row max, −row min), as the graph's ReduceMax/ReduceMin/Neg/Max compute it for a finite row (a row with a NaN
             // or an infinity scores NaN through its probe whatever this is).
-            values.AbsMax[row] = Math.Max(high, -low);
+            absMax = Math.Max(high, -low);
+            if (HasRowAbsMax)
+                values.AbsMax[row] = absMax;
         }
         if (ClipLimit is float limit)
         {
             if (!finite)
                 destination.Clear();
-            else if (AnyAtLeast(destination, limit))
+            else if (absMax >= limit)
                 foreach (ref float v in destination)
                     v = Math.Clamp(v, -limit, limit);
         }
-    }
-
-    /// <summary>Whether every value of <paramref name="row"/> is finite: the sum of (v − v) is 0 exactly then, NaN otherwise.</summary>
-    internal static bool AllFinite(ReadOnlySpan<float> row)
-    {
-        var sum = Vector<float>.Zero;
-        int i = 0;
-        for (; i <= row.Length - Vector<float>.Count; i += Vector<float>.Count)
-        {
-            var v = new Vector<float>(row[i..]);
-            sum += v - v;
-        }
-        float tail = 0f;
-        for (; i < row.Length; i++)
-            tail += row[i] - row[i];
-        return Vector.EqualsAll(sum, Vector<float>.Zero) && tail == 0f;
-    }
-
-    private static bool AnyAtLeast(ReadOnlySpan<float> row, float limit)
-    {
-        var bound = new Vector<float>(limit);
-        int i = 0;
-        for (; i <= row.Length - Vector<float>.Count; i += Vector<float>.Count)
-            if (Vector.GreaterThanOrEqualAny(Vector.Abs(new Vector<float>(row[i..])), bound))
-                return true;
-        for (; i < row.Length; i++)
-            if (Math.Abs(row[i]) >= limit)
-                return true;
-        return false;
     }
 
     private static bool IsRowReduction(NodeProto reduce, GraphProto graph)

@@ -144,7 +144,6 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
                 Assert.Equal(row, copy);
                 Assert.Equal(at >= 0, float.IsNaN(probe));
                 Assert.True(at >= 0 || BitConverter.SingleToInt32Bits(probe) == 0, "a finite row's probe is +0, as x − x is");
-                Assert.Equal(at < 0, HostRowChecks.AllFinite(row));
             }
         var e = Assert.Throws<ArgumentException>(() => checks.CopyRow(new float[5], new float[4], new HostRowValues(1), 0));
         Assert.Equal("source", e.ParamName);

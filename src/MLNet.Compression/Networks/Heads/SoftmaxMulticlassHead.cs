@@ -209,7 +209,7 @@ internal sealed class SoftmaxMulticlassHead : OutputHead
     }
 
     /// <summary>First index of the largest value, like ONNX ArgMax with select_last_index = 0.</summary>
-    private static int ArgMax(ReadOnlySpan<float> values)
+    internal static int ArgMax(ReadOnlySpan<float> values)
     {
         int best = 0;
         for (int i = 1; i < values.Length; i++)
