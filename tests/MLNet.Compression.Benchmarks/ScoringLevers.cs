@@ -339,14 +339,7 @@ public static class ScoringLevers
         return result;
     }
 
-    private static int ArgMax(ReadOnlySpan<float> values)
-    {
-        int best = 0;
-        for (int i = 1; i < values.Length; i++)
-            if (values[i] > values[best])
-                best = i;
-        return best;
-    }
+    private static int ArgMax(ReadOnlySpan<float> values) => MLNet.Compression.Networks.Heads.SoftmaxMulticlassHead.ArgMax(values);
 
     private static string ModeName(QuantizationMode mode) => mode switch
     {
@@ -516,14 +509,7 @@ public static class ScoringLevers
             var sw = Stopwatch.StartNew();
             var buffers = new[] { input, GC.AllocateUninitializedArray<float>(block * 784, pinned: true) };
             var valueSets = new[] { values, new HostRowValues(block) };
-            void FillInto(int b, int start, int n)
-            {
-                if (checks is not { Any: true })
-                    features.AsSpan(start * 784, n * 784).CopyTo(buffers[b]);
-                else
-                    for (int r = 0; r < n; r++)
-                        checks.CopyRow(features.AsSpan((start + r) * 784, 784), buffers[b].AsSpan(r * 784, 784), valueSets[b], r);
-            }
+            void FillInto(int b, int start, int n) => Fill(features, start, n, buffers[b], valueSets[b]);
             using var runOptions = new RunOptions();
             int first = Math.Min(block, Rows);
             FillInto(0, 0, first);
@@ -580,15 +566,17 @@ public static class ScoringLevers
         }
 
         /// <summary>Copies rows [start, start + n) into <c>input</c>; with --host through the scorer's checked copy (probes per row).</summary>
-        private void Fill(float[] features, int start, int n)
+        private void Fill(float[] features, int start, int n) => Fill(features, start, n, input, values);
+
+        private void Fill(float[] features, int start, int n, float[] into, HostRowValues intoValues)
         {
             if (checks is not { Any: true })
             {
-                features.AsSpan(start * 784, n * 784).CopyTo(input);
+                features.AsSpan(start * 784, n * 784).CopyTo(into);
                 return;
             }
             for (int r = 0; r < n; r++)
-                checks.CopyRow(features.AsSpan((start + r) * 784, 784), input.AsSpan(r * 784, 784), values, r);
+                checks.CopyRow(features.AsSpan((start + r) * 784, 784), into.AsSpan(r * 784, 784), intoValues, r);
         }
 
         /// <summary>One block of <paramref name="n"/> rows from <c>input</c> into <c>output</c> (with --host: the scorer's host checks first).</summary>
@@ -601,30 +589,14 @@ public static class ScoringLevers
                 session!.Run(runOptions, [inputName], [x], [outputName], [y]);
                 return;
             }
-            var names = new List<string> { inputName };
-            var inputs = new List<OrtValue> { x };
-            if (checks.HasRowProbe)
-            {
-                names.Add(HostRowChecks.RowProbeName);
-                inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.Probes.AsMemory(0, n), [n, 1]));
-            }
-            if (checks.HasRowProbeVector)
-            {
-                names.Add(HostRowChecks.RowProbeVectorName);
-                inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.Probes.AsMemory(0, n), [n]));
-            }
-            if (checks.HasRowAbsMax)
-            {
-                names.Add(HostRowChecks.RowAbsMaxName);
-                inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.AbsMax.AsMemory(0, n), [n, 1]));
-            }
+            var host = checks.CreateHostInputs(values, n);
             try
             {
-                session!.Run(runOptions, names, inputs, [outputName], [y]);
+                session!.Run(runOptions, [inputName, .. checks.HostInputNames], [x, .. host], [outputName], [y]);
             }
             finally
             {
-                foreach (var v in inputs.Skip(1))
+                foreach (var v in host)
                     v.Dispose();
             }
         }
