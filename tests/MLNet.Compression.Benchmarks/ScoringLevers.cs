@@ -106,6 +106,8 @@ public static class ScoringLevers
                 variants.Add(new Variant($"{name} session, Transpose-Einsum NaN guard (before)", GraphVariants.WithTransposedEinsumGuard(onnx), DefaultOptions));
                 variants.Add(new Variant($"{name} session, MatMul-zeros NaN guard", GraphVariants.WithMatMulGuard(onnx), DefaultOptions));
                 variants.Add(new Variant($"{name} session, host checks", onnx, DefaultOptions, host: true));
+                if (name is "int8-static" or "int8-dynamic")
+                    variants.Add(new Variant($"{name} session, host checks (float features)", onnx, DefaultOptions, host: true, codes: false));
                 variants.Add(new Variant($"{name} session, host checks overlapped", onnx, DefaultOptions, host: true, overlap: true));
                 variants.Add(new Variant($"{name} session, 2 streams x 1 thread", onnx, () => WithThreads(DefaultOptions(), 1), streams: 2));
                 variants.Add(new Variant($"{name} session, 2 streams x 1 thread block 512", onnx, () => WithThreads(DefaultOptions(), 1), 512, streams: 2));
@@ -174,6 +176,22 @@ public static class ScoringLevers
 
         // Transform passes (the user's path) and ApplyOnnxModel on the float32 bytes.
         var transforms = models.Select(m => (Name: $"{m.Name} Transform", Run: (Func<double>)(() => TimeTransform(m.Model, test)))).ToList();
+        if (levers && StringArg(args, "--only") is { } onlyViews && onlyViews.Split(',').Contains("host checks (float features)"))
+        {
+            // The batched view as Transform builds it, over a scorer whose host checks keep the float features (no input codes).
+            // Both built the same way (the view alone, without the transformer's wrapping), with and without the input codes.
+            foreach (var (name, model) in models.Where(m => m.Name is "int8-static" or "int8-dynamic"))
+                foreach (bool codes in new[] { true, false })
+                {
+                    var scorer = new BatchedOnnxScorer(model.GetOnnxModel(), hostQuantizedInput: codes);
+                    transforms.Add(($"{name} view ({(codes ? "input codes" : "float features")})", () =>
+                    {
+                        var sw = Stopwatch.StartNew();
+                        ScoredRows.Read(new BatchedScoringDataView(test, scorer, "Features", [.. Enumerable.Range(0, 10).Select(i => i.ToString())]), Rows);
+                        return sw.Elapsed.TotalSeconds;
+                    }));
+                }
+        }
         var applyOnnx = ml.Transforms.ApplyOnnxModel(["Score"], ["Features"], new MemoryStream(float32.GetOnnxModel())).Fit(test);
 
         var timings = new Dictionary<string, List<double>>();
@@ -454,7 +472,7 @@ public static class ScoringLevers
     }
 
     /// <summary>One session over one graph with one set of options, scoring the rows in blocks with pinned buffers.</summary>
-    private sealed class Variant(string name, byte[] onnx, Func<SessionOptions> options, int block = Block, int rows = Rows, int streams = 1, bool host = false, bool overlap = false) : IDisposable
+    private sealed class Variant(string name, byte[] onnx, Func<SessionOptions> options, int block = Block, int rows = Rows, int streams = 1, bool host = false, bool overlap = false, bool codes = true) : IDisposable
     {
         private InferenceSession? session;
         private HostRowChecks? checks;
@@ -474,10 +492,10 @@ public static class ScoringLevers
         public void Open(float[] features)
         {
             using var o = options();
-            checks = host ? HostRowChecks.Rewrite(onnx) : null;
+            checks = host ? HostRowChecks.Rewrite(onnx, quantizeInput: codes) : null;
             session = new InferenceSession(checks?.Onnx ?? onnx, o);
-            inputName = session.InputNames[0];
-            values = new HostRowValues(block);
+            inputName = OnnxExporter.ReadSignature(onnx).InputName;
+            values = checks?.NewValues(block) ?? new HostRowValues(block);
             outputName = OnnxExporter.ReadSignature(onnx).OutputHead.BatchedOutputs(OnnxExporter.ReadSignature(onnx))[0].Name;
             input = GC.AllocateUninitializedArray<float>(block * 784, pinned: true);
             output = GC.AllocateUninitializedArray<float>(block * 10, pinned: true);
@@ -508,7 +526,7 @@ public static class ScoringLevers
         {
             var sw = Stopwatch.StartNew();
             var buffers = new[] { input, GC.AllocateUninitializedArray<float>(block * 784, pinned: true) };
-            var valueSets = new[] { values, new HostRowValues(block) };
+            var valueSets = new[] { values, checks?.NewValues(block) ?? new HostRowValues(block) };
             void FillInto(int b, int start, int n) => Fill(features, start, n, buffers[b], valueSets[b]);
             using var runOptions = new RunOptions();
             int first = Math.Min(block, Rows);
@@ -582,21 +600,21 @@ public static class ScoringLevers
         /// <summary>One block of <paramref name="n"/> rows from <c>input</c> into <c>output</c> (with --host: the scorer's host checks first).</summary>
         private void RunBlock(RunOptions runOptions, int n)
         {
-            using var x = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, input.AsMemory(0, n * 784), [n, 784]);
             using var y = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, output.AsMemory(0, n * 10), [n, 10]);
             if (checks is not { Any: true })
             {
+                using var x = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, input.AsMemory(0, n * 784), [n, 784]);
                 session!.Run(runOptions, [inputName], [x], [outputName], [y]);
                 return;
             }
-            var host = checks.CreateHostInputs(values, n);
+            var inputs = checks.CreateInputs(input, values, n, 784);
             try
             {
-                session!.Run(runOptions, [inputName, .. checks.HostInputNames], [x, .. host], [outputName], [y]);
+                session!.Run(runOptions, checks.InputNames(inputName), inputs, [outputName], [y]);
             }
             finally
             {
-                foreach (var v in host)
+                foreach (var v in inputs)
                     v.Dispose();
             }
         }

@@ -38,7 +38,11 @@ internal sealed class BatchedOnnxScorer : IDisposable
     /// <param name="intraOpThreads">ONNX Runtime intra-op threads; null for its default (one per physical core).</param>
     /// <param name="hostRowChecks">Make the graph's row checks on the host (<see cref="HostRowChecks"/>, the default); false runs
     /// the exported graph as it is (tests and benchmarks compare the two).</param>
-    public BatchedOnnxScorer(byte[] onnx, int? gpuDeviceId = null, bool fallbackToCpu = false, int? intraOpThreads = null, bool hostRowChecks = true)
+    /// <param name="hostQuantizedInput">With the host checks, also let the host write the first layer's uint8 input codes where
+    /// the graph quantizes the features (<see cref="HostRowChecks.QuantizedInput"/>, the default); false keeps the float features
+    /// as the input (benchmarks compare the two).</param>
+    public BatchedOnnxScorer(byte[] onnx, int? gpuDeviceId = null, bool fallbackToCpu = false, int? intraOpThreads = null, bool hostRowChecks = true,
+        bool hostQuantizedInput = true)
     {
         ArgumentNullException.ThrowIfNull(onnx);
         Signature = OnnxExporter.ReadSignature(onnx);
@@ -65,9 +69,9 @@ internal sealed class BatchedOnnxScorer : IDisposable
         }
         // Issue 19: the graph's checks of the input rows (the non-finite probe, the per-batch clean) run on the host, on the
         // block this scorer is handed, instead of as a pass of ONNX Runtime over the features; same outputs bit for bit.
-        hostChecks = hostRowChecks ? HostRowChecks.Rewrite(onnx) : HostRowChecks.None(onnx);
+        hostChecks = hostRowChecks ? HostRowChecks.Rewrite(onnx, hostQuantizedInput) : HostRowChecks.None(onnx);
         session = new InferenceSession(hostChecks.Onnx, options);
-        inputNames = [Signature.InputName, .. hostChecks.HostInputNames];
+        inputNames = hostChecks.InputNames(Signature.InputName);
         var outputs = Signature.OutputHead.BatchedOutputs(Signature);
         outputNames = outputs.Select(o => o.Name).ToArray();
         outputWidths = outputs.Select(o => o.Width).ToArray();
@@ -172,11 +176,14 @@ internal sealed class BatchedOnnxScorer : IDisposable
     public void CopyRow(ReadOnlySpan<float> source, Span<float> destination, HostRowValues values, int row) =>
         hostChecks.CopyRow(source, destination, values, row);
 
+    /// <summary>Per-row host values for blocks of up to <paramref name="capacity"/> rows of this model, for <see cref="CopyRow"/>.</summary>
+    public HostRowValues NewRowValues(int capacity) => hostChecks.NewValues(capacity);
+
     /// <summary>The scorer's own per-row host values, grown to hold <paramref name="rows"/> rows (under the lock).</summary>
     private HostRowValues HostValues(int rows)
     {
         if (hostValues is null || hostValues.Capacity < rows)
-            hostValues = new HostRowValues(rows);
+            hostValues = hostChecks.NewValues(rows);
         return hostValues;
     }
 
@@ -202,20 +209,16 @@ internal sealed class BatchedOnnxScorer : IDisposable
     /// <summary>One session run (under the lock): into <paramref name="directOutput"/> (single output) or the output buffers.</summary>
     private void Run(Memory<float> input, int rows, Memory<float>? directOutput, HostRowValues? rowValues = null)
     {
-        var inputs = new OrtValue[inputNames.Length];
+        if (hostChecks.Any && rowValues is null)
+        {
+            rowValues = HostValues(rows);
+            hostChecks.Apply(input.Span, rows, InputLength, rowValues);
+        }
+        OrtValue[] inputs = [];
         var outputs = new OrtValue[outputBuffers.Length];
         try
         {
-            inputs[0] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, input, [rows, InputLength]);
-            if (hostChecks.Any)
-            {
-                if (rowValues is null)
-                {
-                    rowValues = HostValues(rows);
-                    hostChecks.Apply(input.Span, rows, InputLength, rowValues);
-                }
-                hostChecks.CreateHostInputs(rowValues, rows).CopyTo(inputs, 1);
-            }
+            inputs = hostChecks.CreateInputs(input, rowValues, rows, InputLength);
             for (int k = 0; k < outputs.Length; k++)
                 outputs[k] = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance,
                     directOutput ?? outputBuffers[k].AsMemory(0, rows * outputWidths[k]), [rows, outputWidths[k]]);

@@ -125,7 +125,7 @@ internal sealed class BatchedScoringDataView : IDataView
                 featureGetter = ahead.GetGetter<VBuffer<float>>(parent.source.Schema[parent.featureIndex]);
                 features = new float[(long)parent.blockSize * inputLength];
                 outputs = new float[(long)parent.blockSize * width];
-                rowValues = new HostRowValues(parent.blockSize);
+                rowValues = parent.scorer.NewRowValues(parent.blockSize);
                 if (checkIds)
                 {
                     ids = new DataViewRowId[parent.blockSize];

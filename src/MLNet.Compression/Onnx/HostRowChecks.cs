@@ -1,6 +1,8 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using MLNet.Compression.Onnx.Proto;
@@ -24,7 +26,8 @@ namespace MLNet.Compression.Onnx;
 /// NaN otherwise, exactly what the host writes; the clean is the same Where and Clip on the same values. A graph with no
 /// such nodes is returned unchanged.
 /// </summary>
-internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVector, float? clipLimit, bool rowAbsMax = false)
+internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVector, float? clipLimit, bool rowAbsMax = false,
+    HostQuantizedInput? quantizedInput = null)
 {
     /// <summary>Name of the added [N, 1] input holding each row's probe (0 or NaN).</summary>
     internal const string RowProbeName = "mlnet_host_row_probe";
@@ -34,6 +37,15 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
 
     /// <summary>Name of the added [N, 1] input holding each row's largest magnitude (the first int8 dynamic layer's range).</summary>
     internal const string RowAbsMaxName = "mlnet_host_row_abs_max";
+
+    /// <summary>Name of the added uint8 [N, D] input replacing the float features: the codes of the first layer's QuantizeLinear.</summary>
+    internal const string QuantizedInputName = "mlnet_host_input_q";
+
+    /// <summary>
+    /// When set, the graph takes the first layer's uint8 input codes (<see cref="QuantizedInputName"/>) instead of the float
+    /// features: the host quantizes each row as it copies it, exactly as the graph's QuantizeLinear would.
+    /// </summary>
+    public HostQuantizedInput? QuantizedInput { get; } = quantizedInput;
 
     /// <summary>Whether the graph takes <see cref="RowAbsMaxName"/>: max(ReduceMax(x), −ReduceMin(x)) per row, from the host.</summary>
     public bool HasRowAbsMax { get; } = rowAbsMax;
@@ -48,27 +60,56 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
     public bool HasRowProbeVector { get; } = rowProbeVector;
 
     /// <summary>Whether any check moved to the host (the scorer then scans each block).</summary>
-    public bool Any => HasRowProbe || HasRowProbeVector || ClipLimit is not null || HasRowAbsMax;
+    public bool Any => HasRowProbe || HasRowProbeVector || ClipLimit is not null || HasRowAbsMax || QuantizedInput is not null;
 
-    /// <summary>The names of the inputs the host fills, in the order <see cref="CreateHostInputs"/> gives their tensors.</summary>
+    /// <summary>The names of the inputs the host fills besides the features, in the order <see cref="CreateInputs"/> gives their tensors.</summary>
     public IReadOnlyList<string> HostInputNames =>
         [.. HasRowProbe ? [RowProbeName] : Array.Empty<string>(), .. HasRowProbeVector ? [RowProbeVectorName] : Array.Empty<string>(),
          .. HasRowAbsMax ? [RowAbsMaxName] : Array.Empty<string>()];
 
     /// <summary>
-    /// The tensors for <see cref="HostInputNames"/>, in that order, over the first <paramref name="rows"/> rows of
-    /// <paramref name="values"/> (pinned; the caller disposes them).
+    /// Every input the graph takes, in the order <see cref="CreateInputs"/> gives their tensors: the features (named
+    /// <paramref name="featureName"/>) or their codes (<see cref="QuantizedInputName"/>), then <see cref="HostInputNames"/>.
     /// </summary>
-    public OrtValue[] CreateHostInputs(HostRowValues values, int rows)
+    public string[] InputNames(string featureName) => [QuantizedInput is null ? featureName : QuantizedInputName, .. HostInputNames];
+
+    /// <summary>Per-row host values for blocks of up to <paramref name="capacity"/> rows of this graph (with room for the codes it takes).</summary>
+    public HostRowValues NewValues(int capacity) => new(capacity, QuantizedInput?.Width ?? 0);
+
+    /// <summary>
+    /// The tensors for <see cref="InputNames"/>, in that order, over the first <paramref name="rows"/> rows (<paramref name="width"/>
+    /// values each) of <paramref name="features"/> and <paramref name="values"/> (both pinned; the caller disposes the tensors).
+    /// When the graph takes the input codes, <paramref name="features"/> is not read: the codes in <paramref name="values"/> are.
+    /// </summary>
+    public OrtValue[] CreateInputs(Memory<float> features, HostRowValues? values, int rows, int width)
     {
-        var inputs = new List<OrtValue>(3);
-        if (HasRowProbe)
-            inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.Probes.AsMemory(0, rows), [rows, 1]));
-        if (HasRowProbeVector)
-            inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.Probes.AsMemory(0, rows), [rows]));
-        if (HasRowAbsMax)
-            inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.AbsMax.AsMemory(0, rows), [rows, 1]));
-        return [.. inputs];
+        if (Any && values is null)
+            throw new ArgumentNullException(nameof(values), "This graph takes values the host computes for each row; copy the rows through CopyRow first.");
+        var inputs = new List<OrtValue>(4);
+        try
+        {
+            if (QuantizedInput is null)
+                inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, features[..(rows * width)], [rows, width]));
+            else
+            {
+                if (values!.Codes.Length < (long)rows * width)
+                    throw new ArgumentException($"{rows} rows of {width} codes do not fit the {values.Codes.Length} codes these values hold.", nameof(values));
+                inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values.Codes.AsMemory(0, rows * width), [rows, width]));
+            }
+            if (HasRowProbe)
+                inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values!.Probes.AsMemory(0, rows), [rows, 1]));
+            if (HasRowProbeVector)
+                inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values!.Probes.AsMemory(0, rows), [rows]));
+            if (HasRowAbsMax)
+                inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values!.AbsMax.AsMemory(0, rows), [rows, 1]));
+            return [.. inputs];
+        }
+        catch
+        {
+            foreach (var v in inputs)
+                v.Dispose();
+            throw;
+        }
     }
 
     /// <summary>When set, the host zeroes non-finite rows and clips every value to ± this before the run (the per-batch clean).</summary>
@@ -78,7 +119,17 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
     public static HostRowChecks None(byte[] onnx) => new(onnx, false, false, null);
 
     /// <summary>Rewrites <paramref name="onnx"/> (an exported graph) into its in-process form; unchanged when nothing matches.</summary>
-    public static HostRowChecks Rewrite(byte[] onnx)
+    /// <param name="onnx">The exported graph.</param>
+    /// <param name="quantizeInput">Also move the first layer's QuantizeLinear of the features to the host where it can (the
+    /// default); false keeps the float features as the input (benchmarks measure the difference).</param>
+    public static HostRowChecks Rewrite(byte[] onnx, bool quantizeInput = true) =>
+        (quantizeInput ? RewriteCore(onnx, quantizeInput: true) : null) ?? RewriteCore(onnx, quantizeInput: false)!;
+
+    /// <summary>
+    /// The rewrite; with <paramref name="quantizeInput"/> the first layer's QuantizeLinear of the features moves to the host
+    /// too, and null is returned when the float features would still be read by the graph (then the rewrite runs without it).
+    /// </summary>
+    private static HostRowChecks? RewriteCore(byte[] onnx, bool quantizeInput)
     {
         var model = ModelProto.Parser.ParseFrom(onnx);
         var graph = model.Graph;
@@ -135,6 +186,12 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
                 rowAbsMax = true;
             }
         }
+        // The features' QuantizeLinear (int8 static's first layer; per-row int8 dynamic's symmetric first layer, whose row scale
+        // follows from the row range above): the host writes the uint8 codes as it copies the row, and the graph takes them
+        // instead of the float features (a quarter of the bytes, and no pass of ONNX Runtime over the floats).
+        HostQuantizedInput? quantized = quantizeInput ? QuantizedInputOf(graph, x, renames, Producer) : null;
+        if (quantized is not null)
+            renames[nodes.Single(n => n.OpType == "QuantizeLinear" && n.Input[0] == x).Output[0]] = QuantizedInputName;
         if (renames.Count == 0)
             return None(onnx);
 
@@ -144,14 +201,57 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
             if (renames.ContainsKey(output.Name))
                 return None(onnx); // a probe that is a graph output: leave the graph as it is
         RemoveDeadNodes(graph);
+        if (quantized is not null)
+        {
+            var reads = new HashSet<string>(graph.Output.Select(o => o.Name), StringComparer.Ordinal);
+            foreach (var n in graph.Node)
+                AddReads(n, reads);
+            if (reads.Contains(x))
+                return null; // the float features are read elsewhere too: keep them as the input
+            var codes = graph.Input[0].Clone();
+            codes.Name = QuantizedInputName;
+            codes.Type.TensorType.ElemType = (int)DataType.Uint8;
+            graph.Input[0] = codes;
+        }
         if (rowProbe)
             graph.Input.Add(FloatInput(RowProbeName, graph.Input[0], keepColumn: true));
         if (rowProbeVector)
             graph.Input.Add(FloatInput(RowProbeVectorName, graph.Input[0], keepColumn: false));
         if (rowAbsMax)
             graph.Input.Add(FloatInput(RowAbsMaxName, graph.Input[0], keepColumn: true));
-        return new(model.ToByteArray(), rowProbe, rowProbeVector, clipLimit, rowAbsMax);
+        return new(model.ToByteArray(), rowProbe, rowProbeVector, clipLimit, rowAbsMax, quantized);
     }
+
+    /// <summary>
+    /// The host's form of the one QuantizeLinear reading the features <paramref name="x"/>, or null: a fixed scale and uint8
+    /// zero point (initializers), or a per-row (axis 0) scale Squeeze(Max(Div(row |x| max, levels), minimum)) over the range
+    /// the host already hands over, with the zero point Expand(uint8 constant) to the row count.
+    /// </summary>
+    private static HostQuantizedInput? QuantizedInputOf(GraphProto graph, string x, Dictionary<string, string> renames, Func<string, NodeProto?> producer)
+    {
+        var quantize = graph.Node.Where(n => n.OpType == "QuantizeLinear" && n.Input.Count >= 2 && n.Input[0] == x).ToList();
+        if (quantize.Count != 1 || graph.Input[0].Type.TensorType.Shape is not { Dim.Count: 2 } shape || shape.Dim[1].DimValue is not (> 0 and <= int.MaxValue))
+            return null;
+        var q = quantize[0];
+        int width = (int)shape.Dim[1].DimValue;
+        string? zeroPoint = q.Input.Count > 2 && q.Input[2].Length > 0 ? q.Input[2] : null;
+        if (ScalarOf(graph, q.Input[1]) is float scale)
+            return scale > 0 && float.IsFinite(scale) && (zeroPoint is null ? (byte)0 : Uint8Of(graph, zeroPoint)) is byte zp
+                ? new HostQuantizedInput(width, scale, zp, 0f, 0f) : null;
+        if (q.Attribute.FirstOrDefault(a => a.Name == "axis") is not { I: 0 } || zeroPoint is null
+            || producer(zeroPoint) is not { OpType: "Expand" } expand || Uint8Of(graph, expand.Input[0]) is not byte rowZeroPoint
+            || producer(q.Input[1]) is not { OpType: "Squeeze", Input.Count: 1 } squeeze
+            || producer(squeeze.Input[0]) is not { OpType: "Max", Input.Count: 2 } floor || ScalarOf(graph, floor.Input[1]) is not float minimum
+            || producer(floor.Input[0]) is not { OpType: "Div" } divide || ScalarOf(graph, divide.Input[1]) is not float levels
+            || !renames.TryGetValue(divide.Input[0], out var range) || range != RowAbsMaxName)
+            return null;
+        return new HostQuantizedInput(width, null, rowZeroPoint, levels, minimum);
+    }
+
+    private static byte? Uint8Of(GraphProto graph, string name) =>
+        graph.Initializer.FirstOrDefault(t => t.Name == name) is { DataType: (int)DataType.Uint8 } t && t.Dims.Aggregate(1L, (a, b) => a * b) == 1
+            ? (t.RawData.Length == 1 ? t.RawData[0] : t.Int32Data.Count == 1 ? (byte)t.Int32Data[0] : null)
+            : null;
 
     /// <summary>
     /// Makes the host checks on the <paramref name="rows"/> rows of <paramref name="features"/> (<paramref name="width"/>
@@ -170,13 +270,19 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
     /// Copies one row from <paramref name="source"/> into <paramref name="destination"/> (they may be the same span) and
     /// writes its host values at <paramref name="row"/> of <paramref name="values"/>, reading the values as they are copied:
     /// its probe (0 for finite values, NaN otherwise) and, when the graph takes it, its largest magnitude; with
-    /// <see cref="ClipLimit"/> set the copy is also cleaned (a non-finite row zeroed, values clipped). The batched view fills
-    /// its block through this.
+    /// <see cref="ClipLimit"/> set the copy is also cleaned (a non-finite row zeroed, values clipped). When the graph takes the
+    /// input codes (<see cref="QuantizedInput"/>) the row is quantized into <see cref="HostRowValues.Codes"/> instead and
+    /// <paramref name="destination"/> is not written. The batched view fills its block through this.
     /// </summary>
     public void CopyRow(ReadOnlySpan<float> source, Span<float> destination, HostRowValues values, int row)
     {
         if (source.Length != destination.Length)
             throw new ArgumentException($"The row has {source.Length} values; the block row holds {destination.Length}.", nameof(source));
+        if (QuantizedInput is { } quantized)
+        {
+            QuantizeRow(source, values, row, quantized);
+            return;
+        }
         ref float src = ref MemoryMarshal.GetReference(source);
         ref float dst = ref MemoryMarshal.GetReference(destination);
         var sum = Vector<float>.Zero;
@@ -184,6 +290,8 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
         var bottom = new Vector<float>(float.PositiveInfinity);
         int i = 0;
         bool range = HasRowAbsMax || ClipLimit is not null; // the row's largest magnitude: an input, or the clip's test
+        // MaxNative/MinNative (the processor's own MAXPS/MINPS, no NaN or signed-zero fix-ups): exact for finite rows, and a row
+        // with a NaN or an infinity scores NaN through its probe whatever its range is.
         for (; i <= source.Length - Vector<float>.Count; i += Vector<float>.Count)
         {
             var v = Vector.LoadUnsafe(ref src, (nuint)i);
@@ -191,8 +299,8 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
             sum += v - v;
             if (range)
             {
-                top = Vector.Max(top, v);
-                bottom = Vector.Min(bottom, v);
+                top = Vector.MaxNative(top, v);
+                bottom = Vector.MinNative(bottom, v);
             }
         }
         float tail = 0f, high = float.NegativeInfinity, low = float.PositiveInfinity;
@@ -228,6 +336,56 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
                 foreach (ref float v in destination)
                     v = Math.Clamp(v, -limit, limit);
         }
+    }
+
+    /// <summary>
+    /// Writes the row's uint8 codes and probe (and, per-row, its largest magnitude) as the graph's QuantizeLinear and checks
+    /// would compute them: a fixed scale in one pass; a per-row scale from the row's range, then the codes in a second pass
+    /// over the row (still in cache).
+    /// </summary>
+    private void QuantizeRow(ReadOnlySpan<float> source, HostRowValues values, int row, HostQuantizedInput quantized)
+    {
+        if (source.Length != quantized.Width)
+            throw new ArgumentException($"The row has {source.Length} values; the model's input has {quantized.Width}.", nameof(source));
+        if (values.Codes.Length < (long)(row + 1) * quantized.Width)
+            throw new ArgumentException($"Row {row} of {quantized.Width} codes does not fit the {values.Codes.Length} codes these values hold; create them with NewValues.", nameof(values));
+        var codes = values.Codes.AsSpan(row * quantized.Width, quantized.Width);
+        if (quantized.Scale is float scale)
+        {
+            values.Probes[row] = HostQuantizedInput.Quantize(source, codes, scale, quantized.ZeroPoint) ? 0f : float.NaN;
+            return;
+        }
+        ref float src = ref MemoryMarshal.GetReference(source);
+        var sum = Vector<float>.Zero;
+        var top = new Vector<float>(float.NegativeInfinity);
+        var bottom = new Vector<float>(float.PositiveInfinity);
+        int i = 0;
+        for (; i <= source.Length - Vector<float>.Count; i += Vector<float>.Count)
+        {
+            var v = Vector.LoadUnsafe(ref src, (nuint)i);
+            sum += v - v;
+            top = Vector.MaxNative(top, v);
+            bottom = Vector.MinNative(bottom, v);
+        }
+        float tail = 0f, high = float.NegativeInfinity, low = float.PositiveInfinity;
+        for (; i < source.Length; i++)
+        {
+            float v = Unsafe.Add(ref src, i);
+            tail += v - v;
+            high = Math.Max(high, v);
+            low = Math.Min(low, v);
+        }
+        for (int l = 0; l < Vector<float>.Count; l++)
+        {
+            high = Math.Max(high, top[l]);
+            low = Math.Min(low, bottom[l]);
+        }
+        bool finite = Vector.EqualsAll(sum, Vector<float>.Zero) && tail == 0f;
+        values.Probes[row] = finite ? 0f : float.NaN;
+        float absMax = Math.Max(high, -low);
+        if (HasRowAbsMax)
+            values.AbsMax[row] = absMax;
+        HostQuantizedInput.Quantize(source, codes, quantized.RowScale(absMax), quantized.ZeroPoint);
     }
 
     private static bool IsRowReduction(NodeProto reduce, GraphProto graph)
@@ -309,9 +467,113 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
     }
 }
 
-/// <summary>The per-row values the host hands to the in-process graph for one block (<see cref="HostRowChecks"/>).</summary>
-internal sealed class HostRowValues(int capacity)
+/// <summary>
+/// How the host quantizes the features for a graph that takes their uint8 codes (<see cref="HostRowChecks.QuantizedInput"/>):
+/// Saturate(RoundToEven(x / scale) + zero point), the ONNX QuantizeLinear formula, with the scale fixed (int8 static) or the
+/// row's own, Max(row |x| max / <paramref name="Levels"/>, <paramref name="MinScale"/>) (per-row int8 dynamic), computed with
+/// the same float operations as the graph (one IEEE division each), so the codes are the graph's bit for bit.
+/// </summary>
+/// <param name="Width">Values per row.</param>
+/// <param name="Scale">The fixed scale, or null for a per-row one.</param>
+/// <param name="ZeroPoint">The uint8 zero point.</param>
+/// <param name="Levels">Per-row: the divisor of the row's largest magnitude.</param>
+/// <param name="MinScale">Per-row: the scale's floor.</param>
+internal sealed record HostQuantizedInput(int Width, float? Scale, byte ZeroPoint, float Levels, float MinScale)
 {
+    /// <summary>The row's scale from its largest magnitude, as the graph's Div and Max compute it.</summary>
+    public float RowScale(float absMax) => Math.Max(absMax / Levels, MinScale);
+
+    /// <summary>
+    /// Writes Saturate(RoundToEven(v / <paramref name="scale"/>) + <paramref name="zeroPoint"/>) for each value of
+    /// <paramref name="source"/> into <paramref name="codes"/> (as ONNX Runtime's QuantizeLinear: a true division, clamped
+    /// to the code range, rounded half to even); returns whether every value was finite (the row's probe). A NaN's code is
+    /// unspecified (the row scores NaN through its probe whatever its codes are).
+    /// </summary>
+    public static bool Quantize(ReadOnlySpan<float> source, Span<byte> codes, float scale, byte zeroPoint)
+    {
+        if (codes.Length < source.Length)
+            throw new ArgumentException($"{source.Length} values need {source.Length} codes; {codes.Length} were given.", nameof(codes));
+        return Avx512F.IsSupported ? QuantizeAvx512(source, codes, scale, zeroPoint) : QuantizePortable(source, codes, scale, zeroPoint);
+    }
+
+    /// <summary>
+    /// <see cref="Quantize"/> with AVX-512: 16 values a step, a true division, MAXPS/MINPS (a NaN gives the lower bound), the
+    /// conversion rounding half to even (MXCSR's default, as MLAS assumes) and a truncating narrow to bytes.
+    /// </summary>
+    internal static bool QuantizeAvx512(ReadOnlySpan<float> source, Span<byte> codes, float scale, byte zeroPoint)
+    {
+        ref float src = ref MemoryMarshal.GetReference(source);
+        ref byte dst = ref MemoryMarshal.GetReference(codes);
+        var s = Vector512.Create(scale);
+        var lo = Vector512.Create((float)-zeroPoint);
+        var hi = Vector512.Create((float)(255 - zeroPoint));
+        var zp = Vector512.Create((int)zeroPoint);
+        var sum = Vector512<float>.Zero;
+        int i = 0;
+        for (; i <= source.Length - Vector512<float>.Count; i += Vector512<float>.Count)
+        {
+            var v = Vector512.LoadUnsafe(ref src, (nuint)i);
+            sum = Avx512F.Add(sum, Avx512F.Subtract(v, v));
+            var q = Avx512F.Min(Avx512F.Max(Avx512F.Divide(v, s), lo), hi);
+            Avx512F.ConvertToVector128Byte(Avx512F.Add(Avx512F.ConvertToVector512Int32(q), zp)).StoreUnsafe(ref dst, (nuint)i);
+        }
+        return QuantizeTail(source, codes, i, scale, zeroPoint) & Vector512.EqualsAll(sum, Vector512<float>.Zero);
+    }
+
+    /// <summary><see cref="Quantize"/> on any hardware (<see cref="Vector{T}"/>, four vectors a step, narrowed to bytes).</summary>
+    internal static bool QuantizePortable(ReadOnlySpan<float> source, Span<byte> codes, float scale, byte zeroPoint)
+    {
+        // After the clamp |q| <= 255 < 2^22: adding and taking away 1.5 * 2^23 rounds to the nearest integer, ties to even.
+        ref float src = ref MemoryMarshal.GetReference(source);
+        ref byte dst = ref MemoryMarshal.GetReference(codes);
+        var s = new Vector<float>(scale);
+        var lo = new Vector<float>(-zeroPoint);
+        var hi = new Vector<float>(255 - zeroPoint);
+        var round = new Vector<float>(RoundingShift);
+        var zp = new Vector<int>(zeroPoint);
+        var sum = Vector<float>.Zero;
+        int n = Vector<float>.Count, i = 0;
+        for (; i <= source.Length - 4 * n; i += 4 * n)
+        {
+            var v0 = Vector.LoadUnsafe(ref src, (nuint)i);
+            var v1 = Vector.LoadUnsafe(ref src, (nuint)(i + n));
+            var v2 = Vector.LoadUnsafe(ref src, (nuint)(i + 2 * n));
+            var v3 = Vector.LoadUnsafe(ref src, (nuint)(i + 3 * n));
+            sum += (v0 - v0) + (v1 - v1) + (v2 - v2) + (v3 - v3);
+            var c0 = Vector.ConvertToInt32Native(Vector.MinNative(Vector.MaxNative(v0 / s, lo), hi) + round - round) + zp;
+            var c1 = Vector.ConvertToInt32Native(Vector.MinNative(Vector.MaxNative(v1 / s, lo), hi) + round - round) + zp;
+            var c2 = Vector.ConvertToInt32Native(Vector.MinNative(Vector.MaxNative(v2 / s, lo), hi) + round - round) + zp;
+            var c3 = Vector.ConvertToInt32Native(Vector.MinNative(Vector.MaxNative(v3 / s, lo), hi) + round - round) + zp;
+            Vector.Narrow(Vector.AsVectorUInt16(Vector.Narrow(c0, c1)), Vector.AsVectorUInt16(Vector.Narrow(c2, c3))).StoreUnsafe(ref dst, (nuint)i);
+        }
+        return QuantizeTail(source, codes, i, scale, zeroPoint) & Vector.EqualsAll(sum, Vector<float>.Zero);
+    }
+
+    private const float RoundingShift = 12582912f;
+
+    /// <summary>The values from <paramref name="start"/> on, one at a time; whether they were finite.</summary>
+    private static bool QuantizeTail(ReadOnlySpan<float> source, Span<byte> codes, int start, float scale, byte zeroPoint)
+    {
+        float tail = 0f;
+        for (int i = start; i < source.Length; i++)
+        {
+            float v = source[i];
+            tail += v - v;
+            float q = Math.Min(Math.Max(v / scale, -zeroPoint), 255 - zeroPoint);
+            codes[i] = float.IsNaN(q) ? zeroPoint : (byte)((int)(q + RoundingShift - RoundingShift) + zeroPoint);
+        }
+        return tail == 0f;
+    }
+}
+
+/// <summary>The per-row values the host hands to the in-process graph for one block (<see cref="HostRowChecks"/>).</summary>
+/// <param name="capacity">Rows this holds.</param>
+/// <param name="codeWidth">Codes per row, when the graph takes the input codes (<see cref="HostRowChecks.NewValues"/>); else 0.</param>
+internal sealed class HostRowValues(int capacity, int codeWidth = 0)
+{
+    /// <summary>Each row's uint8 input codes, row-major, when the graph takes them (pinned; else empty).</summary>
+    public byte[] Codes { get; } = codeWidth > 0 ? GC.AllocateUninitializedArray<byte>(checked(capacity * codeWidth), pinned: true) : [];
+
     /// <summary>Rows this holds.</summary>
     public int Capacity { get; } = capacity;
 

@@ -93,6 +93,15 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
         Assert.Equal(encoding == "int8-dynamic" && modelName != "lenet", checks.HasRowAbsMax);
         if (checks.HasRowAbsMax)
             Assert.DoesNotContain(graph.Node, n => n.OpType is "ReduceMax" or "ReduceMin" && n.Input[0] == x);
+        // Int8 static and per-row int8 dynamic with a dense first layer: the host writes the first layer's uint8 codes and the
+        // graph takes them instead of the float features (no QuantizeLinear of the features left).
+        bool codes = encoding is "int8-static" or "int8-dynamic" && modelName != "lenet";
+        Assert.Equal(codes, checks.QuantizedInput is not null);
+        Assert.Equal(codes ? HostRowChecks.QuantizedInputName : OnnxExporter.ReadSignature(onnx).InputName, x);
+        Assert.Equal(codes ? (int)TensorProto.Types.DataType.Uint8 : (int)TensorProto.Types.DataType.Float, graph.Input[0].Type.TensorType.ElemType);
+        if (codes)
+            Assert.Equal(encoding == "int8-static", checks.QuantizedInput!.Scale is not null); // a fixed scale, or the row's own
+        Assert.DoesNotContain(graph.Node, n => n.OpType == "QuantizeLinear" && n.Input[0] == OnnxExporter.ReadSignature(onnx).InputName);
         Assert.True(checks.Onnx.Length < onnx.Length);
 
         var features = Rows(model.InputLength, out int rows);
@@ -106,7 +115,7 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
         var scanned = new float[rows * width];
         inProcess.Score((float[])features.Clone(), rows, scanned);
         var block = new float[features.Length];
-        var values = new HostRowValues(rows);
+        var values = inProcess.NewRowValues(rows);
         for (int r = 0; r < rows; r++)
             inProcess.CopyRow(features.AsSpan(r * model.InputLength, model.InputLength), block.AsSpan(r * model.InputLength, model.InputLength), values, r);
         var copied = new float[rows * width];
@@ -174,18 +183,113 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
     [Fact]
     public void RowAbsMax_IsTheLargestMagnitude_ExactlyAsTheGraphComputesIt()
     {
-        var model = OnnxTestModels.Mlp(5, 16);
-        var checks = HostRowChecks.Rewrite(Export(model, "int8-dynamic"));
-        Assert.True(checks.HasRowAbsMax);
         var rng = new Random(4);
-        var values = new HostRowValues(1);
         foreach (int length in new[] { 1, 7, 8, 37, 784 })
+        {
+            var model = OnnxTestModels.Fill(NetworkModel.Create(NetworkArchitecture.Mlp(inputLength: length, hiddenUnits: [16]), 10), 5);
+            var checks = HostRowChecks.Rewrite(Export(model, "int8-dynamic"));
+            Assert.True(checks.HasRowAbsMax);
+            var values = checks.NewValues(1);
             for (int trial = 0; trial < 20; trial++)
             {
                 var row = Enumerable.Range(0, length).Select(_ => (float)((rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-3, 4)))).ToArray();
                 checks.CopyRow(row, new float[length], values, 0);
                 Assert.Equal(Math.Max(row.Max(), -row.Min()), values.AbsMax[0]);
             }
+        }
+    }
+
+    /// <summary>
+    /// The host's codes against ONNX Runtime's own QuantizeLinear, per tensor (int8 static's form) and along the rows (per-row
+    /// int8 dynamic's form), on values chosen to catch a rounding that is not the graph's: halfway points between codes and
+    /// their float neighbours, both ends of the code range and past them, ±0, denormals, ±infinity and float.MaxValue.
+    /// </summary>
+    [Theory]
+    [InlineData(0.0123f, 128, false)]
+    [InlineData(0.0123f, 128, true)]
+    [InlineData(1f / 255f, 0, false)]
+    [InlineData(1f / 255f, 0, true)]
+    [InlineData(3.3e-3f, 37, false)]
+    [InlineData(1e-30f, 128, true)]
+    [InlineData(7.5f, 200, true)]
+    public void Quantize_GivesOnnxRuntimesQuantizeLinearCodes_BitForBit(float scale, int zeroPoint, bool perRow)
+    {
+        var values = new List<float> { 0f, -0f, 1e-45f, -1e-45f, 1e-38f, float.PositiveInfinity, float.NegativeInfinity, float.MaxValue, -float.MaxValue };
+        for (int k = -300; k <= 300; k++)
+        {
+            float half = (k + 0.5f) * scale, whole = k * scale;
+            values.AddRange([half, MathF.BitIncrement(half), MathF.BitDecrement(half), whole, MathF.BitIncrement(whole), MathF.BitDecrement(whole)]);
+        }
+        var rng = new Random(zeroPoint);
+        while (values.Count % 40 != 0)
+            values.Add((float)((rng.NextDouble() - 0.5) * 600 * scale));
+        const int width = 40;
+        int rows = values.Count / width;
+        // Per row: each row its own scale around the given one (the graph's Div/Max make it; here it is simply an input).
+        var scales = Enumerable.Range(0, rows).Select(r => perRow ? scale * (1 + (r % 5) * 0.25f) : scale).ToArray();
+
+        var g = new OnnxGraphBuilder("quantize") { Opset = 17 };
+        var x = g.AddInput("x", TensorProto.Types.DataType.Float, [null, width]);
+        string q;
+        if (perRow)
+        {
+            var s = g.AddInput("s", TensorProto.Types.DataType.Float, [null]);
+            var z = g.AddInput("z", TensorProto.Types.DataType.Uint8, [null]);
+            q = g.AddNode("QuantizeLinear", [x, s, z], "q", new Dictionary<string, object> { ["axis"] = 0L });
+        }
+        else
+            q = g.AddNode("QuantizeLinear", [x, g.AddFloatInitializer("s", [scale], []), g.AddRawInitializer("z", TensorProto.Types.DataType.Uint8, [(byte)zeroPoint], 1, [], 1)], "q");
+        g.AddOutput(q, TensorProto.Types.DataType.Uint8, [null, width]);
+        var proto = new ModelProto { IrVersion = 8, Graph = g.Graph };
+        proto.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 17 });
+        using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(Google.Protobuf.MessageExtensions.ToByteArray(proto));
+        var inputs = new List<Microsoft.ML.OnnxRuntime.NamedOnnxValue>
+        {
+            Microsoft.ML.OnnxRuntime.NamedOnnxValue.CreateFromTensor("x", new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(values.ToArray(), [rows, width])),
+        };
+        if (perRow)
+        {
+            inputs.Add(Microsoft.ML.OnnxRuntime.NamedOnnxValue.CreateFromTensor("s", new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(scales, [rows])));
+            inputs.Add(Microsoft.ML.OnnxRuntime.NamedOnnxValue.CreateFromTensor("z", new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<byte>(Enumerable.Repeat((byte)zeroPoint, rows).ToArray(), [rows])));
+        }
+        using var results = session.Run(inputs);
+        var expected = results.First().AsEnumerable<byte>().ToArray();
+
+        // The dispatching entry point, and each implementation on its own (AVX-512 where this processor has it; the portable
+        // one runs everywhere), over rows of 40 values: whole vectors and a tail for both.
+        var paths = new List<(string Name, Func<float[], int, byte[], bool> Run)>
+        {
+            ("Quantize", (v, r, c) => HostQuantizedInput.Quantize(v.AsSpan(r * width, width), c.AsSpan(r * width, width), scales[r], (byte)zeroPoint)),
+            ("QuantizePortable", (v, r, c) => HostQuantizedInput.QuantizePortable(v.AsSpan(r * width, width), c.AsSpan(r * width, width), scales[r], (byte)zeroPoint)),
+        };
+        if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
+            paths.Add(("QuantizeAvx512", (v, r, c) => HostQuantizedInput.QuantizeAvx512(v.AsSpan(r * width, width), c.AsSpan(r * width, width), scales[r], (byte)zeroPoint)));
+        var all = values.ToArray();
+        foreach (var (name, run) in paths)
+        {
+            var codes = new byte[values.Count];
+            for (int r = 0; r < rows; r++)
+                Assert.Equal(values.Skip(r * width).Take(width).All(float.IsFinite), run(all, r, codes));
+            for (int i = 0; i < codes.Length; i++)
+                Assert.True(expected[i] == codes[i], $"{name}: value {values[i]:R} (scale {scales[i / width]:R}, zero point {zeroPoint}): ONNX Runtime {expected[i]}, host {codes[i]}");
+            output.WriteLine($"{name}: {codes.Length} codes equal");
+        }
+        var e = Assert.Throws<ArgumentException>(() => HostQuantizedInput.Quantize(new float[3], new byte[2], 1f, 0));
+        Assert.Equal("codes", e.ParamName);
+    }
+
+    [Fact]
+    public void CopyRow_IntoCodes_RefusesAMismatchedRowAndValuesWithoutRoomForCodes()
+    {
+        var model = OnnxTestModels.Mlp(5, 16);
+        var checks = HostRowChecks.Rewrite(Export(model, "int8-static"));
+        Assert.NotNull(checks.QuantizedInput);
+        var e = Assert.Throws<ArgumentException>(() => checks.CopyRow(new float[5], new float[5], checks.NewValues(1), 0));
+        Assert.Equal("source", e.ParamName);
+        e = Assert.Throws<ArgumentException>(() => checks.CopyRow(new float[784], new float[784], new HostRowValues(1), 0));
+        Assert.Equal("values", e.ParamName);
+        Assert.Contains("NewValues", e.Message);
+        Assert.Equal(784, checks.NewValues(2).Codes.Length / 2);
     }
 
     [Fact]
