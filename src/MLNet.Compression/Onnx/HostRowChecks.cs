@@ -27,7 +27,7 @@ namespace MLNet.Compression.Onnx;
 /// such nodes is returned unchanged.
 /// </summary>
 internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVector, float? clipLimit, bool rowAbsMax = false,
-    HostQuantizedInput? quantizedInput = null)
+    HostQuantizedInput? quantizedInput = null, bool rowScale = false)
 {
     /// <summary>Name of the added [N, 1] input holding each row's probe (0 or NaN).</summary>
     internal const string RowProbeName = "mlnet_host_row_probe";
@@ -37,6 +37,12 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
 
     /// <summary>Name of the added [N, 1] input holding each row's largest magnitude (the first int8 dynamic layer's range).</summary>
     internal const string RowAbsMaxName = "mlnet_host_row_abs_max";
+
+    /// <summary>Name of the added [N, 1] input holding each row's scale for the first per-row int8 dynamic layer (with the input codes).</summary>
+    internal const string RowScaleName = "mlnet_host_row_scale";
+
+    /// <summary>Whether the graph takes <see cref="RowScaleName"/>: the scale the host quantized the row with, which the layer multiplies its product by.</summary>
+    public bool HasRowScale { get; } = rowScale;
 
     /// <summary>Name of the added uint8 [N, D] input replacing the float features: the codes of the first layer's QuantizeLinear.</summary>
     internal const string QuantizedInputName = "mlnet_host_input_q";
@@ -65,7 +71,7 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
     /// <summary>The names of the inputs the host fills besides the features, in the order <see cref="CreateInputs"/> gives their tensors.</summary>
     public IReadOnlyList<string> HostInputNames =>
         [.. HasRowProbe ? [RowProbeName] : Array.Empty<string>(), .. HasRowProbeVector ? [RowProbeVectorName] : Array.Empty<string>(),
-         .. HasRowAbsMax ? [RowAbsMaxName] : Array.Empty<string>()];
+         .. HasRowAbsMax ? [RowAbsMaxName] : Array.Empty<string>(), .. HasRowScale ? [RowScaleName] : Array.Empty<string>()];
 
     /// <summary>
     /// Every input the graph takes, in the order <see cref="CreateInputs"/> gives their tensors: the features (named
@@ -102,6 +108,8 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
                 inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values!.Probes.AsMemory(0, rows), [rows]));
             if (HasRowAbsMax)
                 inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values!.AbsMax.AsMemory(0, rows), [rows, 1]));
+            if (HasRowScale)
+                inputs.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, values!.RowScales.AsMemory(0, rows), [rows, 1]));
             return [.. inputs];
         }
         catch
@@ -189,9 +197,15 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
         // The features' QuantizeLinear (int8 static's first layer; per-row int8 dynamic's symmetric first layer, whose row scale
         // follows from the row range above): the host writes the uint8 codes as it copies the row, and the graph takes them
         // instead of the float features (a quarter of the bytes, and no pass of ONNX Runtime over the floats).
-        HostQuantizedInput? quantized = quantizeInput ? QuantizedInputOf(graph, x, renames, Producer) : null;
+        // Per row, the layer's scale (Max(Div(range, levels), minimum), which multiplies its product) comes from the host too.
+        string? rowScaleValue = null;
+        HostQuantizedInput? quantized = quantizeInput ? QuantizedInputOf(graph, x, renames, Producer, out rowScaleValue) : null;
         if (quantized is not null)
+        {
             renames[nodes.Single(n => n.OpType == "QuantizeLinear" && n.Input[0] == x).Output[0]] = QuantizedInputName;
+            if (rowScaleValue is not null)
+                renames[rowScaleValue] = RowScaleName;
+        }
         if (renames.Count == 0)
             return None(onnx);
 
@@ -201,11 +215,13 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
             if (renames.ContainsKey(output.Name))
                 return None(onnx); // a probe that is a graph output: leave the graph as it is
         RemoveDeadNodes(graph);
+        var reads = new HashSet<string>(graph.Output.Select(o => o.Name), StringComparer.Ordinal);
+        foreach (var n in graph.Node)
+            AddReads(n, reads);
+        rowAbsMax &= reads.Contains(RowAbsMaxName); // the row scale may have taken its place
+        bool rowScale = reads.Contains(RowScaleName);
         if (quantized is not null)
         {
-            var reads = new HashSet<string>(graph.Output.Select(o => o.Name), StringComparer.Ordinal);
-            foreach (var n in graph.Node)
-                AddReads(n, reads);
             if (reads.Contains(x))
                 return null; // the float features are read elsewhere too: keep them as the input
             var codes = graph.Input[0].Clone();
@@ -219,16 +235,21 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
             graph.Input.Add(FloatInput(RowProbeVectorName, graph.Input[0], keepColumn: false));
         if (rowAbsMax)
             graph.Input.Add(FloatInput(RowAbsMaxName, graph.Input[0], keepColumn: true));
-        return new(model.ToByteArray(), rowProbe, rowProbeVector, clipLimit, rowAbsMax, quantized);
+        if (rowScale)
+            graph.Input.Add(FloatInput(RowScaleName, graph.Input[0], keepColumn: true));
+        return new(model.ToByteArray(), rowProbe, rowProbeVector, clipLimit, rowAbsMax, quantized, rowScale);
     }
 
     /// <summary>
     /// The host's form of the one QuantizeLinear reading the features <paramref name="x"/>, or null: a fixed scale and uint8
     /// zero point (initializers), or a per-row (axis 0) scale Squeeze(Max(Div(row |x| max, levels), minimum)) over the range
-    /// the host already hands over, with the zero point Expand(uint8 constant) to the row count.
+    /// the host already hands over, with the zero point Expand(uint8 constant) to the row count; then
+    /// <paramref name="rowScale"/> names the Max's output (the row scale [N, 1]).
     /// </summary>
-    private static HostQuantizedInput? QuantizedInputOf(GraphProto graph, string x, Dictionary<string, string> renames, Func<string, NodeProto?> producer)
+    private static HostQuantizedInput? QuantizedInputOf(GraphProto graph, string x, Dictionary<string, string> renames, Func<string, NodeProto?> producer,
+        out string? rowScale)
     {
+        rowScale = null;
         var quantize = graph.Node.Where(n => n.OpType == "QuantizeLinear" && n.Input.Count >= 2 && n.Input[0] == x).ToList();
         if (quantize.Count != 1 || graph.Input[0].Type.TensorType.Shape is not { Dim.Count: 2 } shape || shape.Dim[1].DimValue is not (> 0 and <= int.MaxValue))
             return null;
@@ -245,6 +266,7 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
             || producer(floor.Input[0]) is not { OpType: "Div" } divide || ScalarOf(graph, divide.Input[1]) is not float levels
             || !renames.TryGetValue(divide.Input[0], out var range) || range != RowAbsMaxName)
             return null;
+        rowScale = floor.Output[0];
         return new HostQuantizedInput(width, null, rowZeroPoint, levels, minimum);
     }
 
@@ -385,7 +407,9 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
         float absMax = Math.Max(high, -low);
         if (HasRowAbsMax)
             values.AbsMax[row] = absMax;
-        HostQuantizedInput.Quantize(source, codes, quantized.RowScale(absMax), quantized.ZeroPoint);
+        float rowScale = quantized.RowScale(absMax);
+        values.RowScales[row] = rowScale;
+        HostQuantizedInput.Quantize(source, codes, rowScale, quantized.ZeroPoint);
     }
 
     private static bool IsRowReduction(NodeProto reduce, GraphProto graph)
@@ -579,6 +603,9 @@ internal sealed class HostRowValues(int capacity, int codeWidth = 0)
 
     /// <summary>Each row's probe: 0 for finite features, NaN otherwise (pinned: ONNX Runtime reads it in place).</summary>
     public float[] Probes { get; } = GC.AllocateUninitializedArray<float>(capacity, pinned: true);
+
+    /// <summary>Each row's scale for the first per-row int8 dynamic layer, when the graph takes it (pinned).</summary>
+    public float[] RowScales { get; } = GC.AllocateUninitializedArray<float>(capacity, pinned: true);
 
     /// <summary>Each row's largest magnitude, when the graph takes it (pinned).</summary>
     public float[] AbsMax { get; } = GC.AllocateUninitializedArray<float>(capacity, pinned: true);

@@ -89,10 +89,13 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
         Assert.DoesNotContain(graph.Node, n => n.OpType == "If" && n.Attribute.Any(a => a.G is { } b && b.Node.Any(i => i.Input.Contains(x))));
         // The per-batch clean is written before a dense first layer only (convolutions compute in float).
         Assert.Equal(encoding == "int8-dynamic-per-batch" && modelName != "lenet" ? DenseModelLayer.PerBatchInputLimit : null, checks.ClipLimit);
-        // Per-row int8 dynamic with a dense first layer: its row range (ReduceMax, ReduceMin over the features) comes from the host.
-        Assert.Equal(encoding == "int8-dynamic" && modelName != "lenet", checks.HasRowAbsMax);
-        if (checks.HasRowAbsMax)
-            Assert.DoesNotContain(graph.Node, n => n.OpType is "ReduceMax" or "ReduceMin" && n.Input[0] == x);
+        // Per-row int8 dynamic with a dense first layer: its row range (ReduceMax, ReduceMin over the features) comes from the
+        // host; with the input codes (the default) the row scale made from it does, and the range is no longer an input.
+        bool perRowDense = encoding == "int8-dynamic" && modelName != "lenet";
+        Assert.False(checks.HasRowAbsMax);
+        Assert.Equal(perRowDense, checks.HasRowScale);
+        Assert.Equal(perRowDense, HostRowChecks.Rewrite(onnx, quantizeInput: false).HasRowAbsMax);
+        Assert.DoesNotContain(graph.Node, n => n.OpType is "ReduceMax" or "ReduceMin" && n.Input[0] == x);
         // Int8 static and per-row int8 dynamic with a dense first layer: the host writes the first layer's uint8 codes and the
         // graph takes them instead of the float features (no QuantizeLinear of the features left).
         bool codes = encoding is "int8-static" or "int8-dynamic" && modelName != "lenet";
@@ -107,9 +110,12 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
         var features = Rows(model.InputLength, out int rows);
         using var exported = new BatchedOnnxScorer(onnx, hostRowChecks: false);
         using var inProcess = new BatchedOnnxScorer(onnx);
+        using var floatFeatures = new BatchedOnnxScorer(onnx, hostQuantizedInput: false);
         int width = exported.OutputWidth;
         var expected = new float[rows * width];
         exported.Score((float[])features.Clone(), rows, expected);
+        var withoutCodes = new float[rows * width];
+        floatFeatures.Score((float[])features.Clone(), rows, withoutCodes);
 
         // The scorer's own pass over the block, and the batched view's path (rows copied through CopyRow, probes handed over).
         var scanned = new float[rows * width];
@@ -127,6 +133,7 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
         {
             Assert.True(Same(expected[i], scanned[i]), $"row {i / width}, output {i % width}: {expected[i]} vs {scanned[i]} (host scan)");
             Assert.True(Same(expected[i], copied[i]), $"row {i / width}, output {i % width}: {expected[i]} vs {copied[i]} (checked copy)");
+            Assert.True(Same(expected[i], withoutCodes[i]), $"row {i / width}, output {i % width}: {expected[i]} vs {withoutCodes[i]} (host checks, float features)");
         }
         // The rows with a NaN or an infinity score NaN, the ordinary rows do not (huge finite rows may overflow in float).
         for (int r = 0; r < 67; r++)
@@ -187,14 +194,22 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
         foreach (int length in new[] { 1, 7, 8, 37, 784 })
         {
             var model = OnnxTestModels.Fill(NetworkModel.Create(NetworkArchitecture.Mlp(inputLength: length, hiddenUnits: [16]), 10), 5);
-            var checks = HostRowChecks.Rewrite(Export(model, "int8-dynamic"));
+            var onnx = Export(model, "int8-dynamic");
+            // Without the input codes the graph takes the range; with them (the default), the scale the row was quantized with.
+            var checks = HostRowChecks.Rewrite(onnx, quantizeInput: false);
+            var withCodes = HostRowChecks.Rewrite(onnx);
             Assert.True(checks.HasRowAbsMax);
+            Assert.True(withCodes.HasRowScale);
             var values = checks.NewValues(1);
+            var codeValues = withCodes.NewValues(1);
             for (int trial = 0; trial < 20; trial++)
             {
                 var row = Enumerable.Range(0, length).Select(_ => (float)((rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-3, 4)))).ToArray();
+                float absMax = Math.Max(row.Max(), -row.Min());
                 checks.CopyRow(row, new float[length], values, 0);
-                Assert.Equal(Math.Max(row.Max(), -row.Min()), values.AbsMax[0]);
+                Assert.Equal(absMax, values.AbsMax[0]);
+                withCodes.CopyRow(row, new float[length], codeValues, 0);
+                Assert.Equal(Math.Max(absMax / 127f, 1e-30f), codeValues.RowScales[0]); // the graph's Div by 127 and Max with 1e-30
             }
         }
     }
