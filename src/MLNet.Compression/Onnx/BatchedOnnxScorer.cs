@@ -69,10 +69,10 @@ internal sealed class BatchedOnnxScorer : IDisposable
         }
         // Issue 19: the graph's checks of the input rows (the non-finite probe, the per-batch clean) run on the host, on the
         // block this scorer is handed, instead of as a pass of ONNX Runtime over the features; same outputs bit for bit.
-        hostChecks = hostRowChecks ? HostRowChecks.Rewrite(onnx, hostQuantizedInput) : HostRowChecks.None(onnx);
+        var outputs = Signature.OutputHead.BatchedOutputs(Signature);
+        hostChecks = hostRowChecks ? HostRowChecks.Rewrite(onnx, hostQuantizedInput, outputs.Select(o => o.Name).ToArray()) : HostRowChecks.None(onnx);
         session = new InferenceSession(hostChecks.Onnx, options);
         inputNames = hostChecks.InputNames(Signature.InputName);
-        var outputs = Signature.OutputHead.BatchedOutputs(Signature);
         outputNames = outputs.Select(o => o.Name).ToArray();
         outputWidths = outputs.Select(o => o.Width).ToArray();
         outputBuffers = outputNames.Select(_ => Array.Empty<float>()).ToArray();

@@ -130,14 +130,17 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
     /// <param name="onnx">The exported graph.</param>
     /// <param name="quantizeInput">Also move the first layer's QuantizeLinear of the features to the host where it can (the
     /// default); false keeps the float features as the input (benchmarks measure the difference).</param>
-    public static HostRowChecks Rewrite(byte[] onnx, bool quantizeInput = true) =>
-        (quantizeInput ? RewriteCore(onnx, quantizeInput: true) : null) ?? RewriteCore(onnx, quantizeInput: false)!;
+    /// <param name="outputs">The outputs the caller fetches (the scorer: its head's batched outputs); the graph's other outputs
+    /// and the nodes only they need are dropped (the multiclass head's PredictedLabel: the batched view takes the label from
+    /// the scores itself). Null keeps every output.</param>
+    public static HostRowChecks Rewrite(byte[] onnx, bool quantizeInput = true, IReadOnlyCollection<string>? outputs = null) =>
+        (quantizeInput ? RewriteCore(onnx, quantizeInput: true, outputs) : null) ?? RewriteCore(onnx, quantizeInput: false, outputs)!;
 
     /// <summary>
     /// The rewrite; with <paramref name="quantizeInput"/> the first layer's QuantizeLinear of the features moves to the host
     /// too, and null is returned when the float features would still be read by the graph (then the rewrite runs without it).
     /// </summary>
-    private static HostRowChecks? RewriteCore(byte[] onnx, bool quantizeInput)
+    private static HostRowChecks? RewriteCore(byte[] onnx, bool quantizeInput, IReadOnlyCollection<string>? outputs)
     {
         var model = ModelProto.Parser.ParseFrom(onnx);
         var graph = model.Graph;
@@ -206,7 +209,15 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
             if (rowScaleValue is not null)
                 renames[rowScaleValue] = RowScaleName;
         }
-        if (renames.Count == 0)
+        // Outputs nobody fetches: dropped with the nodes that only they need (when every fetched output is one of the graph's).
+        bool pruned = false;
+        if (outputs is { Count: > 0 } && outputs.All(o => graph.Output.Any(g => g.Name == o)) && graph.Output.Any(g => !outputs.Contains(g.Name)))
+        {
+            foreach (var unused in graph.Output.Where(g => !outputs.Contains(g.Name)).ToList())
+                graph.Output.Remove(unused);
+            pruned = true;
+        }
+        if (renames.Count == 0 && !pruned)
             return None(onnx);
 
         foreach (var node in nodes)

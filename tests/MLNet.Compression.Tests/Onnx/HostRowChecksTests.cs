@@ -106,6 +106,15 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
             Assert.Equal(encoding == "int8-static", checks.QuantizedInput!.Scale is not null); // a fixed scale, or the row's own
         Assert.DoesNotContain(graph.Node, n => n.OpType == "QuantizeLinear" && n.Input[0] == OnnxExporter.ReadSignature(onnx).InputName);
         Assert.True(checks.Onnx.Length < onnx.Length);
+        // The scorer's form also drops the outputs it does not fetch: the multiclass PredictedLabel branch (ArgMax, its NaN
+        // test) goes; the view takes the label from the scores.
+        var signature = OnnxExporter.ReadSignature(onnx);
+        var fetched = signature.OutputHead.BatchedOutputs(signature).Select(o => o.Name).ToArray();
+        var scorerGraph = ModelProto.Parser.ParseFrom(HostRowChecks.Rewrite(onnx, outputs: fetched).Onnx).Graph;
+        Assert.Equal(fetched, scorerGraph.Output.Select(o => o.Name));
+        Assert.Equal(modelName != "regression", graph.Output.Count > fetched.Length); // a regression graph has its one output
+        Assert.DoesNotContain(scorerGraph.Node, n => n.OpType == "ArgMax");
+        Assert.Contains(graph.Node, n => n.OpType == "ArgMax" || modelName is "binary" or "regression");
 
         var features = Rows(model.InputLength, out int rows);
         using var exported = new BatchedOnnxScorer(onnx, hostRowChecks: false);
