@@ -144,13 +144,18 @@ internal sealed class BatchedOnnxScorer : IDisposable
 
     /// <summary>
     /// Scores as <see cref="Score(float[], int, float[])"/> with the rows already copied through <see cref="CopyRow"/>:
-    /// <paramref name="rowValues"/> holds what it wrote for each row (the host checks are then not repeated).
+    /// <paramref name="rowValues"/> holds what it wrote for each row (the host checks are then not repeated). When the model
+    /// <see cref="TakesInputCodes"/>, the codes in <paramref name="rowValues"/> are scored and <paramref name="features"/> is
+    /// not read (it may be empty).
     /// </summary>
     public void Score(float[] features, int rows, float[] probabilities, HostRowValues? rowValues)
     {
         ArgumentNullException.ThrowIfNull(features);
         ArgumentNullException.ThrowIfNull(probabilities);
-        var (inLen, outLen) = CheckLengths(features.Length, rows, probabilities.Length);
+        bool codesOnly = TakesInputCodes && rowValues is not null;
+        var (inLen, outLen) = CheckLengths(codesOnly ? int.MaxValue : features.Length, rows, probabilities.Length);
+        if (codesOnly)
+            inLen = features.Length; // not read: the codes are
         if (rows == 0)
             return;
         if (rowValues is not null && rowValues.Capacity < rows)
@@ -175,6 +180,13 @@ internal sealed class BatchedOnnxScorer : IDisposable
     /// </summary>
     public void CopyRow(ReadOnlySpan<float> source, Span<float> destination, HostRowValues values, int row) =>
         hostChecks.CopyRow(source, destination, values, row);
+
+    /// <summary>
+    /// Whether the in-process graph takes the first layer's uint8 input codes (int8 static, per-row int8 dynamic with a dense first
+    /// layer): <see cref="CopyRow"/> then writes them into the row values, and <see cref="Score(float[], int, float[], HostRowValues)"/>
+    /// given those values does not read its features (a caller need not keep a float block).
+    /// </summary>
+    public bool TakesInputCodes => hostChecks.QuantizedInput is not null;
 
     /// <summary>Per-row host values for blocks of up to <paramref name="capacity"/> rows of this model, for <see cref="CopyRow"/>.</summary>
     public HostRowValues NewRowValues(int capacity) => hostChecks.NewValues(capacity);
