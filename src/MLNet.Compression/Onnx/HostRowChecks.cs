@@ -20,11 +20,17 @@ namespace MLNet.Compression.Onnx;
 /// finite features, NaN for a row with a NaN or an infinity (<see cref="OnnxGraphBuilder.NonFiniteRowProbe"/>, the output
 /// head's guard) becomes a graph input the host fills with the same values;</item>
 /// <item>the per-batch int8 input clean (an If whose branches zero such rows and clip every value to ± a limit) becomes the
-/// host zeroing those rows and clipping in its own buffer.</item>
+/// host zeroing those rows and clipping in its own buffer;</item>
+/// <item>per-row int8 dynamic's first-layer row range (ReduceMax, ReduceMin) becomes an input;</item>
+/// <item>the first layer's QuantizeLinear of the features (int8 static's fixed scale, per-row int8 dynamic's row scale, which
+/// then is an input too) becomes the host writing the uint8 codes, which replace the float features as the graph's input
+/// (<see cref="QuantizedInput"/>);</item>
+/// <item>outputs the caller does not fetch are dropped with the nodes only they need.</item>
 /// </list>
 /// Outputs are the exported graph's, bit for bit: x − x is +0 for every finite x, so the probe is +0 for a finite row and
-/// NaN otherwise, exactly what the host writes; the clean is the same Where and Clip on the same values. A graph with no
-/// such nodes is returned unchanged.
+/// NaN otherwise, exactly what the host writes; the clean is the same Where and Clip on the same values; the range, the row
+/// scale and the codes are computed with the graph's own float operations (<see cref="HostQuantizedInput"/>). A graph with
+/// no such nodes is returned unchanged.
 /// </summary>
 internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVector, float? clipLimit, bool rowAbsMax = false,
     HostQuantizedInput? quantizedInput = null, bool rowScale = false)
