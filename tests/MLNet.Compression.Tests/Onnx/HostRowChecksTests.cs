@@ -358,6 +358,60 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
         public Microsoft.ML.Data.VBuffer<float> Features { get; set; }
     }
 
+    /// <summary>
+    /// The features' QuantizeLinear moves to the host only when nothing else reads the float features and its codes are
+    /// uint8; otherwise the rewrite keeps the float input (and its other checks). A graph that takes host values refuses
+    /// to build its inputs without them.
+    /// </summary>
+    [Theory]
+    [InlineData("uint8", false, true)]
+    [InlineData("uint8", true, false)]
+    [InlineData("int8", false, false)]
+    public void TheFeaturesQuantizeLinear_MovesToTheHostOnlyWhenTheFloatsAreNotReadElsewhere(string zeroPointType, bool floatsReadElsewhere, bool moves)
+    {
+        var g = new OnnxGraphBuilder("q") { Opset = 17 };
+        var x = g.AddInput("Features", TensorProto.Types.DataType.Float, [null, 8]);
+        var type = zeroPointType == "uint8" ? TensorProto.Types.DataType.Uint8 : TensorProto.Types.DataType.Int8;
+        var scale = g.AddFloatInitializer("s", [0.05f], []);
+        var zero = g.AddRawInitializer("z", type, [zeroPointType == "uint8" ? (byte)128 : (byte)0], 1, [], 1);
+        var dq = g.AddNode("DequantizeLinear", [g.AddNode("QuantizeLinear", [x, scale, zero], "q"), scale, zero], "dq");
+        var y = floatsReadElsewhere ? g.AddNode("Add", [dq, x], "y") : g.AddNode("Relu", [dq], "y");
+        g.AddOutput(y, TensorProto.Types.DataType.Float, [null, 8]);
+        var model = new ModelProto { IrVersion = 8, Graph = g.Graph };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 17 });
+        var bytes = Google.Protobuf.MessageExtensions.ToByteArray(model);
+
+        var checks = HostRowChecks.Rewrite(bytes);
+        Assert.Equal(moves, checks.QuantizedInput is not null);
+        var graph = ModelProto.Parser.ParseFrom(checks.Onnx).Graph;
+        Assert.Equal(moves ? HostRowChecks.QuantizedInputName : "Features", graph.Input[0].Name);
+        Assert.Equal(moves ? HostRowChecks.QuantizedInputName : "Features", checks.InputNames("Features")[0]);
+        Assert.Equal(moves, graph.Input[0].Type.TensorType.ElemType == (int)TensorProto.Types.DataType.Uint8);
+        if (!moves)
+            return;
+        var e = Assert.Throws<ArgumentNullException>(() => checks.CreateInputs(new float[8], null, 1, 8));
+        Assert.Equal("values", e.ParamName);
+        // Scored from the host's codes, the rewritten graph gives what the original gives on the same rows.
+        var rows = new float[] { 0.1f, -0.2f, 3f, -7f, 0.025f, 0.075f, -0.025f, 6.4f, 1, 2, 3, 4, 5, 6, 7, 8 };
+        using var original = new Microsoft.ML.OnnxRuntime.InferenceSession(bytes);
+        using var expected = original.Run([Microsoft.ML.OnnxRuntime.NamedOnnxValue.CreateFromTensor("Features", new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(rows, [2, 8]))]);
+        var values = checks.NewValues(2);
+        for (int r = 0; r < 2; r++)
+            checks.CopyRow(rows.AsSpan(r * 8, 8), new float[8], values, r);
+        using var rewritten = new Microsoft.ML.OnnxRuntime.InferenceSession(checks.Onnx);
+        var inputs = checks.CreateInputs(Memory<float>.Empty, values, 2, 8);
+        try
+        {
+            using var actual = rewritten.Run(new Microsoft.ML.OnnxRuntime.RunOptions(), checks.InputNames("Features"), inputs, [y]);
+            Assert.Equal(expected.First().AsEnumerable<float>().ToArray(), actual[0].GetTensorDataAsSpan<float>().ToArray());
+        }
+        finally
+        {
+            foreach (var v in inputs)
+                v.Dispose();
+        }
+    }
+
     [Fact]
     public void AGraphWithoutRowChecks_IsLeftAsItIs()
     {
