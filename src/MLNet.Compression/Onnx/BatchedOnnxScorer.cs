@@ -116,8 +116,10 @@ internal sealed class BatchedOnnxScorer : IDisposable
         lock (sync)
         {
             ObjectDisposedException.ThrowIf(disposed, this);
-            if (inputBuffer.Length < inLen) // pinned (POH) so ONNX Runtime reads it in place; grown only when a bigger block arrives
-                inputBuffer = GC.AllocateUninitializedArray<float>(checked((int)inLen), pinned: true);
+            // A model scored from input codes keeps no float block: the codes go into the row values (one row of room suffices).
+            int floats = TakesInputCodes ? 0 : (int)inLen;
+            if (inputBuffer.Length < Math.Max(floats, InputLength)) // pinned (POH) so ONNX Runtime reads it in place; grown only when a bigger block arrives
+                inputBuffer = GC.AllocateUninitializedArray<float>(checked(Math.Max(floats, InputLength)), pinned: true);
             EnsureOutputBuffers(rows);
             HostRowValues? values = null;
             if (hostChecks.Any)
@@ -125,11 +127,11 @@ internal sealed class BatchedOnnxScorer : IDisposable
                 // The host checks as the rows are copied in (one pass), as the batched view does.
                 values = HostValues(rows);
                 for (int r = 0; r < rows; r++)
-                    hostChecks.CopyRow(features.Slice(r * InputLength, InputLength), inputBuffer.AsSpan(r * InputLength, InputLength), values, r);
+                    hostChecks.CopyRow(features.Slice(r * InputLength, InputLength), inputBuffer.AsSpan(floats == 0 ? 0 : r * InputLength, InputLength), values, r);
             }
             else
                 features[..(int)inLen].CopyTo(inputBuffer);
-            Run(inputBuffer.AsMemory(0, (int)inLen), rows, directOutput: null, values);
+            Run(inputBuffer.AsMemory(0, floats), rows, directOutput: null, values);
             CopyOutputs(rows, probabilities[..(int)outLen]);
         }
     }

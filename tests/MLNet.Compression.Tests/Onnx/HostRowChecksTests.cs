@@ -129,6 +129,9 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
         // The scorer's own pass over the block, and the batched view's path (rows copied through CopyRow, probes handed over).
         var scanned = new float[rows * width];
         inProcess.Score((float[])features.Clone(), rows, scanned);
+        // The span overload (the scorer's own staging: for a model scored from codes, one row of floats, no block).
+        var staged = new float[rows * width];
+        inProcess.Score((ReadOnlySpan<float>)features, rows, (Span<float>)staged);
         var block = new float[features.Length];
         var values = inProcess.NewRowValues(rows);
         for (int r = 0; r < rows; r++)
@@ -145,6 +148,7 @@ public sealed class HostRowChecksTests(ITestOutputHelper output)
             Assert.True(Same(expected[i], scanned[i]), $"row {i / width}, output {i % width}: {expected[i]} vs {scanned[i]} (host scan)");
             Assert.True(Same(expected[i], copied[i]), $"row {i / width}, output {i % width}: {expected[i]} vs {copied[i]} (checked copy)");
             Assert.True(Same(expected[i], withoutCodes[i]), $"row {i / width}, output {i % width}: {expected[i]} vs {withoutCodes[i]} (host checks, float features)");
+            Assert.True(Same(expected[i], staged[i]), $"row {i / width}, output {i % width}: {expected[i]} vs {staged[i]} (span overload)");
         }
         // The rows with a NaN or an infinity score NaN, the ordinary rows do not (huge finite rows may overflow in float).
         for (int r = 0; r < 67; r++)
