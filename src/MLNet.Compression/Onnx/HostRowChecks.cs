@@ -405,51 +405,32 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
 
     /// <summary>
     /// The row's largest magnitude (for a finite row exactly the graph's max(ReduceMax, −ReduceMin)) and whether every value is
-    /// finite (the sum of v − v is 0), in one pass: 16 values a step with AVX-512, <see cref="Vector{T}"/> elsewhere; the
-    /// processor's own MAXPS (a NaN's effect unspecified: such a row scores NaN through its probe). <paramref name="vector512"/>
-    /// false takes the <see cref="Vector{T}"/> loop (tests run both).
+    /// finite (the sum of v − v is 0), in one pass of 16 values a step (<see cref="Vector512{T}"/>: AVX-512 where the processor
+    /// has it, two or four narrower vectors elsewhere); the processor's own MAXPS (a NaN's effect unspecified: such a row
+    /// scores NaN through its probe).
     /// </summary>
-    internal static float RowMagnitude(ReadOnlySpan<float> source, out bool finite, bool vector512 = true)
+    internal static float RowMagnitude(ReadOnlySpan<float> source, out bool finite)
     {
         ref float src = ref MemoryMarshal.GetReference(source);
         int i = 0;
+        var sum = Vector512<float>.Zero;
+        var max = Vector512<float>.Zero;
+        for (; i <= source.Length - Vector512<float>.Count; i += Vector512<float>.Count)
+        {
+            var v = Vector512.LoadUnsafe(ref src, (nuint)i);
+            sum += v - v;
+            max = Vector512.MaxNative(max, Vector512.Abs(v));
+        }
         float top = 0f, tail = 0f;
-        bool vectorsFinite;
-        if (vector512 && Vector512.IsHardwareAccelerated)
-        {
-            var sum = Vector512<float>.Zero;
-            var max = Vector512<float>.Zero;
-            for (; i <= source.Length - Vector512<float>.Count; i += Vector512<float>.Count)
-            {
-                var v = Vector512.LoadUnsafe(ref src, (nuint)i);
-                sum += v - v;
-                max = Vector512.MaxNative(max, Vector512.Abs(v));
-            }
-            vectorsFinite = Vector512.EqualsAll(sum, Vector512<float>.Zero);
-            for (int l = 0; l < Vector512<float>.Count; l++)
-                top = Math.Max(top, max[l]);
-        }
-        else
-        {
-            var sum = Vector<float>.Zero;
-            var max = Vector<float>.Zero;
-            for (; i <= source.Length - Vector<float>.Count; i += Vector<float>.Count)
-            {
-                var v = Vector.LoadUnsafe(ref src, (nuint)i);
-                sum += v - v;
-                max = Vector.MaxNative(max, Vector.Abs(v));
-            }
-            vectorsFinite = Vector.EqualsAll(sum, Vector<float>.Zero);
-            for (int l = 0; l < Vector<float>.Count; l++)
-                top = Math.Max(top, max[l]);
-        }
+        for (int l = 0; l < Vector512<float>.Count; l++)
+            top = Math.Max(top, max[l]);
         for (; i < source.Length; i++)
         {
             float v = Unsafe.Add(ref src, i);
             tail += v - v;
             top = Math.Max(top, Math.Abs(v));
         }
-        finite = vectorsFinite && tail == 0f;
+        finite = Vector512.EqualsAll(sum, Vector512<float>.Zero) && tail == 0f;
         return top;
     }
 
