@@ -138,7 +138,7 @@ internal sealed class DenseModelLayer(string name, int inFeatures, int outFeatur
         int k = InFeatures, n = OutFeatures;
         string name = Name;
         var w = encoding.AddIntegerTensor(graph, name + ".weight_q", InputMajor(q.Values!), [k, n], 8);
-        var ws = graph.AddFloatInitializer(name + ".weight_scale", q.Scales, [n]);
+        var ws = QuantizedStorage.AddScale(graph, name + ".weight_scale", q.Scales); // per column [n], or one per tensor
         var unit = graph.AddFloatInitializer(name + ".unit_scale", [1f], []);
         var tiny = graph.AddFloatInitializer(name + ".min_scale", [1e-30f], []);
         var rowAxis = new Dictionary<string, object> { ["axes"] = new long[] { 1 }, ["keepdims"] = 1L };

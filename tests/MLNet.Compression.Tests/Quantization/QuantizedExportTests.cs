@@ -186,6 +186,37 @@ public class QuantizedExportTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// One weight scale per tensor (<c>PerChannel = false</c>) exports and scores for both int8 dynamic forms and int8 static:
+    /// the per-row graph's MatMulIntegerToFloat takes the scale as a scalar (it once declared it [out] with one value, which
+    /// ONNX Runtime refused to load), the labels agree with float32, and the in-process graph scores as the exported one.
+    /// </summary>
+    [Theory]
+    [InlineData(QuantizationMode.Int8Dynamic, ActivationScaleScope.PerRow)]
+    [InlineData(QuantizationMode.Int8Dynamic, ActivationScaleScope.PerBatch)]
+    [InlineData(QuantizationMode.Int8Static, ActivationScaleScope.PerRow)]
+    public void PerTensorWeightScales_ExportAndScore(QuantizationMode mode, ActivationScaleScope scales)
+    {
+        var model = Model("mlp");
+        var rows = UniformRows(300, model.InputLength, seed: 1007);
+        var spec = Spec(model, mode) with { PerChannel = false, ActivationScales = scales };
+        var onnx = OnnxExporter.Export(model, QuantizedExport.Options(model, spec));
+        var expected = RunOrt(OnnxExporter.Export(model), rows);
+        var actual = RunOrt(onnx, rows);
+        double agreement = Enumerable.Range(0, rows.Length).Count(r => ArgMax(expected, r) == ArgMax(actual, r)) / (double)rows.Length;
+        output.WriteLine($"{mode} {scales}, per-tensor weight scales: agreement with float32 {agreement:P1}");
+        Assert.True(agreement >= 0.95, $"agreement {agreement:P1}");
+
+        var flat = rows.SelectMany(r => r).ToArray();
+        using var exported = new BatchedOnnxScorer(onnx, hostRowChecks: false);
+        using var inProcess = new BatchedOnnxScorer(onnx);
+        var a = new float[rows.Length * 10];
+        var b = new float[rows.Length * 10];
+        exported.Score((float[])flat.Clone(), rows.Length, a);
+        inProcess.Score((float[])flat.Clone(), rows.Length, b);
+        Assert.Equal(a.Select(BitConverter.SingleToInt32Bits), b.Select(BitConverter.SingleToInt32Bits));
+    }
+
     [Theory]
     [InlineData(QuantizationMode.Float16)]
     [InlineData(QuantizationMode.Int8Dynamic)]
