@@ -154,10 +154,9 @@ internal sealed class BatchedOnnxScorer : IDisposable
     {
         ArgumentNullException.ThrowIfNull(features);
         ArgumentNullException.ThrowIfNull(probabilities);
-        bool codesOnly = TakesInputCodes && rowValues is not null;
-        var (inLen, outLen) = CheckLengths(codesOnly ? int.MaxValue : features.Length, rows, probabilities.Length);
-        if (codesOnly)
-            inLen = features.Length; // not read: the codes are
+        bool codesOnly = TakesInputCodes && rowValues is not null; // the features are not read: the codes are
+        var (inLen, outLen) = CheckLengths(codesOnly ? null : features.Length, rows, probabilities.Length);
+        var input = codesOnly ? Memory<float>.Empty : features.AsMemory(0, (int)inLen);
         if (rows == 0)
             return;
         if (rowValues is not null && rowValues.Capacity < rows)
@@ -167,11 +166,11 @@ internal sealed class BatchedOnnxScorer : IDisposable
             ObjectDisposedException.ThrowIf(disposed, this);
             if (outputBuffers.Length == 1)
             {
-                Run(features.AsMemory(0, (int)inLen), rows, probabilities.AsMemory(0, (int)outLen), rowValues);
+                Run(input, rows, probabilities.AsMemory(0, (int)outLen), rowValues);
                 return;
             }
             EnsureOutputBuffers(rows);
-            Run(features.AsMemory(0, (int)inLen), rows, directOutput: null, rowValues);
+            Run(input, rows, directOutput: null, rowValues);
             CopyOutputs(rows, probabilities.AsSpan(0, (int)outLen));
         }
     }
@@ -209,12 +208,13 @@ internal sealed class BatchedOnnxScorer : IDisposable
                 outputBuffers[k] = GC.AllocateUninitializedArray<float>(checked(rows * outputWidths[k]), pinned: true);
     }
 
-    private (long InLength, long OutLength) CheckLengths(int featureLength, int rows, int outputLength)
+    /// <summary>The lengths <paramref name="rows"/> rows need; <paramref name="featureLength"/> null: the features are not read.</summary>
+    private (long InLength, long OutLength) CheckLengths(int? featureLength, int rows, int outputLength)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(rows);
         long inLen = (long)rows * InputLength, outLen = (long)rows * OutputWidth;
-        if (featureLength < inLen)
-            throw new ArgumentException($"{rows} rows need {inLen} feature values but {featureLength} were given.", "features");
+        if (featureLength is int given && given < inLen)
+            throw new ArgumentException($"{rows} rows need {inLen} feature values but {given} were given.", "features");
         if (outputLength < outLen)
             throw new ArgumentException($"{rows} rows need room for {outLen} output values but the destination holds {outputLength}.", "probabilities");
         return (inLen, outLen);

@@ -207,11 +207,11 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
         // follows from the row range above): the host writes the uint8 codes as it copies the row, and the graph takes them
         // instead of the float features (a quarter of the bytes, and no pass of ONNX Runtime over the floats).
         // Per row, the layer's scale (Max(Div(range, levels), minimum), which multiplies its product) comes from the host too.
-        string? rowScaleValue = null;
-        HostQuantizedInput? quantized = quantizeInput ? QuantizedInputOf(graph, x, renames, Producer, out rowScaleValue) : null;
+        string? codesValue = null, rowScaleValue = null;
+        HostQuantizedInput? quantized = quantizeInput ? QuantizedInputOf(graph, x, renames, Producer, out codesValue, out rowScaleValue) : null;
         if (quantized is not null)
         {
-            renames[nodes.Single(n => n.OpType == "QuantizeLinear" && n.Input[0] == x).Output[0]] = QuantizedInputName;
+            renames[codesValue!] = QuantizedInputName;
             if (rowScaleValue is not null)
                 renames[rowScaleValue] = RowScaleName;
         }
@@ -261,16 +261,18 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
     /// The host's form of the one QuantizeLinear reading the features <paramref name="x"/>, or null: a fixed scale and uint8
     /// zero point (initializers), or a per-row (axis 0) scale Squeeze(Max(Div(row |x| max, levels), minimum)) over the range
     /// the host already hands over, with the zero point Expand(uint8 constant) to the row count; then
-    /// <paramref name="rowScale"/> names the Max's output (the row scale [N, 1]).
+    /// <paramref name="rowScale"/> names the Max's output (the row scale [N, 1]). <paramref name="codes"/> names the
+    /// QuantizeLinear's output.
     /// </summary>
     private static HostQuantizedInput? QuantizedInputOf(GraphProto graph, string x, Dictionary<string, string> renames, Func<string, NodeProto?> producer,
-        out string? rowScale)
+        out string? codes, out string? rowScale)
     {
-        rowScale = null;
+        codes = rowScale = null;
         var quantize = graph.Node.Where(n => n.OpType == "QuantizeLinear" && n.Input.Count >= 2 && n.Input[0] == x).ToList();
         if (quantize.Count != 1 || graph.Input[0].Type.TensorType.Shape is not { Dim.Count: 2 } shape || shape.Dim[1].DimValue is not (> 0 and <= int.MaxValue))
             return null;
         var q = quantize[0];
+        codes = q.Output[0];
         int width = (int)shape.Dim[1].DimValue;
         string? zeroPoint = q.Input.Count > 2 && q.Input[2].Length > 0 ? q.Input[2] : null;
         if (ScalarOf(graph, q.Input[1]) is float scale)
@@ -325,45 +327,34 @@ internal sealed class HostRowChecks(byte[] onnx, bool rowProbe, bool rowProbeVec
         ref float src = ref MemoryMarshal.GetReference(source);
         ref float dst = ref MemoryMarshal.GetReference(destination);
         var sum = Vector<float>.Zero;
-        var top = new Vector<float>(float.NegativeInfinity);
-        var bottom = new Vector<float>(float.PositiveInfinity);
+        var max = Vector<float>.Zero;
         int i = 0;
         bool range = HasRowAbsMax || ClipLimit is not null; // the row's largest magnitude: an input, or the clip's test
-        // MaxNative/MinNative (the processor's own MAXPS/MINPS, no NaN or signed-zero fix-ups): exact for finite rows, and a row
-        // with a NaN or an infinity scores NaN through its probe whatever its range is.
+        // max |v| with MaxNative (the processor's own MAXPS, no NaN or signed-zero fix-ups), as RowMagnitude computes it: for a
+        // finite row exactly the graph's Max(ReduceMax, −ReduceMin); a row with a NaN or an infinity scores NaN through its
+        // probe whatever its range is.
         for (; i <= source.Length - Vector<float>.Count; i += Vector<float>.Count)
         {
             var v = Vector.LoadUnsafe(ref src, (nuint)i);
             v.StoreUnsafe(ref dst, (nuint)i);
             sum += v - v;
             if (range)
-            {
-                top = Vector.MaxNative(top, v);
-                bottom = Vector.MinNative(bottom, v);
-            }
+                max = Vector.MaxNative(max, Vector.Abs(v));
         }
-        float tail = 0f, high = float.NegativeInfinity, low = float.PositiveInfinity;
+        float tail = 0f, absMax = 0f;
         for (; i < source.Length; i++)
         {
             float v = Unsafe.Add(ref src, i);
             Unsafe.Add(ref dst, i) = v;
             tail += v - v;
-            high = Math.Max(high, v);
-            low = Math.Min(low, v);
+            absMax = Math.Max(absMax, Math.Abs(v));
         }
         bool finite = Vector.EqualsAll(sum, Vector<float>.Zero) && tail == 0f;
         values.Probes[row] = finite ? 0f : float.NaN;
-        float absMax = 0f;
         if (range)
         {
             for (int l = 0; l < Vector<float>.Count; l++)
-            {
-                high = Math.Max(high, top[l]);
-                low = Math.Min(low, bottom[l]);
-            }
-            // Max(row max, −row min), as the graph's ReduceMax/ReduceMin/Neg/Max compute it for a finite row (a row with a NaN
-            // or an infinity scores NaN through its probe whatever this is).
-            absMax = Math.Max(high, -low);
+                absMax = Math.Max(absMax, max[l]);
             if (HasRowAbsMax)
                 values.AbsMax[row] = absMax;
         }
